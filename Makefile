@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make demo` and `make test`.  Each installs what it needs:
+# a virtual environment with the package, and Debian's rabbitmq-server when it is missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GRIDBUS := $(VENV)/bin/gridbus
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: setup rabbitmq venv demo test test-fast bench dev-up dev-down clean
+
+setup: rabbitmq venv
+
+rabbitmq:
+	@if [ ! -x $(RABBITMQ_SERVER) ]; then \
+	  echo "installing rabbitmq-server from the system packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rabbitmq-server >/dev/null; \
+	fi
+	@# Debian's package may start a system-wide node; gridbus never uses it (own node, own ports).
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(GRIDBUS) dev up
+	$(GRIDBUS) demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(GRIDBUS) dev up
+	$(GRIDBUS) bench ingest --reads 2000000
+
+dev-up: setup
+	$(GRIDBUS) dev up
+
+dev-down:
+	-$(GRIDBUS) dev down
+
+clean: dev-down
+	rm -rf $(VENV) .gridbus *.egg-info

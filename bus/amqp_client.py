@@ -1,0 +1,32 @@
+"""The one place where py-amqp's exceptions become BrokerError."""
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Iterator
+
+import amqp
+from kombu.utils.url import parse_url
+
+from bus.errors import BrokerError
+
+
+@contextlib.contextmanager
+def broker_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except (amqp.exceptions.AMQPError, OSError, socket.timeout) as exc:
+        raise BrokerError(f"{doing}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def connect(url: str, name: str = "gridbus") -> amqp.Connection:
+    parts = parse_url(url)
+    host = f"{parts['hostname'] or '127.0.0.1'}:{parts['port'] or 5672}"
+    with broker_errors(f"connecting to {host}"):
+        conn = amqp.Connection(host=host, userid=parts["userid"] or "guest",
+                               password=parts["password"] or "guest",
+                               virtual_host=parts["virtual_host"] or "/",
+                               client_properties={"connection_name": name},
+                               heartbeat=0, connect_timeout=10)
+        conn.connect()
+        return conn

@@ -1,0 +1,42 @@
+"""Read the live broker through the RabbitMQ management HTTP API (for plan and dlq list).
+
+requests' exceptions are translated to BrokerError here and nowhere else.
+"""
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from bus.errors import BrokerError
+
+
+class BrokerAdmin:
+    def __init__(self, management_url: str, vhost: str = "/"):
+        parts = urlsplit(management_url)
+        self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
+        self.auth = (parts.username or "guest", parts.password or "guest")
+        self.vhost = quote(vhost, safe="")
+        self.session = requests.Session()
+
+    def _get(self, path: str, **params) -> list | dict:
+        url = f"{self.base}/{path}"
+        try:
+            response = self.session.get(url, auth=self.auth, params=params, timeout=10)
+        except requests.RequestException as exc:
+            raise BrokerError(f"management API at {self.base} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise BrokerError(f"management API {url} answered {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def exchanges(self) -> list[dict]:
+        return self._get(f"exchanges/{self.vhost}", columns="name,type,durable,arguments")
+
+    def queues(self) -> list[dict]:
+        return self._get(f"queues/{self.vhost}", columns="name,durable,arguments,messages,messages_ready")
+
+    def bindings(self) -> list[dict]:
+        return self._get(f"bindings/{self.vhost}")
+
+    def queue(self, name: str) -> dict:
+        return self._get(f"queues/{self.vhost}/{quote(name, safe='')}")

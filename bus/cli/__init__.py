@@ -1,0 +1,1 @@
+"""`gridbus` command line."""

@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: settings, loading routes, turning GridbusError into exit codes."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+
+from bus.errors import ConfigError, GridbusError, RouteValidationError
+from bus.routes import RouteTable, load_routes
+from bus.settings import Settings
+
+
+def settings() -> Settings:
+    return Settings.load()
+
+
+def routes_from(paths: tuple[str, ...] | list[str] | None, only: str | None = None) -> RouteTable:
+    table = load_routes(list(paths) if paths else [settings().routes_path])
+    return table.select([r.strip() for r in only.split(",")] if only else None)
+
+
+def fails_cleanly(func):
+    """GridbusError → message on stderr and exit 1 (2 for usage); no traceback for users."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RouteValidationError as exc:
+            for error in exc.errors:
+                click.echo(str(error), err=True)
+            click.echo(f"{len(exc.errors)} error(s)", err=True)
+            sys.exit(1)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except GridbusError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

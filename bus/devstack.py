@@ -1,0 +1,192 @@
+"""`gridbus dev up|down|status`: a project-local stack that never touches a system-wide node.
+
+Everything lives under ``$GRIDBUS_HOME`` (default ``.gridbus/``): the RabbitMQ
+node's data, logs and Erlang cookie, each process's pid file and log, and
+``dev.env`` with the addresses the route files refer to.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.errors import GridbusError
+from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
+
+RABBIT_BIN = Path(os.environ.get("GRIDBUS_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+DEV_DIST_PORT = 25679
+MDMS_1_PORT = 18101
+NODE_NAME = "gridbus-dev@localhost"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    port: int | None = None
+
+
+def home() -> Path:
+    return Path(os.environ.get("GRIDBUS_HOME", ".gridbus")).absolute()
+
+
+def rabbit_env(base: Path, amqp_port: int, management_port: int, dist_port: int, node: str) -> dict:
+    """Environment for rabbitmq-server/rabbitmqctl of a node living in ``base``."""
+    base.mkdir(parents=True, exist_ok=True)
+    plugins = base / "enabled_plugins"
+    plugins.write_text("[rabbitmq_management].\n")
+    return {
+        **os.environ,
+        "HOME": str(base),  # the Erlang cookie lives in $HOME
+        "RABBITMQ_NODENAME": node,
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(amqp_port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+        "RABBITMQ_CONFIG_FILE": str(_write_config(base, management_port)),
+        "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
+    }
+
+
+def _write_config(base: Path, management_port: int) -> Path:
+    config = base / "rabbitmq.conf"
+    config.write_text(
+        f"management.tcp.port = {management_port}\n"
+        "management.tcp.ip = 127.0.0.1\n"
+        "loopback_users = none\n"
+        # quorum queues fsync; the dev node is on a laptop-sized disk
+        "disk_free_limit.absolute = 200MB\n")
+    return config.with_suffix("")  # RabbitMQ adds .conf itself
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.2)
+    raise GridbusError(f"{what} did not open port {port} within {timeout_s:.0f}s")
+
+
+def ensure_rabbitmq_installed() -> None:
+    if not (RABBIT_BIN / "rabbitmq-server").exists():
+        raise GridbusError(f"rabbitmq-server not found in {RABBIT_BIN}: run `make setup` "
+                           "(installs Debian's rabbitmq-server) or set GRIDBUS_RABBITMQ_BIN")
+
+
+def start_rabbitmq(base: Path, amqp_port: int = DEV_AMQP_PORT,
+                   management_port: int = DEV_MANAGEMENT_PORT, dist_port: int = DEV_DIST_PORT,
+                   node: str = NODE_NAME, log=print) -> None:
+    ensure_rabbitmq_installed()
+    if port_open(amqp_port) and port_open(management_port):
+        log(f"rabbitmq   already listening on {amqp_port}")
+        return
+    env = rabbit_env(base, amqp_port, management_port, dist_port, node)
+    out = open(base / "server.out", "ab")
+    proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=env, stdout=out, stderr=out,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    (base.parent / "run").mkdir(exist_ok=True)
+    (base.parent / "run" / "rabbitmq.pid").write_text(str(proc.pid))
+    wait_for_port(amqp_port, 90, "rabbitmq-server")
+    wait_for_port(management_port, 60, "rabbitmq management")
+    log(f"rabbitmq   amqp://127.0.0.1:{amqp_port}  management http://127.0.0.1:{management_port}")
+
+
+def stop_rabbitmq(base: Path, node: str = NODE_NAME) -> None:
+    if not (base / "mnesia").exists():
+        return
+    env = rabbit_env(base, DEV_AMQP_PORT, DEV_MANAGEMENT_PORT, DEV_DIST_PORT, node)
+    subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "stop"], env=env, capture_output=True, timeout=60)
+
+
+class ProcessSet:
+    """Background processes with pid files and logs under ``$GRIDBUS_HOME/run``."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def pid(self, name: str) -> int | None:
+        path = self.run_dir / f"{name}.pid"
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip() or 0)
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return None
+        # a zombie child of ours counts as gone
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return None
+        except OSError:
+            return None
+        return pid
+
+    def start(self, service: Service, env: dict | None = None) -> int:
+        running = self.pid(service.name)
+        if running:
+            return running
+        log = open(self.run_dir / f"{service.name}.log", "ab")
+        proc = subprocess.Popen(service.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                env=env or os.environ.copy(), start_new_session=True)
+        (self.run_dir / f"{service.name}.pid").write_text(str(proc.pid))
+        if service.port:
+            deadline = time.monotonic() + 60
+            while not port_open(service.port):
+                if proc.poll() is not None:
+                    raise GridbusError(f"{service.name} exited with {proc.returncode}; "
+                                       f"see {self.run_dir / service.name}.log")
+                if time.monotonic() > deadline:
+                    raise GridbusError(f"{service.name} did not listen on {service.port}")
+                time.sleep(0.1)
+        return proc.pid
+
+    def stop(self, name: str, timeout_s: float = 15) -> bool:
+        pid = self.pid(name)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        if not pid:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+
+
+def python() -> str:
+    return sys.executable
+
+
+def gridbus_argv(*args: str) -> list[str]:
+    return [python(), "-m", "bus.cli.main", *args]
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)

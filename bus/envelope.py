@@ -1,0 +1,135 @@
+"""The IEC 61968-100 header mapped onto an AMQP message (DESIGN.md, "Envelope").
+
+AMQP properties carry what AMQP has a slot for (``message_id``, ``correlation_id``,
+``reply_to``, ``timestamp``, ``app_id`` = Source, ``type`` = ``<verb>.<Noun>``);
+the rest goes in headers named ``gridbus-*``.  The worker runs under Celery,
+which hands a task only the *headers*, so the header set repeats the few
+properties a task needs (source, correlation id, verb/noun).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+SCHEMA_VERSION = "1"
+_HOST = socket.gethostname()
+
+H_ROUTE = "gridbus-route"
+H_SCHEMA = "gridbus-schema-version"
+H_ATTEMPT = "gridbus-attempt"
+H_FIRST_SEEN = "gridbus-first-seen"
+H_SOURCE = "gridbus-source"
+H_CORRELATION = "gridbus-correlation-id"
+H_VERB = "gridbus-verb"
+H_NOUN = "gridbus-noun"
+H_CONTEXT = "gridbus-context"
+H_METERS = "gridbus-meters"
+H_FILE = "gridbus-file"
+H_FILE_CHECKSUM = "gridbus-file-checksum"
+H_CHUNK = "gridbus-chunk"
+H_CHUNKS = "gridbus-chunks"
+H_TRACEPARENT = "traceparent"
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def file_chunk_message_id(checksum: str, chunk_index: int) -> str:
+    """Deterministic, so a re-run of the same file is recognisable downstream."""
+    return f"file-{checksum[:24]}-{chunk_index:06d}"
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    trace = (trace_id or secrets.token_hex(16))[:32].rjust(32, "0")
+    return f"00-{trace}-{secrets.token_hex(8)}-01"
+
+
+def child_traceparent(parent: str | None) -> str:
+    """Same trace, new span: what each hop puts on the message it emits."""
+    if parent and parent.count("-") == 3:
+        return f"00-{parent.split('-')[1]}-{secrets.token_hex(8)}-01"
+    return new_traceparent()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    route_id: str
+    source: str
+    verb: str
+    noun: str
+    message_id: str = field(default_factory=new_message_id)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    timestamp: float = field(default_factory=time.time)
+    traceparent: str = field(default_factory=new_traceparent)
+    attempt: int = 1
+    first_seen: float | None = None
+    meters: tuple[str, ...] = ()
+    context: str = "PRODUCTION"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correlation(self) -> str:
+        return self.correlation_id or self.message_id
+
+    def headers(self) -> dict[str, Any]:
+        headers = {
+            H_ROUTE: self.route_id,
+            H_SCHEMA: SCHEMA_VERSION,
+            H_ATTEMPT: self.attempt,
+            H_FIRST_SEEN: self.first_seen or self.timestamp,
+            H_SOURCE: self.source,
+            H_CORRELATION: self.correlation,
+            H_VERB: self.verb,
+            H_NOUN: self.noun,
+            H_CONTEXT: self.context,
+            H_TRACEPARENT: self.traceparent,
+        }
+        if self.meters:
+            headers[H_METERS] = list(self.meters)
+        headers.update(self.extra)
+        return headers
+
+    def properties(self) -> dict[str, Any]:
+        props = {
+            "message_id": self.message_id,
+            "correlation_id": self.correlation,
+            "app_id": self.source,
+            "type": f"{self.verb}.{self.noun}",
+            "timestamp": int(self.timestamp),
+            "delivery_mode": 2,
+        }
+        if self.reply_to:
+            props["reply_to"] = self.reply_to
+        return props
+
+    def next_attempt(self) -> "Envelope":
+        return replace(self, attempt=self.attempt + 1, traceparent=child_traceparent(self.traceparent))
+
+    @classmethod
+    def from_headers(cls, message_id: str, headers: dict[str, Any],
+                     reply_to: str | None = None) -> "Envelope":
+        known = {H_ROUTE, H_SCHEMA, H_ATTEMPT, H_FIRST_SEEN, H_SOURCE, H_CORRELATION, H_VERB,
+                 H_NOUN, H_CONTEXT, H_METERS, H_TRACEPARENT}
+        extra = {k: v for k, v in headers.items() if k.startswith("gridbus-") and k not in known}
+        first_seen = headers.get(H_FIRST_SEEN)
+        return cls(
+            route_id=headers[H_ROUTE], source=headers.get(H_SOURCE, ""),
+            verb=headers.get(H_VERB, "created"), noun=headers.get(H_NOUN, ""),
+            message_id=message_id, correlation_id=headers.get(H_CORRELATION),
+            reply_to=reply_to, timestamp=float(first_seen or time.time()),
+            traceparent=headers.get(H_TRACEPARENT) or new_traceparent(),
+            attempt=int(headers.get(H_ATTEMPT, 1)), first_seen=first_seen,
+            meters=tuple(headers.get(H_METERS) or ()), context=headers.get(H_CONTEXT, "PRODUCTION"),
+            extra=extra,
+        )
+
+
+def worker_identity() -> str:
+    return f"{_HOST}:{os.getpid()}"

@@ -1,0 +1,82 @@
+"""The one exception tree of gridbus.
+
+    GridbusError
+    ├── ConfigError                 bad route file, settings or CLI input (file:line in the message)
+    │   └── RouteValidationError    several ConfigErrors found in route files, reported together
+    ├── BrokerError                 RabbitMQ unreachable, channel closed, publish not confirmed
+    ├── MessageError                the message itself is wrong: never worth a retry
+    │   ├── DecodeError             bytes that are not the format they claim (bad CSV header, bad XML)
+    │   ├── ValidationError         a document that breaks the canonical schema
+    │   └── TransformError          a transformer could not map a valid document
+    └── DeliveryError               a destination did not take the message
+        ├── TransientDeliveryError  worth a retry with backoff (timeouts, 5xx, 408, 429)
+        └── PermanentDeliveryError  dead-letter at once (4xx other than 408/429)
+
+The branch decides what the worker does: MessageError and PermanentDeliveryError
+go straight to the dead-letter queue, TransientDeliveryError and BrokerError are
+retried.  Foreign exceptions (pika, kombu, requests, yaml) are translated into
+this tree at the boundary that meets them and chained with ``raise ... from``.
+"""
+from __future__ import annotations
+
+
+class GridbusError(Exception):
+    """Root of every error gridbus raises on purpose."""
+
+
+class ConfigError(GridbusError):
+    """Configuration that cannot be used; the message names file and line."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        self.reason = message
+        location = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{location}{message}")
+
+
+class RouteValidationError(ConfigError):
+    """Every problem found while loading route files, not only the first."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        GridbusError.__init__(self, "\n".join(str(e) for e in errors))
+
+
+class BrokerError(GridbusError):
+    """The broker could not be reached or refused an operation."""
+
+
+class MessageError(GridbusError):
+    """The message is wrong; retrying it cannot help."""
+
+
+class DecodeError(MessageError):
+    """Bytes that cannot be read as the format they claim to be."""
+
+
+class ValidationError(MessageError):
+    """A document that breaks the canonical schema."""
+
+
+class TransformError(MessageError):
+    """A valid document that a transformer could not map."""
+
+
+class DeliveryError(GridbusError):
+    """A destination did not accept the message."""
+
+    def __init__(self, message: str, destination: str | None = None, status: int | None = None,
+                 retry_after_s: float | None = None):
+        self.destination = destination
+        self.status = status
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying later: the destination may take it then."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The destination refused the message for good."""

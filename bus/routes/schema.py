@@ -1,0 +1,83 @@
+"""The marshmallow schema of a route file: what a connector team may write."""
+from __future__ import annotations
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from bus import naming
+
+METHODS = ("file-batch", "push", "pub-sub", "request-response")
+MAX_DELAY_S = 2 ** 28 - 1  # the broker's delay levels end there (about 8.5 years)
+
+
+class EndpointSchema(Schema):
+    """``system`` and ``connector``; every other key is the connector's option,
+    checked by that connector's own schema once the connector is known."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    system = fields.String(required=True, validate=validate.Length(min=1))
+    connector = fields.String(required=True, validate=validate.Length(min=1))
+    transform = fields.List(fields.String(), load_default=list)
+
+
+class RetrySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    attempts = fields.Integer(load_default=8, validate=validate.Range(min=1, max=100))
+    backoff = fields.String(load_default="exponential", validate=validate.OneOf(["exponential", "fixed"]))
+    first_delay_s = fields.Float(load_default=2.0, validate=validate.Range(min=1, max=MAX_DELAY_S))
+    max_delay_s = fields.Float(load_default=3600.0, validate=validate.Range(min=1, max=MAX_DELAY_S))
+    jitter = fields.Float(load_default=0.2, validate=validate.Range(min=0, max=1))
+
+    @validates_schema
+    def _delays_in_order(self, data, **kwargs):
+        if data.get("max_delay_s", 3600.0) < data.get("first_delay_s", 2.0):
+            raise ValidationError("max_delay_s must not be smaller than first_delay_s", "max_delay_s")
+
+
+class QueueSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # Only quorum queues: at-least-once dead-lettering and a delivery limit need them.
+    type = fields.String(load_default="quorum", validate=validate.OneOf(
+        ["quorum"], error="only quorum queues are supported (at-least-once dead-lettering)"))
+    batch_size = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
+    delivery_limit = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+
+
+class MessageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    verb = fields.String(load_default="created")
+    noun = fields.String(load_default="MeterReadings")
+
+
+class RouteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True, validate=validate.Regexp(
+        naming.ROUTE_ID_PATTERN, error="route id must be 2-63 of a-z, 0-9 and '-' (no dots)"))
+    use_case = fields.Integer(load_default=None)
+    description = fields.String(load_default="")
+    source = fields.Nested(EndpointSchema, required=True)
+    method = fields.String(required=True, validate=validate.OneOf(METHODS))
+    transform = fields.List(fields.String(), load_default=list)
+    destinations = fields.List(fields.Nested(EndpointSchema), required=True,
+                               validate=validate.Length(min=1))
+    retry = fields.Nested(RetrySchema, load_default=dict)
+    queue = fields.Nested(QueueSchema, load_default=dict)
+    message = fields.Nested(MessageSchema, load_default=dict)
+
+
+class RouteFileSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    use_case = fields.Integer(load_default=None)
+    title = fields.String(load_default="")
+    routes = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))

@@ -1,0 +1,48 @@
+"""Build the AMQP message a route queue carries: an envelope in Celery's protocol 2.
+
+The route queue is consumed by a Celery worker, so the body is Celery's
+``[args, kwargs, embed]`` with the payload as the only argument, and the
+headers hold Celery's task fields next to the gridbus envelope.  gridbus builds
+these messages itself (rather than through ``apply_async``) so that the AMQP
+properties keep the IEC 61968-100 meaning: ``correlation_id`` is the business
+correlation, not a Celery result id.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from bus import naming
+from bus.envelope import Envelope
+
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_ORIGIN = f"gridbus@{socket.gethostname()}"
+
+
+def celery_headers(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "lang": "py", "task": naming.task_name(envelope.route_id), "id": envelope.message_id,
+        "shadow": None, "eta": None, "expires": None, "group": None, "group_index": None,
+        "retries": envelope.attempt - 1, "timelimit": [None, None],
+        "root_id": envelope.extra.get("gridbus-root-id", envelope.message_id), "parent_id": None,
+        "argsrepr": "", "kwargsrepr": "", "origin": _ORIGIN, "ignore_result": True,
+    }
+
+
+def encode_body(payload: Any) -> bytes:
+    return json.dumps([[payload], {}, _EMBED], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_body(body: bytes) -> Any:
+    """The payload of a route message (used by dlq tools, not by the worker)."""
+    args, _kwargs, _embed = json.loads(body)
+    return args[0]
+
+
+def build(envelope: Envelope, payload: Any) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """(body, properties, headers) of the message for ``envelope``."""
+    headers = {**celery_headers(envelope), **envelope.headers()}
+    properties = {**envelope.properties(), "content_type": "application/json",
+                  "content_encoding": "utf-8", "priority": 0}
+    return encode_body(payload), properties, headers

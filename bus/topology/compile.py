@@ -1,0 +1,90 @@
+"""Routes → broker topology.  Pure: no broker needed, so it is unit-tested alone.
+
+Shared objects:
+  gridbus.ingress (topic, AE gridbus.unroutable)  connectors publish here, key route.<id>
+  gridbus.events  (topic, AE gridbus.unroutable)  canonical events <Noun>.<verb>.<source>
+  gridbus.unroutable (fanout) → gridbus.unroutable (quorum): nothing unroutable vanishes
+  gridbus.reconciliation (quorum): chunk outcomes back to the file-drop ingress
+  celery_delayed_0..27 + celery_delayed_delivery: Celery's native delayed delivery,
+    the broker-held backoff shared by every route (a delay of up to 2^28 s in
+    28 TTL levels; a message waits in the broker, never in a worker)
+Per route <id>:
+  gridbus.route.<id> (quorum; DLX, at-least-once, delivery limit) bound with #.route.<id>
+  gridbus.dlx.<id> (fanout) → gridbus.dlq.<id> (quorum)
+"""
+from __future__ import annotations
+
+from kombu.transport.native_delayed_delivery import (CELERY_DELAYED_DELIVERY_EXCHANGE,
+                                                      MAX_LEVEL, level_name)
+
+from bus import naming
+from bus.routes.model import Route, RouteTable
+from bus.topology.model import ExchangeSpec, QueueSpec, Topology
+
+_QUORUM = {"x-queue-type": "quorum"}
+
+
+def ingress_exchange() -> ExchangeSpec:
+    return ExchangeSpec.of(naming.INGRESS_EXCHANGE, "topic",
+                           {"alternate-exchange": naming.UNROUTABLE_EXCHANGE})
+
+
+def events_exchange() -> ExchangeSpec:
+    return ExchangeSpec.of(naming.EVENTS_EXCHANGE, "topic",
+                           {"alternate-exchange": naming.UNROUTABLE_EXCHANGE})
+
+
+def route_queue(route: Route) -> QueueSpec:
+    return QueueSpec.of(route.queue_name, {
+        **_QUORUM,
+        "x-dead-letter-exchange": naming.dead_letter_exchange_name(route.id),
+        # at-least-once dead-lettering: the broker keeps the message until the DLQ confirms it
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        # poison backstop: a message that kills its worker N times is dead-lettered
+        "x-delivery-limit": route.queue.delivery_limit,
+    })
+
+
+def dead_letter_queue(route_id: str) -> QueueSpec:
+    return QueueSpec.of(naming.dead_letter_queue_name(route_id), dict(_QUORUM))
+
+
+def _delayed_delivery(topology: Topology) -> None:
+    """Mirror of kombu's declare_native_delayed_delivery_exchanges_and_queues (quorum)."""
+    key = "1.#"
+    for level in range(MAX_LEVEL, -1, -1):
+        name = level_name(level)
+        topology.add_exchange(ExchangeSpec.of(name, "topic"))
+        topology.add_queue(QueueSpec.of(name, {
+            **_QUORUM, "x-overflow": "reject-publish", "x-message-ttl": 2 ** level * 1000,
+            "x-dead-letter-exchange": level_name(level - 1) if level else CELERY_DELAYED_DELIVERY_EXCHANGE,
+            "x-dead-letter-strategy": "at-least-once"}))
+        topology.bind(name, name, key)
+        key = "*." + key
+    key = "0.#"
+    for level in range(MAX_LEVEL, 0, -1):
+        topology.bind(level_name(level), level_name(level - 1), key, "exchange")
+        key = "*." + key
+    topology.add_exchange(ExchangeSpec.of(CELERY_DELAYED_DELIVERY_EXCHANGE, "topic"))
+    topology.bind(level_name(0), CELERY_DELAYED_DELIVERY_EXCHANGE, key, "exchange")
+
+
+def compile_topology(routes: RouteTable) -> Topology:
+    topology = Topology()
+    topology.add_exchange(ExchangeSpec.of(naming.UNROUTABLE_EXCHANGE, "fanout"))
+    topology.add_queue(QueueSpec.of(naming.UNROUTABLE_QUEUE, dict(_QUORUM)))
+    topology.bind(naming.UNROUTABLE_EXCHANGE, naming.UNROUTABLE_QUEUE, "")
+    topology.add_exchange(ingress_exchange())
+    topology.add_exchange(events_exchange())
+    topology.add_queue(QueueSpec.of(naming.RECONCILIATION_QUEUE, dict(_QUORUM)))
+    _delayed_delivery(topology)
+    for route in routes:
+        queue = topology.add_queue(route_queue(route))
+        key = naming.route_binding_key(route.id)
+        topology.bind(naming.INGRESS_EXCHANGE, queue.name, key)
+        topology.bind(CELERY_DELAYED_DELIVERY_EXCHANGE, naming.INGRESS_EXCHANGE, key, "exchange")
+        dlx = topology.add_exchange(ExchangeSpec.of(naming.dead_letter_exchange_name(route.id), "fanout"))
+        dlq = topology.add_queue(dead_letter_queue(route.id))
+        topology.bind(dlx.name, dlq.name, "")
+    return topology

@@ -1,0 +1,57 @@
+"""The Celery app, generated from the route table: one quorum queue and one task per route."""
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Exchange, Queue
+
+from bus import naming
+from bus.routes.model import RouteTable
+from bus.settings import Settings
+from bus.topology.compile import ingress_exchange, route_queue
+from bus.worker import task as route_task
+
+
+def celery_queues(routes: RouteTable) -> list[Queue]:
+    spec = ingress_exchange()
+    exchange = Exchange(spec.name, spec.type, durable=True, arguments=spec.args)
+    return [Queue(route.queue_name, exchange=exchange, routing_key=naming.route_binding_key(route.id),
+                  queue_arguments=route_queue(route).args, durable=True)
+            for route in routes]
+
+
+def celery_routes(routes: RouteTable) -> dict[str, dict]:
+    return {route.task_name: {"queue": route.queue_name} for route in routes}
+
+
+def make_app(routes: RouteTable, settings: Settings) -> Celery:
+    app = Celery("gridbus", broker=settings.broker_url, set_as_current=True)
+    app.conf.update(
+        task_queues=celery_queues(routes),
+        task_routes=celery_routes(routes),
+        task_create_missing_queues=False,
+        # manual acks: a message is acked only after its outcome (delivered,
+        # scheduled for retry, or dead-lettered) is confirmed by the broker
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=2,
+        task_ignore_result=True,
+        broker_native_delayed_delivery_queue_type="quorum",
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_heartbeat=30,
+    )
+    for route in routes:
+        route_task.register(app, route)
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_kwargs) -> None:
+    # a publisher connection inherited across fork() would be shared by two processes
+    route_task.reset_publisher()

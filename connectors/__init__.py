@@ -1,0 +1,1 @@
+"""Source and destination adapters, registered as entry points ``gridbus.connectors``."""
