@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from bus.errors import ConfigError
 
@@ -49,6 +50,12 @@ class Settings:
     management_url: str
     routes_path: Path
     state_dir: Path
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host of the broker URL ('/' when the URL names none)."""
+        path = self.broker_url.split("://", 1)[-1].partition("/")[2]
+        return unquote(path) if path and path != "/" else "/"
 
     @classmethod
     def load(cls) -> "Settings":

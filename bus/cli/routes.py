@@ -44,7 +44,7 @@ def plan(paths):
     """Show what `apply` would change on the live broker; changes nothing.
 
     Exit 0 when the broker matches the routes, 2 when something differs."""
-    p = make_plan(compile_topology(routes_from(paths)), BrokerAdmin(settings().management_url))
+    p = make_plan(compile_topology(routes_from(paths)), BrokerAdmin(settings().management_url, settings().vhost))
     if p.in_sync:
         click.echo("broker matches the routes: nothing to change")
         return
@@ -65,7 +65,7 @@ def apply(paths):
     would lose its messages; the plan shows such queues for the operator."""
     s = settings()
     topology = compile_topology(routes_from(paths))
-    p = make_plan(topology, BrokerAdmin(s.management_url))
+    p = make_plan(topology, BrokerAdmin(s.management_url, s.vhost))
     declared = apply_plan(topology, p, s.broker_url)
     click.echo(f"declared {declared} object(s)" if declared else "nothing to change")
     for name, why in p.changed_queues + p.changed_exchanges:

@@ -96,6 +96,9 @@ def _load_file(file: Path, env: dict[str, str], errors: list[ConfigError]) -> li
             loaded = RouteSchema().load(raw)
         except SchemaError as exc:
             _schema_errors(exc.messages, path, lines, name, errors)
+            # still check the parts that did load, so one run shows every problem
+            if isinstance(exc.valid_data, dict):
+                _check_parts(exc.valid_data, name, lines, path, errors)
             continue
         route = _build(loaded, name, lines, path, errors)
         if route:
@@ -123,20 +126,29 @@ def _endpoint(raw: dict, role: str, file: str, lines: dict, path: tuple,
     return Endpoint(raw["system"], raw["connector"], options, tuple(raw.get("transform", ())))
 
 
-def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]) -> Route | None:
-    before = len(errors)
+def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]):
+    """Transformer names and endpoints: (source, destinations) of what is present."""
     known = registry.names(registry.TRANSFORMERS)
-    chains = [(path + ("transform",), data["transform"])]
-    chains += [(path + ("destinations", i, "transform"), d.get("transform", []))
-               for i, d in enumerate(data["destinations"])]
+    destinations = data.get("destinations") or []
+    chains = [(path + ("transform",), data.get("transform") or [])]
+    chains += [(path + ("destinations", i, "transform"), d.get("transform") or [])
+               for i, d in enumerate(destinations) if isinstance(d, dict)]
     for chain_path, chain in chains:
         for i, step in enumerate(chain):
             if step not in known:
                 errors.append(ConfigError(f"unknown transformer {step!r}{registry.did_you_mean(step, known)}",
                                           file, line_of(lines, chain_path + (i,))))
-    source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
-    destinations = [_endpoint(d, "destination", file, lines, path + ("destinations", i), errors)
-                    for i, d in enumerate(data["destinations"])]
+    source = None
+    if isinstance(data.get("source"), dict) and "connector" in data["source"]:
+        source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
+    ends = [_endpoint(d, "destination", file, lines, path + ("destinations", i), errors)
+            for i, d in enumerate(destinations) if isinstance(d, dict) and "connector" in d]
+    return source, ends
+
+
+def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]) -> Route | None:
+    before = len(errors)
+    source, destinations = _check_parts(data, file, lines, path, errors)
     if len(errors) > before:
         return None
     return Route(

@@ -31,9 +31,10 @@ class RetrySchema(Schema):
     max_delay_s = fields.Float(load_default=3600.0, validate=validate.Range(min=1, max=MAX_DELAY_S))
     jitter = fields.Float(load_default=0.2, validate=validate.Range(min=0, max=1))
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _delays_in_order(self, data, **kwargs):
-        if data.get("max_delay_s", 3600.0) < data.get("first_delay_s", 2.0):
+        first, most = data.get("first_delay_s", 2.0), data.get("max_delay_s", 3600.0)
+        if isinstance(first, float) and isinstance(most, float) and most < first:
             raise ValidationError("max_delay_s must not be smaller than first_delay_s", "max_delay_s")
 
 

@@ -1,0 +1,105 @@
+"""Real processes for flow tests: gridbus worker/ingress and stand-in systems, on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.2):
+    """Poll until ``condition()`` is truthy; fail the test with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+class Proc:
+    """A child process with its own log file; killable with SIGKILL like a crash."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        return self
+
+    def kill9(self) -> None:
+        """Crash: SIGKILL the whole process group (a Celery worker and its pool children)."""
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def gridbus(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bus.cli.main", *args]
+
+
+class Mdms:
+    """The MDMS stand-in as a real HTTP server process."""
+
+    def __init__(self, env: dict, log_dir: Path, name: str = "mdms-1"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc(name, [sys.executable, "-m", "simulators.mdms", "--port", str(self.port),
+                                "--name", name], env, log_dir).start()
+        wait_for(self._healthy, 20, f"{name} stand-in to listen")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/stats", timeout=5).json()
+
+    def control(self, **mode) -> None:
+        requests.post(f"{self.url}/_control", json=mode, timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def run_cli(env: dict, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(gridbus(*args), env=env, cwd=ROOT, capture_output=True, text=True,
+                          input=input, timeout=timeout)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
