@@ -40,3 +40,21 @@ class BrokerAdmin:
 
     def queue(self, name: str) -> dict:
         return self._get(f"queues/{self.vhost}/{quote(name, safe='')}")
+
+    # -- virtual hosts (benchmarks and tests isolate themselves in one) ----
+    def _send(self, method: str, path: str, json_body: dict | None = None) -> None:
+        url = f"{self.base}/{path}"
+        try:
+            response = self.session.request(method, url, auth=self.auth, json=json_body, timeout=30)
+        except requests.RequestException as exc:
+            raise BrokerError(f"management API at {self.base} unreachable: {exc}") from exc
+        if response.status_code >= 300 and not (method == "DELETE" and response.status_code == 404):
+            raise BrokerError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+
+    def create_vhost(self, name: str, user: str = "guest") -> None:
+        self._send("PUT", f"vhosts/{quote(name, safe='')}")
+        self._send("PUT", f"permissions/{quote(name, safe='')}/{user}",
+                   {"configure": ".*", "write": ".*", "read": ".*"})
+
+    def delete_vhost(self, name: str) -> None:
+        self._send("DELETE", f"vhosts/{quote(name, safe='')}")

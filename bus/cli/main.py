@@ -24,16 +24,13 @@ cli.add_command(ingress)
 cli.add_command(send)
 
 
-def _optional(module: str, name: str) -> None:
-    import importlib
-    try:
-        cli.add_command(getattr(importlib.import_module(module), name))
-    except ImportError:
-        pass
+from bus.cli.bench import bench  # noqa: E402
+from bus.cli.demo import demo  # noqa: E402
+from bus.cli.dev import dev  # noqa: E402
 
-
-for _module, _name in (("bus.cli.dev", "dev"), ("bus.cli.demo", "demo"), ("bus.cli.bench", "bench")):
-    _optional(_module, _name)
+cli.add_command(dev)
+cli.add_command(demo)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""`gridbus bench`: end-to-end measurements beside a minimal hand-written baseline."""

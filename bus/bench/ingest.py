@@ -1,0 +1,160 @@
+"""`gridbus bench ingest`: file drop → MDMS stored every read, gridbus beside the baseline.
+
+Both pipelines run in the same invocation, on the same generated file, against
+the same MDMS stand-in (reset between them) and the same RabbitMQ node (each in
+a throw-away virtual host), so the ratio means something on a noisy machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bus.bench.procs import PeakRss, free_port, spawn, terminate, wait_http
+from bus.broker_admin import BrokerAdmin
+from bus.settings import Settings
+
+ROUTE_ID = "bench-ingest"
+
+
+@dataclass
+class Run:
+    pipeline: str
+    reads: int          # interval rows in the file
+    readings: int       # values the MDMS stored (6 per valid row)
+    seconds: float
+    peak_rss_mb: float | None = None
+
+    @property
+    def reads_per_s(self) -> float:
+        return self.reads / self.seconds
+
+
+def _vhost_url(broker_url: str, vhost: str) -> str:
+    scheme, rest = broker_url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}/{vhost}"
+
+
+def _wait_readings(mdms_url: str, expected: int, timeout_s: float, progress) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        stored = requests.get(f"{mdms_url}/stats", timeout=10).json()["readings"]
+        if stored >= expected:
+            return
+        if progress and stored != last:
+            progress(stored, expected)
+            last = stored
+        time.sleep(0.1)
+    raise RuntimeError(f"MDMS stored {last} of {expected} readings within {timeout_s:.0f}s")
+
+
+def _route_file(path: Path, inbox: Path, mdms_url: str, batch_size: int) -> None:
+    path.write_text(json.dumps({  # JSON is YAML: no templating needed
+        "use_case": 1, "routes": [{
+            "id": ROUTE_ID, "method": "file-batch",
+            "source": {"system": "hes-bench", "connector": "file-drop", "path": str(inbox),
+                       "pattern": "*.csv", "settle_s": 0.1},
+            "transform": ["hes_a_csv", "to_mdms_json"],
+            "destinations": [{"system": "mdms-bench", "connector": "rest", "url": f"{mdms_url}/messages"}],
+            "queue": {"batch_size": batch_size}}]}))
+
+
+def generate(out: Path, reads: int, log) -> dict:
+    argv = [sys.executable, "-m", "simulators.hes_files", "--out", str(out), "--rows", str(reads),
+            "--profile", "block-load", "--format", "csv", "--seed", "7", "--file-name", "bench.csv"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"generator failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, baseline: bool,
+                 echo=print, progress=None) -> list[Run]:
+    settings = Settings.load()
+    admin = BrokerAdmin(settings.management_url)
+    vhost = f"gridbus-bench-{os.getpid()}"
+    admin.create_vhost(vhost)
+    url = _vhost_url(settings.broker_url, vhost)
+    staging, inbox, home = work / "staging", work / "inbox", work / "home"
+    for d in (staging, inbox, home):
+        d.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GRIDBUS_BROKER_URL": url, "GRIDBUS_HOME": str(home),
+           "GRIDBUS_ENV_FILE": str(home / "none.env"), "GRIDBUS_ROUTES": str(work / "routes.yaml")}
+    procs = []
+    runs: list[Run] = []
+    try:
+        port = free_port()
+        mdms_url = f"http://127.0.0.1:{port}"
+        procs.append(spawn([sys.executable, "-m", "simulators.mdms", "--port", str(port), "--name", "mdms-bench"],
+                           env, work / "mdms.log"))
+        wait_http(f"{mdms_url}/health")
+        echo(f"generating {reads:,} block-load rows ...")
+        summary = generate(staging, reads, echo)
+        expected = summary["expected_readings"]
+        source = Path(summary["path"])
+        timeout = max(120.0, reads / 2000)
+
+        _route_file(work / "routes.yaml", inbox, mdms_url, batch_size)
+        worker = spawn([sys.executable, "-m", "bus.cli.main", "worker", "-c", str(concurrency),
+                        "--loglevel", "WARNING"], env, work / "worker.log")
+        procs.append(worker)
+        procs.append(spawn([sys.executable, "-m", "bus.cli.main", "ingress", "--loglevel", "WARNING"],
+                           env, work / "ingress.log"))
+        admin_v = BrokerAdmin(settings.management_url, vhost)
+        _wait_consumers(admin_v, f"gridbus.route.{ROUTE_ID}", 60)
+        time.sleep(1.0)  # let the pool children finish importing
+        echo("gridbus: dropping the file ...")
+        started = time.perf_counter()
+        with PeakRss(worker.pid) as rss:
+            os.replace(source, inbox / source.name)
+            _wait_readings(mdms_url, expected, timeout, progress)
+            seconds = time.perf_counter() - started
+        runs.append(Run("gridbus", summary["rows_written"], expected, seconds, rss.peak / 2 ** 20))
+        for p in procs[1:]:
+            terminate(p)
+        del procs[1:]
+        shutil.move(str(inbox / "archive"), str(work / "archive-gridbus"))
+        if baseline:
+            requests.post(f"{mdms_url}/_reset", timeout=10).raise_for_status()
+            queue = "baseline.reads"
+            base_file = work / "archive-gridbus"
+            [archived] = list(base_file.rglob("bench.csv"))
+            consumers = [spawn([sys.executable, "-m", "bus.bench.baseline", "consume", url, queue, mdms_url],
+                               env, work / f"baseline-consumer-{i}.log") for i in range(concurrency)]
+            procs.extend(consumers)
+            time.sleep(1.0)
+            echo("baseline: publishing ...")
+            started = time.perf_counter()
+            with PeakRss(consumers[0].pid) as rss:
+                procs.append(spawn([sys.executable, "-m", "bus.bench.baseline", "publish", url, queue,
+                                    str(archived), str(batch_size), str(concurrency)], env,
+                                   work / "baseline-publisher.log"))
+                _wait_readings(mdms_url, expected, timeout, progress)
+                seconds = time.perf_counter() - started
+            runs.append(Run("baseline (pika)", summary["rows_written"], expected, seconds,
+                            rss.peak / 2 ** 20))
+    finally:
+        for p in reversed(procs):
+            terminate(p)
+        admin.delete_vhost(vhost)
+    return runs
+
+
+def _wait_consumers(admin: BrokerAdmin, queue: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if admin.queue(queue).get("consumers", 0) > 0:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no worker consumed {queue} within {timeout_s}s")

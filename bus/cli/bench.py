@@ -1,0 +1,63 @@
+"""`gridbus bench ...`: benchmarks (never timed unit tests)."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from bus.cli.common import fails_cleanly, table
+
+
+@click.group("bench")
+def bench():
+    """Measure gridbus end to end beside a minimal baseline, in the same run."""
+
+
+@bench.command("ingest")
+@click.option("--reads", default="100000", show_default=True,
+              help="Interval rows in the file; several sizes comma-separated (e.g. 100000,2000000).")
+@click.option("--batch-size", default=1000, show_default=True)
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker (and baseline consumer) processes.")
+@click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (logs, archive, reports).")
+@fails_cleanly
+def ingest(reads, batch_size, concurrency, no_baseline, keep):
+    """File drop → MDMS has stored every read; beside csv.reader → pika → HTTP POST.
+
+    Needs a RabbitMQ node with the management plugin (`gridbus dev up`); runs in
+    a throw-away virtual host of it."""
+    from bus.bench.ingest import bench_ingest
+
+    sizes = [int(x.replace("_", "")) for x in reads.split(",")]
+    rows = []
+    all_runs = []
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-{n}-"))
+
+        def progress(stored, expected):
+            sys.stderr.write(f"\r  {stored:>12,} / {expected:,} readings stored")
+            sys.stderr.flush()
+
+        runs = bench_ingest(n, batch_size, concurrency, work, not no_baseline, click.echo, progress)
+        sys.stderr.write("\n")
+        all_runs.extend(runs)
+        gb = runs[0]
+        for run in runs:
+            ratio = f"{run.reads_per_s / runs[-1].reads_per_s:.2f}" if len(runs) > 1 and run is gb else ""
+            rows.append([run.pipeline, f"{run.reads:,}", f"{run.readings:,}", f"{run.seconds:.1f}",
+                         f"{run.reads_per_s:,.0f}", f"{run.readings / run.seconds:,.0f}", ratio,
+                         f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else ""])
+        if not keep:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            click.echo(f"work folder kept: {work}")
+    click.echo(table(rows, ["pipeline", "reads", "readings", "s", "reads/s", "readings/s",
+                            "gridbus/baseline", "peak RSS MB"]))
+    gridbus_runs = [r for r in all_runs if r.pipeline == "gridbus"]
+    if len(gridbus_runs) > 1:
+        small, large = gridbus_runs[0], gridbus_runs[-1]
+        click.echo(f"worker peak RSS {large.reads:,} reads vs {small.reads:,}: "
+                   f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x")
