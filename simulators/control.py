@@ -1,14 +1,19 @@
-"""Helpers every stand-in shares: injected failure modes, a request log, and
-starting a simulator as a real subprocess (``python -m simulators.X``)."""
+"""Helpers every stand-in shares: injected failure modes, a request log, a
+threaded HTTP server that can be stopped for real, and starting a simulator as
+a subprocess (``python -m simulators.X``) that announces ``listening on <url>``."""
 from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODES = ("healthy", "slow", "error", "down")
@@ -102,6 +107,123 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+class JsonRequestHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive (clients post over pooled connections), JSON answers."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: "StandInHttpServer"
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+    def send_json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass                          # trailers
+            return b"".join(parts)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def drop_connection(self) -> None:
+        """Answer nothing: the client sees the connection closed (a 'down' system)."""
+        self.close_connection = True
+
+
+class StandInHttpServer(ThreadingHTTPServer):
+    """A thread per connection; remembers open connections so stopping drops them."""
+
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 app: Any, verbose: bool = False) -> None:
+        self.app, self.verbose = app, verbose
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        # Keep-alive connections would outlive the listener: a stopped system drops them.
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class BackgroundServer:
+    """A stand-in's HTTP server in a background thread: ``.url``, ``.start()``, ``.stop()``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], app: Any, host: str = "127.0.0.1",
+                 port: int = 0, verbose: bool = False) -> None:
+        self.app = app
+        self._httpd = StandInHttpServer((host, port), handler, app, verbose)
+        self.host, self.port = host, self._httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "BackgroundServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"{type(self).__name__}-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._httpd.server_close()
+        self._httpd.close_open_connections()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_until_signalled(server: BackgroundServer) -> int:
+    """Entry point of ``python -m simulators.X``: announce the URL, run until SIGTERM/SIGINT."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    server.start()
+    print(f"listening on {server.url}", flush=True)
+    while not done.wait(0.5):
+        pass
+    server.stop()
+    return 0
 
 
 class SimulatorProcess:

@@ -378,7 +378,11 @@ def generate(out_dir: str | os.PathLike, meters: int = 100, days: int = 1,
              first_serial: int | None = None) -> GenerationSummary:
     """Write one HES export file (write-then-rename) and return what it holds.
 
-    ``rows`` asks for exactly that many data rows instead of ``meters`` x ``days``.
+    ``rows`` asks for exactly that many data rows (duplicates and malformed rows
+    included) instead of ``meters`` x ``days``: ``days`` is kept, meters are added
+    as needed. XML carries no malformed rows; ``envelope`` wraps it in an
+    IEC 61968-100 EventMessage. ``expected`` also writes ``<file>.expected.json``
+    before the data file gets its final name.
     """
     if profile not in HEADERS:
         raise ValueError(f"profile must be one of {sorted(HEADERS)}, not {profile!r}")
