@@ -16,6 +16,7 @@ from bus.canonical import END_DEVICE_EVENTS, METER_READINGS
 from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import ReadingProfile, is15959_events, reading_profiles
+from transformers.gc_pause import gc_paused
 from transformers.instants import local_zone, utc_day_start, utc_instant
 
 EVENT_LOG = ReadingProfile("event-log", "events", "meter_serial", "event_time", ())
@@ -51,7 +52,7 @@ def parse_header(header_line: str) -> tuple[ReadingProfile, dict[str, int], int]
 
 
 class _Rows:
-    """Iterates data rows, counting them and turning rejections into file line numbers."""
+    """Data rows of a chunk: skips blank lines, counts rows, names rejected rows by file line."""
 
     def __init__(self, body: str, first_line: int, context: TransformContext):
         self.reader = csv.reader(io.StringIO(body, newline=""))
@@ -101,19 +102,25 @@ def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
     im, it = index[profile.meter], index[profile.time]
     cols = [(index[c], c) for c, _ in profile.columns]
     pick = itemgetter(*(i for i, _ in cols)) if len(cols) > 1 else (lambda r, i=cols[0][0]: (r[i],))
-    per_meter: dict[str, list[list[dict]]] = {}
+    per_meter: dict[str, list[tuple[str, tuple]]] = {}  # meter → [(utc, values)] in file order
     first_seen: dict[tuple[str, str], tuple[int, list[str]]] = {}
     utc_of: dict[str, str | None] = {}  # HES files repeat a few timestamps thousands of times
-    meters = context.meters
-    for row in rows:
+    # the hot loop reads the csv reader itself: a generator in between costs ~5 %
+    reader = rows.reader
+    base = rows.base
+    n = 0
+    for row in reader:
+        n += 1
         if len(row) != width:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                n -= 1  # a blank line is not a row the HES meant to send
+                continue
             rows.reject(f"expected {width} fields, found {len(row)}")
             continue
         meter = row[im].strip()
         if not meter:
             rows.reject(f"empty {profile.meter}")
             continue
-        meters.add(meter)
         raw = row[it]
         utc = utc_of.get(raw, _UNSEEN)
         if utc is _UNSEEN:
@@ -122,16 +129,18 @@ def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
             except ValueError:
                 utc = utc_of[raw] = None
         if utc is None:
+            context.meters.add(meter)
             rows.reject(f"meter {meter}: {profile.time} {raw.strip()!r} is not an ISO 8601 time")
             continue
         try:
-            values = list(map(float, pick(row)))
+            values = tuple(map(float, pick(row)))
             # one test for all: min catches negatives, the sum turns nan or inf into not < inf
             if not (min(values) >= 0.0 and sum(values) < _INF):
                 raise ValueError
         except ValueError:
             values, bad = _checked_values(row, cols)
             if bad:
+                context.meters.add(meter)
                 rows.reject(f"meter {meter}: {bad}")
                 continue
         key = (meter, utc)
@@ -140,26 +149,41 @@ def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
             if first[1] != row:
                 rows.reject(f"meter {meter}: second row for {utc} with other values (first at line {first[0]})")
             continue  # an exact duplicate collapses into the first row
-        first_seen[key] = (rows.line, row)
-        lists = per_meter.get(meter)
-        if lists is None:
-            lists = per_meter[meter] = [[] for _ in cols]
-        for lst, v in zip(lists, values):
-            if v is not None:
-                lst.append({"timeStamp": utc, "value": v})
+        first_seen[key] = (base + reader.line_num, row)
+        entries = per_meter.get(meter)
+        if entries is None:
+            per_meter[meter] = [(utc, values)]
+        else:
+            entries.append((utc, values))
+    rows.count = n
+    context.meters.update(per_meter)
     return _meter_readings(profile, per_meter, context)
 
 
 def _meter_readings(profile: ReadingProfile, per_meter: dict, context: TransformContext) -> dict:
-    types = [rt for _, rt in profile.columns]
+    rts = [rt for _, rt in profile.columns]
+    types = list(enumerate(rts))
     out = []
-    for meter, lists in per_meter.items():
-        if profile.kind == "interval":
-            blocks = [{"readingType": rt, "intervalReadings": lst} for rt, lst in zip(types, lists) if lst]
+    for meter, entries in per_meter.items():
+        if profile.kind == "interval" and len(entries) == 1:
+            # a chunk sorted by time holds one row per meter: one comprehension, not six
+            t, vs = entries[0]
+            blocks = [{"readingType": rt, "intervalReadings": [{"timeStamp": t, "value": v}]}
+                      for rt, v in zip(rts, vs) if v is not None]
+            if blocks:
+                out.append({"meter": meter, "intervalBlocks": blocks})
+        elif profile.kind == "interval":
+            blocks = []
+            for k, rt in types:
+                # comprehensions build the value dicts far faster than appends in the row loop
+                lst = [{"timeStamp": t, "value": vs[k]} for t, vs in entries if vs[k] is not None]
+                if lst:
+                    blocks.append({"readingType": rt, "intervalReadings": lst})
             if blocks:
                 out.append({"meter": meter, "intervalBlocks": blocks})
         else:
-            readings = [{"readingType": rt, **r} for rt, lst in zip(types, lists) for r in lst]
+            readings = [{"readingType": rt, "timeStamp": t, "value": vs[k]}
+                        for k, rt in types for t, vs in entries if vs[k] is not None]
             if readings:
                 out.append({"meter": meter, "readings": readings})
     return {"noun": METER_READINGS, "source": context.source_system, "MeterReading": out}
@@ -209,9 +233,10 @@ class HesACsvDecoder:
 
     name = "hes_a_csv"
 
-    def check_header(self, header_line: str) -> None:
-        """HeaderProbe: raise ``DecodeError`` unless the header matches a profile."""
-        parse_header(header_line)
+    def check_header(self, header_line: str) -> str:
+        """HeaderProbe: the noun the file will decode to; ``DecodeError`` if no profile matches."""
+        profile, _, _ = parse_header(header_line)
+        return END_DEVICE_EVENTS if profile is EVENT_LOG else METER_READINGS
 
     def __call__(self, payload: SourceChunk, context: TransformContext) -> dict:
         if not isinstance(payload, SourceChunk) or payload.format != "csv":
@@ -224,9 +249,10 @@ class HesACsvDecoder:
         except DecodeError as exc:
             raise DecodeError(f"{payload.file_name}: {exc}") from None
         rows = _Rows(body, payload.first_line, context)
-        if profile is EVENT_LOG:
-            doc = _decode_events(index, width, rows, context)
-        else:
-            doc = _decode_readings(profile, index, width, rows, context)
+        with gc_paused():
+            if profile is EVENT_LOG:
+                doc = _decode_events(index, width, rows, context)
+            else:
+                doc = _decode_readings(profile, index, width, rows, context)
         context.rows_in = rows.count
         return doc

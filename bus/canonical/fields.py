@@ -20,7 +20,6 @@ QUALITY = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _INTERVAL_KEYS = frozenset(("timeStamp", "value", "qualities"))
 _READING_KEYS = frozenset(("readingType", "timeStamp", "value", "qualities"))
 _METER_KEYS = frozenset(("meter", "intervalBlocks", "readings"))
-_BLOCK_KEYS = frozenset(("readingType", "intervalReadings"))
 _EVENT_KEYS = frozenset(("meter", "eventType", "isCode", "createdDateTime", "receivedDateTime"))
 
 
@@ -158,8 +157,8 @@ def _check_meter_reading(mr, seen: _Seen) -> None:
     if type(mr) is not dict:
         raise ValidationError(" must be an object")
     meter = mr.get("meter")
-    if type(meter) is not str or not meter or meter.isspace():
-        raise ValidationError(".meter must be a non-empty string")
+    if type(meter) is not str or not meter or meter.isspace() or not meter.isprintable():
+        raise ValidationError(f".meter {meter!r} must be a non-empty printable string")
     if len(mr) == 2 and "intervalBlocks" in mr:
         _check_blocks(mr["intervalBlocks"], seen)
         return
@@ -198,8 +197,8 @@ def _check_event_slowly(ev, seen: _Seen) -> None:
     if extra:
         raise ValidationError(f": unexpected keys {sorted(extra)}")
     meter, et = ev.get("meter"), ev.get("eventType")
-    if type(meter) is not str or not meter or meter.isspace():
-        raise ValidationError(".meter must be a non-empty string")
+    if type(meter) is not str or not meter or meter.isspace() or not meter.isprintable():
+        raise ValidationError(f".meter {meter!r} must be a non-empty printable string")
     if et not in seen.types:
         if type(et) is not str or EVENT_TYPE.fullmatch(et) is None:
             raise ValidationError(f".eventType {et!r} is not a t.d.s.e EndDeviceEventType")
@@ -228,7 +227,8 @@ class EndDeviceEventList(fields.Field):
                 if (type(ev) is dict and len(ev) == 5 and ev.keys() == full
                         and ev["eventType"] in types and ev["createdDateTime"] in instants
                         and ev["receivedDateTime"] in instants and type(ev["isCode"]) is int
-                        and type(ev["meter"]) is str and ev["meter"] and not ev["meter"].isspace()):
+                        and type(ev["meter"]) is str and ev["meter"] and not ev["meter"].isspace()
+                        and ev["meter"].isprintable()):
                     continue
                 _check_event_slowly(ev, seen)
         except (ValidationError, TypeError) as exc:

@@ -36,15 +36,15 @@ _SCHEMAS: dict[str, Schema] = {
 }
 
 
-def _flatten(messages: Any, prefix: str = "") -> list[str]:
+def _flatten(messages: Any, key: str = "") -> list[str]:
+    """Marshmallow's nested messages as lines ``field: problem``."""
     if isinstance(messages, dict):
-        out: list[str] = []
-        for key, sub in messages.items():
-            out.extend(_flatten(sub, f"{prefix}{key}: " if key != "_schema" else prefix))
-        return out
+        return [line for k, sub in messages.items() for line in _flatten(sub, "" if k == "_schema" else str(k))]
     if isinstance(messages, list):
-        return [line for m in messages for line in _flatten(m, prefix)]
-    return [f"{prefix}{messages}"]
+        return [line for m in messages for line in _flatten(m, key)]
+    text = str(messages)
+    # the list fields already start their messages with the field's own name
+    return [text if not key or text.startswith(key) else f"{key}: {text}"]
 
 
 def validate_document(doc: Any) -> dict:

@@ -68,8 +68,8 @@ def _survey(route: Route, path: Path, fmt: str) -> tuple[str | None, int]:
         splitter = getattr(decoder, "split", None)
         if splitter is None:
             raise MessageError(f"transformer {route.transform[0]!r} cannot cut XML files into batches")
-        rows = sum(n for _text, n in splitter(open(path, "rb"), route.queue.batch_size))
-        return None, rows
+        with open(path, "rb") as f:
+            return None, sum(n for _text, n in splitter(f, route.queue.batch_size))
     header, rows = split.csv_survey(path)
     noun = None
     if decoder is not None and hasattr(decoder, "check_header"):

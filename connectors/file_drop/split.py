@@ -45,16 +45,20 @@ def csv_chunks(path: Path, batch_size: int) -> Iterator[SourceChunk]:
             header += "\n"
         batch: list[str] = []
         first_line = 0
+        rows = 0
         for number, line in enumerate(f, start=2):
             if not line.strip():
+                if batch:  # kept, so the decoder's line numbers stay those of the file
+                    batch.append("\n")
                 continue
             if not batch:
                 first_line = number
             batch.append(line if line.endswith("\n") else line + "\n")
-            if len(batch) >= batch_size:
+            rows += 1
+            if rows >= batch_size:
                 yield SourceChunk(header + "".join(batch), path.name, first_line, "csv")
-                batch = []
-        if batch:
+                batch, rows = [], 0
+        if rows:
             yield SourceChunk(header + "".join(batch), path.name, first_line, "csv")
 
 
