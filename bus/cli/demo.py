@@ -109,6 +109,7 @@ def _wait(summaries: list[dict], timeout: float, started: float) -> list[dict]:
                 pending.pop(dropped)
                 break
         if not pending:
+            sys.stderr.write("\n")
             return [found[s["dropped_as"]] for s in summaries]
         sys.stderr.write(f"\r  {len(found)}/{len(summaries)} files reconciled, "
                          f"{time.monotonic() - started:.0f}s")
