@@ -34,6 +34,8 @@ from sys import intern
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
+
 from simulators.control import (BackgroundServer, ControlError, FailureMode, Faults,
                                 JsonRequestHandler, RequestLog, serve_until_signalled)
 
@@ -244,7 +246,9 @@ class MdmsApp:
             time.sleep(mode.delay_s)
         noun = message_id = None
         try:
-            doc = json.loads(body)
+            # orjson parses a 6,000-value message in half the time of json: the stand-in
+            # must not be what a benchmark measures
+            doc = orjson.loads(body)
             if isinstance(doc, dict) and isinstance(doc.get("Header"), dict):
                 noun, message_id = doc["Header"].get("Noun"), doc["Header"].get("MessageID")
             noun, message_id, new, dup = self.store.store(doc, body)
