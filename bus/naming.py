@@ -14,6 +14,8 @@ EVENTS_EXCHANGE = f"{PREFIX}.events"            # topic; canonical events <Noun>
 UNROUTABLE_EXCHANGE = f"{PREFIX}.unroutable"    # fanout; alternate exchange of the two above
 UNROUTABLE_QUEUE = f"{PREFIX}.unroutable"
 RECONCILIATION_QUEUE = f"{PREFIX}.reconciliation"  # chunk outcomes back to the file-drop ingress
+FILE_REPORTS_QUEUE = f"{PREFIX}.file-reports"      # FileReconciliation events, for operators' tools
+FILE_REPORTS_KEY = "FileReconciliation.#"
 
 
 def route_routing_key(route_id: str) -> str:

@@ -5,6 +5,7 @@ Shared objects:
   gridbus.events  (topic, AE gridbus.unroutable)  canonical events <Noun>.<verb>.<source>
   gridbus.unroutable (fanout) → gridbus.unroutable (quorum): nothing unroutable vanishes
   gridbus.reconciliation (quorum): chunk outcomes back to the file-drop ingress
+  gridbus.file-reports (quorum, newest 100,000): FileReconciliation events
   celery_delayed_0..27 + celery_delayed_delivery: Celery's native delayed delivery,
     the broker-held backoff shared by every route (a delay of up to 2^28 s in
     28 TTL levels; a message waits in the broker, never in a worker)
@@ -78,6 +79,11 @@ def compile_topology(routes: RouteTable) -> Topology:
     topology.add_exchange(ingress_exchange())
     topology.add_exchange(events_exchange())
     topology.add_queue(QueueSpec.of(naming.RECONCILIATION_QUEUE, dict(_QUORUM)))
+    # reports are also written beside each archived file; the queue keeps the latest
+    # ones for tools without growing forever
+    topology.add_queue(QueueSpec.of(naming.FILE_REPORTS_QUEUE, {
+        **_QUORUM, "x-max-length": 100_000, "x-overflow": "drop-head"}))
+    topology.bind(naming.EVENTS_EXCHANGE, naming.FILE_REPORTS_QUEUE, naming.FILE_REPORTS_KEY)
     _delayed_delivery(topology)
     for route in routes:
         queue = topology.add_queue(route_queue(route))

@@ -146,3 +146,24 @@ def test_kill_9_of_the_worker_during_a_200k_read_file_loses_and_doubles_nothing(
     assert at_kill < big["expected_readings"]
     assert stats["readings"] == big["expected_readings"]
     assert report["rows_read"] == 200000 and report["chunks_dead_lettered"] == []
+
+
+def test_the_reconciliation_report_is_also_published_as_an_event(uc1):
+    # Given a delivered file with its report on disk
+    block = uc1.generate("--profile", "daily", "--meters", "3", "--days", "2")
+    uc1.drop(Path(block["path"]))
+    report = uc1.report(Path(block["path"]).name)
+    # Then the same report is on the file-reports queue as a FileReconciliation event
+    import amqp
+    import json as _json
+    from kombu.utils.url import parse_url
+    url = parse_url(uc1.env["GRIDBUS_BROKER_URL"])
+    conn = amqp.Connection(host=f"{url['hostname']}:{url['port']}", virtual_host=url["virtual_host"])
+    conn.connect()
+    message = wait_for(lambda: conn.channel().basic_get("gridbus.file-reports", no_ack=True), 20,
+                       "the FileReconciliation event")
+    conn.close()
+    event = _json.loads(message.body)
+    assert message.properties["type"] == "created.FileReconciliation"
+    assert (event["file"], event["rows_read"], event["checksum"]) == \
+        (report["file"], report["rows_read"], report["checksum"])
