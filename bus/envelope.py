@@ -110,7 +110,8 @@ class Envelope:
         return props
 
     def next_attempt(self) -> "Envelope":
-        return replace(self, attempt=self.attempt + 1, traceparent=child_traceparent(self.traceparent))
+        return replace(self, attempt=self.attempt + 1, traceparent=child_traceparent(self.traceparent),
+                       extra=dict(self.extra))
 
     @classmethod
     def from_headers(cls, message_id: str, headers: dict[str, Any],

@@ -12,7 +12,7 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
-SERVICES = ("ingress", "worker", "mdms-1")
+SERVICES = ("keeper", "ingress", "worker", "mdms-1")
 
 
 def dev_env() -> dict[str, str]:
@@ -62,6 +62,8 @@ def up(concurrency):
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
+    procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
+    click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
 
 
@@ -93,6 +95,6 @@ def status():
         from bus.broker_admin import BrokerAdmin
         from bus import naming
         queues = [q for q in BrokerAdmin(settings().management_url, settings().vhost).queues()
-                  if q["name"].startswith(naming.PREFIX)]
+                  if q["name"].startswith(naming.PREFIX + ".")]
         for q in sorted(queues, key=lambda q: q["name"]):
             click.echo(f"  {q['name']:50} {q.get('messages', 0):>8} messages")

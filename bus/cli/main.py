@@ -27,10 +27,14 @@ cli.add_command(send)
 from bus.cli.bench import bench  # noqa: E402
 from bus.cli.demo import demo  # noqa: E402
 from bus.cli.dev import dev  # noqa: E402
+from bus.cli.dlq import dlq  # noqa: E402
+from bus.cli.keeper import keeper  # noqa: E402
 
 cli.add_command(dev)
 cli.add_command(demo)
 cli.add_command(bench)
+cli.add_command(dlq)
+cli.add_command(keeper)
 
 
 def main() -> None:

@@ -1,5 +1,10 @@
 """What the worker does with one route message, independent of Celery:
-decode → validate → transform → deliver to each destination."""
+decode → validate → transform → deliver to each pending destination.
+
+Each destination succeeds or fails on its own, so that a retry or a dead letter
+carries only the destinations that still need the message: a slow MDMS-2 never
+makes MDMS-1 receive the same batch again.
+"""
 from __future__ import annotations
 
 import time
@@ -10,7 +15,7 @@ from bus import registry
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import GridbusError, TransformError
-from bus.routes.model import Route
+from bus.routes.model import Endpoint, Route
 from bus.transform import Outbound, SourceChunk, TransformContext
 
 SOURCE_CHUNK = "source-chunk"
@@ -33,6 +38,7 @@ def payload_to_input(payload: Any) -> Any:
 class Outcome:
     context: TransformContext
     receipts: list[DeliveryReceipt] = field(default_factory=list)
+    failures: list[tuple[Endpoint, Exception]] = field(default_factory=list)
     readings: int = 0
     events: int = 0
     transform_s: float = 0.0
@@ -50,21 +56,33 @@ def _run_chain(names: tuple[str, ...], payload: Any, context: TransformContext) 
     return payload
 
 
-def process(route: Route, envelope: Envelope, payload: Any) -> Outcome:
+def pending(route: Route, systems: list[str] | None) -> list[Endpoint]:
+    """The destinations still owed this message (all of them on a first attempt)."""
+    if not systems:
+        return list(route.destinations)
+    return [d for d in route.destinations if d.system in systems]
+
+
+def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] | None = None) -> Outcome:
+    """Transform once, deliver to each pending destination; MessageError escapes
+    (the whole message is bad), delivery failures are collected per destination."""
     context = TransformContext(route_id=route.id, source_system=envelope.source,
                                message_id=envelope.message_id, correlation_id=envelope.correlation)
     outcome = Outcome(context)
     started = time.perf_counter()
     common = _run_chain(route.transform, payload_to_input(payload), context)
     outcome.transform_s = time.perf_counter() - started
-    for destination in route.destinations:
+    for destination in pending(route, systems):
         outbound = _run_chain(destination.transform, common, context)
         if not isinstance(outbound, Outbound):
             raise TransformError(f"route {route.id}: the transform chain for {destination.system} "
                                  "must end with an encoder that returns Outbound")
+        outcome.readings, outcome.events = outbound.readings, outbound.events
         if outbound.readings == 0 and outbound.events == 0 and context.rejections:
             continue  # every row was rejected: nothing to deliver, the report says why
-        connector = registry.connector(destination.connector)
-        outcome.receipts.append(connector.deliver(outbound, envelope, destination))
-        outcome.readings, outcome.events = outbound.readings, outbound.events
+        try:
+            connector = registry.connector(destination.connector)
+            outcome.receipts.append(connector.deliver(outbound, envelope, destination))
+        except Exception as exc:  # classified by the caller: permanent, or worth a retry
+            outcome.failures.append((destination, exc))
     return outcome

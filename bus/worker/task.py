@@ -8,6 +8,8 @@ Outcomes (the exception branch decides, see bus.errors):
   BrokerError, other      → a copy with attempt+1 waits in the broker's delay
                             levels, then comes back to the route queue; ack.
                             After the route's last attempt: dead-letter.
+Each destination has its own outcome: a retry or a dead letter names only the
+destinations still owed the message (``gridbus-pending-destinations``).
 A worker killed at any point before the ack leaves the message in the queue
 (acks_late + reject_on_worker_lost); the quorum queue's delivery limit
 dead-letters a message that keeps killing its worker.
@@ -23,7 +25,8 @@ from typing import Any
 
 from kombu.transport.native_delayed_delivery import calculate_routing_key, level_name
 
-from bus import naming, task_message
+from bus import hooks, naming, task_message
+from bus.deadletters import headers as dl
 from bus.envelope import Envelope, H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM
 from bus.errors import MessageError, PermanentDeliveryError
 from bus.publisher import ConfirmingPublisher
@@ -77,58 +80,91 @@ def register(app, route: Route) -> None:
         handle(route, envelope, payload)
 
 
+def _is_permanent(exc: Exception) -> bool:
+    return isinstance(exc, (MessageError, PermanentDeliveryError))
+
+
 def handle(route: Route, envelope: Envelope, payload: Any) -> None:
+    hooks.emit("consumed", route=route.id, message_id=envelope.message_id, attempt=envelope.attempt)
+    systems = envelope.extra.get(dl.PENDING_DESTINATIONS)
     try:
-        outcome = process(route, envelope, payload)
-    except (MessageError, PermanentDeliveryError) as exc:
-        dead_letter(route, envelope, payload, exc)
+        outcome = process(route, envelope, payload, systems)
+    except MessageError as exc:  # the message itself is bad: no destination can take it
+        dead_letter(route, envelope, payload, exc, systems)
+        reconcile(envelope, None, "dead-lettered", reason=str(exc))
         return
-    except Exception as exc:  # transient by default: a later attempt may succeed
+    permanent = [(d, e) for d, e in outcome.failures if _is_permanent(e)]
+    transient = [(d, e) for d, e in outcome.failures if not _is_permanent(e)]
+    for destination, exc in permanent:
+        dead_letter(route, envelope, payload, exc, [destination.system])
+    if transient:
+        exc = transient[0][1]
+        owed = [d.system for d, _ in transient]
         if envelope.attempt >= route.retry.attempts:
-            dead_letter(route, envelope, payload, exc, retries_exhausted=True)
+            dead_letter(route, envelope, payload, exc, owed, retries_exhausted=True)
         else:
-            schedule_retry(route, envelope, payload, exc)
-        return
-    reconcile(envelope, outcome, "delivered")
+            schedule_retry(route, envelope, payload, exc, owed)
+            return  # the reconciliation record waits for the final outcome
+    result = "dead-lettered" if outcome.failures else "delivered"
+    reason = "; ".join(str(e) for _, e in outcome.failures)
+    reconcile(envelope, outcome, result, reason)
 
 
-def schedule_retry(route: Route, envelope: Envelope, payload: Any, exc: Exception) -> None:
+def _retry_headers(envelope: Envelope, exc: Exception, owed: list[str]) -> dict:
+    return {dl.FIRST_FAILURE: envelope.extra.get(dl.FIRST_FAILURE) or time.time(),
+            dl.PENDING_DESTINATIONS: owed,
+            "gridbus-last-error": f"{exc.__class__.__name__}: {exc}"[:500]}
+
+
+def schedule_retry(route: Route, envelope: Envelope, payload: Any, exc: Exception, owed: list[str]) -> None:
     following = envelope.next_attempt()
+    following.extra.update(_retry_headers(envelope, exc, owed))
     delay = route.retry.delay_s(following.attempt)
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after:
         delay = max(delay, int(retry_after + 0.999))
     body, props, headers = task_message.build(following, payload)
-    headers["gridbus-last-error"] = f"{exc.__class__.__name__}: {exc}"[:500]
-    log.warning("route %s message %s attempt %d failed (%s); retry in %ss",
-                route.id, envelope.message_id, envelope.attempt, exc, delay)
+    log.warning("route %s message %s attempt %d failed for %s (%s); retry in %ss",
+                route.id, envelope.message_id, envelope.attempt, ",".join(owed), exc, delay)
     _publish(level_name(27), calculate_routing_key(delay, naming.route_routing_key(route.id)),
              body, props, headers)
+    hooks.emit("retried", route=route.id, message_id=envelope.message_id, attempt=following.attempt,
+               delay_s=delay, reason=str(exc), destinations=owed)
 
 
 def dead_letter(route: Route, envelope: Envelope, payload: Any, exc: Exception,
-                retries_exhausted: bool = False) -> None:
+                owed: list[str] | None, retries_exhausted: bool = False) -> None:
+    """Publish the message as it failed, plus why, to the route's dead-letter exchange."""
     body, props, headers = task_message.build(envelope, payload)
+    if owed:
+        headers[dl.PENDING_DESTINATIONS] = owed
     now = time.time()
+    error_class = exc.__class__.__name__
+    message = str(exc)
     headers.update({
-        "gridbus-dead-letter-reason": ("retries exhausted: " if retries_exhausted else "") +
-                                      f"{exc.__class__.__name__}: {exc}"[:1000],
-        "gridbus-error-class": exc.__class__.__name__,
-        "gridbus-destination": getattr(exc, "destination", None) or "",
-        "gridbus-traceback": "".join(traceback.format_exception(exc))[-4000:],
-        "gridbus-failed-at": now,
-        "gridbus-worker-host": _HOST,
+        dl.DL_ROUTE: route.id,
+        dl.DL_DESTINATION: getattr(exc, "destination", None) or ",".join(owed or []),
+        dl.DL_ERROR_CLASS: error_class,
+        dl.DL_REASON: (f"retries exhausted after {envelope.attempt} attempts: " if retries_exhausted
+                       else "") + message[:1000],
+        dl.DL_TRACEBACK: "".join(traceback.format_exception(exc))[-4000:],
+        dl.DL_ATTEMPTS: envelope.attempt,
+        dl.DL_FIRST_FAILURE: envelope.extra.get(dl.FIRST_FAILURE) or now,
+        dl.DL_LAST_FAILURE: now,
+        dl.DL_WORKER_HOST: _HOST,
+        dl.DL_FINGERPRINT: dl.fingerprint(route.id, error_class, message),
     })
     log.error("route %s message %s dead-lettered: %s", route.id, envelope.message_id, exc)
     _publish(naming.dead_letter_exchange_name(route.id), "", body, props, headers)
-    reconcile(envelope, None, "dead-lettered", reason=str(exc))
+    hooks.emit("dead-lettered", route=route.id, message_id=envelope.message_id,
+               reason=headers[dl.DL_REASON], destinations=owed)
 
 
 def reconcile(envelope: Envelope, outcome: Outcome | None, result: str, reason: str = "") -> None:
     """Tell the file-drop ingress what became of one chunk of a file."""
     checksum = envelope.extra.get(H_FILE_CHECKSUM)
-    if not checksum:
-        return
+    if not checksum or envelope.extra.get(dl.REPLAYED_FROM):
+        return  # replays are not part of the file's first reconciliation
     record = {
         "route": envelope.route_id, "checksum": checksum, "file": envelope.extra.get(H_FILE),
         "chunk": envelope.extra.get(H_CHUNK), "chunks": envelope.extra.get(H_CHUNKS),

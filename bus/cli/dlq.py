@@ -1,0 +1,277 @@
+"""`gridbus dlq list|show|replay|purge|export`: dead letters for the operator on call."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from xml.dom import minidom
+
+import click
+
+from bus import naming, task_message
+from bus.broker_admin import BrokerAdmin
+from bus.cli.common import fails_cleanly, settings, table
+from bus.deadletters import replay as replays
+from bus.deadletters.collect import collect
+from bus.deadletters.store import DeadLetter, DeadLetterStore
+from bus.errors import BrokerError, ConfigError
+from bus.publisher import ConfirmingPublisher
+from bus.worker.pipeline import SOURCE_CHUNK
+
+
+def store_path() -> Path:
+    return settings().state_dir / "dead-letters.sqlite"
+
+
+def _dlq_names() -> list[str]:
+    """Every route's dead-letter queue on the broker (found there, so a broken route file
+    never hides dead letters)."""
+    s = settings()
+    prefix = naming.dead_letter_queue_name("")
+    return sorted(q["name"] for q in BrokerAdmin(s.management_url, s.vhost).queues()
+                  if q["name"].startswith(prefix))
+
+
+def open_store(collect_first: bool = True) -> DeadLetterStore:
+    """The store, after moving in whatever waits in the dead-letter queues now."""
+    store = DeadLetterStore(store_path())
+    if collect_first:
+        try:
+            collect(settings().broker_url, _dlq_names(), store)
+        except BrokerError as exc:
+            click.echo(f"warning: broker unreachable, showing the store only: {exc}", err=True)
+    return store
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return "?"
+    s = max(0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.1f}{unit}"
+    return f"{s:.0f}s"
+
+
+@click.group("dlq")
+def dlq():
+    """Dead letters: why messages failed, and sending them again once the cause is fixed.
+
+    Dead letters are moved from each route's dead-letter queue into a durable store
+    ($GRIDBUS_HOME/state/dead-letters.sqlite) by `gridbus keeper` and by every dlq
+    command, byte for byte; listing reads the store and never consumes a queue."""
+
+
+@dlq.command("list")
+@click.option("--route", help="Only this route.")
+@click.option("--group", is_flag=True, help="Group by fingerprint (route + error class + normalised message).")
+@click.option("--json", "as_json", is_flag=True)
+@fails_cleanly
+def list_(route, group, as_json):
+    """Counts per route (or per failure group) with the age of the oldest."""
+    rows = open_store().summary(route, group)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no dead letters")
+        return
+    if group:
+        click.echo(table([[r["route"], r["fingerprint"], r["count"], _age(r["oldest"]), r["error_class"],
+                           (r["reason"] or "")[:70]] for r in rows],
+                         ["route", "fingerprint", "count", "oldest", "error", "example reason"]))
+    else:
+        click.echo(table([[r["route"], r["count"], _age(r["oldest"])] for r in rows],
+                         ["route", "dead letters", "oldest"]))
+
+
+def _one(store: DeadLetterStore, ident: str, states=("dead", "replaying", "replayed")) -> DeadLetter:
+    found = store.select([ident], states=states)
+    if not found:
+        raise ConfigError(f"no dead letter {ident!r} (give its id or its message id; see `gridbus dlq list`)")
+    if len(found) > 1:
+        raise ConfigError(f"{ident!r} matches {len(found)} dead letters: "
+                          f"{', '.join(x.dl_id for x in found)}; give one of these ids")
+    return found[0]
+
+
+def editable_text(letter: DeadLetter) -> tuple[str, str]:
+    """(text an operator can read and edit, kind) of a route message body."""
+    try:
+        payload = task_message.decode_body(letter.body)
+    except (ValueError, TypeError, IndexError, KeyError):
+        return letter.body.decode("utf-8", "replace"), "raw"
+    if isinstance(payload, dict) and payload.get("kind") == SOURCE_CHUNK:
+        return payload["text"], payload.get("format", "csv")
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n", "json"
+
+
+def body_from_text(letter: DeadLetter, text: str) -> bytes:
+    payload = task_message.decode_body(letter.body)
+    if isinstance(payload, dict) and payload.get("kind") == SOURCE_CHUNK:
+        return task_message.encode_body({**payload, "text": text})
+    try:
+        return task_message.encode_body(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"edited body is not JSON: line {exc.lineno}: {exc.msg}") from exc
+
+
+@dlq.command("show")
+@click.argument("ident")
+@click.option("--raw", is_flag=True, help="Write the body bytes exactly as stored, nothing else.")
+@fails_cleanly
+def show(ident, raw):
+    """Headers, error, traceback and body (pretty-printed) of one dead letter."""
+    letter = _one(open_store(), ident)
+    if raw:
+        sys.stdout.buffer.write(letter.body)
+        return
+    click.echo(f"dead letter   {letter.dl_id}  ({letter.state})")
+    click.echo(f"message id    {letter.message_id}\ncorrelation   {letter.correlation_id}")
+    click.echo(f"route         {letter.route}\ndestination   {letter.destination}")
+    click.echo(f"error         {letter.error_class}: {letter.reason}")
+    click.echo(f"fingerprint   {letter.fingerprint}\nattempts      {letter.attempts}")
+    click.echo(f"first failure {time.ctime(letter.first_failure or 0)}\nlast failure  "
+               f"{time.ctime(letter.last_failure or 0)} on {letter.worker_host}")
+    if letter.replay_id:
+        click.echo(f"replayed as   {letter.replay_id} by {letter.replayed_by}")
+    click.echo("\nheaders:")
+    for key in sorted(letter.headers):
+        if key != "gridbus-dl-traceback":
+            click.echo(f"  {key}: {letter.headers[key]}")
+    if letter.traceback:
+        click.echo("\ntraceback:\n" + letter.traceback.rstrip())
+    text, kind = editable_text(letter)
+    if kind == "xml":
+        try:
+            text = minidom.parseString(text.encode()).toprettyxml(indent="  ")
+        except Exception:  # show what is there, even if it is not well-formed
+            pass
+    click.echo(f"\nbody ({kind}):\n{text.rstrip()}")
+
+
+@dlq.command("replay")
+@click.argument("idents", nargs=-1)
+@click.option("--route", help="With --all: every dead letter of this route.")
+@click.option("--all", "all_", is_flag=True, help="Every dead letter (of --route, if given).")
+@click.option("--fingerprint", help="Every dead letter of this failure group.")
+@click.option("--edit", is_flag=True, help="Open the body in $EDITOR and replay the edited copy.")
+@click.option("--body-file", type=click.File("rb"), help="Replay with this body instead (same form as --edit).")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; send nothing.")
+@fails_cleanly
+def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
+    """Send dead letters back onto their route (new message id, same correlation id,
+    `gridbus-replayed-from`, attempt count reset)."""
+    if not (idents or all_ or fingerprint):
+        raise ConfigError("say which: IDS..., --all [--route R], or --fingerprint F")
+    store = open_store()
+    letters = store.select(list(idents) or None, route=route, fingerprint=fingerprint)
+    if idents and len(letters) < len(idents):
+        known = {x.dl_id for x in letters} | {x.message_id for x in letters}
+        missing = [i for i in idents if i not in known]
+        raise ConfigError(f"not dead (unknown, or already replayed): {', '.join(missing)}")
+    if dry_run:
+        for x in letters:
+            click.echo(f"would replay {x.dl_id}  {x.route}  {x.error_class}: {(x.reason or '')[:60]}")
+        click.echo(f"{len(letters)} dead letter(s); nothing sent")
+        return
+    s = settings()
+    with ConfirmingPublisher(s.broker_url, "gridbus-dlq-replay") as pub:
+        resumed = replays.finish_interrupted(store, pub)
+        if resumed:
+            click.echo(f"completed {resumed} replay(s) an earlier run left half-way")
+        if edit or body_file:
+            if len(letters) != 1:
+                raise ConfigError("--edit and --body-file replay one dead letter at a time")
+            letter = letters[0]
+            if body_file:
+                text = body_file.read().decode("utf-8")
+            else:
+                original, kind = editable_text(letter)
+                text = click.edit(original, extension=f".{kind if kind != 'raw' else 'txt'}")
+                if text is None or text == original:
+                    click.echo("not changed: nothing replayed")
+                    return
+            rid = replays.replay_edited(store, pub, letter, body_from_text(letter, text))
+            click.echo(f"replayed edited {letter.dl_id} as {rid} (original kept in the audit trail)")
+            return
+        with click.progressbar(length=len(letters), label="replaying", file=sys.stderr) as bar:
+            done = replays.replay(store, pub, letters, bar.update)
+    for letter, rid in done[:20]:
+        click.echo(f"{letter.dl_id} -> {rid}")
+    click.echo(f"replayed {len(done)} dead letter(s)")
+
+
+@dlq.command("purge")
+@click.option("--route", help="Only this route.")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@fails_cleanly
+def purge(route, yes):
+    """Delete dead letters, after writing them to an archive (JSON lines)."""
+    store = open_store()
+    letters = store.select(route=route)
+    if not letters:
+        click.echo("no dead letters")
+        return
+    if not yes:
+        click.confirm(f"delete {len(letters)} dead letter(s){' of ' + route if route else ''}?", abort=True)
+    archive = settings().home / "dlq-archive" / f"purge-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    _write_jsonl(archive, letters)
+    with store.transaction():
+        store.delete([x.dl_id for x in letters])
+        store.audit(None, "purge", replays.operator(), {"count": len(letters), "route": route,
+                                                        "archive": str(archive)})
+    click.echo(f"purged {len(letters)}; archive {archive}")
+
+
+@dlq.command("export")
+@click.option("--route", help="Only this route.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: standard output).")
+@fails_cleanly
+def export(route, output):
+    """Write dead letters as JSON lines (body as text, or base64 when not UTF-8)."""
+    letters = open_store().select(route=route)
+    if output:
+        _write_jsonl(Path(output), letters)
+        click.echo(f"exported {len(letters)} to {output}", err=True)
+    else:
+        for letter in letters:
+            click.echo(json.dumps(_record(letter)))
+
+
+@dlq.command("audit")
+@click.argument("ident", required=False)
+@fails_cleanly
+def audit(ident):
+    """Who replayed, edited or purged what, and when."""
+    store = open_store(collect_first=False)
+    dl_id = _one(store, ident).dl_id if ident else None
+    for entry in store.audit_trail(dl_id):
+        click.echo(json.dumps({**entry, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))}))
+
+
+def _record(letter: DeadLetter) -> dict:
+    from bus.deadletters.store import to_json
+    try:
+        body = {"body": letter.body.decode("utf-8")}
+    except UnicodeDecodeError:
+        body = {"body_base64": base64.b64encode(letter.body).decode()}
+    return {"dl_id": letter.dl_id, "message_id": letter.message_id, "route": letter.route,
+            "destination": letter.destination, "fingerprint": letter.fingerprint,
+            "error_class": letter.error_class, "reason": letter.reason, "attempts": letter.attempts,
+            "first_failure": letter.first_failure, "last_failure": letter.last_failure,
+            "properties": to_json(letter.properties), "headers": to_json(letter.headers), **body}
+
+
+def _write_jsonl(path: Path, letters: list[DeadLetter]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for letter in letters:
+            f.write(json.dumps(_record(letter)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

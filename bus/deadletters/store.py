@@ -1,0 +1,207 @@
+"""The durable dead-letter store operators search: SQLite under $GRIDBUS_HOME/state.
+
+Dead letters arrive in each route's dead-letter queue; the collector moves them
+here (insert, commit, then ack), byte for byte: body as a blob, properties and
+headers as tagged JSON.  From then on the store is the one place a dead letter
+lives, so listing reads only the store (it never consumes or reorders a queue),
+and a replay or purge changes a row's state in the same place it reads it.
+
+Row states: dead → replaying → replayed (or deleted by purge, after archiving).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dl_id TEXT NOT NULL UNIQUE,
+    message_id TEXT, correlation_id TEXT, route TEXT NOT NULL, destination TEXT,
+    fingerprint TEXT NOT NULL, error_class TEXT, reason TEXT, traceback TEXT,
+    attempts INTEGER, first_failure REAL, last_failure REAL, worker_host TEXT, collected_at REAL,
+    body BLOB NOT NULL, properties TEXT NOT NULL, headers TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'dead', replay_id TEXT, replayed_at REAL, replayed_by TEXT,
+    replay_body BLOB);
+CREATE INDEX IF NOT EXISTS dl_state_route ON dead_letters (state, route, fingerprint);
+CREATE INDEX IF NOT EXISTS dl_message ON dead_letters (message_id);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, dl_id TEXT, action TEXT NOT NULL, who TEXT NOT NULL,
+    at REAL NOT NULL, detail TEXT);
+"""
+
+COLUMNS = ("seq", "dl_id", "message_id", "correlation_id", "route", "destination", "fingerprint",
+           "error_class", "reason", "traceback", "attempts", "first_failure", "last_failure",
+           "worker_host", "collected_at", "body", "properties", "headers", "state", "replay_id",
+           "replayed_at", "replayed_by")
+
+
+def to_json(value: Any) -> Any:
+    """AMQP header values (bytes, datetimes, decimals) as JSON that can be read back exactly."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    return value
+
+
+def from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (tag, raw), = value.items()
+            if tag == "$bytes":
+                return base64.b64decode(raw)
+            if tag == "$datetime":
+                return dt.datetime.fromisoformat(raw)
+            if tag == "$decimal":
+                return Decimal(raw)
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+@dataclass
+class DeadLetter:
+    seq: int
+    dl_id: str
+    message_id: str
+    correlation_id: str
+    route: str
+    destination: str
+    fingerprint: str
+    error_class: str
+    reason: str
+    traceback: str
+    attempts: int
+    first_failure: float
+    last_failure: float
+    worker_host: str
+    collected_at: float
+    body: bytes
+    properties: dict
+    headers: dict
+    state: str
+    replay_id: str | None
+    replayed_at: float | None
+    replayed_by: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "DeadLetter":
+        values = dict(zip(COLUMNS, row))
+        values["properties"] = from_json(json.loads(values["properties"]))
+        values["headers"] = from_json(json.loads(values["headers"]))
+        values["body"] = bytes(values["body"])
+        return cls(**values)
+
+
+class DeadLetterStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a dead letter acked off the queue must survive a crash
+        self.db.executescript(SCHEMA)
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def add(self, rows: Iterable[dict]) -> int:
+        """Insert collected dead letters; one already stored (same dl_id) is skipped,
+        so a message redelivered after a crash between commit and ack is not doubled."""
+        cur = self.db.executemany(
+            "INSERT OR IGNORE INTO dead_letters (dl_id, message_id, correlation_id, route, destination, "
+            "fingerprint, error_class, reason, traceback, attempts, first_failure, last_failure, "
+            "worker_host, collected_at, body, properties, headers) VALUES "
+            "(:dl_id, :message_id, :correlation_id, :route, :destination, :fingerprint, :error_class, "
+            ":reason, :traceback, :attempts, :first_failure, :last_failure, :worker_host, :collected_at, "
+            ":body, :properties, :headers)", list(rows))
+        return cur.rowcount
+
+    def select(self, ids: list[str] | None = None, route: str | None = None,
+               fingerprint: str | None = None, states: tuple[str, ...] = ("dead",),
+               limit: int | None = None) -> list[DeadLetter]:
+        where, args = [f"state IN ({','.join('?' * len(states))})"], list(states)
+        if ids:
+            where.append(f"(dl_id IN ({','.join('?' * len(ids))}) OR message_id IN ({','.join('?' * len(ids))}))")
+            args += ids + ids
+        if route:
+            where.append("route = ?")
+            args.append(route)
+        if fingerprint:
+            where.append("fingerprint = ?")
+            args.append(fingerprint)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM dead_letters WHERE {' AND '.join(where)} ORDER BY seq"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [DeadLetter.from_row(r) for r in self.db.execute(sql, args)]
+
+    def summary(self, route: str | None = None, group: bool = False) -> list[dict]:
+        """Counts per route (or per route and fingerprint) with the oldest failure, from the index."""
+        keys = "route, fingerprint" if group else "route"
+        sql = (f"SELECT {keys}, COUNT(*), MIN(last_failure), MIN(error_class), MIN(reason) "
+               f"FROM dead_letters WHERE state = 'dead'" + (" AND route = ?" if route else "") +
+               f" GROUP BY {keys} ORDER BY COUNT(*) DESC")
+        rows = self.db.execute(sql, [route] if route else [])
+        out = []
+        for row in rows:
+            if group:
+                r, fp, n, oldest, cls, reason = row
+            else:
+                (r, n, oldest, cls, reason), fp = row, None
+            out.append({"route": r, "fingerprint": fp, "count": n, "oldest": oldest,
+                        "error_class": cls, "reason": reason})
+        return out
+
+    def mark_replaying(self, pairs: list[tuple[str, str]], who: str, body: bytes | None = None) -> None:
+        """``body``: an edited body, kept so an interrupted edited replay resumes with it."""
+        self.db.executemany("UPDATE dead_letters SET state='replaying', replay_id=?, replayed_by=?, "
+                            "replay_body=? WHERE dl_id=? AND state='dead'",
+                            [(rid, who, body, dl) for dl, rid in pairs])
+
+    def replay_body(self, dl_id: str) -> bytes | None:
+        row = self.db.execute("SELECT replay_body FROM dead_letters WHERE dl_id=?", (dl_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def mark_replayed(self, dl_ids: list[str]) -> None:
+        now = time.time()
+        self.db.executemany("UPDATE dead_letters SET state='replayed', replayed_at=? WHERE dl_id=?",
+                            [(now, d) for d in dl_ids])
+
+    def delete(self, dl_ids: list[str]) -> None:
+        self.db.executemany("DELETE FROM dead_letters WHERE dl_id=?", [(d,) for d in dl_ids])
+
+    def audit(self, dl_id: str | None, action: str, who: str, detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO audit (dl_id, action, who, at, detail) VALUES (?, ?, ?, ?, ?)",
+                        (dl_id, action, who, time.time(), json.dumps(detail or {})))
+
+    def audit_trail(self, dl_id: str | None = None) -> list[dict]:
+        sql = "SELECT dl_id, action, who, at, detail FROM audit" + (" WHERE dl_id = ?" if dl_id else "")
+        return [{"dl_id": d, "action": a, "who": w, "at": t, "detail": json.loads(x or "{}")}
+                for d, a, w, t, x in self.db.execute(sql + " ORDER BY seq", [dl_id] if dl_id else [])]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
