@@ -67,9 +67,9 @@ def _route_file(path: Path, inbox: Path, mdms_url: str, batch_size: int) -> None
             "queue": {"batch_size": batch_size}}]}))
 
 
-def generate(out: Path, reads: int, log) -> dict:
+def generate(out: Path, reads: int, log, *extra: str) -> dict:
     argv = [sys.executable, "-m", "simulators.hes_files", "--out", str(out), "--rows", str(reads),
-            "--profile", "block-load", "--format", "csv", "--seed", "7", "--file-name", "bench.csv"]
+            "--profile", "block-load", "--format", "csv", "--seed", "7", "--file-name", "bench.csv", *extra]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"generator failed: {done.stderr[-2000:]}")

@@ -61,3 +61,30 @@ def ingest(reads, batch_size, concurrency, no_baseline, keep):
         small, large = gridbus_runs[0], gridbus_runs[-1]
         click.echo(f"worker peak RSS {large.reads:,} reads vs {small.reads:,}: "
                    f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x")
+
+
+@bench.command("dlq")
+@click.option("--count", default=10000, show_default=True, help="Dead letters to make, list and replay.")
+@click.option("--keep", is_flag=True, help="Keep the work folder.")
+@fails_cleanly
+def dlq_bench(count, keep):
+    """`dlq list --group` and `dlq replay --all` over COUNT real dead letters, timed as commands."""
+    import shutil
+
+    from bus.bench.dlq import bench_dlq
+
+    work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-dlq-{count}-"))
+    result = bench_dlq(count, work, lambda m: click.echo(m, err=True))
+    click.echo(result["list_output"].rstrip())
+    click.echo("")
+    click.echo(table([
+        ["dead letters", f"{result['dead_letters']:,}"],
+        ["dlq list --group (first: collects from the queue into the store)", f"{result['list_first_s']:.2f} s"],
+        ["dlq list --group (again: store only)", f"{result['list_again_s']:.2f} s"],
+        ["dlq replay --all (published and confirmed)", f"{result['replay_s']:.2f} s"],
+        ["... until the MDMS stored every replayed reading", f"{result['replay_delivered_s']:.2f} s"],
+    ], ["measure", "value"]))
+    if keep:
+        click.echo(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)

@@ -58,6 +58,17 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _tag(value: Any) -> Any:
+    if isinstance(value, (bytes, dt.datetime, Decimal)):
+        return to_json(value)
+    raise TypeError(f"cannot store a header value of type {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(to_json(value))`` without walking plain JSON values in Python."""
+    return json.dumps(value, default=_tag)
+
+
 def from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1:
