@@ -16,7 +16,7 @@ import os
 import uuid
 from typing import Callable, Iterable
 
-from bus import naming, task_message
+from bus import hooks, naming
 from bus.deadletters import headers as dl
 from bus.deadletters.store import DeadLetter, DeadLetterStore
 from bus.envelope import H_ATTEMPT, H_TRACEPARENT, child_traceparent
@@ -47,6 +47,7 @@ def replay_message(letter: DeadLetter, replay_id: str, body: bytes | None = None
 def _publish(pub: ConfirmingPublisher, letter: DeadLetter, replay_id: str, body: bytes | None = None) -> None:
     body, props, headers = replay_message(letter, replay_id, body)
     pub.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(letter.route), body, props, headers)
+    hooks.emit("replayed", route=letter.route, message_id=replay_id, replayed_from=letter.message_id)
 
 
 def new_replay_id(letter: DeadLetter) -> str:

@@ -34,7 +34,7 @@ class RetryStack:
 
     def __init__(self, env: dict, tmp: Path, attempts: int = 4, first_delay_s: int = 1,
                  max_delay_s: int = 4, delivery_limit: int = 3, poison: bool = False):
-        self.tmp, self.logs = tmp, tmp / "logs"
+        self.tmp, self.logs, self.inbox = tmp, tmp / "logs", tmp / "inbox"
         self.logs.mkdir(exist_ok=True)
         self.mdms = Mdms(env, self.logs)
         chain = '["poison_pill", "hes_a_csv", "to_mdms_json"]' if poison else '["hes_a_csv", "to_mdms_json"]'
@@ -236,3 +236,63 @@ def test_purge_archives_before_deleting_and_export_writes_json_lines(stack, tmp_
     assert s.dead_letters() == []
     # and purge without --yes asks first (no answer: nothing deleted)
     assert "no dead letters" in s.cli("dlq", "purge", input="n\n").stdout
+
+
+def test_429_retry_after_is_honoured_before_the_next_attempt(stack):
+    # Given an MDMS that answers 429 with Retry-After: 3 once, and a route whose own backoff is 1 s
+    s = stack(first_delay_s=1, max_delay_s=1)
+    s.mdms.control(mode="error", status=429, times=1, retry_after_s=3)
+    # When a batch is sent
+    message_id = s.send(CSV.format(meter="UPM00000004"))
+    wait_for(lambda: s.mdms.stats()["readings"] == READINGS_PER_FILE, 30, "delivery after the 429")
+    # Then the second attempt came no sooner than the destination asked
+    log = requests.get(f"{s.mdms.url}/_requests?limit=100", timeout=5).json()["requests"]
+    first, second = [r for r in log if r.get("message_id") == message_id]
+    assert (first["status"], second["status"]) == (429, 200)
+    assert second["time"] - first["time"] >= 2.9
+
+
+@pytest.mark.slow
+def test_a_bulk_replay_killed_half_way_replays_each_dead_letter_exactly_once(stack):
+    # Given 2,000 dead letters (one per row: a route with batch size 1 into an MDMS answering 400)
+    import sqlite3
+    s = stack(attempts=1)
+    routes = Path(s.env["GRIDBUS_ROUTES"]) / "retry.yaml"
+    routes.write_text(routes.read_text().replace("batch_size: 1000", "batch_size: 1"))
+    s.worker.stop()
+    s.worker = s.start_worker()
+    s.mdms.control(mode="error", status=400)
+    rows = "".join(f"UPM{n:08d},2026-11-01T00:15:00+05:30,0.1,0,0.1,0,230,1\n" for n in range(2000))
+    ingress = Proc("ingress", gridbus("ingress"), s.env, s.logs).start()
+    try:
+        (s.tmp / "big.csv").write_text("meter_serial,interval_end,kwh_imp,kwh_exp,kvah_imp,kvah_exp,v_avg,i_avg\n"
+                                       + rows)
+        (s.inbox).mkdir(exist_ok=True)
+        (s.tmp / "big.csv").replace(s.inbox / "big.csv")
+        wait_for(lambda: sum(g["count"] for g in s.dead_letters()) >= 2000, 180, "2,000 dead letters", every_s=1)
+    finally:
+        ingress.stop()
+    s.mdms.control(mode="healthy")
+    db = Path(s.env["GRIDBUS_HOME"]) / "state" / "dead-letters.sqlite"
+    # When a bulk replay is killed with SIGKILL once its first batch is marked
+    replay = Proc("replay", gridbus("dlq", "replay", "--all"), s.env, s.logs).start()
+
+    def marked():
+        with sqlite3.connect(db) as c:
+            return c.execute("SELECT COUNT(*) FROM dead_letters WHERE state != 'dead'").fetchone()[0]
+    wait_for(lambda: marked() > 0, 60, "the replay to start", every_s=0.01)
+    replay.kill9()
+    with sqlite3.connect(db) as c:
+        at_kill = dict(c.execute("SELECT state, COUNT(*) FROM dead_letters GROUP BY state").fetchall())
+    print("states at kill:", at_kill)
+    # and the replay is run again
+    again = s.cli("dlq", "replay", "--all")
+    assert again.returncode == 0, again.stderr
+    # Then every dead letter is replayed, each under exactly one replay id, and the MDMS has each once
+    with sqlite3.connect(db) as c:
+        states = dict(c.execute("SELECT state, COUNT(*) FROM dead_letters GROUP BY state").fetchall())
+        ids = c.execute("SELECT COUNT(DISTINCT replay_id) FROM dead_letters").fetchone()[0]
+    assert states == {"replayed": 2000}, (at_kill, states)
+    assert ids == 2000
+    wait_for(lambda: s.mdms.stats()["readings"] == 2000 * 6, 120, "every replayed reading", every_s=1)
+    assert s.mdms.stats()["messages"] == 2000  # one distinct replay id per dead letter reached it
