@@ -11,7 +11,8 @@ there: the worker never sees a foreign exception type.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from marshmallow import Schema
@@ -27,6 +28,7 @@ class DeliveryReceipt:
     status: str          # e.g. "200" or "written"
     duration_s: float
     detail: str = ""
+    at: float = field(default_factory=time.time)  # when the destination answered
 
 
 @runtime_checkable

@@ -16,6 +16,8 @@ UNROUTABLE_QUEUE = f"{PREFIX}.unroutable"
 RECONCILIATION_QUEUE = f"{PREFIX}.reconciliation"  # chunk outcomes back to the file-drop ingress
 FILE_REPORTS_QUEUE = f"{PREFIX}.file-reports"      # FileReconciliation events, for operators' tools
 FILE_REPORTS_KEY = "FileReconciliation.#"
+TRACE_EXCHANGE = f"{PREFIX}.trace"       # fanout; trace events (JSON arrays) from every hop
+TRACE_QUEUE = f"{PREFIX}.trace"          # quorum, bounded; the recorder consumes it
 
 
 def route_routing_key(route_id: str) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from bus import naming
 from bus.envelope import Envelope
 
+PUBLISHED_AT = "gridbus-published-at"  # the worker's 'consumed' trace event says how long it waited
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"gridbus@{socket.gethostname()}"
 
@@ -42,7 +44,7 @@ def decode_body(body: bytes) -> Any:
 
 def build(envelope: Envelope, payload: Any) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
     """(body, properties, headers) of the message for ``envelope``."""
-    headers = {**celery_headers(envelope), **envelope.headers()}
+    headers = {**celery_headers(envelope), **envelope.headers(), PUBLISHED_AT: time.time()}
     properties = {**envelope.properties(), "content_type": "application/json",
                   "content_encoding": "utf-8", "priority": 0}
     return encode_body(payload), properties, headers

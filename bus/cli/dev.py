@@ -12,7 +12,7 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
-SERVICES = ("keeper", "ingress", "worker", "mdms-1")
+SERVICES = ("recorder", "keeper", "ingress", "worker", "mdms-1")
 
 
 def dev_env() -> dict[str, str]:
@@ -62,6 +62,8 @@ def up(concurrency):
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
+    procs.start(Service("recorder", devstack.gridbus_argv("recorder")), env)
+    click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}")
     procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")

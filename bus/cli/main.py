@@ -15,7 +15,16 @@ def cli():
 
     Configuration comes from the environment (GRIDBUS_BROKER_URL,
     GRIDBUS_MANAGEMENT_URL, GRIDBUS_HOME, GRIDBUS_ROUTES) or $GRIDBUS_HOME/dev.env.
+    GRIDBUS_TRACING=off turns trace events off.
     """
+    from bus import hooks
+    from bus.tracing import emitter
+
+    if emitter.enabled():
+        import atexit
+
+        hooks.subscribe(emitter.hook)
+        atexit.register(emitter.flush_at_exit)
 
 
 cli.add_command(routes_group)
@@ -29,12 +38,15 @@ from bus.cli.demo import demo  # noqa: E402
 from bus.cli.dev import dev  # noqa: E402
 from bus.cli.dlq import dlq  # noqa: E402
 from bus.cli.keeper import keeper  # noqa: E402
+from bus.cli.trace import recorder, trace  # noqa: E402
 
 cli.add_command(dev)
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(dlq)
 cli.add_command(keeper)
+cli.add_command(recorder)
+cli.add_command(trace)
 
 
 def main() -> None:

@@ -47,7 +47,9 @@ def replay_message(letter: DeadLetter, replay_id: str, body: bytes | None = None
 def _publish(pub: ConfirmingPublisher, letter: DeadLetter, replay_id: str, body: bytes | None = None) -> None:
     body, props, headers = replay_message(letter, replay_id, body)
     pub.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(letter.route), body, props, headers)
-    hooks.emit("replayed", route=letter.route, message_id=replay_id, replayed_from=letter.message_id)
+    hooks.emit("replayed", route=letter.route, message_id=replay_id, replayed_from=letter.message_id,
+               causation_id=letter.message_id, correlation_id=letter.correlation_id,
+               traceparent=headers.get(H_TRACEPARENT), attempt=1)
 
 
 def new_replay_id(letter: DeadLetter) -> str:

@@ -6,6 +6,7 @@ Shared objects:
   gridbus.unroutable (fanout) → gridbus.unroutable (quorum): nothing unroutable vanishes
   gridbus.reconciliation (quorum): chunk outcomes back to the file-drop ingress
   gridbus.file-reports (quorum, newest 100,000): FileReconciliation events
+  gridbus.trace (fanout) → gridbus.trace (quorum, bounded, reject-publish): trace events
   celery_delayed_0..27 + celery_delayed_delivery: Celery's native delayed delivery,
     the broker-held backoff shared by every route (a delay of up to 2^28 s in
     28 TTL levels; a message waits in the broker, never in a worker)
@@ -23,6 +24,7 @@ from bus.routes.model import Route, RouteTable
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
 
 _QUORUM = {"x-queue-type": "quorum"}
+TRACE_QUEUE_MAX_BATCHES = 200_000  # each message holds up to 500 events
 
 
 def ingress_exchange() -> ExchangeSpec:
@@ -84,6 +86,12 @@ def compile_topology(routes: RouteTable) -> Topology:
     topology.add_queue(QueueSpec.of(naming.FILE_REPORTS_QUEUE, {
         **_QUORUM, "x-max-length": 100_000, "x-overflow": "drop-head"}))
     topology.bind(naming.EVENTS_EXCHANGE, naming.FILE_REPORTS_QUEUE, naming.FILE_REPORTS_KEY)
+    # trace events wait here while the recorder is away; bounded, and a full queue
+    # refuses (the emitters count what was refused) instead of slowing anyone down
+    topology.add_exchange(ExchangeSpec.of(naming.TRACE_EXCHANGE, "fanout"))
+    topology.add_queue(QueueSpec.of(naming.TRACE_QUEUE, {
+        **_QUORUM, "x-max-length": TRACE_QUEUE_MAX_BATCHES, "x-overflow": "reject-publish"}))
+    topology.bind(naming.TRACE_EXCHANGE, naming.TRACE_QUEUE, "")
     _delayed_delivery(topology)
     for route in routes:
         queue = topology.add_queue(route_queue(route))

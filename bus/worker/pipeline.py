@@ -42,6 +42,7 @@ class Outcome:
     readings: int = 0
     events: int = 0
     transform_s: float = 0.0
+    transformed_at: float = 0.0
 
 
 def _run_chain(names: tuple[str, ...], payload: Any, context: TransformContext) -> Any:
@@ -72,6 +73,7 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
     started = time.perf_counter()
     common = _run_chain(route.transform, payload_to_input(payload), context)
     outcome.transform_s = time.perf_counter() - started
+    outcome.transformed_at = time.time()
     for destination in pending(route, systems):
         outbound = _run_chain(destination.transform, common, context)
         if not isinstance(outbound, Outbound):

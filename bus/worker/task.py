@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
 import traceback
@@ -80,12 +81,33 @@ def register(app, route: Route) -> None:
         handle(route, envelope, payload)
 
 
+def trace_fields(envelope: Envelope) -> dict:
+    """What every trace event of this message carries (the bus's half of tracing)."""
+    return {"message_id": envelope.message_id, "correlation_id": envelope.correlation,
+            "causation_id": envelope.extra.get(dl.REPLAYED_FROM), "traceparent": envelope.traceparent,
+            "route": envelope.route_id, "attempt": envelope.attempt, "noun": envelope.noun}
+
+
+def _trace_outcome(route: Route, envelope: Envelope, outcome: Outcome, fields: dict) -> None:
+    context = outcome.context
+    hooks.emit("transformed", **fields, at=outcome.transformed_at, chain=list(route.transform),
+               duration_s=outcome.transform_s,
+               rows_in=context.rows_in, readings=outcome.readings, events=outcome.events,
+               rejected=len(context.rejections), meters=sorted(context.meters))
+    for receipt in outcome.receipts:
+        hooks.emit("delivered", **fields, at=receipt.at, destination=receipt.destination,
+                   status=receipt.status, duration_s=receipt.duration_s)
+
+
 def _is_permanent(exc: Exception) -> bool:
     return isinstance(exc, (MessageError, PermanentDeliveryError))
 
 
 def handle(route: Route, envelope: Envelope, payload: Any) -> None:
-    hooks.emit("consumed", route=route.id, message_id=envelope.message_id, attempt=envelope.attempt)
+    fields = trace_fields(envelope)
+    published = envelope.extra.get(task_message.PUBLISHED_AT)
+    hooks.emit("consumed", **fields, worker=f"{_HOST}:{os.getpid()}", queue=route.queue_name,
+               waited_s=max(0.0, time.time() - published) if published else None)
     systems = envelope.extra.get(dl.PENDING_DESTINATIONS)
     try:
         outcome = process(route, envelope, payload, systems)
@@ -93,6 +115,7 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
         dead_letter(route, envelope, payload, exc, systems)
         reconcile(envelope, None, "dead-lettered", reason=str(exc))
         return
+    _trace_outcome(route, envelope, outcome, fields)
     permanent = [(d, e) for d, e in outcome.failures if _is_permanent(e)]
     transient = [(d, e) for d, e in outcome.failures if not _is_permanent(e)]
     for destination, exc in permanent:
@@ -128,8 +151,8 @@ def schedule_retry(route: Route, envelope: Envelope, payload: Any, exc: Exceptio
                 route.id, envelope.message_id, envelope.attempt, ",".join(owed), exc, delay)
     _publish(level_name(27), calculate_routing_key(delay, naming.route_routing_key(route.id)),
              body, props, headers)
-    hooks.emit("retried", route=route.id, message_id=envelope.message_id, attempt=following.attempt,
-               delay_s=delay, reason=str(exc), destinations=owed)
+    hooks.emit("retried", **{**trace_fields(envelope), "attempt": following.attempt}, delay_s=delay,
+               reason=str(exc), destinations=owed)
 
 
 def dead_letter(route: Route, envelope: Envelope, payload: Any, exc: Exception,
@@ -156,8 +179,8 @@ def dead_letter(route: Route, envelope: Envelope, payload: Any, exc: Exception,
     })
     log.error("route %s message %s dead-lettered: %s", route.id, envelope.message_id, exc)
     _publish(naming.dead_letter_exchange_name(route.id), "", body, props, headers)
-    hooks.emit("dead-lettered", route=route.id, message_id=envelope.message_id,
-               reason=headers[dl.DL_REASON], destinations=owed)
+    hooks.emit("dead-lettered", **trace_fields(envelope), reason=headers[dl.DL_REASON], destinations=owed,
+               fingerprint=headers[dl.DL_FINGERPRINT])
 
 
 def reconcile(envelope: Envelope, outcome: Outcome | None, result: str, reason: str = "") -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus import naming, registry, task_message
+from bus import hooks, naming, registry, task_message
 from bus.envelope import (H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM, Envelope,
                           file_chunk_message_id, new_traceparent)
 from bus.errors import MessageError
@@ -100,6 +100,8 @@ def ingest(route: Route, path: Path, publisher: ConfirmingPublisher, ledger: Led
               else split.xml_chunks(path, route.queue.batch_size, decoder.split))
     trace = new_traceparent(checksum[:32])
     count = 0
+    sent: list[dict] = []
+    publish_started, publish_monotonic = time.time(), time.monotonic()
     for index, chunk in enumerate(chunks):
         envelope = Envelope(
             route_id=route.id, source=route.source.system, verb=route.message.get("verb", "created"),
@@ -111,7 +113,17 @@ def ingest(route: Route, path: Path, publisher: ConfirmingPublisher, ledger: Led
         body, props, headers = task_message.build(envelope, chunk_payload(chunk))
         publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
         count += 1
+        fields = {"message_id": envelope.message_id, "correlation_id": envelope.correlation,
+                  "traceparent": envelope.traceparent, "route": route.id, "attempt": 1, "noun": envelope.noun}
+        last_line = chunk.first_line + chunk.text.count("\n") - 2 if fmt == "csv" else None
+        hooks.emit("received", **fields, at=publish_started, source=route.source.system, file=path.name,
+                   first_line=chunk.first_line if fmt == "csv" else None, last_line=last_line)
+        sent.append({**fields, "at": time.time()})
     publisher.flush()  # archive only what the broker has confirmed
+    confirm_s = time.monotonic() - publish_monotonic
+    for fields in sent:
+        hooks.emit("published", **fields, exchange=naming.INGRESS_EXCHANGE,
+                   routing_key=naming.route_routing_key(route.id), confirm_s=confirm_s / max(1, count))
     _, archive, _ = folders(route)
     archived = _move(path, archive / time.strftime("%Y-%m-%d"))
     ledger.published(route.id, checksum, count, rows, str(archived))
