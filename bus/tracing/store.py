@@ -44,6 +44,8 @@ class TraceStore:
         rows, meters, dropped = [], [], []
         for e in events:
             detail = {k: v for k, v in e.items() if k not in _COMMON and k not in ("meters", "dropped_before")}
+            if e.get("meters"):
+                detail["meter_count"] = len(e["meters"])  # the serials themselves go to the meters index
             rows.append(tuple(e.get(k) for k in _COMMON) + (json.dumps(detail, default=str),))
             for meter in e.get("meters") or ():
                 meters.append((meter, e.get("message_id"), e["at"]))
