@@ -77,7 +77,7 @@ def generate(out: Path, reads: int, log, *extra: str) -> dict:
 
 
 def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, baseline: bool,
-                 echo=print, progress=None) -> list[Run]:
+                 echo=print, progress=None, tracing_modes: tuple[bool, ...] = (True,)) -> list[Run]:
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-{os.getpid()}"
@@ -90,6 +90,7 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
            "GRIDBUS_ENV_FILE": str(home / "none.env"), "GRIDBUS_ROUTES": str(work / "routes.yaml")}
     procs = []
     runs: list[Run] = []
+    source = None
     try:
         port = free_port()
         mdms_url = f"http://127.0.0.1:{port}"
@@ -103,30 +104,43 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
         timeout = max(120.0, reads / 2000)
 
         _route_file(work / "routes.yaml", inbox, mdms_url, batch_size)
-        worker = spawn([sys.executable, "-m", "bus.cli.main", "worker", "-c", str(concurrency),
-                        "--loglevel", "WARNING"], env, work / "worker.log")
-        procs.append(worker)
-        procs.append(spawn([sys.executable, "-m", "bus.cli.main", "ingress", "--loglevel", "WARNING"],
-                           env, work / "ingress.log"))
         admin_v = BrokerAdmin(settings.management_url, vhost)
-        _wait_consumers(admin_v, f"gridbus.route.{ROUTE_ID}", 60)
-        time.sleep(1.0)  # let the pool children finish importing
-        echo("gridbus: dropping the file ...")
-        started = time.perf_counter()
-        with PeakRss(worker.pid) as rss:
-            os.replace(source, inbox / source.name)
-            _wait_readings(mdms_url, expected, timeout, progress)
-            seconds = time.perf_counter() - started
-        runs.append(Run("gridbus", summary["rows_written"], expected, seconds, rss.peak / 2 ** 20))
-        for p in procs[1:]:
-            terminate(p)
-        del procs[1:]
-        shutil.move(str(inbox / "archive"), str(work / "archive-gridbus"))
+        archived = None
+        for tracing in tracing_modes:
+            label = "gridbus" + ({True: " (tracing on)", False: " (tracing off)"}[tracing]
+                                 if len(tracing_modes) > 1 else "")
+            run_home = work / f"home-{'traced' if tracing else 'untraced'}"
+            run_env = {**env, "GRIDBUS_HOME": str(run_home), "GRIDBUS_TRACING": "on" if tracing else "off"}
+            run_procs = []
+            try:
+                worker = spawn([sys.executable, "-m", "bus.cli.main", "worker", "-c", str(concurrency),
+                                "--loglevel", "WARNING"], run_env, work / f"worker-{tracing}.log")
+                run_procs.append(worker)
+                run_procs.append(spawn([sys.executable, "-m", "bus.cli.main", "ingress", "--loglevel", "WARNING"],
+                                       run_env, work / f"ingress-{tracing}.log"))
+                if tracing:  # the recorder shares the machine: its CPU is part of what tracing costs
+                    run_procs.append(spawn([sys.executable, "-m", "bus.cli.main", "recorder", "--loglevel",
+                                            "WARNING"], run_env, work / "recorder.log"))
+                _wait_consumers(admin_v, f"gridbus.route.{ROUTE_ID}", 60)
+                time.sleep(1.0)  # let the pool children finish importing
+                requests.post(f"{mdms_url}/_reset", timeout=10).raise_for_status()
+                echo(f"{label}: dropping the file ...")
+                started = time.perf_counter()
+                with PeakRss(worker.pid) as rss:
+                    os.replace(source, inbox / source.name)
+                    _wait_readings(mdms_url, expected, timeout, progress)
+                    seconds = time.perf_counter() - started
+                runs.append(Run(label, summary["rows_written"], expected, seconds, rss.peak / 2 ** 20))
+            finally:
+                for p in reversed(run_procs):
+                    terminate(p)
+            [archived] = list((inbox / "archive").rglob("bench.csv"))
+            os.replace(archived, source)  # the same file again for the next run (new home: new ledger)
+            shutil.rmtree(inbox / "archive", ignore_errors=True)
+        archived = source
         if baseline:
             requests.post(f"{mdms_url}/_reset", timeout=10).raise_for_status()
             queue = "baseline.reads"
-            base_file = work / "archive-gridbus"
-            [archived] = list(base_file.rglob("bench.csv"))
             consumers = [spawn([sys.executable, "-m", "bus.bench.baseline", "consume", url, queue, mdms_url],
                                env, work / f"baseline-consumer-{i}.log") for i in range(concurrency)]
             procs.extend(consumers)

@@ -21,9 +21,11 @@ def bench():
 @click.option("--batch-size", default=1000, show_default=True)
 @click.option("--concurrency", "-c", default=2, show_default=True, help="Worker (and baseline consumer) processes.")
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
+@click.option("--tracing", type=click.Choice(["on", "off", "both"]), default="on", show_default=True,
+              help="both: gridbus with and without trace events, side by side.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs, archive, reports).")
 @fails_cleanly
-def ingest(reads, batch_size, concurrency, no_baseline, keep):
+def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
     """File drop → MDMS has stored every read; beside csv.reader → pika → HTTP POST.
 
     Needs a RabbitMQ node with the management plugin (`gridbus dev up`); runs in
@@ -40,15 +42,23 @@ def ingest(reads, batch_size, concurrency, no_baseline, keep):
             sys.stderr.write(f"\r  {stored:>12,} / {expected:,} readings stored")
             sys.stderr.flush()
 
-        runs = bench_ingest(n, batch_size, concurrency, work, not no_baseline, click.echo, progress)
+        modes = {"on": (True,), "off": (False,), "both": (True, False)}[tracing]
+        runs = bench_ingest(n, batch_size, concurrency, work, not no_baseline,
+                            lambda m: click.echo(m, err=True), progress, modes)
         sys.stderr.write("\n")
         all_runs.extend(runs)
-        gb = runs[0]
+        base = runs[-1] if not no_baseline else None
+        traced = [r for r in runs if "tracing on" in r.pipeline]
+        untraced = [r for r in runs if "tracing off" in r.pipeline]
         for run in runs:
-            ratio = f"{run.reads_per_s / runs[-1].reads_per_s:.2f}" if len(runs) > 1 and run is gb else ""
+            ratio = f"{run.reads_per_s / base.reads_per_s:.2f}" if base and run is not base else ""
             rows.append([run.pipeline, f"{run.reads:,}", f"{run.readings:,}", f"{run.seconds:.1f}",
                          f"{run.reads_per_s:,.0f}", f"{run.readings / run.seconds:,.0f}", ratio,
                          f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else ""])
+        if traced and untraced:
+            cost = 1 - traced[0].reads_per_s / untraced[0].reads_per_s
+            click.echo(f"tracing cost at {n:,} reads: {cost * 100:.1f} % of throughput", err=True)
+            rows.append([f"tracing cost", "", "", "", f"{cost * 100:.1f} %", "", "", ""])
         if not keep:
             import shutil
             shutil.rmtree(work, ignore_errors=True)
@@ -83,6 +93,33 @@ def dlq_bench(count, keep):
         ["dlq list --group (again: store only)", f"{result['list_again_s']:.2f} s"],
         ["dlq replay --all (published and confirmed)", f"{result['replay_s']:.2f} s"],
         ["... until the MDMS stored every replayed reading", f"{result['replay_delivered_s']:.2f} s"],
+    ], ["measure", "value"]))
+    if keep:
+        click.echo(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@bench.command("trace")
+@click.option("--events", default=10_000_000, show_default=True, help="Read events in the trace store.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (the filled store).")
+@fails_cleanly
+def trace_bench(events, keep):
+    """`trace --meter` over a store holding EVENTS read events (filled as the recorder fills it)."""
+    import shutil
+
+    from bus.bench.trace_query import bench_trace
+
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-trace-"))
+    r = bench_trace(events, work, lambda m: click.echo(m, err=True))
+    click.echo(table([
+        ["trace events in the store", f"{r['events']:,}"],
+        ["(meter, batch) index rows", f"{r['meter_rows']:,} over {r['meters']:,} meters"],
+        ["store size", f"{r['size_mb']:,.0f} MB (filled in {r['fill_s']:.0f} s)"],
+        ["batches per meter found", f"{r['hits_per_meter']}"],
+        ["store query, median / max of 20 meters", f"{r['store_query_median_s'] * 1000:.1f} / "
+                                                   f"{r['store_query_max_s'] * 1000:.1f} ms"],
+        ["`gridbus trace --meter` process, median / max of 5", f"{r['cli_median_s']:.2f} / {r['cli_max_s']:.2f} s"],
     ], ["measure", "value"]))
     if keep:
         click.echo(f"work folder kept: {work}")

@@ -42,16 +42,17 @@ def parse_time(text: str | None) -> float | None:
 
 @click.command("recorder")
 @click.option("--retention", default=DEFAULT_RETENTION, show_default=True, help="Prune events older than this.")
+@click.option("--prune-every", default="60s", show_default=True, help="How often to prune.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def recorder(retention, loglevel):
+def recorder(retention, prune_every, loglevel):
     """Record trace events from the bus into the trace store ($GRIDBUS_HOME/state/trace.sqlite)."""
     from bus.tracing.recorder import serve
 
     setup_logging(loglevel)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    serve(settings().broker_url, trace_store(), stop, parse_duration(retention))
+    serve(settings().broker_url, trace_store(), stop, parse_duration(retention), parse_duration(prune_every))
 
 
 def _clock(at: float) -> str:
