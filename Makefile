@@ -8,7 +8,7 @@ RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup rabbitmq venv demo test test-fast bench dev-up dev-down clean
+.PHONY: setup rabbitmq postgresql venv demo test test-fast bench dev-up dev-down clean
 
 setup: rabbitmq venv
 
@@ -19,6 +19,14 @@ rabbitmq:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rabbitmq-server >/dev/null; \
 	fi
 	@# Debian's package may start a system-wide node; gridbus never uses it (own node, own ports).
+
+# the PostgreSQL trace-store tests start a throw-away server from Debian's binaries
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  echo "installing postgresql (server binaries) from the system packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 venv: $(VENV)/.installed
 
@@ -32,10 +40,10 @@ demo: setup
 	$(GRIDBUS) dev up
 	$(GRIDBUS) demo
 
-test: setup
+test: setup postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup postgresql
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

@@ -11,13 +11,16 @@ import click
 
 from bus.cli.common import fails_cleanly, settings, setup_logging
 from bus.errors import ConfigError
-from bus.tracing.store import TraceStore
+from bus.tracing.store import TraceStore, open_store
 
 DEFAULT_RETENTION = "7d"
 
 
 def trace_store() -> TraceStore:
-    return TraceStore(settings().state_dir / "trace.sqlite")
+    """$GRIDBUS_TRACE_STORE (a postgresql:// URL or a file), default $GRIDBUS_HOME/state/trace.sqlite."""
+    from bus.settings import environment
+
+    return open_store(environment().get("GRIDBUS_TRACE_STORE") or settings().state_dir / "trace.sqlite")
 
 
 def parse_duration(text: str) -> float:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.conftest import Uc1Stack
 from tests.integration.test_retries_and_dead_letters import CSV, READINGS_PER_FILE, RetryStack
+from tests.postgres import postgres_url  # noqa: F401  (fixture)
 from tests.support import Proc, gridbus, run_cli, wait_for
 
 pytestmark = pytest.mark.broker
@@ -153,3 +154,29 @@ def test_a_dead_lettered_then_replayed_message_shows_both_linked(retry_stack):
     # and --route --failed lists the dead letter
     failed = trace_json(s.env, "--route", "retry-route", "--failed")
     assert [e["message_id"] for e in failed] == [message_id]
+
+
+def test_the_recorder_writes_to_postgresql_when_given_a_url(bus_env, tmp_path, postgres_url):  # noqa: F811
+    # Given the stack with its trace store on PostgreSQL
+    env = {**bus_env, "GRIDBUS_TRACE_STORE": postgres_url}
+    stack = Uc1Stack(env, tmp_path)
+    stack.env["GRIDBUS_TRACE_STORE"] = postgres_url
+    recorder = Proc("recorder", gridbus("recorder"), stack.env, stack.logs).start()
+    try:
+        # When a file is delivered
+        block = stack.generate("--profile", "daily", "--meters", "4", "--days", "2", "--first-serial", "7000")
+        stack.drop(Path(block["path"]))
+        report = stack.report(Path(block["path"]).name)
+        message_id = f"file-{report['checksum'][:24]}-000000"
+        # Then `gridbus trace` reads every hop back from PostgreSQL
+        events = wait_for(lambda: (lambda ev: ev if set(HOPS) <= set(kinds(ev, message_id)) else None)(
+            _maybe(stack.env, message_id)), 30, "the hops in PostgreSQL")
+        assert {e["correlation_id"] for e in events} == {f"file-{report['checksum'][:24]}"}
+    finally:
+        recorder.stop()
+        stack.stop()
+
+
+def _maybe(env, ident):
+    done = run_cli(env, "trace", ident, "--json")
+    return json.loads(done.stdout) if done.returncode == 0 else []

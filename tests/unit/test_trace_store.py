@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from bus.cli.trace import render_tree
-from bus.tracing.store import TraceStore
+from bus.tracing.store import SqliteTraceStore as TraceStore
 
 
 def ev(kind, message_id, at, **extra):

@@ -1,0 +1,54 @@
+"""A throw-away PostgreSQL server for the PostgreSQL trace-store tests (loopback only).
+
+Debian's server binaries are used when present; as root the server runs as the
+``postgres`` user (PostgreSQL refuses root).  Without binaries the tests that
+need it are skipped, saying so.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, wait_for
+
+
+def _bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server here (/usr/lib/postgresql/*/bin missing; `apt-get install "
+                    "postgresql`): the PostgreSQL trace store is not tested on this machine")
+    base = Path(tempfile.mkdtemp(prefix="gridbus-pg-"))
+    data = base / "data"
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        os.chmod(base, 0o700)
+    port = free_port()
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                 "-E", "UTF8"]), check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
+                                 "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                                 "start"]), check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                                     "postgres", "gridbus_trace"]), check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/gridbus_trace"
+    finally:
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
