@@ -167,3 +167,21 @@ def test_the_reconciliation_report_is_also_published_as_an_event(uc1):
     assert message.properties["type"] == "created.FileReconciliation"
     assert (event["file"], event["rows_read"], event["checksum"]) == \
         (report["file"], report["rows_read"], report["checksum"])
+
+
+@pytest.mark.slow
+def test_a_broker_restart_during_a_200k_read_file_loses_and_doubles_nothing(uc1, rabbitmq_proc):
+    # Given a 200,000-read file being ingested
+    big = uc1.generate("--profile", "block-load", "--rows", "200000", "--malformed-rows", "0",
+                       "--file-name", "restart.csv")
+    uc1.drop(Path(big["path"]))
+    wait_for(lambda: 0 < uc1.mdms.stats()["readings"] < big["expected_readings"] // 2, 120,
+             "the first readings at MDMS-1", every_s=0.05)
+    # When the RabbitMQ application is stopped and started again (every connection drops)
+    rabbitmq_proc.rabbitctl_output("stop_app")
+    rabbitmq_proc.rabbitctl_output("start_app")
+    # Then worker, ingress and reconciliation reconnect by themselves and MDMS-1 ends up
+    # holding every read exactly once
+    report = uc1.report("restart.csv", timeout_s=300)
+    wait_for(lambda: uc1.mdms.stats()["readings"] == big["expected_readings"], 120, "every reading")
+    assert report["rows_read"] == 200000 and report["chunks_dead_lettered"] == []
