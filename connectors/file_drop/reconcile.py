@@ -47,7 +47,10 @@ class Reconciler:
         written = 0
         for file in ledger.complete_files():
             report = build_report(file, ledger.outcomes(file["route"], file["checksum"]))
-            Path(file["archive_path"] + ".report.json").write_text(json.dumps(report, indent=2))
+            target = Path(file["archive_path"] + ".report.json")
+            partial = target.with_name(f".{target.name}.part")
+            partial.write_text(json.dumps(report, indent=2))
+            partial.replace(target)  # whole or absent: readers never see half a report
             source = self.sources.get(file["route"], "unknown")
             publisher.publish(naming.EVENTS_EXCHANGE,
                               naming.events_routing_key("FileReconciliation", "created", source),
