@@ -22,7 +22,8 @@ def route_files(paths: Iterable[str | Path]) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            raise RouteValidationError([ConfigError("no such file or directory", str(p))])
+            raise RouteValidationError([ConfigError(
+                "no such file or directory (give route files or folders, or set GRIDBUS_ROUTES)", str(p))])
     return files
 
 

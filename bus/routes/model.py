@@ -84,7 +84,9 @@ class RouteTable:
                 return route
         from bus.errors import ConfigError
         from bus.registry import did_you_mean
-        raise ConfigError(f"no route {route_id!r}{did_you_mean(route_id, [r.id for r in self.routes])}")
+        known = [r.id for r in self.routes]
+        hint = did_you_mean(route_id, known) or f" (routes: {', '.join(known) or 'none'})"
+        raise ConfigError(f"no route {route_id!r}{hint}")
 
     def select(self, route_ids: list[str] | None) -> "RouteTable":
         if not route_ids:
