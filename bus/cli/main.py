@@ -10,6 +10,7 @@ from bus.cli.bench import bench
 from bus.cli.demo import demo
 from bus.cli.dev import dev
 from bus.cli.dlq import dlq
+from bus.cli.gateway import gateway
 from bus.cli.keeper import keeper
 from bus.cli.routes import routes_group
 from bus.cli.run import ingress, send, worker
@@ -32,7 +33,8 @@ def cli():
         atexit.register(emitter.flush_at_exit)
 
 
-for command in (routes_group, worker, ingress, send, dev, demo, bench, dlq, keeper, recorder, trace):
+for command in (routes_group, worker, ingress, gateway, send, dev, demo, bench, dlq, keeper, recorder,
+                trace):
     cli.add_command(command)
 
 

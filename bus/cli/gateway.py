@@ -1,0 +1,70 @@
+"""`gridbus gateway`: the REST gateway (API request handling, push ingress), and its API keys."""
+from __future__ import annotations
+
+import click
+
+from bus import registry
+from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging, table
+from bus.errors import ConfigError
+from bus.topology import compile_topology
+from bus.topology.apply import declare_all
+
+PUSH = "http-push"
+
+
+def _push_connector():
+    return registry.connector(PUSH)
+
+
+@click.group("gateway", invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--routes-dir", "paths", multiple=True, type=click.Path())
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+@fails_cleanly
+def gateway(ctx, host, port, threads, paths, loglevel):
+    """Serve the REST gateway for every route whose source is http-push (waitress)."""
+    if ctx.invoked_subcommand:
+        return
+    setup_logging(loglevel)
+    routes = [r for r in routes_from(paths) if r.source.connector == PUSH]
+    if not routes:
+        raise ConfigError("no route has an http-push source: nothing for the gateway to serve")
+    s = settings()
+    declare_all(compile_topology(routes_from(paths)), s.broker_url)
+    click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
+               f"docs at /docs", err=True)
+    _push_connector().serve_http(routes, s, host, port, threads)
+
+
+@gateway.group("keys")
+def keys():
+    """API keys of the source systems (stored hashed in $GRIDBUS_HOME/state/gateway-keys.json)."""
+
+
+@keys.command("add")
+@click.argument("system")
+@fails_cleanly
+def add(system):
+    """Make a key for SYSTEM; it is printed once and only its hash is kept."""
+    click.echo(_push_connector().key_store(settings()).add(system))
+
+
+@keys.command("list")
+@fails_cleanly
+def list_keys():
+    """Key ids and their systems (never the keys)."""
+    rows = _push_connector().key_store(settings()).listing()
+    click.echo(table([[k["key_id"], k["system"]] for k in rows], ["key id", "system"]) if rows else "no keys")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@fails_cleanly
+def revoke(key_id):
+    """Revoke a key by its id; the gateway stops accepting it at once."""
+    if not _push_connector().key_store(settings()).revoke(key_id):
+        raise ConfigError(f"no key {key_id!r}")
+    click.echo(f"revoked {key_id}")

@@ -1,0 +1,46 @@
+"""HTTP push source: source systems POST documents to the gateway (`gridbus gateway`).
+
+Served by waitress, a production WSGI server (multi-threaded, no C build, runs
+anywhere Python does) rather than a development server.
+"""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from bus.routes.model import Endpoint, Route
+from bus.settings import Settings
+from connectors.http_push.keys import KeyStore, keys_path
+
+
+class HttpPushOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9/_-]*$",
+                         error="path: lowercase letters, digits, '-', '_' and '/'"))
+    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
+
+
+class HttpPushSource:
+    name = "http-push"
+    roles = ("source",)
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return HttpPushOptions
+
+    def claim(self, endpoint: Endpoint):
+        return (self.name, endpoint.options["path"].strip("/"))
+
+    def key_store(self, settings: Settings) -> KeyStore:
+        return KeyStore(keys_path(settings.state_dir))
+
+    def wsgi_app(self, routes: list[Route], settings: Settings):
+        from connectors.http_push.app import Gateway
+
+        return Gateway(routes, settings.broker_url, self.key_store(settings))
+
+    def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int) -> None:
+        import waitress
+
+        waitress.serve(self.wsgi_app(routes, settings), host=host, port=port, threads=threads,
+                       ident="gridbus-gateway", clear_untrusted_proxy_headers=True)

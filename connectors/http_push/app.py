@@ -1,0 +1,144 @@
+"""The gateway's WSGI application: authenticated pushes onto routes, with IEC-style replies.
+
+    POST /v1/push/<path>   a JSON document for the route whose source is http-push with that path
+    GET  /openapi.json     the OpenAPI document (from the marshmallow schemas)
+    GET  /docs             a browsable page of it
+    GET  /health
+
+A push is answered 202 only once the broker has confirmed the message: an
+accepted push is never lost.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from typing import Callable, Iterable
+
+from bus import hooks, naming, task_message
+from bus.envelope import Envelope, child_traceparent, new_traceparent
+from bus.errors import BrokerError
+from bus.publisher import ConfirmingPublisher
+from bus.routes.model import Route
+from connectors.http_push.keys import KeyStore
+from connectors.http_push.openapi import docs_page, openapi_document
+from connectors.http_push.schemas import ReplySchema
+
+log = logging.getLogger("gridbus.gateway")
+_REPLY = ReplySchema()
+STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+               404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+               413: "Payload Too Large", 415: "Unsupported Media Type", 503: "Service Unavailable"}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reply(result: str, noun: str | None = None, message_id: str | None = None,
+          correlation_id: str | None = None, errors: list[tuple[str, str]] = ()) -> dict:
+    body = {"Header": {"Verb": "reply", "Noun": noun, "Timestamp": _now(), "MessageID": message_id,
+                       "CorrelationID": correlation_id},
+            "Reply": {"Result": result}}
+    if errors:
+        body["Reply"]["Error"] = [{"code": c, "level": "FATAL", "reason": r} for c, r in errors]
+    if message_id and result == "OK":
+        body["message_id"] = message_id
+    return _REPLY.dump(body)
+
+
+class Gateway:
+    def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore):
+        self.routes = {r.source.options["path"].strip("/"): r for r in routes}
+        self.broker_url = broker_url
+        self.keys = keys
+        self._local = threading.local()
+        self.openapi = openapi_document(sorted(self.routes))
+
+    def _publisher(self) -> ConfirmingPublisher:
+        pub = getattr(self._local, "publisher", None)
+        if pub is None:
+            pub = self._local.publisher = ConfirmingPublisher(self.broker_url, "gridbus-gateway", window=8)
+        return pub
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        if path == "/health":
+            return self._send(start_response, 200, {"status": "ok"})
+        if path == "/openapi.json" and method == "GET":
+            return self._send(start_response, 200, self.openapi)
+        if path == "/docs" and method == "GET":
+            return self._send(start_response, 200, docs_page(self.openapi), "text/html; charset=utf-8")
+        if path.startswith("/v1/push/"):
+            if method != "POST":
+                return self._fail(start_response, 405, "METHOD_NOT_ALLOWED", "use POST", [("Allow", "POST")])
+            return self._push(environ, start_response, path[len("/v1/push/"):].strip("/"))
+        return self._fail(start_response, 404, "NOT_FOUND", f"no {method} {path}")
+
+    def _push(self, environ, start_response, push_path: str):
+        route = self.routes.get(push_path)
+        if route is None:
+            return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes pushes at {push_path!r}")
+        key = environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION"))
+        system = self.keys.system_of(key)
+        if system is None:
+            return self._fail(start_response, 401, "UNAUTHENTICATED", "missing or unknown API key",
+                              [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
+        if system != route.source.system:
+            return self._fail(start_response, 403, "FORBIDDEN",
+                              f"{system} may not publish to route {route.id} (its source is {route.source.system})")
+        if not environ.get("CONTENT_TYPE", "").split(";")[0].strip().endswith("json"):
+            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+        limit = route.source.options["max_body_kb"] * 1024
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return self._fail(start_response, 411, "LENGTH_REQUIRED", "send a Content-Length")
+        if length > limit:
+            return self._fail(start_response, 413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
+        raw = environ["wsgi.input"].read(length)
+        try:
+            document = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
+        if not isinstance(document, (dict, list)):
+            return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
+        parent = environ.get("HTTP_TRACEPARENT")
+        envelope = Envelope(route_id=route.id, source=system, verb=route.message.get("verb", "created"),
+                            noun=route.message.get("noun", "EndDeviceEvents"),
+                            correlation_id=environ.get("HTTP_X_CORRELATION_ID"),
+                            traceparent=child_traceparent(parent) if parent else new_traceparent())
+        body, props, headers = task_message.build(envelope, document)
+        pub = self._publisher()
+        try:
+            pub.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
+            pub.flush(timeout_s=10)
+        except BrokerError as exc:
+            pub.close()
+            self._local.publisher = None
+            log.error("push to %s not accepted: %s", route.id, exc)
+            return self._fail(start_response, 503, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
+                              [("Retry-After", "5")])
+        hooks.emit("received", message_id=envelope.message_id, correlation_id=envelope.correlation,
+                   traceparent=envelope.traceparent, route=route.id, attempt=1, noun=envelope.noun,
+                   source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=length)
+        return self._send(start_response, 202, reply("OK", envelope.noun, envelope.message_id, envelope.correlation))
+
+    def _fail(self, start_response, status: int, code: str, reason: str, extra: list | None = None):
+        return self._send(start_response, status, reply("FAILED", errors=[(code, reason)]), extra=extra)
+
+    @staticmethod
+    def _send(start_response, status: int, body, content_type: str = "application/json", extra=None):
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        start_response(f"{status} {STATUS_TEXT.get(status, '')}",
+                       [("Content-Type", content_type), ("Content-Length", str(len(data))), *(extra or [])])
+        return [data]
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value.lower().startswith(("apikey ", "bearer ")):
+        return value.split(" ", 1)[1].strip()
+    return None

@@ -1,0 +1,80 @@
+"""API keys of the source systems that push to the gateway: stored hashed, outside route files.
+
+A key is ``<key id>.<secret>``; the file keeps the key id, the system and a
+SHA-256 of the secret, never the secret.  ``gridbus gateway keys add SYSTEM``
+prints a new key once.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from bus.errors import ConfigError
+
+
+def keys_path(state_dir: Path) -> Path:
+    return Path(os.environ.get("GRIDBUS_GATEWAY_KEYS") or state_dir / "gateway-keys.json")
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, path: Path):
+        self.path = path
+        self._mtime = None
+        self._keys: dict[str, dict] = {}
+
+    def _load(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._keys = {}
+            return
+        if mtime != self._mtime:  # re-read when an operator adds or revokes a key
+            try:
+                self._keys = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"not JSON: line {exc.lineno}: {exc.msg}", str(self.path)) from exc
+            self._mtime = mtime
+
+    def add(self, system: str) -> str:
+        self._load()
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
+        self._keys[key_id] = {"system": system, "sha256": _digest(secret), "created": time.time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name("." + self.path.name + ".part")
+        tmp.write_text(json.dumps(self._keys, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.path)
+        return f"{key_id}.{secret}"
+
+    def revoke(self, key_id: str) -> bool:
+        self._load()
+        if self._keys.pop(key_id, None) is None:
+            return False
+        tmp = self.path.with_name("." + self.path.name + ".part")
+        tmp.write_text(json.dumps(self._keys, indent=2))
+        tmp.replace(self.path)
+        return True
+
+    def system_of(self, key: str | None) -> str | None:
+        """The system a presented key belongs to, or None (constant-time comparison)."""
+        if not key or "." not in key:
+            return None
+        self._load()
+        key_id, secret = key.split(".", 1)
+        entry = self._keys.get(key_id)
+        if entry and hmac.compare_digest(entry["sha256"], _digest(secret)):
+            return entry["system"]
+        return None
+
+    def listing(self) -> list[dict]:
+        self._load()
+        return [{"key_id": k, "system": v["system"], "created": v["created"]} for k, v in self._keys.items()]

@@ -1,0 +1,105 @@
+"""The REST gateway as a real waitress process: authenticated pushes onto routes, IEC-style errors."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import requests
+
+from tests.support import Mdms, Proc, free_port, gridbus, run_cli, wait_for
+
+pytestmark = pytest.mark.broker
+
+READINGS = {"noun": "MeterReadings", "source": "mdms-x", "MeterReading": [
+    {"meter": "UPM00000777", "intervalBlocks": [{"readingType": "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0",
+                                                 "intervalReadings": [{"timeStamp": "2026-11-01T00:15:00Z",
+                                                                       "value": 0.25}]}]}]}
+
+
+@pytest.fixture
+def gateway(bus_env, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    mdms = Mdms(bus_env, logs)
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "push.yaml").write_text(textwrap.dedent(f"""\
+        use_case: 2
+        routes:
+          - id: hes-a-readings-push
+            source: {{system: hes-a, connector: http-push, path: hes-a/readings, max_body_kb: 4}}
+            method: push
+            message: {{noun: MeterReadings}}
+            transform: [canonical, to_mdms_json]
+            destinations:
+              - {{system: mdms-1, connector: rest, url: "{mdms.url}/messages"}}
+        """))
+    env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
+    keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b")}
+    port = free_port()
+    server = Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start()
+    worker = Proc("worker", gridbus("worker", "-c", "1"), env, logs).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.get(f"{url}/health", timeout=1).ok
+        except requests.RequestException:
+            return False
+    wait_for(up, 30, f"the gateway (log: {server.log()[-1500:]})")
+    yield {"url": url, "keys": keys, "mdms": mdms, "env": env}
+    for p in (server, worker):
+        p.stop()
+    mdms.stop()
+
+
+def push(g, body, key="hes-a", path="hes-a/readings", **kw):
+    headers = {"X-API-Key": g["keys"][key]} if key else {}
+    return requests.post(f"{g['url']}/v1/push/{path}", json=body, headers=headers, timeout=10, **kw)
+
+
+def test_an_authenticated_push_is_accepted_with_its_message_id_and_delivered(gateway):
+    # Given HES-A's key  When it pushes a canonical document onto its own route
+    answer = push(gateway, READINGS)
+    # Then 202 with the message id, in an IEC 61968-100-style reply
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["Reply"]["Result"] == "OK" and body["message_id"] == body["Header"]["MessageID"]
+    # and the reading reaches MDMS-1
+    wait_for(lambda: gateway["mdms"].stats()["readings"] == 1, 30, "the pushed reading at MDMS-1")
+
+
+def test_who_may_send_what(gateway):
+    # No key → 401; another system's key → 403, each with a FAILED reply naming the reason
+    missing = push(gateway, READINGS, key=None)
+    assert missing.status_code == 401 and missing.json()["Reply"]["Error"][0]["code"] == "UNAUTHENTICATED"
+    wrong = requests.post(f"{gateway['url']}/v1/push/hes-a/readings", json=READINGS, timeout=10,
+                          headers={"X-API-Key": gateway["keys"]["hes-a"][:-2] + "xx"})
+    assert wrong.status_code == 401
+    other = push(gateway, READINGS, key="hes-b")
+    assert other.status_code == 403 and "hes-b may not publish" in other.json()["Reply"]["Error"][0]["reason"]
+    # and nothing of those reached the MDMS
+    assert gateway["mdms"].stats()["posts"] == 0
+
+
+def test_bad_requests_get_the_right_status_and_nothing_is_published(gateway):
+    too_big = push(gateway, {"noun": "MeterReadings", "pad": "x" * 5000})
+    assert too_big.status_code == 413
+    not_json = requests.post(f"{gateway['url']}/v1/push/hes-a/readings", data=b"{nope",
+                             headers={"X-API-Key": gateway["keys"]["hes-a"], "Content-Type": "application/json"},
+                             timeout=10)
+    assert not_json.status_code == 400 and not_json.json()["Reply"]["Result"] == "FAILED"
+    form = requests.post(f"{gateway['url']}/v1/push/hes-a/readings", data="a=b",
+                         headers={"X-API-Key": gateway["keys"]["hes-a"]}, timeout=10)
+    assert form.status_code == 415
+    assert push(gateway, READINGS, path="nowhere").status_code == 404
+    assert gateway["mdms"].stats()["posts"] == 0
+
+
+def test_openapi_document_and_docs_page(gateway):
+    spec = requests.get(f"{gateway['url']}/openapi.json", timeout=10).json()
+    assert spec["openapi"].startswith("3.") and "/v1/push/hes-a/readings" in spec["paths"]
+    assert "Reply" in spec["components"]["schemas"]
+    page = requests.get(f"{gateway['url']}/docs", timeout=10)
+    assert page.status_code == 200 and "/v1/push/hes-a/readings" in page.text
