@@ -20,11 +20,13 @@ def _push_connector():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--rate-per-system", default=200.0, show_default=True,
+              help="Requests/s each source system may make (bursts of twice that); 0: no limit.")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path())
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 @fails_cleanly
-def gateway(ctx, host, port, threads, paths, loglevel):
+def gateway(ctx, host, port, threads, rate_per_system, paths, loglevel):
     """Serve the REST gateway for every route whose source is http-push (waitress)."""
     if ctx.invoked_subcommand:
         return
@@ -36,7 +38,7 @@ def gateway(ctx, host, port, threads, paths, loglevel):
     declare_all(compile_topology(routes_from(paths)), s.broker_url)
     click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
                f"docs at /docs", err=True)
-    _push_connector().serve_http(routes, s, host, port, threads)
+    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system)
 
 
 @gateway.group("keys")

@@ -34,13 +34,14 @@ class HttpPushSource:
     def key_store(self, settings: Settings) -> KeyStore:
         return KeyStore(keys_path(settings.state_dir))
 
-    def wsgi_app(self, routes: list[Route], settings: Settings):
+    def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0):
         from connectors.http_push.app import Gateway
 
-        return Gateway(routes, settings.broker_url, self.key_store(settings))
+        return Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s)
 
-    def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int) -> None:
+    def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
+                   rate_per_s: float = 0) -> None:
         import waitress
 
-        waitress.serve(self.wsgi_app(routes, settings), host=host, port=port, threads=threads,
+        waitress.serve(self.wsgi_app(routes, settings, rate_per_s), host=host, port=port, threads=threads,
                        ident="gridbus-gateway", clear_untrusted_proxy_headers=True)

@@ -23,13 +23,15 @@ from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Route
 from connectors.http_push.keys import KeyStore
 from connectors.http_push.openapi import docs_page, openapi_document
+from connectors.http_push.ratelimit import RateLimiter
 from connectors.http_push.schemas import ReplySchema
 
 log = logging.getLogger("gridbus.gateway")
 _REPLY = ReplySchema()
 STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
                404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
-               413: "Payload Too Large", 415: "Unsupported Media Type", 503: "Service Unavailable"}
+               413: "Payload Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
+               503: "Service Unavailable"}
 
 
 def _now() -> str:
@@ -49,8 +51,9 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
 
 
 class Gateway:
-    def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore):
+    def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0):
         self.routes = {r.source.options["path"].strip("/"): r for r in routes}
+        self.limiter = RateLimiter(rate_per_s)
         self.broker_url = broker_url
         self.keys = keys
         self._local = threading.local()
@@ -85,6 +88,10 @@ class Gateway:
         if system is None:
             return self._fail(start_response, 401, "UNAUTHENTICATED", "missing or unknown API key",
                               [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
+        wait = self.limiter.take(system)
+        if wait:
+            return self._fail(start_response, 429, "RATE_LIMITED", f"{system} is over its rate; retry later",
+                              [("Retry-After", str(max(1, round(wait + 0.5))))])
         if system != route.source.system:
             return self._fail(start_response, 403, "FORBIDDEN",
                               f"{system} may not publish to route {route.id} (its source is {route.source.system})")

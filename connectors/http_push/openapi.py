@@ -22,6 +22,7 @@ def openapi_document(push_paths: list[str]) -> dict:
                                   (400, "not JSON"), (401, "no or unknown API key"),
                                   (403, "this system is not the route's source"), (404, "no such route"),
                                   (413, "body too large"), (415, "not application/json"),
+                                  (429, "over the system's rate; retry after Retry-After"),
                                   (503, "the bus cannot take it now; retry after Retry-After"))}
     for path in push_paths:
         spec.path(path=f"/v1/push/{path}", operations={"post": {

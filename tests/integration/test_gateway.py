@@ -38,7 +38,7 @@ def gateway(bus_env, tmp_path):
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
     keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b")}
     port = free_port()
-    server = Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start()
+    server = Proc("gateway", gridbus("gateway", "--port", str(port), "--rate-per-system", "5"), env, logs).start()
     worker = Proc("worker", gridbus("worker", "-c", "1"), env, logs).start()
     url = f"http://127.0.0.1:{port}"
 
@@ -103,3 +103,15 @@ def test_openapi_document_and_docs_page(gateway):
     assert "Reply" in spec["components"]["schemas"]
     page = requests.get(f"{gateway['url']}/docs", timeout=10)
     assert page.status_code == 200 and "/v1/push/hes-a/readings" in page.text
+
+
+def test_a_system_over_its_rate_gets_429_with_retry_after(gateway):
+    # Given a gateway allowing 5 requests/s per system (bursts of 10)
+    # When HES-B (forbidden on this route, so nothing is published) sends 30 at once
+    answers = [push(gateway, READINGS, key="hes-b") for _ in range(30)]
+    # Then the burst passes up to its size and the rest is refused with Retry-After
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited and int(limited[0].headers["Retry-After"]) >= 1
+    assert limited[0].json()["Reply"]["Error"][0]["code"] == "RATE_LIMITED"
+    # and HES-A's own budget is untouched by HES-B's burst
+    assert push(gateway, READINGS).status_code == 202
