@@ -7,6 +7,7 @@ from importlib.resources import files
 
 import yaml
 
+from bus.canonical.fields import EVENT_CLASSES, SEVERITIES
 from bus.errors import ConfigError
 
 
@@ -29,6 +30,7 @@ class EventCode:
     event_type: str
     name: str
     classes: tuple[str, ...]  # routing classes: outage, critical, fraud, health
+    severity: str = "info"  # from the classes, by the rule in is15959_events.yaml
 
 
 def _load(file_name: str) -> dict:
@@ -55,24 +57,52 @@ def reading_profiles() -> tuple[ReadingProfile, ...]:
     return tuple(out)
 
 
+def _severity_rule(data: dict) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``(levels most severe first, class → level)``, checked against the canonical vocabulary."""
+    try:
+        levels = tuple(str(v) for v in data["severity"]["levels"])
+        by_class = {str(k): str(v) for k, v in data["severity"]["classes"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"severity rule is incomplete: {exc}", file="is15959_events.yaml") from exc
+    if not levels or not set(levels) <= set(SEVERITIES) or not set(by_class.values()) <= set(levels):
+        raise ConfigError(f"severity levels must be among {list(SEVERITIES)}", file="is15959_events.yaml")
+    if by_class.keys() != EVENT_CLASSES:
+        raise ConfigError(f"severity.classes must name each of {sorted(EVENT_CLASSES)}",
+                          file="is15959_events.yaml")
+    return levels, by_class
+
+
 @lru_cache(maxsize=None)
 def is15959_events() -> dict[int, EventCode]:
-    """IS 15959 code → its CIM EndDeviceEventType, name and routing classes."""
+    """IS 15959 code → its CIM EndDeviceEventType, name, routing classes and severity."""
+    data = _load("is15959_events.yaml")
+    levels, by_class = _severity_rule(data)
     out = {}
-    for code, spec in _load("is15959_events.yaml")["events"].items():
+    for code, spec in data["events"].items():
         try:
-            out[int(code)] = EventCode(int(code), str(spec["eventType"]), str(spec["name"]),
-                                       tuple(spec.get("class") or ()))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"event {code!r} is incomplete: {exc}", file="is15959_events.yaml") from exc
+            classes = tuple(str(c) for c in spec.get("class") or ())
+            ranks = [levels.index(by_class[c]) for c in classes]
+            out[int(code)] = EventCode(int(code), str(spec["eventType"]), str(spec["name"]), classes,
+                                       levels[min(ranks, default=len(levels) - 1)])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"event {code!r} is incomplete or has an unknown class: {exc}",
+                              file="is15959_events.yaml") from exc
     return out
 
 
 @lru_cache(maxsize=None)
-def _classes_by_event_type() -> dict[str, tuple[str, ...]]:
-    return {code.event_type: code.classes for code in is15959_events().values()}
+def event_codes_by_type() -> dict[str, EventCode]:
+    """CIM EndDeviceEventType → its IS 15959 code (one each: the data file never shares a type)."""
+    return {code.event_type: code for code in is15959_events().values()}
 
 
 def event_classes(event_type: str) -> tuple[str, ...]:
     """Routing classes of a CIM EndDeviceEventType, e.g. ``("outage", "critical")``."""
-    return _classes_by_event_type().get(event_type, ())
+    code = event_codes_by_type().get(event_type)
+    return code.classes if code else ()
+
+
+@lru_cache(maxsize=None)
+def default_severity() -> str:
+    """The severity of an event in no class (the rule's last level)."""
+    return _severity_rule(_load("is15959_events.yaml"))[0][-1]

@@ -48,8 +48,13 @@ def _meter_readings(doc: dict, out: list[str]) -> None:
 def _end_device_events(doc: dict, out: list[str]) -> None:
     out.append(f'<e:EndDeviceEvents xmlns:e="{END_DEVICE_EVENTS_NS}">')
     for ev in doc["EndDeviceEvent"]:
-        out.append(f"<e:EndDeviceEvent><e:createdDateTime>{ev['createdDateTime']}</e:createdDateTime>"
-                   f"<e:Assets><e:mRID>{escape(ev['meter'])}</e:mRID></e:Assets>")
+        out.append("<e:EndDeviceEvent>")
+        if "alarmId" in ev:  # the HES's alarm id is the event's own mRID
+            out.append(f"<e:mRID>{escape(ev['alarmId'])}</e:mRID>")
+        out.append(f"<e:createdDateTime>{ev['createdDateTime']}</e:createdDateTime>")
+        if "severity" in ev:
+            out.append(f"<e:severity>{ev['severity']}</e:severity>")
+        out.append(f"<e:Assets><e:mRID>{escape(ev['meter'])}</e:mRID></e:Assets>")
         # CIM has no field for the IS code or the HES receipt time: name/value details carry them
         if "isCode" in ev:
             out.append(f"<e:EndDeviceEventDetails><e:name>isCode</e:name>"
@@ -57,6 +62,8 @@ def _end_device_events(doc: dict, out: list[str]) -> None:
         if "receivedDateTime" in ev:
             out.append(f"<e:EndDeviceEventDetails><e:name>receivedDateTime</e:name>"
                        f"<e:value>{ev['receivedDateTime']}</e:value></e:EndDeviceEventDetails>")
+        out.extend(f"<e:EndDeviceEventDetails><e:name>{escape(k)}</e:name><e:value>{escape(str(v))}</e:value>"
+                   "</e:EndDeviceEventDetails>" for k, v in ev.get("details", {}).items())
         out.append(f'<e:EndDeviceEventType ref="{ev["eventType"]}"/></e:EndDeviceEvent>')
     out.append("</e:EndDeviceEvents>")
 

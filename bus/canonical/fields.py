@@ -21,6 +21,13 @@ _INTERVAL_KEYS = frozenset(("timeStamp", "value", "qualities"))
 _READING_KEYS = frozenset(("readingType", "timeStamp", "value", "qualities"))
 _METER_KEYS = frozenset(("meter", "intervalBlocks", "readings"))
 _EVENT_KEYS = frozenset(("meter", "eventType", "isCode", "createdDateTime", "receivedDateTime"))
+# optional alarm fields: routing classes, severity, the HES's alarm id and flat details
+_ALARM_KEYS = frozenset(("eventClass", "severity", "alarmId", "details"))
+_ALL_EVENT_KEYS = _EVENT_KEYS | _ALARM_KEYS
+EVENT_CLASSES = frozenset(("critical", "outage", "health", "fraud"))
+SEVERITIES = ("critical", "major", "minor", "info")  # most severe first
+# characters XML 1.0 cannot carry: a free-text alarm field must survive the CIM XML encoder
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def is_instant(text: object) -> bool:
@@ -189,13 +196,47 @@ class MeterReadingList(fields.Field):
         return value
 
 
+def _detail_value(key, v) -> None:
+    if type(key) is not str or not key or not key.isprintable():
+        raise ValidationError(f".details key {key!r} must be a non-empty printable string")
+    if type(v) is str:
+        if NOT_XML.search(v) is not None:
+            raise ValidationError(f".details.{key} holds a control character")
+    elif type(v) not in (int, float) or v - v != 0:
+        raise ValidationError(f".details.{key} {v!r} must be a string or a finite number")
+
+
+def _check_alarm_fields(ev: dict) -> None:
+    """The optional alarm fields of one event (called only when an event has more than the core five)."""
+    extra = ev.keys() - _ALL_EVENT_KEYS
+    if extra:
+        raise ValidationError(f": unexpected keys {sorted(extra)}")
+    if "eventClass" in ev:
+        classes = ev["eventClass"]
+        if (type(classes) is not list or len(set(classes)) != len(classes)
+                or not all(type(c) is str and c in EVENT_CLASSES for c in classes)):
+            raise ValidationError(f".eventClass {classes!r} must be a list of distinct classes "
+                                  f"from {sorted(EVENT_CLASSES)}")
+    if "severity" in ev and ev["severity"] not in SEVERITIES:
+        raise ValidationError(f".severity {ev['severity']!r} is not one of {list(SEVERITIES)}")
+    if "alarmId" in ev:
+        aid = ev["alarmId"]
+        if type(aid) is not str or not aid or aid.isspace() or not aid.isprintable():
+            raise ValidationError(f".alarmId {aid!r} must be a non-empty printable string")
+    if "details" in ev:
+        details = ev["details"]
+        if type(details) is not dict:
+            raise ValidationError(".details must be an object of names to strings or numbers")
+        for key, v in details.items():
+            _detail_value(key, v)
+
+
 def _check_event_slowly(ev, seen: _Seen) -> None:
     """Every rule for one event; the list field only calls it off its fast path."""
     if type(ev) is not dict:
         raise ValidationError(" must be an object")
-    extra = ev.keys() - _EVENT_KEYS
-    if extra:
-        raise ValidationError(f": unexpected keys {sorted(extra)}")
+    if not ev.keys() <= _EVENT_KEYS:
+        _check_alarm_fields(ev)
     meter, et = ev.get("meter"), ev.get("eventType")
     if type(meter) is not str or not meter or meter.isspace() or not meter.isprintable():
         raise ValidationError(f".meter {meter!r} must be a non-empty printable string")
@@ -223,12 +264,15 @@ class EndDeviceEventList(fields.Field):
         i = -1
         try:
             for i, ev in enumerate(value):
-                # fast path: a complete HES event whose strings were all seen before
-                if (type(ev) is dict and len(ev) == 5 and ev.keys() == full
+                # fast path: a complete HES event whose strings were all seen before,
+                # with or without the alarm fields
+                if (type(ev) is dict and ev.keys() >= full
                         and ev["eventType"] in types and ev["createdDateTime"] in instants
                         and ev["receivedDateTime"] in instants and type(ev["isCode"]) is int
                         and type(ev["meter"]) is str and ev["meter"] and not ev["meter"].isspace()
                         and ev["meter"].isprintable()):
+                    if len(ev) != 5:
+                        _check_alarm_fields(ev)
                     continue
                 _check_event_slowly(ev, seen)
         except (ValidationError, TypeError) as exc:

@@ -128,7 +128,8 @@ def test_the_message_names_the_meter_block_and_index_of_a_bad_value():
     (EV + ("createdDateTime",), ..., "createdDateTime None"),
     (EV + ("receivedDateTime",), "2026-10-31T18:40:15", "receivedDateTime"),
     (EV + ("meter",), "  ", "non-empty printable string"),
-    (EV + ("severity",), "high", "unexpected keys ['severity']"),
+    (EV + ("severity",), "high", "severity 'high' is not one of"),
+    (EV + ("evidence",), [], "unexpected keys ['evidence']"),
     (("noun",), "EndDeviceEvent", "unknown noun"),
 ])
 def test_events_breaking_the_schema_are_refused(path, value, expected):
