@@ -36,8 +36,10 @@ class HttpPushSource:
 
     def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0):
         from connectors.http_push.app import Gateway
+        from connectors.http_push.seen import SeenAlarms
 
-        return Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s)
+        return Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
+                       SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0) -> None:

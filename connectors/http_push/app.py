@@ -24,6 +24,7 @@ from bus.routes.model import Route
 from connectors.http_push.keys import KeyStore
 from connectors.http_push.openapi import docs_page, openapi_document
 from connectors.http_push.ratelimit import RateLimiter
+from connectors.http_push.seen import SeenAlarms, alarm_ids, without
 from connectors.http_push.schemas import ReplySchema
 
 log = logging.getLogger("gridbus.gateway")
@@ -51,9 +52,11 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
 
 
 class Gateway:
-    def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0):
+    def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
+                 seen: SeenAlarms | None = None):
         self.routes = {r.source.options["path"].strip("/"): r for r in routes}
         self.limiter = RateLimiter(rate_per_s)
+        self.seen = seen
         self.broker_url = broker_url
         self.keys = keys
         self._local = threading.local()
@@ -113,6 +116,16 @@ class Gateway:
             return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
         if not isinstance(document, (dict, list)):
             return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
+        ids = alarm_ids(document) if self.seen else None
+        seen_before: dict[str, str] = {}
+        if ids:
+            seen_before = self.seen.known(system, [a for _, a in ids])
+            if len(seen_before) == len(ids):  # all resent: the same answer, nothing published again
+                first = seen_before[ids[0][1]]
+                answer = reply("OK", route.message.get("noun"), first)
+                answer["duplicates"] = len(ids)
+                return self._send(start_response, 202, answer)
+            document = without(document, {i for i, a in ids if a in seen_before})
         parent = environ.get("HTTP_TRACEPARENT")
         envelope = Envelope(route_id=route.id, source=system, verb=route.message.get("verb", "created"),
                             noun=route.message.get("noun", "EndDeviceEvents"),
@@ -129,10 +142,15 @@ class Gateway:
             log.error("push to %s not accepted: %s", route.id, exc)
             return self._fail(start_response, 503, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
                               [("Retry-After", "5")])
+        if ids:
+            self.seen.remember(system, [a for _, a in ids if a not in seen_before], envelope.message_id)
         hooks.emit("received", message_id=envelope.message_id, correlation_id=envelope.correlation,
                    traceparent=envelope.traceparent, route=route.id, attempt=1, noun=envelope.noun,
                    source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=length)
-        return self._send(start_response, 202, reply("OK", envelope.noun, envelope.message_id, envelope.correlation))
+        answer = reply("OK", envelope.noun, envelope.message_id, envelope.correlation)
+        if seen_before:
+            answer["duplicates"] = len(seen_before)
+        return self._send(start_response, 202, answer)
 
     def _fail(self, start_response, status: int, code: str, reason: str, extra: list | None = None):
         return self._send(start_response, status, reply("FAILED", errors=[(code, reason)]), extra=extra)

@@ -29,6 +29,8 @@ class ReplySchema(Schema):
     Header = fields.Nested(HeaderSchema)
     Reply = fields.Nested(ReplyBodySchema, required=True)
     message_id = fields.String(metadata={"description": "id of the accepted message (202 only)"})
+    duplicates = fields.Integer(metadata={"description": "alarms of this request accepted before (not "
+                                                          "published again)"})
 
 
 class PushBodySchema(Schema):

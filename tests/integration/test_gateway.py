@@ -34,6 +34,13 @@ def gateway(bus_env, tmp_path):
             transform: [canonical, to_mdms_json]
             destinations:
               - {{system: mdms-1, connector: rest, url: "{mdms.url}/messages"}}
+          - id: hes-a-alarms-push
+            source: {{system: hes-a, connector: http-push, path: hes-a/alarms}}
+            method: push
+            message: {{noun: EndDeviceEvents}}
+            transform: [hes_alarm_json, to_mdms_json]
+            destinations:
+              - {{system: mdms-1, connector: rest, url: "{mdms.url}/messages"}}
         """))
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
     keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b")}
@@ -115,3 +122,29 @@ def test_a_system_over_its_rate_gets_429_with_retry_after(gateway):
     assert limited[0].json()["Reply"]["Error"][0]["code"] == "RATE_LIMITED"
     # and HES-A's own budget is untouched by HES-B's burst
     assert push(gateway, READINGS).status_code == 202
+
+
+def alarm(n: int, code: int = 101) -> dict:
+    return {"alarm_id": f"hes-a-{n:06d}", "meter": f"UPM{n:08d}", "code": code,
+            "occurred_at": "2026-11-01T10:15:02+05:30", "received_at": "2026-11-01T10:15:04+05:30"}
+
+
+def test_an_alarm_id_seen_before_gets_the_same_answer_and_is_not_published_again(gateway):
+    # Given a burst of three alarms accepted and delivered
+    burst = {"hes": "hes-a", "alarms": [alarm(1), alarm(2), alarm(3, 251)]}
+    first = push(gateway, burst, path="hes-a/alarms")
+    assert first.status_code == 202, first.text
+    wait_for(lambda: gateway["mdms"].stats()["events"] == 3, 30, "three events at MDMS-1")
+    posts = gateway["mdms"].stats()["posts"]
+    # When the HES sends the same burst again (its retry after a lost answer)
+    again = push(gateway, burst, path="hes-a/alarms")
+    # Then the answer is the same message id, and nothing is published twice
+    assert again.status_code == 202 and again.json()["message_id"] == first.json()["message_id"]
+    assert again.json()["duplicates"] == 3
+    # When a burst mixes one new alarm with seen ones
+    mixed = push(gateway, [alarm(2), alarm(3, 251), alarm(4, 201)], path="hes-a/alarms")
+    # Then only the new alarm travels
+    assert mixed.status_code == 202 and mixed.json()["duplicates"] == 2
+    assert mixed.json()["message_id"] != first.json()["message_id"]
+    wait_for(lambda: gateway["mdms"].stats()["events"] == 4, 30, "the fourth event")
+    assert gateway["mdms"].stats()["posts"] == posts + 1
