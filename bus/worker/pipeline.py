@@ -76,6 +76,14 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
     outcome.transformed_at = time.time()
     for destination in pending(route, systems):
         outbound = _run_chain(destination.transform, common, context)
+        connector = registry.connector(destination.connector)
+        if getattr(connector, "takes_documents", False):
+            # publishes canonical documents onward (pub-sub): no encoder, the document itself travels
+            try:
+                outcome.receipts.append(connector.deliver_document(outbound, envelope, destination))
+            except Exception as exc:
+                outcome.failures.append((destination, exc))
+            continue
         if not isinstance(outbound, Outbound):
             raise TransformError(f"route {route.id}: the transform chain for {destination.system} "
                                  "must end with an encoder that returns Outbound")
@@ -83,7 +91,6 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
         if outbound.readings == 0 and outbound.events == 0 and context.rejections:
             continue  # every row was rejected: nothing to deliver, the report says why
         try:
-            connector = registry.connector(destination.connector)
             outcome.receipts.append(connector.deliver(outbound, envelope, destination))
         except Exception as exc:  # classified by the caller: permanent, or worth a retry
             outcome.failures.append((destination, exc))

@@ -84,7 +84,8 @@ def register(app, route: Route) -> None:
 def trace_fields(envelope: Envelope) -> dict:
     """What every trace event of this message carries (the bus's half of tracing)."""
     return {"message_id": envelope.message_id, "correlation_id": envelope.correlation,
-            "causation_id": envelope.extra.get(dl.REPLAYED_FROM), "traceparent": envelope.traceparent,
+            "causation_id": envelope.extra.get(dl.REPLAYED_FROM) or envelope.extra.get("gridbus-caused-by"),
+            "traceparent": envelope.traceparent,
             "route": envelope.route_id, "attempt": envelope.attempt, "noun": envelope.noun}
 
 

@@ -83,3 +83,15 @@ def test_envelope_maps_the_iec_header_onto_properties_and_headers():
     following = env.next_attempt()
     assert following.attempt == 2
     assert following.traceparent.split("-")[1] == env.traceparent.split("-")[1]
+
+
+def test_topic_patterns_match_like_amqp():
+    from connectors.pubsub import select_events, topic_matches
+    assert topic_matches("EndDeviceEvents.created.*", "EndDeviceEvents.created.hes-a")
+    assert not topic_matches("EndDeviceEvents.created.*", "EndDeviceEvents.created.hes-a.x")
+    assert topic_matches("EndDeviceEvents.#", "EndDeviceEvents.created.hes-a")
+    assert not topic_matches("MeterReadings.#", "EndDeviceEvents.created.hes-a")
+    doc = {"noun": "EndDeviceEvents", "EndDeviceEvent": [{"eventClass": ["health"]}, {"eventClass": ["fraud"]}]}
+    assert select_events(doc, ["fraud"])["EndDeviceEvent"] == [{"eventClass": ["fraud"]}]
+    assert select_events(doc, ["outage"]) is None
+    assert select_events(doc, []) is doc
