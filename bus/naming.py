@@ -43,6 +43,14 @@ def dead_letter_queue_name(route_id: str) -> str:
     return f"{PREFIX}.dlq.{route_id}"
 
 
+def inbound_queue_name(route_id: str) -> str:
+    """Raw messages from a system that publishes over AMQP, before the ingress batches them."""
+    return f"{PREFIX}.in.{route_id}"
+
+
+HES_INGRESS_EXCHANGE = f"{PREFIX}.hes-ingress"  # topic; external systems publish raw messages here
+
+
 def task_name(route_id: str) -> str:
     return f"{PREFIX}.route.{route_id}"
 

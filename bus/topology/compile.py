@@ -19,7 +19,7 @@ from __future__ import annotations
 from kombu.transport.native_delayed_delivery import (CELERY_DELAYED_DELIVERY_EXCHANGE,
                                                       MAX_LEVEL, level_name)
 
-from bus import naming
+from bus import naming, registry
 from bus.routes.model import Route, RouteTable
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
 
@@ -101,4 +101,8 @@ def compile_topology(routes: RouteTable) -> Topology:
         dlx = topology.add_exchange(ExchangeSpec.of(naming.dead_letter_exchange_name(route.id), "fanout"))
         dlq = topology.add_queue(dead_letter_queue(route.id))
         topology.bind(dlx.name, dlq.name, "")
+        # a source connector may need broker objects of its own (AMQP ingress queues)
+        contribute = getattr(registry.connector(route.source.connector), "topology", None)
+        if contribute:
+            contribute(route, topology)
     return topology

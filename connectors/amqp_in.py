@@ -1,0 +1,133 @@
+"""AMQP ingress: systems that push over MQ publish raw JSON on ``gridbus.hes-ingress``
+with their routing key; the ingress batches them (by count or a short window) into
+one route message, so a burst of 50,000 alarms is a few hundred tasks, not 50,000.
+
+Raw messages are acked only after their batch is confirmed on the route; one
+that is not JSON goes to the route's dead-letter queue with the reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from bus import naming, task_message
+from bus.amqp_client import pika_connect, pika_errors
+from bus.deadletters import headers as dl
+from bus.envelope import Envelope
+from bus.publisher import ConfirmingPublisher
+from bus.routes.model import Endpoint, Route
+from bus.settings import Settings
+from bus.topology.model import ExchangeSpec, QueueSpec, Topology
+
+log = logging.getLogger("gridbus.amqp-in")
+
+
+class AmqpInOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    routing_key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]*$"))
+    batch_max = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10_000))
+    batch_window_ms = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10_000))
+
+
+class AmqpInSource:
+    name = "amqp-in"
+    roles = ("source",)
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return AmqpInOptions
+
+    def claim(self, endpoint: Endpoint):
+        return (self.name, endpoint.options["routing_key"])
+
+    def topology(self, route: Route, topology: Topology) -> None:
+        topology.add_exchange(ExchangeSpec.of(naming.HES_INGRESS_EXCHANGE, "topic",
+                                              {"alternate-exchange": naming.UNROUTABLE_EXCHANGE}))
+        queue = topology.add_queue(QueueSpec.of(naming.inbound_queue_name(route.id), {"x-queue-type": "quorum"}))
+        topology.bind(naming.HES_INGRESS_EXCHANGE, queue.name, route.source.options["routing_key"])
+
+    def serve(self, routes: list[Route], settings: Settings, stop: threading.Event) -> None:
+        threads = [threading.Thread(target=_bridge_forever, args=(route, settings, stop), daemon=True,
+                                    name=f"amqp-in {route.id}") for route in routes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def _bridge_forever(route: Route, settings: Settings, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            _bridge(route, settings, stop)
+        except Exception as exc:  # broker restart: reconnect; raw messages wait in their queue
+            log.warning("route %s: AMQP ingress: %s; reconnecting in 2s", route.id, exc)
+            stop.wait(2)
+
+
+def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:
+    options = route.source.options
+    window = options["batch_window_ms"] / 1000
+    conn = pika_connect(settings.broker_url, f"gridbus-amqp-in-{route.id}")
+    publisher = ConfirmingPublisher(settings.broker_url, f"gridbus-amqp-in-{route.id}")
+    try:
+        with pika_errors("bridging raw messages"):
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=options["batch_max"] * 2)
+            batch: list = []
+            tags: list[int] = []
+            started = [0.0]
+
+            def on_message(channel, method, props, body):
+                if not batch and not tags:
+                    started[0] = time.monotonic()
+                tags.append(method.delivery_tag)
+                try:
+                    item = json.loads(body)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    _dead_letter_raw(publisher, route, body, props, f"not JSON: {exc}")
+                    return
+                batch.extend(item if isinstance(item, list) else [item])
+
+            ch.basic_consume(naming.inbound_queue_name(route.id), on_message)
+            while not stop.is_set():
+                conn.process_data_events(time_limit=min(window, 0.05))
+                due = tags and (len(batch) >= options["batch_max"] or time.monotonic() - started[0] >= window)
+                if due:
+                    # take the batch out first: pika may deliver more while we publish and ack,
+                    # and those belong to the next batch
+                    items, last_tag = list(batch), tags[-1]
+                    batch.clear()
+                    tags.clear()
+                    if items:
+                        envelope = Envelope(route_id=route.id, source=route.source.system,
+                                            verb=route.message.get("verb", "created"),
+                                            noun=route.message.get("noun", "EndDeviceEvents"))
+                        body, props, headers = task_message.build(envelope, items)
+                        publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id),
+                                          body, props, headers)
+                    publisher.flush()  # the batch (and any dead letters) confirmed: now ack the raw ones
+                    ch.basic_ack(last_tag, multiple=True)
+    finally:
+        publisher.close()
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _dead_letter_raw(publisher: ConfirmingPublisher, route: Route, body: bytes, props, reason: str) -> None:
+    now = time.time()
+    headers = dict(props.headers or {})
+    headers.update({dl.DL_ROUTE: route.id, dl.DL_ERROR_CLASS: "DecodeError", dl.DL_REASON: reason[:1000],
+                    dl.DL_ATTEMPTS: 0, dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now,
+                    dl.DL_WORKER_HOST: socket.gethostname(), dl.DL_DESTINATION: "",
+                    dl.DL_FINGERPRINT: dl.fingerprint(route.id, "DecodeError", "not JSON")})
+    publisher.publish(naming.dead_letter_exchange_name(route.id), "", body,
+                      {"content_type": props.content_type or "application/octet-stream", "delivery_mode": 2,
+                       "message_id": props.message_id or f"raw-{now}"}, headers)
