@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, wait_for
+from tests.support import free_port
 
 
 def _bin_dir() -> Path | None:

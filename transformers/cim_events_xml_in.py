@@ -8,25 +8,20 @@ Bad events are rejected one by one, named by their 0-based index.
 from __future__ import annotations
 
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
-
-import defusedxml.ElementTree as safe_et
-from defusedxml import DefusedXmlException
+from xml.etree.ElementTree import Element
 
 from bus.canonical import END_DEVICE_EVENTS
 from bus.canonical.fields import EVENT_TYPE, NOT_XML
 from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import default_severity, event_codes_by_type
-from transformers.cim import END_DEVICE_EVENTS_NS, MESSAGE_NS, qname
-from transformers.cim_xml_in import MESSAGE_TAGS
+from transformers.cim import END_DEVICE_EVENTS_NS, qname
+from transformers.cim_xml_in import document_element
 from transformers.gc_pause import gc_paused
 from transformers.instants import local_zone, utc_instant
 
 EDE = END_DEVICE_EVENTS_NS
-END_DEVICE_EVENTS_TAG = qname(EDE, "EndDeviceEvents")
 END_DEVICE_EVENT_TAG = qname(EDE, "EndDeviceEvent")
-PAYLOAD_PATH = f"{qname(MESSAGE_NS, 'Payload')}/{END_DEVICE_EVENTS_TAG}"
 _MRID, _CREATED = qname(EDE, "mRID"), qname(EDE, "createdDateTime")
 _TYPE, _TYPE_MRID = qname(EDE, "EndDeviceEventType"), qname(EDE, "EndDeviceEventType", "mRID")
 _DETAILS, _NAME, _VALUE = qname(EDE, "EndDeviceEventDetails"), qname(EDE, "name"), qname(EDE, "value")
@@ -37,20 +32,7 @@ _IS_CODE, _RECEIVED = "isCode", "receivedDateTime"
 
 def parse_end_device_events(text: str | bytes) -> Element:
     """The EndDeviceEvents element of a document, bare or inside a 61968-100 message."""
-    try:
-        root = safe_et.fromstring(text, forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise DecodeError(f"XML refused: DTDs, entities and external references are not accepted ({exc})") from exc
-    except ParseError as exc:
-        raise DecodeError(f"malformed XML: {exc}") from exc
-    if root.tag == END_DEVICE_EVENTS_TAG:
-        return root
-    if root.tag in MESSAGE_TAGS:
-        found = root.find(PAYLOAD_PATH)
-        if found is not None:
-            return found
-        raise DecodeError(f"IEC 61968-100 message without Payload/EndDeviceEvents in {EDE}")
-    raise DecodeError(f"root element {root.tag} is neither EndDeviceEvents in {EDE} nor an IEC 61968-100 message")
+    return document_element(text, "EndDeviceEvents", EDE)
 
 
 def _text(el: Element, path: str) -> str | None:

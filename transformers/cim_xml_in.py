@@ -24,7 +24,6 @@ MR = METER_READINGS_NS
 METER_READINGS_TAG = qname(MR, "MeterReadings")
 METER_READING_TAG = qname(MR, "MeterReading")
 MESSAGE_TAGS = {qname(MESSAGE_NS, t) for t in ("RequestMessage", "EventMessage", "ResponseMessage")}
-PAYLOAD_PATH = f"{qname(MESSAGE_NS, 'Payload')}/{METER_READINGS_TAG}"
 _INTERVAL_BLOCK, _INTERVAL_READING = qname(MR, "IntervalBlocks"), qname(MR, "IntervalReadings")
 _READING, _READING_TYPE = qname(MR, "Readings"), qname(MR, "ReadingType")
 _TIME, _VALUE = qname(MR, "timeStamp"), qname(MR, "value")
@@ -39,20 +38,26 @@ def _refused(exc: Exception) -> DecodeError:
     return DecodeError(f"malformed XML: {exc}")
 
 
-def parse_meter_readings(text: str) -> Element:
-    """The MeterReadings element of a document, bare or inside a 61968-100 message."""
+def document_element(text: str | bytes, noun: str, namespace: str) -> Element:
+    """The ``noun`` element of a document, bare or inside a 61968-100 message (parsed safely)."""
+    tag = qname(namespace, noun)
     try:
         root = safe_et.fromstring(text, forbid_dtd=True)
     except (DefusedXmlException, ParseError) as exc:
         raise _refused(exc) from exc
-    if root.tag == METER_READINGS_TAG:
+    if root.tag == tag:
         return root
     if root.tag in MESSAGE_TAGS:
-        found = root.find(PAYLOAD_PATH)
+        found = root.find(f"{qname(MESSAGE_NS, 'Payload')}/{tag}")
         if found is not None:
             return found
-        raise DecodeError(f"IEC 61968-100 message without Payload/MeterReadings in {MR}")
-    raise DecodeError(f"root element {root.tag} is neither MeterReadings in {MR} nor an IEC 61968-100 message")
+        raise DecodeError(f"IEC 61968-100 message without Payload/{noun} in {namespace}")
+    raise DecodeError(f"root element {root.tag} is neither {noun} in {namespace} nor an IEC 61968-100 message")
+
+
+def parse_meter_readings(text: str) -> Element:
+    """The MeterReadings element of a document, bare or inside a 61968-100 message."""
+    return document_element(text, "MeterReadings", MR)
 
 
 def _type_ref(el: Element) -> str | None:

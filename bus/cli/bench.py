@@ -58,7 +58,7 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
         if traced and untraced:
             cost = 1 - traced[0].reads_per_s / untraced[0].reads_per_s
             click.echo(f"tracing cost at {n:,} reads: {cost * 100:.1f} % of throughput", err=True)
-            rows.append([f"tracing cost", "", "", "", f"{cost * 100:.1f} %", "", "", ""])
+            rows.append(["tracing cost", "", "", "", f"{cost * 100:.1f} %", "", "", ""])
         if not keep:
             import shutil
             shutil.rmtree(work, ignore_errors=True)

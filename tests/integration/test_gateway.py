@@ -1,7 +1,6 @@
 """The REST gateway as a real waitress process: authenticated pushes onto routes, IEC-style errors."""
 from __future__ import annotations
 
-import json
 import textwrap
 
 import pytest
