@@ -221,7 +221,9 @@ def _decode_events(index: dict[str, int], width: int, rows: _Rows, context: Tran
             continue  # the MDMS keys events this way: a repeat is the same event
         seen.add(key)
         event = {"meter": meter, "eventType": code.event_type, "isCode": code.is_code,
-                 "createdDateTime": created}
+                 "createdDateTime": created, "severity": code.severity}
+        if code.classes:  # routing classes, as the alarm decoders give them
+            event["eventClass"] = list(code.classes)
         if received:
             event["receivedDateTime"] = received
         events.append(event)

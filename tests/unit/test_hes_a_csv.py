@@ -158,13 +158,16 @@ def test_event_log_rows_become_end_device_events_with_cim_codes():
     doc, context = _decode(_fixture("events_hes_a.csv"))
     # Then known codes map to CIM EndDeviceEventTypes, times to UTC
     assert doc["noun"] == "EndDeviceEvents"
+    # with the routing class and severity of their IS code, as the alarm decoders give them
     assert doc["EndDeviceEvent"] == [
         {"meter": "UPM00012345", "eventType": "3.26.0.85", "isCode": 101,
-         "createdDateTime": "2026-10-31T18:40:12Z", "receivedDateTime": "2026-10-31T18:40:15Z"},
+         "createdDateTime": "2026-10-31T18:40:12Z", "receivedDateTime": "2026-10-31T18:40:15Z",
+         "eventClass": ["outage", "critical"], "severity": "critical"},
         {"meter": "UPM00012345", "eventType": "3.26.0.216", "isCode": 102,
-         "createdDateTime": "2026-10-31T19:12:03Z", "receivedDateTime": "2026-10-31T19:12:09Z"},
+         "createdDateTime": "2026-10-31T19:12:03Z", "receivedDateTime": "2026-10-31T19:12:09Z",
+         "eventClass": ["outage", "critical"], "severity": "critical"},
         {"meter": "UPM00067890", "eventType": "3.12.29.212", "isCode": 251,
-         "createdDateTime": "2026-10-31T20:30:00Z"},
+         "createdDateTime": "2026-10-31T20:30:00Z", "eventClass": ["fraud", "critical"], "severity": "critical"},
     ]
     # and the unknown code and the bad time are rejected at their lines
     assert [(r.line, r.reason) for r in context.rejections] == [
