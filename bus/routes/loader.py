@@ -156,7 +156,7 @@ def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigE
         id=data["id"], use_case=data["use_case"], description=data["description"], source=source,
         method=data["method"], transform=tuple(data["transform"]), destinations=tuple(destinations),
         retry=RetryPolicy(**data["retry"]), queue=QueueOptions(**data["queue"]),
-        message=data["message"], file=file, line=line_of(lines, path) or 1,
+        message=data["message"], file=file, line=line_of(lines, path) or 1, options=data["options"],
     )
 
 

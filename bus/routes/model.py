@@ -58,6 +58,7 @@ class Route:
     message: dict[str, str]
     file: str
     line: int
+    options: dict[str, Any] = field(default_factory=dict)  # for the transformers
 
     @property
     def queue_name(self) -> str:

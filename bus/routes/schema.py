@@ -73,6 +73,9 @@ class RouteSchema(Schema):
     retry = fields.Nested(RetrySchema, load_default=dict)
     queue = fields.Nested(QueueSchema, load_default=dict)
     message = fields.Nested(MessageSchema, load_default=dict)
+    # options for the route's transformers (e.g. utc_offset, fraud_case_window_s); each
+    # transformer checks the ones it reads and names the route when one is wrong
+    options = fields.Dict(keys=fields.String(), load_default=dict)
 
 
 class RouteFileSchema(Schema):

@@ -68,7 +68,8 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
     """Transform once, deliver to each pending destination; MessageError escapes
     (the whole message is bad), delivery failures are collected per destination."""
     context = TransformContext(route_id=route.id, source_system=envelope.source,
-                               message_id=envelope.message_id, correlation_id=envelope.correlation)
+                               message_id=envelope.message_id, correlation_id=envelope.correlation,
+                               options=dict(route.options))
     outcome = Outcome(context)
     started = time.perf_counter()
     common = _run_chain(route.transform, payload_to_input(payload), context)
