@@ -19,6 +19,8 @@ class HttpPushOptions(Schema):
     path = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9/_-]*$",
                          error="path: lowercase letters, digits, '-', '_' and '/'"))
     max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
+    # what the route's first transformer reads: JSON documents or XML (e.g. 61968-9 EndDeviceEvents)
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "xml"]))
 
 
 class HttpPushSource:

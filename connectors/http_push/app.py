@@ -21,6 +21,7 @@ from bus.envelope import Envelope, child_traceparent, new_traceparent
 from bus.errors import BrokerError
 from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Route
+from connectors.http_push.check import MAX_REASONS, DocumentCheck
 from connectors.http_push.keys import KeyStore
 from connectors.http_push.openapi import docs_page, openapi_document
 from connectors.http_push.ratelimit import RateLimiter
@@ -45,8 +46,10 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
                        "CorrelationID": correlation_id},
             "Reply": {"Result": result}}
     if errors:
-        body["Reply"]["Error"] = [{"code": c, "level": "FATAL", "reason": r} for c, r in errors]
-    if message_id and result == "OK":
+        # PARTIAL: the message was accepted without the items named (a WARNING each)
+        level = "FATAL" if result == "FAILED" else "WARNING"
+        body["Reply"]["Error"] = [{"code": c, "level": level, "reason": r} for c, r in errors]
+    if message_id and result in ("OK", "PARTIAL"):
         body["message_id"] = message_id
     return _REPLY.dump(body)
 
@@ -60,6 +63,7 @@ class Gateway:
         self.broker_url = broker_url
         self.keys = keys
         self._local = threading.local()
+        self.validator = DocumentCheck()
         self.openapi = openapi_document(sorted(self.routes))
 
     def _publisher(self) -> ConfirmingPublisher:
@@ -98,8 +102,10 @@ class Gateway:
         if system != route.source.system:
             return self._fail(start_response, 403, "FORBIDDEN",
                               f"{system} may not publish to route {route.id} (its source is {route.source.system})")
-        if not environ.get("CONTENT_TYPE", "").split(";")[0].strip().endswith("json"):
-            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+        fmt = route.source.options.get("format", "json")
+        media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if not media.endswith(fmt):  # application/json, application/xml, text/xml, +json, +xml
+            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", f"this route takes application/{fmt}")
         limit = route.source.options["max_body_kb"] * 1024
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
@@ -110,19 +116,33 @@ class Gateway:
         if length > limit:
             return self._fail(start_response, 413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
         raw = environ["wsgi.input"].read(length)
-        try:
-            document = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
-        if not isinstance(document, (dict, list)):
-            return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
-        ids = alarm_ids(document) if self.seen else None
+        if fmt == "xml":
+            try:
+                document = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return self._fail(start_response, 400, "MALFORMED_XML", f"send XML in UTF-8: {exc}")
+        else:
+            try:
+                document = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
+            if not isinstance(document, (dict, list)):
+                return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
+        checked = self.validator.check(route, system, document)
+        if checked.error:
+            return self._fail(start_response, 400, *checked.error)
+        if checked.rejections and fmt == "json":
+            document = without(document, {line for line, _ in checked.rejections if isinstance(line, int)})
+        warnings = [("REJECTED", reason) for _, reason in checked.rejections[:MAX_REASONS]]
+        if len(checked.rejections) > MAX_REASONS:
+            warnings.append(("REJECTED", f"... and {len(checked.rejections) - MAX_REASONS} more"))
+        ids = alarm_ids(document) if self.seen and fmt == "json" else None
         seen_before: dict[str, str] = {}
         if ids:
             seen_before = self.seen.known(system, [a for _, a in ids])
             if len(seen_before) == len(ids):  # all resent: the same answer, nothing published again
                 first = seen_before[ids[0][1]]
-                answer = reply("OK", route.message.get("noun"), first)
+                answer = reply("PARTIAL" if warnings else "OK", route.message.get("noun"), first, errors=warnings)
                 answer["duplicates"] = len(ids)
                 return self._send(start_response, 202, answer)
             document = without(document, {i for i, a in ids if a in seen_before})
@@ -147,7 +167,8 @@ class Gateway:
         hooks.emit("received", message_id=envelope.message_id, correlation_id=envelope.correlation,
                    traceparent=envelope.traceparent, route=route.id, attempt=1, noun=envelope.noun,
                    source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=length)
-        answer = reply("OK", envelope.noun, envelope.message_id, envelope.correlation)
+        answer = reply("PARTIAL" if warnings else "OK", envelope.noun, envelope.message_id,
+                       envelope.correlation, errors=warnings)
         if seen_before:
             answer["duplicates"] = len(seen_before)
         return self._send(start_response, 202, answer)

@@ -6,6 +6,8 @@ import textwrap
 import pytest
 import requests
 
+from pathlib import Path
+
 from tests.support import Mdms, Proc, free_port, gridbus, run_cli, wait_for
 
 pytestmark = pytest.mark.broker
@@ -40,9 +42,16 @@ def gateway(bus_env, tmp_path):
             transform: [hes_alarm_json, to_mdms_json]
             destinations:
               - {{system: mdms-1, connector: rest, url: "{mdms.url}/messages"}}
+          - id: hes-c-alarms-xml
+            source: {{system: hes-c, connector: http-push, path: hes-c/alarms, format: xml}}
+            method: push
+            message: {{noun: EndDeviceEvents}}
+            transform: [cim_end_device_events_xml, to_mdms_json]
+            destinations:
+              - {{system: mdms-1, connector: rest, url: "{mdms.url}/messages"}}
         """))
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
-    keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b")}
+    keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b", "hes-c")}
     port = free_port()
     server = Proc("gateway", gridbus("gateway", "--port", str(port), "--rate-per-system", "5"), env, logs).start()
     worker = Proc("worker", gridbus("worker", "-c", "1"), env, logs).start()
@@ -147,3 +156,67 @@ def test_an_alarm_id_seen_before_gets_the_same_answer_and_is_not_published_again
     assert mixed.json()["message_id"] != first.json()["message_id"]
     wait_for(lambda: gateway["mdms"].stats()["events"] == 4, 30, "the fourth event")
     assert gateway["mdms"].stats()["posts"] == posts + 1
+
+
+EDE_NS = "http://iec.ch/TC57/2011/EndDeviceEvents#"
+BOMB = (Path(__file__).parent.parent / "unit" / "data" / "billion_laughs.xml").read_text()
+
+
+def xml_alarm(meter: str = "<Assets><mRID>UPM00000901</mRID></Assets>") -> str:
+    return (f'<EndDeviceEvents xmlns="{EDE_NS}"><EndDeviceEvent><mRID>hes-c-1</mRID>'
+            f"<createdDateTime>2026-11-01T10:15:02+05:30</createdDateTime>{meter}"
+            '<EndDeviceEventType ref="3.12.29.212"/></EndDeviceEvent></EndDeviceEvents>')
+
+
+def push_xml(g, xml: str):
+    return requests.post(f"{g['url']}/v1/push/hes-c/alarms", data=xml.encode(), timeout=10,
+                         headers={"X-API-Key": g["keys"]["hes-c"], "Content-Type": "application/xml"})
+
+
+def test_a_document_of_the_wrong_shape_is_refused_with_the_reason_and_nothing_is_published(gateway):
+    # Given alarms without a meter, with an unknown code, and an object that is no alarm document
+    for body, reason in [([{"alarm_id": "x1", "code": 101, "occurred_at": "2026-11-01T10:15:02Z"}], "meter"),
+                         ([alarm(1, code=999)], "999"),
+                         ({"alarms": "none"}, "alarms")]:
+        # When HES-A pushes it
+        answer = push(gateway, body, path="hes-a/alarms")
+        # Then 400 with a FAILED reply that says what is wrong
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["Reply"]["Error"][0]
+        assert error["code"] == "INVALID_DOCUMENT" and reason in error["reason"], error
+    # and nothing reached the broker or MDMS-1
+    assert gateway["mdms"].stats()["posts"] == 0
+
+
+def test_a_burst_with_one_bad_alarm_is_accepted_partially_without_it(gateway):
+    # Given a burst of two good alarms and one with a code no IS 15959 table has
+    answer = push(gateway, [alarm(11), alarm(12, code=999), alarm(13, 251)], path="hes-a/alarms")
+    # Then it is accepted PARTIAL, naming the bad alarm
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["Reply"]["Result"] == "PARTIAL" and body["message_id"]
+    assert [e["code"] for e in body["Reply"]["Error"]] == ["REJECTED"] and "999" in body["Reply"]["Error"][0]["reason"]
+    # and the two good alarms reach MDMS-1 in one message
+    wait_for(lambda: gateway["mdms"].stats()["events"] == 2, 30, "the two good events")
+    assert gateway["mdms"].stats()["posts"] == 1
+
+
+def test_xml_with_a_dtd_an_external_entity_or_an_entity_bomb_is_refused_and_nothing_is_published(gateway):
+    # Given an external-entity XML, an entity bomb and cut-off XML
+    external = ('<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                + xml_alarm(meter="<Assets><mRID>&x;</mRID></Assets>"))
+    for xml, reason in [(external, "DTD"), (BOMB, "DTD"), (xml_alarm()[:-20], "malformed")]:
+        # When HES-C pushes it
+        answer = push_xml(gateway, xml)
+        # Then 400 with the reason
+        assert answer.status_code == 400, answer.text
+        assert reason in answer.json()["Reply"]["Error"][0]["reason"]
+    # and JSON on the XML route is refused as the wrong media type
+    assert requests.post(f"{gateway['url']}/v1/push/hes-c/alarms", json={}, timeout=10,
+                         headers={"X-API-Key": gateway["keys"]["hes-c"]}).status_code == 415
+    # When it then pushes a well-formed 61968-9 alarm, that one is delivered as a canonical event
+    assert push_xml(gateway, xml_alarm()).status_code == 202
+    wait_for(lambda: gateway["mdms"].stats()["events"] == 1, 30, "the XML alarm at MDMS-1")
+    event = requests.get(f"{gateway['mdms'].url}/events?meter=UPM00000901", timeout=5).json()["events"][0]
+    assert event["eventType"] == "3.12.29.212" and event["isCode"] == 251
+    assert gateway["mdms"].stats()["posts"] == 1
