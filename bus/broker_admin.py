@@ -58,3 +58,37 @@ class BrokerAdmin:
 
     def delete_vhost(self, name: str) -> None:
         self._send("DELETE", f"vhosts/{quote(name, safe='')}")
+
+    # -- users of source systems (bus.broker_users) ------------------------
+    def users(self) -> list[dict]:
+        return self._get("users")
+
+    def put_user(self, name: str, password: str, tags: str) -> None:
+        # the broker keeps only a salted hash of the password
+        self._send("PUT", f"users/{quote(name, safe='')}", {"password": password, "tags": tags})
+
+    def delete_user(self, name: str) -> None:
+        self._send("DELETE", f"users/{quote(name, safe='')}")
+
+    def set_permissions(self, user: str, configure: str, write: str, read: str) -> None:
+        self._send("PUT", f"permissions/{self.vhost}/{quote(user, safe='')}",
+                   {"configure": configure, "write": write, "read": read})
+
+    def set_topic_permissions(self, user: str, exchange: str, write: str, read: str) -> None:
+        self._send("PUT", f"topic-permissions/{self.vhost}/{quote(user, safe='')}",
+                   {"exchange": exchange, "write": write, "read": read})
+
+    def clear_topic_permissions(self, user: str) -> None:
+        self._send("DELETE", f"topic-permissions/{self.vhost}/{quote(user, safe='')}")
+
+    def permissions_of(self, user: str) -> dict:
+        try:
+            return self._get(f"permissions/{self.vhost}/{quote(user, safe='')}")
+        except BrokerError:
+            return {}
+
+    def topic_permissions_of(self, user: str) -> list[dict]:
+        try:
+            return self._get(f"topic-permissions/{self.vhost}/{quote(user, safe='')}")
+        except BrokerError:
+            return []

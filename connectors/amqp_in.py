@@ -52,6 +52,10 @@ class AmqpInSource:
         queue = topology.add_queue(QueueSpec.of(naming.inbound_queue_name(route.id), {"x-queue-type": "quorum"}))
         topology.bind(naming.HES_INGRESS_EXCHANGE, queue.name, route.source.options["routing_key"])
 
+    def broker_grants(self, route: Route) -> list[tuple[str, str]]:
+        """What the route's source system may publish (``gridbus broker users``)."""
+        return [(naming.HES_INGRESS_EXCHANGE, route.source.options["routing_key"])]
+
     def serve(self, routes: list[Route], settings: Settings, stop: threading.Event) -> None:
         threads = [threading.Thread(target=_bridge_forever, args=(route, settings, stop), daemon=True,
                                     name=f"amqp-in {route.id}") for route in routes]

@@ -66,3 +66,62 @@ def test_raw_alarms_over_amqp_arrive_in_batches_and_bad_ones_are_dead_lettered(b
         for p in procs:
             p.stop()
         mdms.stop()
+
+
+def test_each_system_has_a_broker_user_that_may_publish_only_its_own_routing_keys(bus_env, tmp_path, rabbitmq_proc):
+    # Given AMQP routes for HES-A and HES-B, declared on the broker
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "mq.yaml").write_text(textwrap.dedent("""\
+        use_case: 2
+        routes:
+          - id: hes-a-alarms-mq
+            source: {system: hes-a, connector: amqp-in, routing_key: hes-a.alarms}
+            method: push
+            transform: [hes_alarm_json, to_mdms_json]
+            destinations:
+              - {system: mdms-1, connector: rest, url: "http://127.0.0.1:9/messages"}
+          - id: hes-b-alarms-mq
+            source: {system: hes-b, connector: amqp-in, routing_key: hes-b.alarms}
+            method: push
+            transform: [hes_alarm_json, to_mdms_json]
+            destinations:
+              - {system: mdms-1, connector: rest, url: "http://127.0.0.1:9/messages"}
+        """))
+    env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
+    run_cli(env, "routes", "apply")
+    vhost = env["GRIDBUS_BROKER_URL"].rsplit("/", 1)[1]
+    # When HES-A gets its broker user
+    password = run_cli(env, "broker", "users", "add", "hes-a").stdout.strip()
+    listed = run_cli(env, "broker", "users", "list").stdout
+    assert "hes-a" in listed and password not in listed
+
+    def channel():
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", rabbitmq_proc.port, vhost, pika.PlainCredentials("hes-a", password)))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        return conn, ch
+
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    alarm = json.dumps({"alarm_id": "a1", "meter": "UPM1", "code": 101, "occurred_at": "2026-11-01T10:15:02Z"})
+    api = BrokerAdmin(env["GRIDBUS_MANAGEMENT_URL"], vhost)
+    # Then a plain pika publish with its own routing key is confirmed and lands in its route's inbound queue
+    conn, ch = channel()
+    ch.basic_publish("gridbus.hes-ingress", "hes-a.alarms", alarm, props)
+    conn.close()
+    wait_for(lambda: api.queue("gridbus.in.hes-a-alarms-mq").get("messages", 0) == 1, 20, "the raw alarm queued")
+    # and the broker refuses HES-B's routing key, the route exchange itself, and reading a queue
+    for attempt in (lambda c: c.basic_publish("gridbus.hes-ingress", "hes-b.alarms", alarm, props),
+                    lambda c: c.basic_publish("gridbus.ingress", "route.hes-a-alarms-mq", alarm, props),
+                    lambda c: c.basic_get("gridbus.in.hes-a-alarms-mq")):
+        conn, ch = channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            attempt(ch)
+        assert refused.value.reply_code == 403, refused.value
+        conn.close()
+    # and nothing of those reached HES-B's queue
+    assert api.queue("gridbus.in.hes-b-alarms-mq").get("messages", 0) == 0
+    # and a system with no AMQP route gets no user, with a clear error
+    refused_cli = run_cli(env, "broker", "users", "add", "gis")
+    assert refused_cli.returncode == 1 and "no route takes AMQP messages from 'gis'" in refused_cli.stderr

@@ -1,0 +1,69 @@
+"""`gridbus broker users`: RabbitMQ users of source systems that publish over AMQP."""
+from __future__ import annotations
+
+import click
+
+from bus.broker_admin import BrokerAdmin
+from bus.broker_users import SourceUsers
+from bus.cli.common import fails_cleanly, routes_from, settings, table
+
+
+def _users(paths) -> SourceUsers:
+    s = settings()
+    return SourceUsers(BrokerAdmin(s.management_url, s.vhost), routes_from(paths))
+
+
+@click.group("broker")
+def broker():
+    """The broker's side of the bus: users of the source systems."""
+
+
+@broker.group("users")
+def users():
+    """Per-system RabbitMQ users: each may publish only its own routes' routing keys.
+
+    What a system may publish comes from the route files (its amqp-in routes);
+    the password is printed once and the broker keeps only its salted hash.
+    """
+
+
+_routes_dir = click.option("--routes-dir", "paths", multiple=True, type=click.Path(),
+                           help="Route files or folders (default: $GRIDBUS_ROUTES).")
+
+
+@users.command("add")
+@click.argument("system")
+@_routes_dir
+@fails_cleanly
+def add(system, paths):
+    """Create SYSTEM's user (or give it a new password); prints the password once."""
+    click.echo(_users(paths).add(system))
+
+
+@users.command("sync")
+@_routes_dir
+@fails_cleanly
+def sync(paths):
+    """Re-apply every gridbus-made user's permissions from the current routes."""
+    done = _users(paths).sync()
+    click.echo(table([list(d) for d in done], ["system", "may publish"]) if done else "no gridbus users")
+
+
+@users.command("list")
+@_routes_dir
+@fails_cleanly
+def list_users(paths):
+    """The gridbus-made users and what each may publish (never a password)."""
+    rows = _users(paths).listing()
+    click.echo(table([[r["system"], r["write"], r["routing_keys"]] for r in rows],
+                     ["system", "exchanges", "routing keys"]) if rows else "no gridbus users")
+
+
+@users.command("remove")
+@click.argument("system")
+@_routes_dir
+@fails_cleanly
+def remove(system, paths):
+    """Delete SYSTEM's user: its connections are refused from now on."""
+    _users(paths).remove(system)
+    click.echo(f"removed {system}")
