@@ -54,6 +54,7 @@ class Outbound:
     # counts the reconciliation report and the trace want
     readings: int = 0
     events: int = 0
+    empty: bool = False  # the encoder says it holds nothing: the destination is not called
 
 
 @dataclass

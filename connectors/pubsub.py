@@ -3,8 +3,11 @@
 ``events`` (destination) gives a canonical document the key
 ``<Noun>.<verb>.<source>`` and hands a copy to every route whose source is a
 ``subscription`` whose topic pattern (AMQP topic syntax) matches that key and,
-for events, whose classes it has.  The copy goes through the ingress topic
-exchange to the subscriber route's own queue.  Each subscriber route has its own quorum queue,
+for events, whose classes it has.  The copy is published on the events topic
+exchange (``gridbus.events``) with the key ``<Noun>.<verb>.<source>.route.<subscriber>``;
+each subscriber route's queue is bound there by its own id.  A copy per subscriber
+(not one message bound to many queues) because each is a complete task message
+for that subscriber's worker task, holding only the classes it asked for.  Each subscriber route has its own quorum queue,
 worker task, retries and dead-letter queue, so a slow or dead WFM never holds
 back the ADMS.  Copies have deterministic ids (``<message id>.<subscriber>``):
 a re-published fan-out is recognisable downstream.
@@ -23,6 +26,7 @@ from bus.envelope import Envelope, child_traceparent
 from bus.errors import BrokerError, TransientDeliveryError
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
+from bus.topology.model import Topology
 
 CLASSES = ["critical", "outage", "health", "fraud"]
 
@@ -65,6 +69,10 @@ class SubscriptionSource:
     def claim(self, endpoint: Endpoint):
         return (self.name, id(endpoint))  # any number of routes may subscribe to one topic
 
+    def topology(self, route: Route, topology: Topology) -> None:
+        # copies come from the events exchange; retries still come back through the ingress
+        topology.bind(naming.EVENTS_EXCHANGE, route.queue_name, naming.route_binding_key(route.id))
+
 
 @lru_cache(maxsize=1)
 def _subscribers() -> tuple[Route, ...]:
@@ -105,7 +113,8 @@ class EventsDestination:
                                 traceparent=child_traceparent(envelope.traceparent),
                                 extra={"gridbus-caused-by": envelope.message_id})
                 body, props, headers = task_message.build(copy, selected)
-                pub.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
+                pub.publish(naming.EVENTS_EXCHANGE, f"{key}.{naming.route_routing_key(route.id)}",
+                            body, props, headers)
                 copies += 1
             pub.flush()
         except BrokerError as exc:

@@ -41,4 +41,4 @@ class MdmsJsonEncoder:
             raise ValidationError(f"{noun} document cannot be written as JSON: {exc}") from exc
         readings, events = value_counts(doc)
         return Outbound(body=body, content_type="application/json", noun=noun,
-                        readings=readings, events=events)
+                        readings=readings, events=events, empty=not (readings or events))

@@ -139,6 +139,17 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
             if step not in known:
                 errors.append(ConfigError(f"unknown transformer {step!r}{registry.did_you_mean(step, known)}",
                                           file, line_of(lines, chain_path + (i,))))
+    # transformers that read route options check them now, not on the first message
+    options = data.get("options") if isinstance(data.get("options"), dict) else {}
+    for chain_path, chain in chains:
+        for step in chain:
+            check = getattr(registry.transformer(step), "check_options", None) if step in known else None
+            if check:
+                try:
+                    check(options, data.get("id"))
+                except ConfigError as exc:
+                    errors.append(ConfigError(str(exc), file, line_of(lines, path + ("options",))
+                                              or line_of(lines, chain_path)))
     source = None
     if isinstance(data.get("source"), dict) and "connector" in data["source"]:
         source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)

@@ -89,8 +89,8 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
             raise TransformError(f"route {route.id}: the transform chain for {destination.system} "
                                  "must end with an encoder that returns Outbound")
         outcome.readings, outcome.events = outbound.readings, outbound.events
-        if outbound.readings == 0 and outbound.events == 0 and context.rejections:
-            continue  # every row was rejected: nothing to deliver, the report says why
+        if outbound.empty or (outbound.readings == 0 and outbound.events == 0 and context.rejections):
+            continue  # nothing to deliver (every row rejected, or none to begin with): no empty POST
         try:
             outcome.receipts.append(connector.deliver(outbound, envelope, destination))
         except Exception as exc:  # classified by the caller: permanent, or worth a retry

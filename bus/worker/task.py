@@ -24,12 +24,13 @@ import time
 import traceback
 from typing import Any
 
+from celery.exceptions import Reject
 from kombu.transport.native_delayed_delivery import calculate_routing_key, level_name
 
 from bus import hooks, naming, task_message
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope, H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM
-from bus.errors import MessageError, PermanentDeliveryError
+from bus.errors import BrokerError, MessageError, PermanentDeliveryError
 from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Route
 from bus.settings import Settings
@@ -78,7 +79,13 @@ def register(app, route: Route) -> None:
     def run(self, payload):
         headers = _headers_of(self.request)
         envelope = Envelope.from_headers(self.request.id, headers, self.request.reply_to)
-        handle(route, envelope, payload)
+        try:
+            handle(route, envelope, payload)
+        except BrokerError as exc:
+            # the outcome (retry or dead letter) could not be confirmed: the message must not be
+            # acked; back to its queue, where the delivery limit bounds how often this repeats
+            log.error("route %s message %s: %s; returned to the queue", route.id, envelope.message_id, exc)
+            raise Reject(str(exc), requeue=True) from exc
 
 
 def trace_fields(envelope: Envelope) -> dict:
@@ -115,6 +122,13 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
     except MessageError as exc:  # the message itself is bad: no destination can take it
         dead_letter(route, envelope, payload, exc, systems)
         reconcile(envelope, None, "dead-lettered", reason=str(exc))
+        return
+    except Exception as exc:
+        # a bug or a route option a transformer refuses: retrying will not fix it, and Celery
+        # would ack the message on the way out; dead-lettered with the traceback, replayable after the fix
+        log.exception("route %s message %s: unexpected failure", route.id, envelope.message_id)
+        dead_letter(route, envelope, payload, exc, systems)
+        reconcile(envelope, None, "dead-lettered", reason=f"{exc.__class__.__name__}: {exc}")
         return
     _trace_outcome(route, envelope, outcome, fields)
     permanent = [(d, e) for d, e in outcome.failures if _is_permanent(e)]

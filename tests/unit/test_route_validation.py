@@ -138,3 +138,20 @@ def test_validate_command_prints_file_line_errors_and_exits_1(tmp_path):
     # Then it exits 1 with file:line: message on stderr
     assert done.returncode == 1
     assert f"{path}:8: unknown connector 'rets'" in done.stderr
+
+
+def test_a_transformer_option_out_of_range_is_reported_at_load_time_at_its_line(tmp_path):
+    # Given a fraud route whose case window is 10 s (below the 60 s minimum)
+    path = write(tmp_path, "fraud.yaml", """\
+        routes:
+          - id: fraud-to-fms
+            source: {system: fms, connector: subscription, topic: "EndDeviceEvents.#", classes: [fraud]}
+            method: pub-sub
+            transform: [to_fms_cases]
+            destinations:
+              - {system: fms, connector: rest, url: "http://127.0.0.1:9/cases"}
+            options: {fraud_case_window_s: 10}
+        """)
+    # When the routes load  Then the error names the option, the file and the line of options
+    [error] = errors_of(path)
+    assert "fraud_case_window_s" in error and "fraud.yaml:8" in error
