@@ -12,7 +12,7 @@ import pytest
 from bus.broker_admin import BrokerAdmin
 from tests.support import Mdms, Proc, ROOT, gridbus, wait_for
 
-ROUTES = ROOT / "routes"
+ROUTES = ROOT / "routes" / "uc1-meter-data-files.yaml"  # the use-case-1 routes only
 
 
 class Uc1Stack:

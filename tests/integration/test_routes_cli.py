@@ -12,7 +12,8 @@ ROUTES = str(ROOT / "routes")
 
 @pytest.fixture
 def env(bus_env):
-    return {**bus_env, "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_ROUTES": ROUTES}
+    return {**bus_env, "MDMS_1_URL": "http://127.0.0.1:9", "WFM_URL": "http://127.0.0.1:9",
+            "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9", "GRIDBUS_ROUTES": ROUTES}
 
 
 def test_apply_twice_changes_nothing_the_second_time(env):

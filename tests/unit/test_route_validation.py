@@ -11,7 +11,8 @@ import pytest
 from bus.errors import RouteValidationError
 from bus.routes import load_routes
 
-ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out"}
+ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
+       "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9"}
 
 GOOD = """\
 use_case: 1
