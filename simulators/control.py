@@ -3,10 +3,13 @@ threaded HTTP server that can be stopped for real, and starting a simulator as
 a subprocess (``python -m simulators.X``) that announces ``listening on <url>``."""
 from __future__ import annotations
 
+import argparse
 import collections
 import dataclasses
+import datetime
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +18,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 MODES = ("healthy", "slow", "error", "down")
 
@@ -273,3 +279,234 @@ class SimulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- Stand-ins that receive business messages (WFM, FMS) --------------------------------
+# The MDMS predates these helpers and keeps its own copy of the same behaviour.
+
+SEVERITIES = ("critical", "major", "minor", "info")   # most severe first, as the canonical model
+_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_EVENT_TYPE = re.compile(r"\d+\.\d+\.\d+\.\d+")
+
+
+class MessageRejected(Exception):
+    """A message a stand-in refuses (400): the code and reason go into the FAILED Reply."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def most_severe(*levels: str) -> str:
+    return min(levels, key=SEVERITIES.index)
+
+
+def check_instant(value: Any, where: str) -> str:
+    """A UTC instant like ``2026-11-01T04:45:02Z`` naming a real calendar time."""
+    ok = isinstance(value, str) and _INSTANT.fullmatch(value) is not None
+    if ok:
+        try:
+            datetime.datetime.fromisoformat(value[:-1])
+        except ValueError:                   # 30 February, hour 25
+            ok = False
+    if not ok:
+        raise MessageRejected("INVALID_TIMESTAMP", f"{where} must be UTC like 2026-11-01T04:45:02Z, not {value!r}")
+    return value
+
+
+def check_text(value: Any, where: str, code: str = "INVALID_MESSAGE") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise MessageRejected(code, f"{where} must be a non-empty string, not {value!r}")
+    return value
+
+
+def check_events(events: Any, where: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Canonical events keyed by (eventType, createdDateTime): the key a repeat shares.
+
+    Only what the key and the owner need is checked (meter, eventType, createdDateTime); the
+    other canonical fields are kept as sent.  A repeat inside the list keeps the first copy."""
+    if not isinstance(events, list) or not events:
+        raise MessageRejected("INVALID_MESSAGE", f"{where} must be a non-empty array of events")
+    staged: dict[tuple[str, str], dict[str, Any]] = {}
+    for i, ev in enumerate(events):
+        at = f"{where}[{i}]"
+        if not isinstance(ev, dict):
+            raise MessageRejected("INVALID_EVENT", f"{at} must be an object, not {type(ev).__name__}")
+        check_text(ev.get("meter"), f"{at}.meter", "INVALID_METER")
+        event_type = ev.get("eventType")
+        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+            raise MessageRejected("INVALID_EVENT_TYPE", f"{at}.eventType must be like 3.26.0.85, not {event_type!r}")
+        created = check_instant(ev.get("createdDateTime"), f"{at}.createdDateTime")
+        staged.setdefault((event_type, created), ev)
+    return staged
+
+
+class MessageStandIn:
+    """What a stand-in receiving JSON business messages answers apart from its business:
+    failure modes on message POSTs, IEC-style replies, ``/_control``, ``/_reset``,
+    ``/_requests``, ``/health`` and the refusal counters of ``/stats``.
+
+    A subclass sets ``noun`` and ``message_paths`` and implements ``accept(doc)`` (check
+    everything, then store; return the reply's fields, or raise ``MessageRejected``),
+    ``counters()`` and ``clear()``; ``get``/``post`` answer its other routes.
+    """
+
+    noun = ""
+    message_paths: tuple[str, ...] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.faults = Faults()
+        self.requests = RequestLog()
+        self._lock = threading.Lock()
+        self._refusals = dict.fromkeys(("rejected_posts", "refused_posts"), 0)
+
+    # -- the subclass's business
+    def accept(self, doc: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def get(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any] | None:
+        return None
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any] | None:
+        return None
+
+    # -- shared
+    def header(self, correlation_id: str | None) -> dict[str, Any]:
+        return {"Verb": "reply", "Noun": self.noun, "Timestamp": utc_now(), "Source": self.name,
+                "CorrelationID": correlation_id}
+
+    def failed(self, code: str, reason: str, message_id: str | None = None) -> dict[str, Any]:
+        return {"Header": self.header(message_id),
+                "Reply": {"Result": "FAILED", "Error": [{"code": code, "level": "FATAL", "reason": reason}]}}
+
+    def _bump(self, counter: str) -> None:
+        with self._lock:
+            self._refusals[counter] += 1
+
+    def post_message(self, path: str, body: bytes) -> tuple[int, dict, dict] | None:
+        """(status, reply, extra headers); None means: drop the connection, answer nothing."""
+        mode = self.faults.take()
+        message_id = None
+        try:
+            doc = orjson.loads(body)
+            if isinstance(doc, dict) and isinstance(doc.get("Header"), dict):
+                message_id = doc["Header"].get("MessageID")
+        except ValueError as exc:
+            doc, bad_json = None, exc
+        else:
+            bad_json = None
+        if mode.mode in ("down", "error"):
+            self._bump("refused_posts")
+            if mode.mode == "down":
+                self.requests.add(method="POST", path=path, message_id=message_id, status=None)
+                return None
+            headers = {"Retry-After": f"{mode.retry_after_s:g}"} if mode.retry_after_s is not None else {}
+            self.requests.add(method="POST", path=path, message_id=message_id, status=mode.status)
+            return mode.status, self.failed(str(mode.status), f"injected {mode.status}", message_id), headers
+        if mode.mode == "slow":
+            time.sleep(mode.delay_s)
+        try:
+            if bad_json is not None:
+                raise MessageRejected("MALFORMED_JSON", f"body is not JSON: {bad_json}")
+            try:
+                fields = self.accept(doc)
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                raise MessageRejected("INVALID_MESSAGE", f"{type(exc).__name__}: {exc}") from exc
+        except MessageRejected as exc:
+            self._bump("rejected_posts")
+            self.requests.add(method="POST", path=path, message_id=message_id, status=400, error=exc.code)
+            return 400, self.failed(exc.code, exc.reason, message_id), {}
+        self.requests.add(method="POST", path=path, message_id=message_id, status=200,
+                          **{k: v for k, v in fields.items() if isinstance(v, int)})
+        return 200, {"Header": self.header(message_id), "Reply": {"Result": "OK"}, **fields}, {}
+
+    def control(self, body: bytes) -> tuple[int, dict]:
+        try:
+            mode = FailureMode.from_dict(json.loads(body or b"{}"))
+        except (ValueError, ControlError) as exc:
+            return 400, self.failed("BAD_CONTROL", str(exc))
+        self.faults.set(mode)
+        return 200, {"mode": mode.to_dict()}
+
+    def reset(self) -> tuple[int, dict]:
+        self.clear()
+        with self._lock:
+            self._refusals = dict.fromkeys(self._refusals, 0)
+        self.requests.clear()
+        return 200, {"reset": True}
+
+    def health(self) -> tuple[int, dict]:
+        mode = self.faults.current.mode
+        up = mode in ("healthy", "slow")
+        return (200 if up else 503), {"status": "ok" if up else "unavailable", "mode": mode, "name": self.name}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            refusals = dict(self._refusals)
+        return {**self.counters(), **refusals, "mode": self.faults.current.mode, "name": self.name}
+
+
+class MessageStandInHandler(JsonRequestHandler):
+    """Routes the shared endpoints of a ``MessageStandIn``; the rest goes to its get/post."""
+
+    server_version = "gridbus-standin/1.0"
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        app: MessageStandIn = self.server.app
+        if url.path == "/stats":
+            self.send_json(200, app.stats())
+        elif url.path == "/health":
+            self.send_json(*app.health())
+        elif url.path == "/_requests":
+            limit = query.get("limit", ["0"])[0] or "0"
+            if not limit.isdigit():
+                self.send_json(400, app.failed("BAD_QUERY", f"limit must be a whole number, not {limit!r}"))
+            else:
+                self.send_json(200, {"requests": app.requests.last(int(limit))})
+        else:
+            answer = app.get(url.path, query)
+            self.send_json(*(answer or (404, app.failed("NOT_FOUND", f"no GET {url.path}"))))
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self.read_body()
+        app: MessageStandIn = self.server.app
+        if path in app.message_paths:
+            answer = app.post_message(path, body)
+            if answer is None:
+                self.drop_connection()
+            else:
+                self.send_json(*answer)
+        elif path == "/_control":
+            self.send_json(*app.control(body))
+        elif path == "/_reset":
+            self.send_json(*app.reset())
+        else:
+            answer = app.post(path, body)
+            self.send_json(*(answer or (404, app.failed("NOT_FOUND", f"no POST {path}"))))
+
+
+def standin_main(server_factory: Any, prog: str, description: str, default_name: str,
+                 argv: list[str] | None = None) -> int:
+    """``python -m simulators.X [--port] [--host] [--name] [--verbose]`` for a stand-in whose
+    server takes ``(host, port, name, verbose)``."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--name", default=default_name, help="answered in /health, /stats and reply headers")
+    p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    a = p.parse_args(argv)
+    return serve_until_signalled(server_factory(a.host, a.port, a.name, a.verbose))
