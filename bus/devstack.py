@@ -22,6 +22,12 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 RABBIT_BIN = Path(os.environ.get("GRIDBUS_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 DEV_DIST_PORT = 25679
 MDMS_1_PORT = 18101
+# the other stand-ins: (name, module, port, the route files' variable for its address)
+STAND_INS = (("mdms-1", "simulators.mdms", MDMS_1_PORT, "MDMS_1_URL"),
+             ("wfm", "simulators.wfm", 18102, "WFM_URL"),
+             ("fms", "simulators.fms", 18103, "FMS_URL"),
+             ("adms", "simulators.adms", 18104, "ADMS_URL"))
+GATEWAY_PORT = 18080
 NODE_NAME = "gridbus-dev@localhost"
 
 

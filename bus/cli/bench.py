@@ -73,6 +73,51 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
                    f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x")
 
 
+@bench.command("alarms")
+@click.option("--count", default=50000, show_default=True, help="Alarms in the feeder-trip burst.")
+@click.option("--via", type=click.Choice(["rest", "amqp", "both"]), default="both", show_default=True,
+              help="How the HES sends: JSON arrays to the gateway, or one AMQP message per alarm.")
+@click.option("--batch", default=1000, show_default=True, help="Alarms per POST (--via rest).")
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
+@click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (logs, burst file).")
+@fails_cleanly
+def alarms_bench(count, via, batch, concurrency, no_baseline, keep):
+    """A feeder-trip burst from the HES to all four subscribers, beside plain pika publish/consume.
+
+    Times from the first alarm sent to the last one stored by every subscriber
+    (MDMS-1 critical, WFM health, FMS fraud, ADMS outage: real HTTP stand-ins).
+    Needs a RabbitMQ node with the management plugin (`gridbus dev up`)."""
+    import shutil
+
+    from bus.bench.alarms import bench_alarms
+
+    runs = []
+    for i, mode in enumerate(["rest", "amqp"] if via == "both" else [via]):
+        work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-alarms-{mode}-"))
+
+        def progress(state):
+            sys.stderr.write("\r  " + "  ".join(f"{s} {n:,}/{e:,}" for s, (n, e) in state.items()) + "   ")
+            sys.stderr.flush()
+
+        last = i == (1 if via == "both" else 0)
+        runs += bench_alarms(count, mode, work, baseline=last and not no_baseline, concurrency=concurrency,
+                             batch=batch, echo=lambda m: click.echo(m, err=True), progress=progress)
+        sys.stderr.write("\n")
+        if keep:
+            click.echo(f"work folder kept: {work}", err=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    base = next((r for r in runs if r.pipeline.startswith("baseline")), None)
+    rows = []
+    for run in runs:
+        ratio = f"{run.alarms_per_s / base.alarms_per_s:.2f}" if base and run is not base else ""
+        rows.append([run.pipeline, f"{run.alarms:,}", f"{run.seconds:.2f}", f"{run.alarms_per_s:,.0f}", ratio,
+                     "  ".join(f"{s} {t:.1f}s/{run.expected[s]:,}" for s, t in run.per_subscriber_s.items())])
+    click.echo(table(rows, ["pipeline", "alarms", "s (first sent to last delivered)", "alarms/s",
+                            "gridbus/baseline", "per subscriber: done at / events"]))
+
+
 @bench.command("dlq")
 @click.option("--count", default=10000, show_default=True, help="Dead letters to make, list and replay.")
 @click.option("--keep", is_flag=True, help="Keep the work folder.")

@@ -1,4 +1,5 @@
-"""`gridbus demo`: use case 1 end to end against the local stack, with a summary."""
+"""`gridbus demo`: use case 1 (HES files → MDMS) and the alarms of use cases 2, 4 and 5
+(HES → gateway → MDMS-1, WFM, FMS, ADMS) end to end against the local stack, with a summary."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import requests
 
 from bus import devstack
 from bus.cli.common import fails_cleanly
+from bus.cli.demo_alarms import run_alarms
 from bus.errors import GridbusError
 from bus.settings import DEV_AMQP_PORT, environment
 
@@ -49,8 +51,9 @@ def _generate(folder: Path, args: list[str], seed: int) -> dict:
 @click.option("--timeout", default=300, show_default=True, help="Seconds to wait for delivery.")
 @fails_cleanly
 def demo(timeout):
-    """Generate HES files (CSV and XML), drop them in the inboxes, wait for MDMS-1 and MDMS-2,
-    print what was delivered.  Needs `gridbus dev up`."""
+    """Generate HES files (CSV and XML), drop them in the inboxes, wait for MDMS-1 and MDMS-2;
+    then push a feeder trip with health and fraud alarms through the gateway and wait for
+    MDMS-1, WFM, FMS and ADMS; print what was delivered.  Needs `gridbus dev up`."""
     env = environment()
     if not devstack.port_open(DEV_AMQP_PORT) or "MDMS_1_URL" not in env:
         raise GridbusError("the local stack is not up: run `gridbus dev up` first")
@@ -94,6 +97,8 @@ def demo(timeout):
                f"({readings / seconds:,.0f} readings/s) end to end")
     if readings != expected_mdms1 or events != expected_events:
         raise GridbusError("MDMS-1 does not hold exactly the expected reads; see .gridbus/run/*.log")
+    click.echo("")
+    run_alarms(env, timeout)
 
 
 def _wait(summaries: list[dict], timeout: float, started: float) -> list[dict]:

@@ -1,4 +1,4 @@
-"""`gridbus dev up|down|status`: the local stack (RabbitMQ node, stand-in MDMS, worker, ingress)."""
+"""`gridbus dev up|down|status`: the local stack (RabbitMQ node, stand-ins, worker, ingress, gateway)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
-SERVICES = ("recorder", "keeper", "ingress", "worker", "mdms-1")
+SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker", *(s[0] for s in devstack.STAND_INS))
 
 
 def dev_env() -> dict[str, str]:
@@ -23,7 +23,8 @@ def dev_env() -> dict[str, str]:
         "GRIDBUS_MANAGEMENT_URL": f"http://guest:guest@127.0.0.1:{DEV_MANAGEMENT_PORT}",
         "GRIDBUS_INBOX": str(home / "inbox"),
         "GRIDBUS_OUTBOX": str(home / "outbox"),
-        "MDMS_1_URL": f"http://127.0.0.1:{devstack.MDMS_1_PORT}",
+        **{var: f"http://127.0.0.1:{port}" for _name, _module, port, var in devstack.STAND_INS},
+        "GRIDBUS_GATEWAY_URL": f"http://127.0.0.1:{devstack.GATEWAY_PORT}",
     }
 
 
@@ -43,7 +44,8 @@ def dev():
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Worker processes.")
 @fails_cleanly
 def up(concurrency):
-    """Start RabbitMQ, the stand-in MDMS, a worker and the ingress; apply the routes."""
+    """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS), a worker, the ingress and the
+    gateway; apply the routes."""
     home = devstack.home()
     values = dev_env()
     _write_env_file(values)
@@ -54,14 +56,16 @@ def up(concurrency):
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
     click.echo(f"routes     {len(table_)} applied")
     procs = ProcessSet(home / "run")
-    procs.start(Service("mdms-1", [devstack.python(), "-m", "simulators.mdms", "--port",
-                                   str(devstack.MDMS_1_PORT), "--name", "mdms-1"],
-                        devstack.MDMS_1_PORT), env)
-    click.echo(f"mdms-1     {values['MDMS_1_URL']}")
+    for name, module, port, var in devstack.STAND_INS:
+        procs.start(Service(name, [devstack.python(), "-m", module, "--port", str(port), "--name", name], port), env)
+        click.echo(f"{name:10} {values[var]}  (stand-in)")
     procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency))), env)
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
+    procs.start(Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),
+                        devstack.GATEWAY_PORT), env)
+    click.echo(f"gateway    {values['GRIDBUS_GATEWAY_URL']}/docs  (keys: gridbus gateway keys add SYSTEM)")
     procs.start(Service("recorder", devstack.gridbus_argv("recorder")), env)
     click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}")
     procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
