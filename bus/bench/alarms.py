@@ -54,6 +54,7 @@ class AlarmRun:
     seconds: float
     per_subscriber_s: dict[str, float] = field(default_factory=dict)
     expected: dict[str, int] = field(default_factory=dict)
+    sent_s: float | None = None  # when the HES had sent its last alarm
 
     @property
     def alarms_per_s(self) -> float:
@@ -143,7 +144,7 @@ def _wait_all(urls: dict[str, str], expected: dict[str, int], started: float, ti
 
 
 def bench_alarms(count: int, via: str, work: Path, baseline: bool, concurrency: int = 2, batch: int = 1000,
-                 side_share: float = 0.04, echo=print, progress=None) -> list[AlarmRun]:
+                 side_share: float = 0.04, echo=print, progress=None, per_message: int = 1) -> list[AlarmRun]:
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-alarms-{os.getpid()}"
@@ -193,7 +194,7 @@ def bench_alarms(count: int, via: str, work: Path, baseline: bool, concurrency: 
             _wait_consumers(admin_v, f"gridbus.route.bench-{cls}-to-{system}", 60)
         time.sleep(1.0)  # the pool children finish importing
         echo(f"gridbus ({via}): sending ...")
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         if via == "rest":
             sender = subprocess.Popen([sys.executable, "-m", "simulators.hes_alarms", "send", str(burst),
                                        "--url", f"{gateway}/v1/push/{HES}/alarms", "--key", key,
@@ -202,18 +203,21 @@ def bench_alarms(count: int, via: str, work: Path, baseline: bool, concurrency: 
         else:
             hes_url = _as_user(url, HES, password)
             sender = subprocess.Popen([sys.executable, "-m", "bus.bench.alarm_pika", "publish", hes_url,
-                                       "gridbus.hes-ingress", f"{HES}.alarms", str(burst)],
+                                       "gridbus.hes-ingress", f"{HES}.alarms", str(burst), str(per_message)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         per = _wait_all(urls, expected, started, timeout, progress)
         out, _ = sender.communicate(timeout=60)
         if sender.returncode:
             raise RuntimeError(f"the HES sender failed: {out[-1000:]}")
-        runs.append(AlarmRun(f"gridbus via {via}", count, max(per.values()), per, expected))
+        summary = json.loads(out)
+        sent_s = summary["elapsed_s"] if via == "rest" else summary["at"] - started_wall
+        label = f"gridbus via {via}" + (f", {per_message} alarms/message" if via == "amqp" else f", {batch}/POST")
+        runs.append(AlarmRun(label, count, max(per.values()), per, expected, sent_s))
         for p in reversed(procs[len(SUBSCRIBERS):]):
             terminate(p)
         del procs[len(SUBSCRIBERS):]
         if baseline:
-            runs.append(_baseline(settings, admin, work, burst, count, expected, env, echo))
+            runs.append(_baseline(settings, admin, work, burst, count, expected, env, echo, per_message))
     finally:
         for p in reversed(procs):
             terminate(p)
@@ -222,7 +226,7 @@ def bench_alarms(count: int, via: str, work: Path, baseline: bool, concurrency: 
 
 
 def _baseline(settings: Settings, admin: BrokerAdmin, work: Path, burst: Path, count: int,
-              expected: dict[str, int], env: dict, echo) -> AlarmRun:
+              expected: dict[str, int], env: dict, echo, per_message: int = 1) -> AlarmRun:
     vhost = f"gridbus-bench-alarms-base-{os.getpid()}"
     admin.create_vhost(vhost)
     url = _vhost_url(settings.broker_url, vhost)
@@ -244,15 +248,17 @@ def _baseline(settings: Settings, admin: BrokerAdmin, work: Path, burst: Path, c
         echo("baseline (pika): publishing ...")
         started_wall = time.time()
         publisher = subprocess.run([sys.executable, "-m", "bus.bench.alarm_pika", "publish", url,
-                                    "baseline.alarms", str(work / "code-classes.json"), str(burst)],
+                                    "baseline.alarms", str(work / "code-classes.json"), str(burst),
+                                    str(per_message)],
                                    env=env, capture_output=True, text=True, timeout=600)
         if publisher.returncode:
             raise RuntimeError(f"baseline publisher failed: {publisher.stderr[-1000:]}")
+        sent_s = json.loads(publisher.stdout)["at"] - started_wall
         per = {}
         for system, c in zip(SUBSCRIBERS, consumers):
             out, _ = c.communicate(timeout=max(120, count / 500))
             per[system] = json.loads(out.strip().splitlines()[-1])["last_at"] - started_wall
-        return AlarmRun("baseline (pika)", count, max(per.values()), per, expected)
+        return AlarmRun(f"baseline (pika), {per_message} alarms/message", count, max(per.values()), per, expected, sent_s)
     finally:
         for c in consumers:
             if c.poll() is None:
