@@ -26,7 +26,9 @@ MDMS_1_PORT = 18101
 STAND_INS = (("mdms-1", "simulators.mdms", MDMS_1_PORT, "MDMS_1_URL"),
              ("wfm", "simulators.wfm", 18102, "WFM_URL"),
              ("fms", "simulators.fms", 18103, "FMS_URL"),
-             ("adms", "simulators.adms", 18104, "ADMS_URL"))
+             ("adms", "simulators.adms", 18104, "ADMS_URL"),
+             ("hes-a", "simulators.hes", 18105, "HES_A_URL"),
+             ("hes-b", "simulators.hes", 18106, "HES_B_URL"))
 GATEWAY_PORT = 18080
 NODE_NAME = "gridbus-dev@localhost"
 

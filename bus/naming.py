@@ -18,6 +18,11 @@ FILE_REPORTS_QUEUE = f"{PREFIX}.file-reports"      # FileReconciliation events, 
 FILE_REPORTS_KEY = "FileReconciliation.#"
 TRACE_EXCHANGE = f"{PREFIX}.trace"       # fanout; trace events (JSON arrays) from every hop
 TRACE_QUEUE = f"{PREFIX}.trace"          # quorum, bounded; the recorder consumes it
+REPLIES_QUEUE = f"{PREFIX}.replies"      # quorum; replies to requests, by correlation_id = request id
+# headers of request-response messages
+H_REQUEST_KIND = f"{PREFIX}-request-kind"
+H_EXPIRES_AT = f"{PREFIX}-expires-at"    # epoch seconds; a command is never executed after it
+H_REPLY_STATE = f"{PREFIX}-reply-state"  # on a reply: the state it puts the request in (e.g. expired)
 
 
 def route_routing_key(route_id: str) -> str:

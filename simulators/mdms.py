@@ -6,9 +6,24 @@
                        "refused_posts", "messages", "values_received", "mode"}
     GET  /readings?meter=M, /events?meter=M, /health
     POST /_control    {"mode": "healthy|slow|error|down", "status", "delay_s", "times",
-                       "retry_after_s"}; applies to POSTs of messages only
+                       "retry_after_s"}; applies to POSTs of messages and of requests
     POST /_reset      clear the store, counters and request log
     GET  /_requests?limit=N   last N requests: time, method, path, message_id, status
+
+Requests (use cases 6-8, docs/request-formats.md); /_control modes apply to them too:
+
+    POST /requests/billing-determinants   {"Header": {"Verb": "get", "Noun": "BillingDeterminants",
+                      ...}, "Request": {"usagePoint", "from", "to"}}: determinants of the
+                      stored 15-min readings (simulators/billing.py); "UP-<meter>" is the
+                      usage point of meter <meter> (one per meter here), a bare meter id
+                      works too.  No readings in the period: 200 with Result FAILED, NO_DATA.
+    POST /requests/meter-readings, /requests/commands   forwarded unchanged to the bus
+                      (``{bus_url}/meter-readings`` resp. ``/commands``, headers X-API-Key and
+                      X-Correlation-ID), whose status and body are answered as they are;
+                      no bus_url: 503 NO_BUS; bus unreachable: 502 BUS_UNREACHABLE; bus
+                      silent for bus_timeout_s (30 s): 504 BUS_TIMEOUT.
+    GET  /stats       also "request_counts": {"determinant_requests", "forwarded_requests",
+                      "forward_failures"}
 
 Readings are stored idempotently by (meter, readingType, timeStamp), events by
 (meter, eventType, createdDateTime). A message is checked completely before any
@@ -26,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import threading
@@ -35,14 +51,21 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import requests
 
+from simulators import billing
 from simulators.control import (BackgroundServer, ControlError, FailureMode, Faults,
                                 JsonRequestHandler, RequestLog, serve_until_signalled)
 
 NOUNS = ("MeterReadings", "EndDeviceEvents")
 MESSAGE_PATHS = ("/messages", "/readings", "/events")
+DETERMINANTS_PATH = "/requests/billing-determinants"
+# MDMS path -> the bus path it forwards to
+FORWARD_PATHS = {"/requests/meter-readings": "/meter-readings", "/requests/commands": "/commands"}
+REQUEST_PATHS = (DETERMINANTS_PATH, *FORWARD_PATHS)
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _MESSAGE_ID = re.compile(rb'"MessageID"\s*:\s*"([^"]*)"')
+_ZONED_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 
 
 class Rejected(Exception):
@@ -145,6 +168,12 @@ class MdmsStore:
                 out.append(item)
         return out
 
+    def series_of(self, meter: str) -> dict[str, dict[str, float]] | None:
+        """A copy of one meter's readings (readingType -> {timeStamp: value}); None if unknown."""
+        with self._lock:
+            by_type = self.readings.get(meter)
+            return None if by_type is None else {rt: dict(v) for rt, v in by_type.items()}
+
     def events_of(self, meter: str) -> list[dict[str, Any]]:
         with self._lock:
             found = [e for k, e in self.events.items() if k[0] == meter]
@@ -209,14 +238,33 @@ def _stage_events(events: list) -> tuple[dict, int]:
     return staged, len(events)
 
 
+def _utc(value: Any) -> str | None:
+    """An ISO 8601 instant with Z or an offset as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (fractions of a
+    second dropped); None if it is not one (a time without offset names no instant)."""
+    if not isinstance(value, str) or not _ZONED_INSTANT.fullmatch(value):
+        return None
+    try:
+        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class MdmsApp:
     """What the MDMS answers, independent of the HTTP server that carries it."""
 
-    def __init__(self, name: str = "mdms-1") -> None:
+    def __init__(self, name: str = "mdms-1", bus_url: str | None = None, bus_key: str | None = None,
+                 bus_timeout_s: float = 30.0) -> None:
         self.name = name
         self.store = MdmsStore()
         self.faults = Faults()
         self.requests = RequestLog()
+        self.bus_url = bus_url.rstrip("/") if bus_url else None
+        self.bus_key = bus_key
+        self.bus_timeout_s = bus_timeout_s
+        self._request_lock = threading.Lock()
+        self.request_counts = dict.fromkeys(
+            ("determinant_requests", "forwarded_requests", "forward_failures"), 0)
 
     def _header(self, noun: str | None, correlation_id: str | None) -> dict[str, Any]:
         return {"Verb": "reply", "Noun": noun, "Timestamp": _now(), "Source": self.name,
@@ -275,14 +323,140 @@ class MdmsApp:
     def reset(self) -> tuple[int, dict]:
         self.store.reset()
         self.requests.clear()
+        with self._request_lock:
+            self.request_counts = dict.fromkeys(self.request_counts, 0)
         return 200, {"reset": True}
 
     def stats(self) -> dict[str, Any]:
-        return {**self.store.stats(), "mode": self.faults.current.mode, "name": self.name}
+        with self._request_lock:
+            counts = dict(self.request_counts)
+        # nested: the top-level integers stay the message counters they always were
+        return {**self.store.stats(), "mode": self.faults.current.mode, "name": self.name,
+                "request_counts": counts}
+
+    # -- requests (use cases 6-8)
+    def _count(self, counter: str) -> None:
+        with self._request_lock:
+            self.request_counts[counter] += 1
+
+    def post_request(self, path: str, body: bytes) -> tuple[int, bytes | dict, dict] | None:
+        """(status, reply, extra headers) for a request POST; the reply is bytes when it is
+        the bus's answer passed through.  None means: drop the connection."""
+        mode = self.faults.take()
+        noun = correlation = message_id = None
+        try:
+            doc = orjson.loads(body)
+        except ValueError as exc:
+            doc, bad_json = None, exc
+        else:
+            bad_json = None
+            if isinstance(doc, dict) and isinstance(doc.get("Header"), dict):
+                noun, message_id = doc["Header"].get("Noun"), doc["Header"].get("MessageID")
+                correlation = doc["Header"].get("CorrelationID") or message_id
+        if mode.mode in ("down", "error"):
+            self.store.bump("refused_posts")
+            if mode.mode == "down":
+                self.requests.add(method="POST", path=path, message_id=message_id, status=None)
+                return None
+            headers = {"Retry-After": f"{mode.retry_after_s:g}"} if mode.retry_after_s is not None else {}
+            self.requests.add(method="POST", path=path, message_id=message_id, status=mode.status)
+            return mode.status, self.failed(str(mode.status), f"injected {mode.status}", noun, correlation), headers
+        if mode.mode == "slow":
+            time.sleep(mode.delay_s)
+        if bad_json is not None:
+            status, reply, headers = 400, self.failed("MALFORMED_JSON", f"body is not JSON: {bad_json}",
+                                                      noun, correlation), {}
+        elif not isinstance(doc, dict) or not isinstance(doc.get("Header"), dict):
+            status, reply, headers = 400, self.failed("INVALID_REQUEST", "a request is an object with a "
+                                                      "Header object", noun, correlation), {}
+        elif path == DETERMINANTS_PATH:
+            self._count("determinant_requests")
+            status, reply = self.billing_determinants(doc, correlation)
+            headers = {}
+        else:
+            self._count("forwarded_requests")
+            status, reply, headers = self.forward(FORWARD_PATHS[path], body, noun, correlation)
+        result = (reply.get("Reply") or {}).get("Result") if isinstance(reply, dict) else None
+        self.requests.add(method="POST", path=path, message_id=message_id, status=status,
+                          **({"result": result} if result else {}))
+        return status, reply, headers
+
+    def billing_determinants(self, doc: dict, correlation: str | None) -> tuple[int, dict]:
+        noun = "BillingDeterminants"
+        header, request = doc["Header"], doc.get("Request")
+        if header.get("Noun") not in (None, noun):
+            return 400, self.failed("UNKNOWN_NOUN", f"Noun must be {noun!r} here, not {header.get('Noun')!r}",
+                                    header.get("Noun"), correlation)
+        if not isinstance(request, dict):
+            return 400, self.failed("INVALID_REQUEST", "Request must be an object", noun, correlation)
+        usage_point = request.get("usagePoint")
+        if not isinstance(usage_point, str) or not usage_point.strip():
+            return 400, self.failed("INVALID_REQUEST", f"Request.usagePoint must be a non-empty string, "
+                                                       f"not {usage_point!r}", noun, correlation)
+        start, end = _utc(request.get("from")), _utc(request.get("to"))
+        for key, value in (("from", start), ("to", end)):
+            if value is None:
+                return 400, self.failed("INVALID_TIMESTAMP", f"Request.{key} must be an instant like "
+                                        f"2026-11-01T00:00:00Z (or with an offset), not {request.get(key)!r}",
+                                        noun, correlation)
+        # one usage point per meter in the stand-in: "UP-<meter>" is <meter>'s; a bare meter id works too
+        candidates = [usage_point[3:], usage_point] if usage_point.startswith("UP-") else [usage_point]
+        meter, series = candidates[0], None
+        for candidate in candidates:
+            series = self.store.series_of(candidate)
+            if series is not None:
+                meter = candidate
+                break
+        try:
+            found = billing.determinants(series or {}, start, end)
+        except ValueError as exc:
+            return 400, self.failed("INVALID_PERIOD", str(exc), noun, correlation)
+        if not found["intervals"]:
+            return 200, self.failed("NO_DATA", f"no 15-min kWh import readings of usage point {usage_point} "
+                                               f"(meter {meter}) in ({start}, {end}]", noun, correlation)
+        return 200, {"Header": self._header(noun, correlation), "Reply": {"Result": "OK"},
+                     "Payload": {"BillingDeterminants": {"usagePoint": usage_point, "meter": meter, **found}}}
+
+    def forward(self, bus_path: str, body: bytes, noun: str | None,
+                correlation: str | None) -> tuple[int, bytes | dict, dict]:
+        """The request passed to the bus unchanged; the bus's status and body come back as they are."""
+        if not self.bus_url:
+            self._count("forward_failures")
+            return 503, self.failed("NO_BUS", "this MDMS has no bus to forward requests to "
+                                              "(--bus-url / MDMS_BUS_URL)", noun, correlation), {}
+        headers = {"Content-Type": "application/json"}
+        if self.bus_key:
+            headers["X-API-Key"] = self.bus_key
+        if correlation:
+            headers["X-Correlation-ID"] = str(correlation)
+        url = self.bus_url + bus_path
+        try:
+            answer = requests.post(url, data=body, headers=headers, timeout=self.bus_timeout_s)
+        except requests.ConnectionError as exc:      # includes a refused or timed-out connect
+            self._count("forward_failures")
+            return 502, self.failed("BUS_UNREACHABLE", f"POST {url}: {type(exc).__name__}: {exc}",
+                                    noun, correlation), {}
+        except requests.Timeout:
+            self._count("forward_failures")
+            return 504, self.failed("BUS_TIMEOUT", f"POST {url}: no answer within {self.bus_timeout_s:g} s",
+                                    noun, correlation), {}
+        passed = {"Content-Type": answer.headers.get("Content-Type", "application/json")}
+        if "Retry-After" in answer.headers:
+            passed["Retry-After"] = answer.headers["Retry-After"]
+        return answer.status_code, answer.content, passed
 
 
 class _Handler(JsonRequestHandler):
     server_version = "gridbus-mdms/1.0"
+
+    def send_raw(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """An answer passed through as it came (the bus's reply to a forwarded request)."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -316,6 +490,14 @@ class _Handler(JsonRequestHandler):
                 self.drop_connection()
             else:
                 self.send_json(*answer)
+        elif path in REQUEST_PATHS:
+            answer = app.post_request(path, body)
+            if answer is None:
+                self.drop_connection()
+            elif isinstance(answer[1], bytes):
+                self.send_raw(*answer)
+            else:
+                self.send_json(*answer)
         elif path == "/_control":
             self.send_json(*app.control(body))
         elif path == "/_reset":
@@ -330,8 +512,9 @@ class MdmsServer(BackgroundServer):
     app: MdmsApp
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, name: str = "mdms-1",
-                 verbose: bool = False) -> None:
-        super().__init__(_Handler, MdmsApp(name), host, port, verbose)
+                 verbose: bool = False, bus_url: str | None = None, bus_key: str | None = None,
+                 bus_timeout_s: float = 30.0) -> None:
+        super().__init__(_Handler, MdmsApp(name, bus_url, bus_key, bus_timeout_s), host, port, verbose)
 
     @property
     def store(self) -> MdmsStore:
@@ -344,8 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--name", default="mdms-1")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    p.add_argument("--bus-url", default=os.environ.get("MDMS_BUS_URL") or None,
+                   help="where on-demand reads and commands go (env MDMS_BUS_URL)")
+    p.add_argument("--bus-key", default=os.environ.get("MDMS_BUS_KEY") or None,
+                   help="X-API-Key sent to the bus (env MDMS_BUS_KEY)")
     a = p.parse_args(argv)
-    return serve_until_signalled(MdmsServer(a.host, a.port, a.name, a.verbose))
+    return serve_until_signalled(MdmsServer(a.host, a.port, a.name, a.verbose, a.bus_url, a.bus_key))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,38 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
                             "gridbus/baseline", "per subscriber: done at / events"]))
 
 
+@bench.command("rpc")
+@click.option("--rate", default=200.0, show_default=True, help="On-demand read requests per second.")
+@click.option("--seconds", default=30.0, show_default=True)
+@click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (logs).")
+@fails_cleanly
+def rpc_bench(rate, seconds, no_baseline, keep):
+    """On-demand read round trips billing → gateway → MDMS → HES and back, beside direct HTTP.
+
+    p50/p95/p99 latency and errors at a fixed request rate (open loop).  Needs
+    a RabbitMQ node with the management plugin (`gridbus dev up`)."""
+    import shutil
+
+    from bus.bench.rpc import bench_rpc
+
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-rpc-"))
+    try:
+        runs = bench_rpc(rate, seconds, work, not no_baseline, echo=lambda m: click.echo(m, err=True))
+    finally:
+        if keep:
+            click.echo(f"work folder kept: {work}", err=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = [[r.pipeline, f"{r.achieved_rate:,.0f}", f"{len(r.latencies_ms):,}", r.errors, f"{r.pct(50):.1f}",
+             f"{r.pct(95):.1f}", f"{r.pct(99):.1f}", f"{max(r.latencies_ms, default=float('nan')):.1f}"]
+            for r in runs]
+    click.echo(table(rows, ["pipeline", "req/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"]))
+    for r in runs:
+        for example in r.error_examples:
+            click.echo(f"  {r.pipeline}: {example}", err=True)
+
+
 @bench.command("dlq")
 @click.option("--count", default=10000, show_default=True, help="Dead letters to make, list and replay.")
 @click.option("--keep", is_flag=True, help="Keep the work folder.")

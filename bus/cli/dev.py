@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
-from bus import devstack
+from bus import devstack, registry
 from bus.cli.common import fails_cleanly, routes_from, settings
 from bus.devstack import ProcessSet, Service
 from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
-SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker", *(s[0] for s in devstack.STAND_INS))
+SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker-requests", "worker",
+            *(s[0] for s in devstack.STAND_INS))
 
 
 def dev_env() -> dict[str, str]:
@@ -25,6 +27,7 @@ def dev_env() -> dict[str, str]:
         "GRIDBUS_OUTBOX": str(home / "outbox"),
         **{var: f"http://127.0.0.1:{port}" for _name, _module, port, var in devstack.STAND_INS},
         "GRIDBUS_GATEWAY_URL": f"http://127.0.0.1:{devstack.GATEWAY_PORT}",
+        "GRIDBUS_METER_ASSIGNMENT": str(home / "meter-assignment.csv"),
     }
 
 
@@ -33,6 +36,24 @@ def _write_env_file(values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by `gridbus dev up`; the process environment wins over it\n" +
                     "".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+def _meter_assignment(path: Path) -> None:
+    """Which HES serves which meter: the demo's meters alternate between HES-A and HES-B."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("meter,hes\n" + "".join(f"UPM{n:08d},{'hes-a' if n % 2 else 'hes-b'}\n"
+                                                  for n in range(1, 40_001)))
+
+
+def _dev_key(system: str) -> str:
+    """The dev stack's own key for ``system`` (kept in .gridbus/run, made once)."""
+    path = devstack.home() / "run" / f"{system}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(registry.connector("http-push").key_store(settings()).add(system))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @click.group("dev")
@@ -44,8 +65,8 @@ def dev():
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Worker processes.")
 @fails_cleanly
 def up(concurrency):
-    """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS), a worker, the ingress and the
-    gateway; apply the routes."""
+    """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B), the workers, the
+    ingress and the gateway; apply the routes."""
     home = devstack.home()
     values = dev_env()
     _write_env_file(values)
@@ -56,11 +77,25 @@ def up(concurrency):
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
     click.echo(f"routes     {len(table_)} applied")
     procs = ProcessSet(home / "run")
+    _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]))
     for name, module, port, var in devstack.STAND_INS:
-        procs.start(Service(name, [devstack.python(), "-m", module, "--port", str(port), "--name", name], port), env)
+        argv = [devstack.python(), "-m", module, "--port", str(port), "--name", name]
+        if name == "mdms-1":  # its on-demand reads and commands go on to the HES through the bus
+            argv += ["--bus-url", f"{values['GRIDBUS_GATEWAY_URL']}/v1/requests/mdms-1",
+                     "--bus-key", _dev_key("mdms-1")]
+        procs.start(Service(name, argv, port), env)
         click.echo(f"{name:10} {values[var]}  (stand-in)")
-    procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency))), env)
+    # requests wait on their destination: they get a thread pool of their own, so that a burst of
+    # alarms never delays a billing request and a waiting request never holds a CPU-bound process
+    waiting = [r.id for r in table_ if r.method == "request-response" or r.source.connector == "replies"]
+    others = [r.id for r in table_ if r.id not in waiting]
+    procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency),
+                                                        "--routes", ",".join(others))), env)
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
+    if waiting:
+        procs.start(Service("worker-requests", devstack.gridbus_argv(
+            "worker", "--pool", "threads", "-c", "32", "--routes", ",".join(waiting))), env)
+        click.echo(f"worker-requests pid {procs.pid('worker-requests')}  (threads, request-response routes)")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
     procs.start(Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),

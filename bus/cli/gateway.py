@@ -31,14 +31,15 @@ def gateway(ctx, host, port, threads, rate_per_system, paths, loglevel):
     if ctx.invoked_subcommand:
         return
     setup_logging(loglevel)
-    routes = [r for r in routes_from(paths) if r.source.connector == PUSH]
+    table_ = routes_from(paths)
+    routes = [r for r in table_ if r.source.connector in (PUSH, "http-request")]
     if not routes:
-        raise ConfigError("no route has an http-push source: nothing for the gateway to serve")
+        raise ConfigError("no route has an http-push or http-request source: nothing for the gateway to serve")
     s = settings()
     declare_all(compile_topology(routes_from(paths)), s.broker_url)
     click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
                f"docs at /docs", err=True)
-    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system)
+    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system, list(table_))
 
 
 @gateway.group("keys")

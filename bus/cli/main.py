@@ -8,6 +8,7 @@ import click
 from bus import __version__, hooks
 from bus.cli.bench import bench
 from bus.cli.broker import broker
+from bus.cli.commands import commands
 from bus.cli.demo import demo
 from bus.cli.dev import dev
 from bus.cli.dlq import dlq
@@ -34,7 +35,7 @@ def cli():
         atexit.register(emitter.flush_at_exit)
 
 
-for command in (routes_group, worker, ingress, gateway, broker, send, dev, demo, bench, dlq, keeper, recorder,
+for command in (routes_group, worker, ingress, gateway, broker, commands, send, dev, demo, bench, dlq, keeper, recorder,
                 trace):
     cli.add_command(command)
 

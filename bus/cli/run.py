@@ -22,9 +22,12 @@ from bus.topology.apply import declare_all
 @click.option("--routes", "only", help="Comma-separated route ids (default: every route).")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path(), help="Route files or folders.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.option("--pool", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True,
+              help="threads for request-response routes: a request waits on its destination, and "
+                   "waiting needs threads, not CPUs.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def worker(only, paths, concurrency, loglevel):
+def worker(only, paths, concurrency, pool, loglevel):
     """Celery worker for the routes: decode, transform, deliver, retry, dead-letter."""
     from bus.worker.app import make_app  # celery is heavy; only the worker needs it
 
@@ -36,6 +39,7 @@ def worker(only, paths, concurrency, loglevel):
             "--without-gossip", "--without-mingle", "-n", f"gridbus-{os.getpid()}@%h"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
+    argv.append(f"--pool={pool}")
     app.worker_main(argv)
 
 

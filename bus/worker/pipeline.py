@@ -43,6 +43,7 @@ class Outcome:
     events: int = 0
     transform_s: float = 0.0
     transformed_at: float = 0.0
+    reply: dict | None = None  # request-response: the destination's answer
 
 
 def _run_chain(names: tuple[str, ...], payload: Any, context: TransformContext) -> Any:
@@ -78,6 +79,16 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
     for destination in pending(route, systems):
         outbound = _run_chain(destination.transform, common, context)
         connector = registry.connector(destination.connector)
+        if getattr(connector, "takes_requests", False):
+            # request-response: the answer is the product, published to the requester by the caller
+            asked = time.perf_counter()
+            try:
+                outcome.reply = connector.request(outbound, envelope, destination)
+                result = (outcome.reply.get("Reply") or {}).get("Result", "?")
+                outcome.receipts.append(DeliveryReceipt(destination.system, result, time.perf_counter() - asked))
+            except Exception as exc:
+                outcome.failures.append((destination, exc))
+            continue
         if getattr(connector, "takes_documents", False):
             # publishes canonical documents onward (pub-sub): no encoder, the document itself travels
             try:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from typing import Any
@@ -32,25 +33,26 @@ from bus.deadletters import headers as dl
 from bus.envelope import Envelope, H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM
 from bus.errors import BrokerError, MessageError, PermanentDeliveryError
 from bus.publisher import ConfirmingPublisher
+from bus.requests import replies
 from bus.routes.model import Route
 from bus.settings import Settings
 from bus.worker.pipeline import Outcome, process
 
 log = logging.getLogger("gridbus.worker")
-_publisher: ConfirmingPublisher | None = None
+# one publisher per thread: request-response routes run in a thread pool (a request
+# waits on its destination), and a py-amqp channel is not shared between threads
+_local = threading.local()
 _HOST = socket.gethostname()
 
 
 def reset_publisher() -> None:
-    global _publisher
-    _publisher = None
+    _local.publisher = None
 
 
 def publisher() -> ConfirmingPublisher:
-    global _publisher
-    if _publisher is None:
-        _publisher = ConfirmingPublisher(Settings.load().broker_url, "gridbus-worker")
-    return _publisher
+    if getattr(_local, "publisher", None) is None:
+        _local.publisher = ConfirmingPublisher(Settings.load().broker_url, "gridbus-worker")
+    return _local.publisher
 
 
 def _publish(exchange: str, key: str, body: bytes, properties: dict, headers: dict) -> None:
@@ -111,7 +113,49 @@ def _is_permanent(exc: Exception) -> bool:
     return isinstance(exc, (MessageError, PermanentDeliveryError))
 
 
+def _reply(envelope: Envelope, reply: dict, state: str | None = None) -> None:
+    """The answer to a request, to its ``reply_to`` queue, correlated by the request's id."""
+    props = {"correlation_id": envelope.message_id, "message_id": f"{envelope.message_id}.reply",
+             "content_type": "application/json", "delivery_mode": 2, "app_id": envelope.route_id}
+    headers = {naming.H_REPLY_STATE: state} if state else {}
+    _publish("", envelope.reply_to, json.dumps(reply).encode(), props, headers)
+
+
+def _failed_reply(envelope: Envelope, payload: Any, code: str, reason: str, state: str | None = None) -> None:
+    if envelope.reply_to:
+        request = payload.get("Request") if isinstance(payload, dict) else None
+        meters = request.get("meters") if isinstance(request, dict) else None
+        _reply(envelope, replies.failed(envelope.noun, envelope.correlation, code, reason,
+                                        meters if isinstance(meters, list) else ()), state)
+
+
 def handle(route: Route, envelope: Envelope, payload: Any) -> None:
+    if envelope.reply_to and route.method == "request-response":
+        return handle_request(route, envelope, payload)
+    _handle(route, envelope, payload)
+
+
+def handle_request(route: Route, envelope: Envelope, payload: Any) -> None:
+    """A request: its answer (or why there is none) goes back to the requester; a command
+    past its expiry is never executed."""
+    expires = envelope.extra.get(naming.H_EXPIRES_AT)
+    if expires is not None and time.time() >= float(expires):
+        log.warning("route %s request %s expired before it was executed", route.id, envelope.message_id)
+        _failed_reply(envelope, payload, "EXPIRED", "past its expiry before it could be sent; never executed",
+                      "expired")
+        return
+    outcome, retrying = _handle(route, envelope, payload)
+    if outcome is None:  # the request itself is bad: dead-lettered, and the requester told why
+        _failed_reply(envelope, payload, "INVALID_REQUEST", "the request cannot be processed; see the dead letter")
+    elif outcome.reply is not None:
+        _reply(envelope, outcome.reply)
+    elif outcome.failures and not retrying:
+        reason = "; ".join(str(e) for _, e in outcome.failures)[:500]
+        _failed_reply(envelope, payload, "DESTINATION_FAILED", reason)
+
+
+def _handle(route: Route, envelope: Envelope, payload: Any) -> tuple[Outcome | None, bool]:
+    """(the outcome, None if the message was bad; whether a retry was scheduled)."""
     fields = trace_fields(envelope)
     published = envelope.extra.get(task_message.PUBLISHED_AT)
     hooks.emit("consumed", **fields, worker=f"{_HOST}:{os.getpid()}", queue=route.queue_name,
@@ -122,14 +166,14 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
     except MessageError as exc:  # the message itself is bad: no destination can take it
         dead_letter(route, envelope, payload, exc, systems)
         reconcile(envelope, None, "dead-lettered", reason=str(exc))
-        return
+        return None, False
     except Exception as exc:
         # a bug or a route option a transformer refuses: retrying will not fix it, and Celery
         # would ack the message on the way out; dead-lettered with the traceback, replayable after the fix
         log.exception("route %s message %s: unexpected failure", route.id, envelope.message_id)
         dead_letter(route, envelope, payload, exc, systems)
         reconcile(envelope, None, "dead-lettered", reason=f"{exc.__class__.__name__}: {exc}")
-        return
+        return None, False
     _trace_outcome(route, envelope, outcome, fields)
     permanent = [(d, e) for d, e in outcome.failures if _is_permanent(e)]
     transient = [(d, e) for d, e in outcome.failures if not _is_permanent(e)]
@@ -142,10 +186,11 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
             dead_letter(route, envelope, payload, exc, owed, retries_exhausted=True)
         else:
             schedule_retry(route, envelope, payload, exc, owed)
-            return  # the reconciliation record waits for the final outcome
+            return outcome, True  # the reconciliation record waits for the final outcome
     result = "dead-lettered" if outcome.failures else "delivered"
     reason = "; ".join(str(e) for _, e in outcome.failures)
     reconcile(envelope, outcome, result, reason)
+    return outcome, False
 
 
 def _retry_headers(envelope: Envelope, exc: Exception, owed: list[str]) -> dict:

@@ -36,16 +36,29 @@ class HttpPushSource:
     def key_store(self, settings: Settings) -> KeyStore:
         return KeyStore(keys_path(settings.state_dir))
 
-    def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0):
+    def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0,
+                 all_routes: list[Route] | None = None):
+        from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
+        from connectors.http_push.reply_consumer import ReplyConsumer
+        from connectors.http_push.requests_api import RequestApi, Waiters
         from connectors.http_push.seen import SeenAlarms
 
-        return Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
-                       SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
+        api = None
+        request_routes = [r for r in routes if r.source.connector == "http-request"]
+        if request_routes:
+            store, waiters = RequestStore(requests_path(settings.state_dir)), Waiters()
+            ReplyConsumer(settings.broker_url, store, waiters, list(all_routes or routes)).start()
+        gateway = Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
+                          SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
+        if request_routes:
+            gateway.requests = RequestApi(request_routes, store, gateway._publisher, waiters)
+        return gateway
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
-                   rate_per_s: float = 0) -> None:
+                   rate_per_s: float = 0, all_routes: list[Route] | None = None) -> None:
         import waitress
 
-        waitress.serve(self.wsgi_app(routes, settings, rate_per_s), host=host, port=port, threads=threads,
+        waitress.serve(self.wsgi_app(routes, settings, rate_per_s, all_routes), host=host, port=port,
+                       threads=threads,
                        ident="gridbus-gateway", clear_untrusted_proxy_headers=True)

@@ -33,7 +33,7 @@ _REPLY = ReplySchema()
 STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
                404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
                413: "Payload Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
-               503: "Service Unavailable"}
+               503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 def _now() -> str:
@@ -56,7 +56,11 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
 
 class Gateway:
     def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
-                 seen: SeenAlarms | None = None):
+                 seen: SeenAlarms | None = None, requests: "RequestApi | None" = None):
+        self.requests = requests
+        self.request_routes = {r.source.options["path"].strip("/"): r for r in routes
+                               if r.source.connector == "http-request"}
+        routes = [r for r in routes if r.source.connector == "http-push"]
         self.routes = {r.source.options["path"].strip("/"): r for r in routes}
         self.limiter = RateLimiter(rate_per_s)
         self.seen = seen
@@ -80,6 +84,8 @@ class Gateway:
             return self._send(start_response, 200, self.openapi)
         if path == "/docs" and method == "GET":
             return self._send(start_response, 200, docs_page(self.openapi), "text/html; charset=utf-8")
+        if path.startswith(("/v1/requests/", "/requests/")) and self.requests:
+            return self._request(environ, start_response, method, path.split("/requests/", 1)[1].strip("/"))
         if path.startswith("/v1/push/"):
             if method != "POST":
                 return self._fail(start_response, 405, "METHOD_NOT_ALLOWED", "use POST", [("Allow", "POST")])
@@ -172,6 +178,43 @@ class Gateway:
         if seen_before:
             answer["duplicates"] = len(seen_before)
         return self._send(start_response, 202, answer)
+
+    def _request(self, environ, start_response, method: str, rest: str):
+        system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
+        if system is None:
+            return self._fail(start_response, 401, "UNAUTHENTICATED", "missing or unknown API key",
+                              [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
+        wait = self.limiter.take(system)
+        if wait:
+            return self._fail(start_response, 429, "RATE_LIMITED", f"{system} is over its rate; retry later",
+                              [("Retry-After", str(max(1, round(wait + 0.5))))])
+        if method == "GET":
+            answer = self.requests.get(rest, system)
+            return self._send(start_response, answer.status, answer.body, extra=answer.headers)
+        if method != "POST":
+            return self._fail(start_response, 405, "METHOD_NOT_ALLOWED", "POST a request, GET its id",
+                              [("Allow", "GET, POST")])
+        route = self.request_routes.get(rest)
+        if route is None:
+            return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
+        if not environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower().endswith("json"):
+            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        limit = route.source.options["max_body_kb"] * 1024
+        if length < 0:
+            return self._fail(start_response, 411, "LENGTH_REQUIRED", "send a Content-Length")
+        if length > limit:
+            return self._fail(start_response, 413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
+        try:
+            document = json.loads(environ["wsgi.input"].read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
+        answer = self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
+                                    environ.get("HTTP_TRACEPARENT"))
+        return self._send(start_response, answer.status, answer.body, extra=answer.headers)
 
     def _fail(self, start_response, status: int, code: str, reason: str, extra: list | None = None):
         return self._send(start_response, status, reply("FAILED", errors=[(code, reason)]), extra=extra)

@@ -16,16 +16,16 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, system: str) -> float:
-        """0 if allowed now, else seconds until one request would be."""
+    def take(self, system: str, cost: float = 1) -> float:
+        """0 if allowed now, else seconds until ``cost`` tokens (requests, or meters) would be."""
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(system, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[system] = (tokens - 1, now)
+            if tokens >= cost:
+                self._buckets[system] = (tokens - cost, now)
                 return 0.0
             self._buckets[system] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return (cost - tokens) / self.rate

@@ -11,7 +11,9 @@ from bus.topology import compile_topology
 from bus.worker.app import celery_queues, celery_routes
 
 ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
-       "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9"}
+       "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
+       "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
+       "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
 ROUTES = Path(__file__).parents[2] / "routes"
 
 

@@ -1,0 +1,135 @@
+"""`gridbus commands`: the command requests (connect, disconnect, ...) and their approval.
+
+A command over its route's ``approval_above`` meters waits as pending-approval
+until a second user, not the one who asked, approves it here.  Approving
+publishes it exactly as the gateway would have; an expired command can no
+longer be approved.  Every step is in the audit trail (`commands show ID`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+
+import click
+
+from bus.cli.common import fails_cleanly, routes_from, settings, table
+from bus.errors import ConfigError
+from bus.publisher import ConfirmingPublisher
+from bus.requests.dispatch import publish_callback, publish_request
+from bus.requests.replies import failed
+from bus.requests.store import RequestStateError, RequestStore, requests_path
+
+
+def _store() -> RequestStore:
+    return RequestStore(requests_path(settings().state_dir))
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+_user = click.option("--user", default=getpass.getuser, show_default="the login name",
+                     help="Who does this (recorded in the audit trail).")
+
+
+@click.group("commands")
+def commands():
+    """Command requests to meters: list, show, approve, reject, cancel (with their audit trail)."""
+
+
+@commands.command("list")
+@click.option("--state", help="Only this state, e.g. pending-approval.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@fails_cleanly
+def list_commands(state, limit, as_json):
+    """The latest commands, newest first (pending ones past their expiry are shown expired)."""
+    store = _store()
+    store.expire_overdue()
+    rows = store.listing("commands", state, limit)
+    if as_json:
+        click.echo(json.dumps([r.summary() for r in rows], indent=2))
+        return
+    click.echo(table([[r.id, r.action, r.meters, r.system, r.requested_by, r.state, r.result or "",
+                       _when(r.created), _when(r.expires), r.approved_by or ""] for r in rows],
+                     ["id", "action", "meters", "system", "by", "state", "result", "created", "expires",
+                      "approved by"]) if rows else "no commands")
+
+
+@commands.command("show")
+@click.argument("request_id")
+@fails_cleanly
+def show(request_id):
+    """One command: what, who, its state, its reply and the audit trail."""
+    request = _store().get(request_id)
+    if request is None:
+        raise ConfigError(f"no request {request_id}")
+    click.echo(json.dumps({**request.summary(), "request": request.document.get("Request"),
+                           "reply": request.reply, "audit": _store().audit_of(request_id)}, indent=2))
+
+
+def _finish_without_reply(store: RequestStore, request, state: str) -> None:
+    """A command that ended before it was sent: an async requester is told."""
+    if request.reply_address:
+        reply = failed("EndDeviceControls", request.correlation_id or request.id, state.upper(),
+                       f"the command was {state}")
+        store.attach_reply(request.id, reply)
+        publisher = ConfirmingPublisher(settings().broker_url, "gridbus-commands")
+        try:
+            publish_callback(publisher, list(routes_from(None)), store.get(request.id), reply)
+        finally:
+            publisher.close()
+
+
+@commands.command("approve")
+@click.argument("request_id")
+@_user
+@fails_cleanly
+def approve(request_id, user):
+    """Approve a pending command (as a user other than the one who asked) and send it."""
+    store = _store()
+    request = store.get(request_id)
+    if request is None or request.kind != "commands":
+        raise ConfigError(f"no command {request_id}")
+    if request.state != "pending-approval":
+        raise RequestStateError(f"command {request_id} is {request.state}, not pending-approval")
+    if request.expired:
+        store.transition(request_id, "expired", user, {"pending-approval"}, "approval came after its expiry")
+        _finish_without_reply(store, request, "expired")
+        raise RequestStateError(f"command {request_id} expired at {_when(request.expires)}; it will never be sent")
+    if user == request.requested_by:
+        raise RequestStateError(f"{user} asked for command {request_id}; a second, different user must approve it")
+    route = routes_from(None).get(request.route)
+    request = store.transition(request_id, "requested", user, {"pending-approval"}, "approved", approved_by=user)
+    publisher = ConfirmingPublisher(settings().broker_url, "gridbus-commands")
+    try:
+        publish_request(publisher, route, request, store, user)
+    finally:
+        publisher.close()
+    click.echo(f"approved and sent {request_id} ({request.action}, {request.meters} meters)")
+
+
+@commands.command("reject")
+@click.argument("request_id")
+@click.option("--reason", default="", help="Why (kept in the audit trail).")
+@_user
+@fails_cleanly
+def reject(request_id, reason, user):
+    """Reject a pending command: it is never sent."""
+    store = _store()
+    request = store.transition(request_id, "rejected", user, {"pending-approval"}, reason or None)
+    _finish_without_reply(store, request, "rejected")
+    click.echo(f"rejected {request_id}")
+
+
+@commands.command("cancel")
+@click.argument("request_id")
+@_user
+@fails_cleanly
+def cancel(request_id, user):
+    """Cancel a command that has not been sent yet."""
+    store = _store()
+    request = store.transition(request_id, "cancelled", user, {"pending-approval", "requested"})
+    _finish_without_reply(store, request, "cancelled")
+    click.echo(f"cancelled {request_id}")

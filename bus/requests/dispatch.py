@@ -1,0 +1,49 @@
+"""Put a stored request on its route, and a reply on its way to a callback address.
+
+Used by the gateway (on intake) and by `gridbus commands approve` (after the
+second user's approval): both publish the same message, so an approved
+command travels exactly as an unapproved small one does.
+"""
+from __future__ import annotations
+
+from bus import naming, task_message
+from bus.envelope import Envelope, new_traceparent
+from bus.publisher import ConfirmingPublisher
+from bus.requests.store import Request, RequestStore
+from bus.routes.model import Route
+
+NOUNS = {"meter-readings": "MeterReadings", "billing-determinants": "BillingDeterminants",
+         "commands": "EndDeviceControls"}
+VERBS = {"meter-readings": "get", "billing-determinants": "get", "commands": "create"}
+
+
+def publish_request(publisher: ConfirmingPublisher, route: Route, request: Request, store: RequestStore,
+                    who: str, traceparent: str | None = None, **columns) -> Request:
+    """Publish ``request`` on ``route`` (confirmed) and mark it sent."""
+    extra = {naming.H_REQUEST_KIND: request.kind}
+    if request.expires is not None:
+        extra[naming.H_EXPIRES_AT] = request.expires
+    envelope = Envelope(route_id=route.id, source=request.system, verb=VERBS[request.kind],
+                        noun=NOUNS[request.kind], message_id=request.id,
+                        correlation_id=request.correlation_id, reply_to=naming.REPLIES_QUEUE,
+                        traceparent=traceparent or new_traceparent(), extra=extra)
+    body, props, headers = task_message.build(envelope, request.document)
+    # no AMQP expiration: the broker would drop the message silently; the worker answers
+    # "expired" instead, so the requester learns it was never executed
+    publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
+    publisher.flush(timeout_s=10)
+    return store.transition(request.id, "sent", who, {"requested"}, f"published on route {route.id}", **columns)
+
+
+def publish_callback(publisher: ConfirmingPublisher, routes: list[Route], request: Request, reply: dict) -> bool:
+    """Hand the reply of an asynchronous request to the callback route; False if there is none."""
+    callback = next((r for r in routes if r.source.connector == "replies"), None)
+    if callback is None or not request.reply_address:
+        return False
+    envelope = Envelope(route_id=callback.id, source="gridbus", verb="reply", noun=NOUNS.get(request.kind, "Reply"),
+                        message_id=f"{request.id}.callback", correlation_id=request.correlation_id)
+    body, props, headers = task_message.build(envelope, {"address": request.reply_address,
+                                                          "request_id": request.id, "reply": reply})
+    publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(callback.id), body, props, headers)
+    publisher.flush(timeout_s=10)
+    return True

@@ -1,0 +1,224 @@
+"""Requests the gateway took: state, reply and audit trail, in SQLite under $GRIDBUS_HOME/state.
+
+One row per request (id = the request's message id on the bus).  The gateway
+writes it before publishing; the gateway's reply consumer writes the reply
+whenever it comes, so a reply that arrives after the requester gave up is kept
+for ``GET /requests/{id}``; `gridbus commands` approves, rejects and cancels.
+
+Command states (the 2020 lesson: every step recorded, nothing executed late):
+
+    requested → pending-approval → sent → executed | failed
+                        │              └→ expired (the worker found it past its expiry)
+                        ├→ rejected | cancelled
+                        └→ expired (not approved in time)
+
+Reads and determinants: requested → sent → replied.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bus.errors import GridbusError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, system TEXT NOT NULL, requested_by TEXT, kind TEXT NOT NULL, route TEXT NOT NULL,
+    client_key TEXT, action TEXT, meters INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, expires REAL, approved_by TEXT,
+    reply_address TEXT, correlation_id TEXT, document TEXT NOT NULL, reply TEXT, result TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_client_key ON requests (system, client_key);
+CREATE INDEX IF NOT EXISTS requests_state ON requests (kind, state, created);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, at REAL NOT NULL,
+    who TEXT NOT NULL, event TEXT NOT NULL, detail TEXT);
+CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id, seq);
+"""
+
+FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied"}
+COLUMNS = ("id", "system", "requested_by", "kind", "route", "client_key", "action", "meters", "state",
+           "created", "updated", "expires", "approved_by", "reply_address", "correlation_id", "document",
+           "reply", "result")
+
+
+class RequestStateError(GridbusError):
+    """A change of state the request's current state does not allow (e.g. approving an expired command)."""
+
+
+@dataclass
+class Request:
+    id: str
+    system: str
+    requested_by: str | None
+    kind: str
+    route: str
+    client_key: str | None
+    action: str | None
+    meters: int
+    state: str
+    created: float
+    updated: float
+    expires: float | None
+    approved_by: str | None
+    reply_address: str | None
+    correlation_id: str | None
+    document: dict
+    reply: dict | None
+    result: str | None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and time.time() >= self.expires
+
+    def summary(self) -> dict[str, Any]:
+        return {"request_id": self.id, "kind": self.kind, "action": self.action, "system": self.system,
+                "requested_by": self.requested_by, "meters": self.meters, "state": self.state,
+                "result": self.result, "created": self.created, "updated": self.updated,
+                "expires": self.expires, "approved_by": self.approved_by}
+
+
+def _row(row) -> Request:
+    d = dict(zip(COLUMNS, row))
+    d["document"] = json.loads(d["document"])
+    d["reply"] = json.loads(d["reply"]) if d["reply"] else None
+    return Request(**d)
+
+
+class RequestStore:
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db().executescript(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _audit(self, db, request_id: str, who: str, event: str, detail: str | None = None) -> None:
+        db.execute("INSERT INTO audit (request_id, at, who, event, detail) VALUES (?, ?, ?, ?, ?)",
+                   (request_id, time.time(), who, event, detail))
+
+    def create(self, *, id: str, system: str, requested_by: str | None, kind: str, route: str,
+               client_key: str | None, action: str | None, meters: int, state: str, expires: float | None,
+               reply_address: str | None, correlation_id: str | None, document: dict) -> Request | None:
+        """Insert a new request; None if ``(system, client_key)`` exists (then ``by_client_key``)."""
+        now = time.time()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                       (id, system, requested_by, kind, route, client_key, action, meters, state, now, now,
+                        expires, None, reply_address, correlation_id, json.dumps(document), None, None))
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK")
+            return None
+        self._audit(db, id, requested_by or system, state,
+                    f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
+        db.execute("COMMIT")
+        return self.get(id)
+
+    def get(self, request_id: str) -> Request | None:
+        row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = ?",
+                                 (request_id,)).fetchone()
+        return _row(row) if row else None
+
+    def by_client_key(self, system: str, client_key: str) -> Request | None:
+        row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE system = ? AND client_key = ?",
+                                 (system, client_key)).fetchone()
+        return _row(row) if row else None
+
+    def approved_command(self, client_key: str) -> Request | None:
+        """A command with this id that a second user approved (the MDMS's onward hop needs none)."""
+        row = self._db().execute(
+            f"SELECT {', '.join(COLUMNS)} FROM requests WHERE client_key = ? AND kind = 'commands' "
+            "AND approved_by IS NOT NULL ORDER BY created LIMIT 1", (client_key,)).fetchone()
+        return _row(row) if row else None
+
+    def transition(self, request_id: str, to: str, who: str, allowed_from: set[str], detail: str | None = None,
+                   **columns: Any) -> Request:
+        """Move to state ``to`` if the request is in one of ``allowed_from``; audited."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise RequestStateError(f"no request {request_id}")
+            if row[0] not in allowed_from:
+                raise RequestStateError(f"request {request_id} is {row[0]}; cannot become {to}")
+            sets = {"state": to, "updated": time.time(), **columns}
+            db.execute(f"UPDATE requests SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                       (*sets.values(), request_id))
+            self._audit(db, request_id, who, to, detail)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return self.get(request_id)
+
+    def record_reply(self, request_id: str, reply: dict, state: str, who: str = "gridbus") -> Request | None:
+        """Keep the reply (whenever it comes); None for a request this store does not hold."""
+        result = (reply.get("Reply") or {}).get("Result")
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            db.execute("ROLLBACK")
+            return None
+        if row[0] in FINAL:  # a redelivered reply: the first one stands
+            db.execute("ROLLBACK")
+            return self.get(request_id)
+        db.execute("UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ?",
+                   (state, json.dumps(reply), result, time.time(), request_id))
+        errors = (reply.get("Reply") or {}).get("Error") or []
+        self._audit(db, request_id, who, state,
+                    f"Result {result}" + (f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
+        db.execute("COMMIT")
+        return self.get(request_id)
+
+    def attach_reply(self, request_id: str, reply: dict) -> None:
+        """The answer of a request that ended without reaching a system (rejected, expired, cancelled)."""
+        self._db().execute("UPDATE requests SET reply = ?, result = ? WHERE id = ? AND reply IS NULL",
+                           (json.dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
+
+    def audit_of(self, request_id: str) -> list[dict]:
+        rows = self._db().execute("SELECT at, who, event, detail FROM audit WHERE request_id = ? ORDER BY seq",
+                                  (request_id,)).fetchall()
+        return [{"at": at, "who": who, "event": event, "detail": detail} for at, who, event, detail in rows]
+
+    def listing(self, kind: str | None = None, state: str | None = None, limit: int = 100) -> list[Request]:
+        where, args = [], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM requests" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY created DESC LIMIT ?")
+        return [_row(r) for r in self._db().execute(sql, (*args, limit)).fetchall()]
+
+    def expire_overdue(self, who: str = "gridbus") -> list[str]:
+        """Pending commands past their expiry become expired (never sent)."""
+        ids = [r[0] for r in self._db().execute(
+            "SELECT id FROM requests WHERE state = 'pending-approval' AND expires IS NOT NULL AND expires <= ?",
+            (time.time(),)).fetchall()]
+        for request_id in ids:
+            try:
+                self.transition(request_id, "expired", who, {"pending-approval"}, "not approved before its expiry")
+            except RequestStateError:
+                pass
+        return ids
+
+
+def requests_path(state_dir: Path) -> Path:
+    return state_dir / "requests.sqlite"

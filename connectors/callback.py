@@ -1,0 +1,82 @@
+"""Replies to asynchronous requests, POSTed to the requester's ReplyAddress with retries.
+
+The gateway's reply consumer puts ``{"address", "request_id", "reply"}`` on the
+route whose source is ``replies``; its ``callback`` destination POSTs the
+reply there.  Retries and dead letters are the route's, like any delivery: a
+billing system that is down for an hour gets its replies when it is back.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import requests
+from marshmallow import RAISE, Schema, fields, validate
+
+from bus.connector import DeliveryReceipt
+from bus.envelope import Envelope
+from bus.errors import PermanentDeliveryError, TransientDeliveryError, ValidationError
+from bus.routes.model import Endpoint
+
+
+class NoOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class CallbackOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+
+
+class RepliesSource:
+    """Marks the callback route: fed by the gateway's reply consumer, nothing external."""
+
+    name = "replies"
+    roles = ("source",)
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return NoOptions
+
+    def claim(self, endpoint: Endpoint):
+        return (self.name,)
+
+
+class CallbackDestination:
+    name = "callback"
+    roles = ("destination",)
+    takes_documents = True
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return CallbackOptions
+
+    def claim(self, endpoint: Endpoint):
+        return (self.name,)
+
+    def deliver_document(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> DeliveryReceipt:
+        address = document.get("address") if isinstance(document, dict) else None
+        if not isinstance(address, str) or not address.startswith(("http://", "https://")):
+            raise ValidationError(f"callback without an http(s) address: {address!r}")
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        started = time.perf_counter()
+        try:
+            answer = self._local.session.post(address, data=json.dumps(document["reply"]), timeout=endpoint.options[
+                "timeout_s"], headers={"Content-Type": "application/json", "X-Request-ID": document["request_id"],
+                                       "X-Correlation-ID": envelope.correlation})
+        except requests.RequestException as exc:
+            self._local.session = None
+            raise TransientDeliveryError(f"callback {address}: {exc.__class__.__name__}", "callback") from exc
+        if answer.status_code >= 500 or answer.status_code in (408, 429):
+            raise TransientDeliveryError(f"callback {address} answered {answer.status_code}", "callback",
+                                         answer.status_code)
+        if answer.status_code >= 300:
+            raise PermanentDeliveryError(f"callback {address} answered {answer.status_code}: {answer.text[:200]}",
+                                         "callback", answer.status_code)
+        return DeliveryReceipt("callback", str(answer.status_code), time.perf_counter() - started, address)

@@ -1,0 +1,147 @@
+"""HES request destination: split a request by the meter → HES assignment, ask each HES, merge.
+
+The assignment table is a CSV file ``meter,hes`` (a header line, one meter per
+line), re-read when it changes.  A meter it does not name fails on its own
+(``UNKNOWN_METER``); an HES that does not answer fails its meters
+(``HES_UNREACHABLE``, ``TIMEOUT``), and the others' answers still count: the
+merged reply is PARTIAL.  The HES are asked at the same time.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from marshmallow import RAISE, Schema, fields, validate
+
+from bus.envelope import Envelope
+from bus.errors import ConfigError, ValidationError
+from bus.requests.replies import error, merge
+from bus.routes.model import Endpoint
+
+OPERATIONS = {"meter-readings": "MeterReadings", "commands": "EndDeviceControls"}
+
+
+class HesRequestOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    assignment = fields.String(required=True)
+    hes = fields.Dict(keys=fields.String(), values=fields.Url(require_tld=False, schemes={"http", "https"}),
+                      required=True, validate=validate.Length(min=1))
+    operation = fields.String(required=True, validate=validate.OneOf(list(OPERATIONS)))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+
+
+class Assignment:
+    """meter → HES from the CSV file, cached until the file changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def table(self, path: str) -> dict[str, str]:
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError as exc:
+            raise ConfigError(f"meter assignment {path}: {exc}") from exc
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached and cached[0] == mtime:
+                return cached[1]
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = csv.DictReader(f)
+                table = {r["meter"].strip(): r["hes"].strip() for r in rows if r.get("meter")}
+            self._cache[path] = (mtime, table)
+            return table
+
+
+class HesRequestDestination:
+    name = "hes-request"
+    roles = ("destination",)
+    takes_requests = True
+
+    def __init__(self):
+        self.assignment = Assignment()
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hes-request")
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return HesRequestOptions
+
+    def claim(self, endpoint: Endpoint):
+        return (self.name, endpoint.options["operation"], tuple(sorted(endpoint.options["hes"])))
+
+    def _session(self) -> requests.Session:
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
+        options = endpoint.options
+        noun = OPERATIONS[options["operation"]]
+        body = document.get("Request") if isinstance(document, dict) else None
+        meters = body.get("meters") if isinstance(body, dict) else None
+        if not isinstance(meters, list) or not meters:
+            raise ValidationError("request without a meters list")
+        table = self.assignment.table(options["assignment"])
+        groups: dict[str, list[str]] = {}
+        errors = []
+        for meter in meters:
+            hes = table.get(meter)
+            if hes is None:
+                errors.append(error("UNKNOWN_METER", f"meter {meter} is not assigned to any HES", meter))
+            elif hes not in options["hes"]:
+                errors.append(error("UNKNOWN_HES", f"meter {meter} is assigned to {hes}, which this route "
+                                                   "does not reach", meter))
+            else:
+                groups.setdefault(hes, []).append(meter)
+        asks = {hes: self._pool.submit(self._ask, hes, options["hes"][hes], options, document, group, envelope)
+                for hes, group in groups.items()}
+        parts = []
+        for hes, future in asks.items():
+            part, part_errors = future.result()
+            errors += part_errors
+            if part:
+                parts.append(part)
+        return merge(noun, envelope.correlation, meters, parts, errors)
+
+    def _ask(self, hes: str, base: str, options: dict, document: dict, meters: list[str],
+             envelope: Envelope) -> tuple[dict | None, list[dict]]:
+        sub = {**document, "Request": {**document["Request"], "meters": meters}}
+        url = f"{base.rstrip('/')}/requests/{options['operation']}"
+        try:
+            # a session per calling thread of the pool: requests' Session is not thread-safe
+            answer = self._session().post(url, data=json.dumps(sub), timeout=options["timeout_s"], headers={
+                "Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
+                "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
+        except requests.Timeout:
+            return None, [error("TIMEOUT", f"{hes} did not answer within {options['timeout_s']:g}s", m)
+                          for m in meters]
+        except requests.RequestException as exc:
+            self._local.session = None
+            return None, [error("HES_UNREACHABLE", f"{hes}: {exc.__class__.__name__}", m) for m in meters]
+        try:
+            reply = answer.json()
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or "Reply" not in reply:
+            return None, [error("HES_ERROR", f"{hes} answered {answer.status_code} without a reply", m)
+                          for m in meters]
+        if (reply["Reply"].get("Result") == "FAILED" and not any(e.get("meter") for e in reply["Reply"].get("Error") or [])):
+            # the HES refused the whole request: each of its meters failed for that reason
+            reason = "; ".join(e.get("reason", "") for e in reply["Reply"].get("Error") or []) or "FAILED"
+            return None, [error("HES_REFUSED", f"{hes}: {reason}", m) for m in meters]
+        return reply, []
+
+
+def assignment_file(path: Path, rows: dict[str, str]) -> None:
+    """Write an assignment table (used by the demo, tests and benchmarks)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["meter", "hes"])
+        w.writerows(sorted(rows.items()))

@@ -1,0 +1,47 @@
+"""HTTP request source: billing and MDMS systems ask through the gateway and get a reply.
+
+    POST /v1/requests/<path>     a request (meter readings, billing determinants, commands)
+    GET  /v1/requests/<id>       its state and reply (also when the sync wait timed out)
+
+The request travels on its route with ``reply_to = gridbus.replies`` and the
+request id as the correlation of the reply; served by `gridbus gateway`.
+"""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from bus import naming
+from bus.routes.model import Endpoint, Route
+from bus.topology.model import QueueSpec, Topology
+
+KINDS = ("meter-readings", "billing-determinants", "commands")
+
+
+class HttpRequestOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9/_-]*$",
+                         error="path: lowercase letters, digits, '-', '_' and '/'"))
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
+    max_meters = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=1_000_000))
+    # command safety (kind: commands)
+    approval_above = fields.Integer(load_default=50, validate=validate.Range(min=0))
+    disconnects_per_minute = fields.Integer(load_default=1000, validate=validate.Range(min=1))
+    default_expiry_s = fields.Integer(load_default=900, validate=validate.Range(min=1, max=7 * 86400))
+
+
+class HttpRequestSource:
+    name = "http-request"
+    roles = ("source",)
+
+    def options_schema(self, role: str) -> type[Schema]:
+        return HttpRequestOptions
+
+    def claim(self, endpoint: Endpoint):
+        return ("http-push", endpoint.options["path"].strip("/"))  # one gateway path space
+
+    def topology(self, route: Route, topology: Topology) -> None:
+        topology.add_queue(QueueSpec.of(naming.REPLIES_QUEUE, {"x-queue-type": "quorum"}))
