@@ -73,11 +73,12 @@ def gridbus(*args: str) -> list[str]:
 class Mdms:
     """A stand-in (the MDMS unless ``module`` names another) as a real HTTP server process."""
 
-    def __init__(self, env: dict, log_dir: Path, name: str = "mdms-1", module: str = "simulators.mdms"):
+    def __init__(self, env: dict, log_dir: Path, name: str = "mdms-1", module: str = "simulators.mdms",
+                 args: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = Proc(name, [sys.executable, "-m", module, "--port", str(self.port),
-                                "--name", name], env, log_dir).start()
+                                "--name", name, *args], env, log_dir).start()
         wait_for(self._healthy, 20, f"{name} stand-in to listen")
 
     def _healthy(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bus import naming, task_message
 from bus.envelope import Envelope, new_traceparent
+from bus.errors import BrokerError
 from bus.publisher import ConfirmingPublisher
 from bus.requests.store import Request, RequestStore
 from bus.routes.model import Route
@@ -28,11 +29,15 @@ def publish_request(publisher: ConfirmingPublisher, route: Route, request: Reque
                         correlation_id=request.correlation_id, reply_to=naming.REPLIES_QUEUE,
                         traceparent=traceparent or new_traceparent(), extra=extra)
     body, props, headers = task_message.build(envelope, request.document)
-    # no AMQP expiration: the broker would drop the message silently; the worker answers
-    # "expired" instead, so the requester learns it was never executed
-    publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
-    publisher.flush(timeout_s=10)
-    return store.transition(request.id, "sent", who, {"requested"}, f"published on route {route.id}", **columns)
+    # marked sent first: the reply may come back before this thread runs again
+    sent = store.transition(request.id, "sent", who, {"requested"}, f"published on route {route.id}", **columns)
+    try:
+        publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
+        publisher.flush(timeout_s=10)
+    except BrokerError as exc:
+        store.transition(request.id, "failed", "gridbus", {"sent"}, f"not published: {exc}")
+        raise
+    return sent
 
 
 def publish_callback(publisher: ConfirmingPublisher, routes: list[Route], request: Request, reply: dict) -> bool:

@@ -125,9 +125,8 @@ class RequestApi:
             try:
                 publish_request(self.publisher(), route, request, self.store, request.requested_by,
                                 child_traceparent(traceparent) if traceparent else None)
-            except BrokerError as exc:
+            except BrokerError as exc:  # publish_request marked it failed
                 log.error("request %s not published: %s", request.id, exc)
-                self.store.transition(request.id, "failed", "gridbus", {"requested"}, f"broker: {exc}")
                 return _failed(503, noun, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
                                [("Retry-After", "5")])
             if request.reply_address:
@@ -176,12 +175,15 @@ class RequestApi:
 
 
 def _forwarded(document: dict, expires: float | None) -> dict:
-    """What travels: the sender's document, with the expiry the gateway settled on."""
-    if expires is None:
-        return document
-    request = dict(document["Request"])
-    request["expiresAt"] = dt.datetime.fromtimestamp(expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {**document, "Request": request}
+    """What travels: the sender's document with the expiry the gateway settled on, and without
+    AsyncReplyFlag/ReplyAddress: answering the requester is the gateway's job, so the systems
+    on the way answer synchronously."""
+    header = {k: v for k, v in (document.get("Header") or {}).items() if k not in ("AsyncReplyFlag", "ReplyAddress")}
+    out = {**document, "Header": header}
+    if expires is not None:
+        out["Request"] = {**document["Request"], "expiresAt": dt.datetime.fromtimestamp(
+            expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return out
 
 
 def _failed(status: int, noun: str | None, code: str, reason: str, headers: list | None = None) -> Answer:

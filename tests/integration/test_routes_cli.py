@@ -13,7 +13,9 @@ ROUTES = str(ROOT / "routes")
 @pytest.fixture
 def env(bus_env):
     return {**bus_env, "MDMS_1_URL": "http://127.0.0.1:9", "WFM_URL": "http://127.0.0.1:9",
-            "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9", "GRIDBUS_ROUTES": ROUTES}
+            "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9", "HES_A_URL": "http://127.0.0.1:9",
+            "HES_B_URL": "http://127.0.0.1:9", "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv",
+            "GRIDBUS_ROUTES": ROUTES}
 
 
 def test_apply_twice_changes_nothing_the_second_time(env):

@@ -1,0 +1,341 @@
+"""Use cases 6, 7 and 8 on the shipped request routes: billing → gateway → MDMS → gateway → HES.
+
+Real gateway, workers, RabbitMQ, MDMS and two HES stand-ins; a real HTTP
+server in the test is the billing system's callback address.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from bus.broker_admin import BrokerAdmin
+from tests.support import Mdms, Proc, ROOT, free_port, gridbus, run_cli, wait_for
+
+pytestmark = pytest.mark.broker
+
+REQUEST_ROUTES = ROOT / "routes" / "uc6-7-8-requests.yaml"
+UC1_ROUTES = ROOT / "routes" / "uc1-meter-data-files.yaml"
+WAITING_ROUTES = ("billing-1-determinants,billing-1-reads,billing-1-commands,billing-2-commands,"
+                  "mdms-1-reads-to-hes,mdms-1-commands-to-hes,reply-callbacks")
+KWH_IMP, KWH_EXP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0", "0.0.2.4.19.1.12.0.0.0.0.0.0.0.0.3.72.0"
+KVAH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.71.0"
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def meter(n: int) -> str:
+    return f"UPM{n:08d}"
+
+
+@pytest.fixture
+def rr(bus_env, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # meters 1-200: odd ones on HES-A, even ones on HES-B (the assignment table)
+    assignment = tmp_path / "assignment.csv"
+    assignment.write_text("meter,hes\n" + "".join(f"{meter(n)},{'hes-a' if n % 2 else 'hes-b'}\n"
+                                                  for n in range(1, 201)))
+    # the shipped request routes, with the sync wait of on-demand reads shortened to 3 s
+    doc = yaml.safe_load(REQUEST_ROUTES.read_text())
+    for route in doc["routes"]:
+        if route["id"] == "billing-1-reads":
+            route["source"]["timeout_s"] = 3
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / REQUEST_ROUTES.name).write_text(yaml.safe_dump(doc))
+    (routes / UC1_ROUTES.name).write_text(UC1_ROUTES.read_text())
+    env = {**bus_env, "GRIDBUS_ROUTES": str(routes), "GRIDBUS_METER_ASSIGNMENT": str(assignment)}
+    keys = {s: run_cli(env, "gateway", "keys", "add", s).stdout.strip()
+            for s in ("billing-1", "mdms-1", "hes-a")}
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    hes = {name: Mdms(env, logs, name, "simulators.hes") for name in ("hes-a", "hes-b")}
+    mdms = Mdms(env, logs, "mdms-1", args=("--bus-url", f"{gateway}/v1/requests/mdms-1",
+                                           "--bus-key", keys["mdms-1"]))
+    env.update({"MDMS_1_URL": mdms.url, "HES_A_URL": hes["hes-a"].url, "HES_B_URL": hes["hes-b"].url})
+    procs = [Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start(),
+             Proc("worker-requests", gridbus("worker", "--pool", "threads", "-c", "16", "--routes", WAITING_ROUTES),
+                  env, logs).start()]
+    admin = BrokerAdmin(env["GRIDBUS_MANAGEMENT_URL"], env["GRIDBUS_BROKER_URL"].rsplit("/", 1)[1])
+
+    def ready():
+        try:
+            return requests.get(f"{gateway}/health", timeout=1).ok and all(
+                admin.queue(f"gridbus.route.{r}").get("consumers", 0) > 0 for r in WAITING_ROUTES.split(","))
+        except Exception:
+            return False
+    wait_for(ready, 60, "the gateway and the request worker")
+    stack = {"url": gateway, "keys": keys, "env": env, "mdms": mdms, "logs": logs, "procs": procs, "tmp": tmp_path,
+             **hes}
+    yield stack
+    for p in stack["procs"]:
+        p.stop()
+    for s in (mdms, *hes.values()):
+        s.stop()
+
+
+def ask(rr, path: str, request: dict, system: str = "billing-1", header: dict | None = None, user: str = "alice"):
+    return requests.post(f"{rr['url']}/v1/requests/{path}", timeout=30,
+                         json={"Header": header or {}, "Request": request},
+                         headers={"X-API-Key": rr["keys"][system], "X-User": user})
+
+
+def status(rr, request_id: str, system: str = "billing-1") -> dict:
+    return requests.get(f"{rr['url']}/v1/requests/{request_id}", timeout=10,
+                        headers={"X-API-Key": rr["keys"][system]}).json()
+
+
+def hes_control(hes, **faults) -> None:
+    requests.post(f"{hes.url}/_meters", json=faults, timeout=5).raise_for_status()
+
+
+# --- use case 7: on-demand reads ---------------------------------------------------------
+
+def test_on_demand_read_across_two_hes_with_one_unreachable_meter_is_partial(rr):
+    # Given meters on HES-A (1, 3) and HES-B (2), meter 3 unreachable, and a meter no HES serves
+    hes_control(rr["hes-a"], unreachable=[meter(3)])
+    # When billing asks for an on-demand read of all four
+    answer = ask(rr, "billing-1/meter-readings", {"meters": [meter(1), meter(2), meter(3), "UPM99999999"]})
+    # Then one Reply merges both HES' answers: PARTIAL, an error for each failed meter only
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["Reply"]["Result"] == "PARTIAL" and body["state"] == "replied"
+    errors = {e["meter"]: e["code"] for e in body["Reply"]["Error"]}
+    assert errors == {meter(3): "METER_UNREACHABLE", "UPM99999999": "UNKNOWN_METER"}
+    read = {r["meter"] for r in body["Payload"]["MeterReadings"]["MeterReading"]}
+    assert read == {meter(1), meter(2)}
+    # and each HES was asked only for its own meters
+    hes_a = requests.get(f"{rr['hes-a'].url}/stats", timeout=5).json()
+    assert (hes_a["meters_read"], hes_a["unreachable_answers"]) == (1, 1)
+    assert requests.get(f"{rr['hes-b'].url}/stats", timeout=5).json()["meters_read"] == 1
+
+
+def test_a_sync_timeout_answers_504_and_the_late_reply_is_kept(rr):
+    # Given HES-B answers after 5 s while billing waits 3 s
+    hes_control(rr["hes-b"], latency_ms=5000)
+    # When billing asks for a read of a meter on HES-B
+    started = time.monotonic()
+    answer = ask(rr, "billing-1/meter-readings", {"meters": [meter(2)]})
+    # Then 504 after about 3 s, with the request id
+    assert answer.status_code == 504, answer.text
+    assert 2.5 < time.monotonic() - started < 6
+    body = answer.json()
+    request_id = body["request_id"]
+    assert body["Reply"]["Error"][0]["code"] == "TIMEOUT"
+    # and the late reply is kept: GET /v1/requests/{id} returns it once it arrives
+    wait_for(lambda: status(rr, request_id)["state"] == "replied", 30, "the late reply")
+    late = status(rr, request_id)
+    assert late["reply"]["Reply"]["Result"] == "OK"
+    assert [r["meter"] for r in late["reply"]["Payload"]["MeterReadings"]["MeterReading"]] == [meter(2)]
+    # and another system cannot see it
+    assert requests.get(f"{rr['url']}/v1/requests/{request_id}", timeout=10,
+                        headers={"X-API-Key": rr["keys"]["hes-a"]}).status_code == 404
+
+
+class Callback:
+    """The billing system's ReplyAddress: a real HTTP server that can be down."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/replies"
+        self.received: list[tuple[str, dict]] = []
+        self.server = None
+
+    def start(self):
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.headers.get("X-Request-ID"), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_an_async_reply_is_posted_to_the_callback_and_waits_while_it_is_down(rr):
+    # Given the billing system's callback address is down
+    callback = Callback()
+    try:
+        # When billing asks asynchronously
+        answer = ask(rr, "billing-1/meter-readings", {"meters": [meter(5), meter(6)]},
+                     header={"AsyncReplyFlag": True, "ReplyAddress": callback.url})
+        # Then 202 at once with the request id
+        assert answer.status_code == 202, answer.text
+        request_id = answer.json()["request_id"]
+        wait_for(lambda: status(rr, request_id)["state"] == "replied", 30, "the reply in the store")
+        time.sleep(3)  # the callback route retries meanwhile
+        # When the callback comes back
+        callback.start()
+        # Then the reply is POSTed to it, once, with the request id
+        wait_for(lambda: len(callback.received) >= 1, 60, "the reply at the callback")
+        time.sleep(2)
+        assert len(callback.received) == 1
+        got_id, reply = callback.received[0]
+        assert got_id == request_id and reply["Reply"]["Result"] == "OK"
+        assert {r["meter"] for r in reply["Payload"]["MeterReadings"]["MeterReading"]} == {meter(5), meter(6)}
+    finally:
+        callback.stop()
+
+
+# --- use case 8: commands and their safety --------------------------------------------------
+
+def command(command_id: str, action: str, meters: list[str], **extra) -> dict:
+    return {"commandId": command_id, "action": action, "meters": meters, **extra}
+
+
+def executions(rr, m: str) -> list:
+    hes = rr["hes-a"] if int(m[3:]) % 2 else rr["hes-b"]
+    return requests.get(f"{hes.url}/meters/{m}", timeout=5).json()["executions"]
+
+
+def test_a_disconnect_of_51_meters_waits_for_a_second_user(rr):
+    meters = [meter(n) for n in range(1, 52)]
+    # When alice at billing-1 asks to disconnect 51 meters
+    answer = ask(rr, "billing-1/commands", command("cmd-51", "disconnect", meters), user="alice")
+    # Then it is accepted as pending-approval, and nothing reaches any HES
+    assert answer.status_code == 202, answer.text
+    request_id = answer.json()["request_id"]
+    assert answer.json()["state"] == "pending-approval"
+    assert executions(rr, meter(1)) == []
+    listed = run_cli(rr["env"], "commands", "list", "--state", "pending-approval").stdout
+    assert request_id in listed
+    # When alice tries to approve it herself  Then she is refused
+    own = run_cli(rr["env"], "commands", "approve", request_id, "--user", "alice")
+    assert own.returncode == 1 and "second, different user" in own.stderr
+    # When bob approves it  Then it is sent and executed on both HES, once per meter
+    approved = run_cli(rr["env"], "commands", "approve", request_id, "--user", "bob")
+    assert approved.returncode == 0, approved.stderr
+    wait_for(lambda: status(rr, request_id)["state"] == "executed", 30, "the approved command executed")
+    done = status(rr, request_id)
+    assert done["approved_by"] == "bob" and done["reply"]["Reply"]["Result"] == "OK"
+    assert all(len(executions(rr, m)) == 1 for m in meters)
+    # and the audit trail says who did what
+    events = [(a["who"], a["event"]) for a in done["audit"]]
+    assert events[:3] == [("alice", "pending-approval"), ("bob", "requested"), ("bob", "sent")]
+    assert events[-1][1] == "executed"
+
+
+def test_an_expired_command_is_never_sent(rr):
+    # Given a disconnect of 51 meters that expires in 2 s
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)).isoformat()
+    meters = [meter(n) for n in range(101, 152)]
+    answer = ask(rr, "billing-1/commands", command("cmd-exp", "disconnect", meters, expiresAt=expires))
+    request_id = answer.json()["request_id"]
+    # When bob approves it after its expiry
+    time.sleep(3)
+    late = run_cli(rr["env"], "commands", "approve", request_id, "--user", "bob")
+    # Then the approval is refused, the command is expired, and no HES ever saw it
+    assert late.returncode == 1 and "expired" in late.stderr
+    assert status(rr, request_id)["state"] == "expired"
+    time.sleep(1)
+    assert all(executions(rr, m) == [] for m in meters)
+    # and a command whose expiry is already past is refused at the door
+    past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()
+    refused = ask(rr, "billing-1/commands", command("cmd-past", "connect", [meter(1)], expiresAt=past))
+    assert refused.status_code == 400 and refused.json()["Reply"]["Error"][0]["code"] == "EXPIRED"
+
+
+def test_the_same_command_id_twice_executes_once_and_an_hes_key_cannot_command(rr):
+    # When billing sends the same command twice (a retry after a lost answer)
+    first = ask(rr, "billing-1/commands", command("cmd-twice", "disconnect", [meter(7), meter(8)]))
+    again = ask(rr, "billing-1/commands", command("cmd-twice", "disconnect", [meter(7), meter(8)]))
+    # Then both answers are the same request, executed once on each meter
+    assert first.status_code == 200 and first.json()["Reply"]["Result"] == "OK", first.text
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["request_id"] == first.json()["request_id"]
+    assert len(executions(rr, meter(7))) == 1 and len(executions(rr, meter(8))) == 1
+    assert requests.get(f"{rr['hes-a'].url}/stats", timeout=5).json()["command_requests"] == 1
+    # When an HES credential asks for a disconnect  Then 403, and nothing is executed
+    hes_key = ask(rr, "billing-1/commands", command("cmd-hes", "disconnect", [meter(9)]), system="hes-a")
+    assert hes_key.status_code == 403 and hes_key.json()["Reply"]["Error"][0]["code"] == "FORBIDDEN"
+    assert executions(rr, meter(9)) == []
+
+
+# --- use case 6: billing determinants --------------------------------------------------------
+
+def _independent_determinants(csv_path: Path, meter_id: str, start: dt.datetime, end: dt.datetime) -> dict:
+    """From the HES file itself: kWh/kVAh by TOD zone of the interval's start in IST (peak 18-22,
+    off-peak 22-06, normal otherwise), MD = 4 × the largest 15-min energy, PF = kWh / kVAh."""
+    rows = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["meter_serial"] != meter_id:
+                continue
+            t = dt.datetime.fromisoformat(row["interval_end"]).astimezone(dt.timezone.utc)
+            if start < t <= end:
+                rows[t] = row
+    zones = {"peak": 0.0, "off-peak": 0.0, "normal": 0.0}
+    kwh, kvah, exp = [], [], []
+    for t, row in sorted(rows.items()):
+        hour = (t - dt.timedelta(minutes=15)).astimezone(IST).hour
+        zone = "peak" if 18 <= hour < 22 else "off-peak" if hour >= 22 or hour < 6 else "normal"
+        zones[zone] += float(row["kwh_imp"])
+        kwh.append((t, float(row["kwh_imp"])))
+        kvah.append((t, float(row["kvah_imp"])))
+        exp.append(float(row["kwh_exp"]))
+    md = max(kwh, key=lambda x: x[1])
+    total_kwh, total_kvah = math.fsum(v for _, v in kwh), math.fsum(v for _, v in kvah)
+    return {"kwh": total_kwh, "zones": zones, "kvah": total_kvah, "export": math.fsum(exp),
+            "md_kw": 4 * md[1], "md_at": md[0].strftime("%Y-%m-%dT%H:%M:%SZ"), "pf": total_kwh / total_kvah,
+            "intervals": len(kwh)}
+
+
+def test_billing_determinants_of_reads_ingested_through_use_case_1_match_an_independent_computation(rr):
+    # Given a day of block-load reads for three meters, ingested through use case 1
+    env = rr["env"]
+    rr["procs"] += [Proc("worker", gridbus("worker", "-c", "1", "--routes", "hes-a-csv-to-mdms-1"), env,
+                         rr["logs"]).start(),
+                    Proc("ingress", gridbus("ingress", "--routes", "hes-a-csv-to-mdms-1"), env, rr["logs"]).start()]
+    staging = rr["tmp"] / "staging"
+    done = subprocess.run([sys.executable, "-m", "simulators.hes_files", "--out", str(staging), "--profile",
+                           "block-load", "--format", "csv", "--meters", "3", "--days", "1", "--start-date",
+                           "2026-11-01", "--first-serial", "500", "--duplicate-share", "0", "--malformed-rows", "0",
+                           "--seed", "3"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    source = Path(summary["path"])
+    inbox = Path(env["GRIDBUS_INBOX"]) / "hes-a"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / source.name).write_bytes(source.read_bytes())
+    wait_for(lambda: rr["mdms"].stats()["readings"] == summary["expected_readings"], 120, "the day's reads at MDMS-1")
+    # When billing asks for the determinants of usage point UP-UPM00000500 for that IST day
+    start = dt.datetime(2026, 11, 1, tzinfo=IST).astimezone(dt.timezone.utc)
+    end = start + dt.timedelta(days=1)
+    answer = ask(rr, "billing-1/billing-determinants", {"usagePoint": "UP-UPM00000500",
+                                                        "from": start.isoformat(), "to": end.isoformat()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["Reply"]["Result"] == "OK", answer.text
+    got = answer.json()["Payload"]["BillingDeterminants"]
+    # Then they match what this test computes from the HES file itself
+    want = _independent_determinants(source, "UPM00000500", start, end)
+    assert got["intervals"] == want["intervals"] > 0
+    assert got["kwh_import"]["total"] == pytest.approx(want["kwh"], abs=1e-6)
+    for zone, value in want["zones"].items():
+        assert got["kwh_import"]["zones"][zone] == pytest.approx(value, abs=1e-6), zone
+    assert got["kvah_import"]["total"] == pytest.approx(want["kvah"], abs=1e-6)
+    assert got["kwh_export"]["total"] == pytest.approx(want["export"], abs=1e-6)
+    assert got["max_demand_kw"]["value"] == pytest.approx(want["md_kw"], abs=1e-6)
+    assert got["max_demand_kw"]["at"] == want["md_at"]
+    assert got["average_pf"] == pytest.approx(want["pf"], abs=1e-4)
