@@ -19,7 +19,8 @@ def _push_connector():
 @click.group("gateway", invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--threads", default=48, show_default=True, type=int,
+              help="waitress worker threads; a system waiting for replies may hold a third of them.")
 @click.option("--rate-per-system", default=200.0, show_default=True,
               help="Requests/s each source system may make (bursts of twice that); 0: no limit.")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path())

@@ -26,6 +26,10 @@ from bus.settings import Settings
 
 log = logging.getLogger("gridbus.tracing")
 BUFFER = 20_000
+# how long the first event of a batch waits for company: under a trickle of requests each
+# event would otherwise be a message of its own, and the broker's and the recorder's cost
+# per message, not per event, is what tracing would add to every request
+LINGER_S = 0.05
 _HOST = socket.gethostname()
 
 
@@ -74,9 +78,11 @@ class TraceEmitter:
             event = self.buffer.get()
             self._busy = True
             batch = [event]
+            deadline = time.monotonic() + LINGER_S
             while len(batch) < 500:
+                left = deadline - time.monotonic()
                 try:
-                    batch.append(self.buffer.get_nowait())
+                    batch.append(self.buffer.get(timeout=left) if left > 0 else self.buffer.get_nowait())
                 except queue.Empty:
                     break
             try:

@@ -37,7 +37,7 @@ class HttpPushSource:
         return KeyStore(keys_path(settings.state_dir))
 
     def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0,
-                 all_routes: list[Route] | None = None):
+                 all_routes: list[Route] | None = None, threads: int = 48):
         from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
         from connectors.http_push.reply_consumer import ReplyConsumer
@@ -52,13 +52,15 @@ class HttpPushSource:
         gateway = Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
                           SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
         if request_routes:
-            gateway.requests = RequestApi(request_routes, store, gateway._publisher, waiters)
+            # a third of the threads each: billing's waits never starve the MDMS's onward requests
+            gateway.requests = RequestApi(request_routes, store, gateway._publisher, waiters,
+                                          max(2, threads // 3))
         return gateway
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None) -> None:
         import waitress
 
-        waitress.serve(self.wsgi_app(routes, settings, rate_per_s, all_routes), host=host, port=port,
+        waitress.serve(self.wsgi_app(routes, settings, rate_per_s, all_routes, threads), host=host, port=port,
                        threads=threads,
                        ident="gridbus-gateway", clear_untrusted_proxy_headers=True)

@@ -61,11 +61,18 @@ class Answer:
 
 
 class RequestApi:
-    def __init__(self, routes: list[Route], store: RequestStore, publisher, waiters: Waiters):
+    def __init__(self, routes: list[Route], store: RequestStore, publisher, waiters: Waiters,
+                 max_waiting_per_system: int = 16):
         self.routes = {r.source.options["path"].strip("/"): r for r in routes}
         self.store = store
         self.publisher = publisher  # callable: this thread's confirming publisher
         self.waiters = waiters
+        # a system may hold only so many gateway threads waiting for replies: billing's waits
+        # must never take every thread, or the MDMS's onward requests (which billing's replies
+        # need) could not get in, and every request would time out together
+        self.max_waiting = max_waiting_per_system
+        self._waiting: dict[str, int] = {}
+        self._waiting_lock = threading.Lock()
         # disconnects per system and minute, counted in meters: one token bucket per route
         self.disconnects = {r.id: RateLimiter(r.source.options["disconnects_per_minute"] / 60.0,
                                               burst=r.source.options["disconnects_per_minute"])
@@ -120,6 +127,11 @@ class RequestApi:
             return self._status_answer(request, 202, note=f"{len(meters)} meters is more than "
                                        f"{options['approval_above']}: waits for a second user's approval "
                                        f"(gridbus commands approve {request.id})")
+        if not request.reply_address and not self._enter(system):
+            self.store.transition(request.id, "failed", "gridbus", {"requested"},
+                                  f"{system} already has {self.max_waiting} requests waiting here")
+            return _failed(503, noun, "BUSY", f"{system} already has {self.max_waiting} requests waiting for "
+                           "replies at this gateway; retry shortly or ask asynchronously", [("Retry-After", "1")])
         event = self.waiters.register(request.id)
         try:
             try:
@@ -134,6 +146,19 @@ class RequestApi:
             return self._wait(request.id, options["timeout_s"], event, noun)
         finally:
             self.waiters.forget(request.id)
+            if not request.reply_address:
+                self._leave(system)
+
+    def _enter(self, system: str) -> bool:
+        with self._waiting_lock:
+            if self._waiting.get(system, 0) >= self.max_waiting:
+                return False
+            self._waiting[system] = self._waiting.get(system, 0) + 1
+            return True
+
+    def _leave(self, system: str) -> None:
+        with self._waiting_lock:
+            self._waiting[system] -= 1
 
     def _wait(self, request_id: str, timeout_s: float, event: threading.Event, noun: str) -> Answer:
         deadline = time.monotonic() + timeout_s
