@@ -44,7 +44,6 @@ class HttpPushSource:
         from connectors.http_push.requests_api import RequestApi, Waiters
         from connectors.http_push.seen import SeenAlarms
 
-        api = None
         request_routes = [r for r in routes if r.source.connector == "http-request"]
         if request_routes:
             store, waiters = RequestStore(requests_path(settings.state_dir)), Waiters()

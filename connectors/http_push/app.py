@@ -56,7 +56,7 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
 
 class Gateway:
     def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
-                 seen: SeenAlarms | None = None, requests: "RequestApi | None" = None):
+                 seen: SeenAlarms | None = None, requests=None):
         self.requests = requests
         self.request_routes = {r.source.options["path"].strip("/"): r for r in routes
                                if r.source.connector == "http-request"}
