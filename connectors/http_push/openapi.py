@@ -7,10 +7,12 @@ import json
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
+from connectors.http_push.request_schemas import BODIES, RequestHeaderSchema
 from connectors.http_push.schemas import ReplySchema
 
 
-def openapi_document(push_paths: list[str]) -> dict:
+def openapi_document(push_paths: list[str], request_paths: dict[str, str] | None = None) -> dict:
+    """``request_paths``: path → kind (meter-readings, billing-determinants, commands)."""
     spec = APISpec(title="gridbus gateway", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
                    info={"description": "Pushes from source systems onto gridbus routes. "
@@ -30,6 +32,33 @@ def openapi_document(push_paths: list[str]) -> dict:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [{"type": "object"}, {"type": "array"}]}}}},
             "responses": answers}})
+    for name, schema in BODIES.items():
+        spec.components.schema(f"Request.{name}", schema=schema)
+    spec.components.schema("RequestHeader", schema=RequestHeaderSchema)
+    request_answers = {str(code): {"description": text, "content": {"application/json": {"schema": "Reply"}}}
+                       for code, text in ((200, "the reply (Result OK, PARTIAL or FAILED; per-meter errors)"),
+                                          (202, "asynchronous, or pending approval: request_id and state"),
+                                          (400, "not a valid request"), (401, "no or unknown API key"),
+                                          (403, "this system may not send this request"),
+                                          (429, "over the rate (or disconnects per minute)"),
+                                          (503, "bus unavailable, or too many requests waiting"),
+                                          (504, "no reply in time: the reply is kept, GET the request_id"))}
+    for path, kind in sorted((request_paths or {}).items()):
+        spec.path(path=f"/v1/requests/{path}", operations={"post": {
+            "summary": f"{kind} request (sync, or async with Header.AsyncReplyFlag and ReplyAddress)",
+            "security": [{"ApiKey": []}],
+            "parameters": [{"in": "header", "name": "X-User", "schema": {"type": "string"},
+                            "description": "the person asking (audit; a second user must approve large commands)"}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"Header": {"$ref": "#/components/schemas/RequestHeader"},
+                                                 "Request": {"$ref": f"#/components/schemas/Request.{kind}"}},
+                "required": ["Request"]}}}},
+            "responses": request_answers}})
+    if request_paths:
+        spec.path(path="/v1/requests/{request_id}", operations={"get": {
+            "summary": "state, reply and audit trail of one of your requests", "security": [{"ApiKey": []}],
+            "parameters": [{"in": "path", "name": "request_id", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the request"}, "404": {"description": "no such request of yours"}}}})
     return spec.to_dict()
 
 

@@ -119,6 +119,9 @@ def test_on_demand_read_across_two_hes_with_one_unreachable_meter_is_partial(rr)
     hes_a = requests.get(f"{rr['hes-a'].url}/stats", timeout=5).json()
     assert (hes_a["meters_read"], hes_a["unreachable_answers"]) == (1, 1)
     assert requests.get(f"{rr['hes-b'].url}/stats", timeout=5).json()["meters_read"] == 1
+    # and the gateway's OpenAPI document describes the request endpoints
+    spec = requests.get(f"{rr['url']}/openapi.json", timeout=10).json()
+    assert {"/v1/requests/billing-1/meter-readings", "/v1/requests/{request_id}"} <= set(spec["paths"])
 
 
 def test_a_sync_timeout_answers_504_and_the_late_reply_is_kept(rr):

@@ -1,0 +1,89 @@
+"""The request store's states, idempotency and audit, the Result rule, and the disconnect budget."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bus.requests import replies
+from bus.requests.store import RequestStateError, RequestStore
+from connectors.http_push.ratelimit import RateLimiter
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RequestStore(tmp_path / "requests.sqlite")
+
+
+def new(store, request_id="r1", client_key="cmd-1", state="requested", expires=None, meters=2):
+    return store.create(id=request_id, system="billing-1", requested_by="alice", kind="commands",
+                        route="billing-1-commands", client_key=client_key, action="disconnect", meters=meters,
+                        state=state, expires=expires, reply_address=None, correlation_id="c1",
+                        document={"Request": {"commandId": client_key}})
+
+
+def test_a_client_key_is_taken_once_per_system(store):
+    # Given a command stored under its command id
+    assert new(store).state == "requested"
+    # When the same command id comes again  Then it is not stored twice; the first is found
+    assert new(store, "r2") is None
+    assert store.by_client_key("billing-1", "cmd-1").id == "r1"
+
+
+def test_states_move_only_along_the_allowed_paths_and_every_move_is_audited(store):
+    new(store, state="pending-approval")
+    # a pending command cannot be marked sent without approval
+    with pytest.raises(RequestStateError, match="pending-approval; cannot become sent"):
+        store.transition("r1", "sent", "bob", {"requested"})
+    store.transition("r1", "requested", "bob", {"pending-approval"}, "approved", approved_by="bob")
+    store.transition("r1", "sent", "bob", {"requested"})
+    reply = replies.reply("EndDeviceControls", "c1", "OK")
+    assert store.record_reply("r1", reply, "executed").state == "executed"
+    # a second (redelivered) reply does not change a finished request
+    assert store.record_reply("r1", replies.failed("EndDeviceControls", "c1", "X", "late"), "failed").state == "executed"
+    assert [(a["who"], a["event"]) for a in store.audit_of("r1")] == [
+        ("alice", "pending-approval"), ("bob", "requested"), ("bob", "sent"), ("gridbus", "executed")]
+    assert store.get("r1").approved_by == "bob"
+
+
+def test_pending_commands_past_their_expiry_become_expired(store):
+    new(store, state="pending-approval", expires=time.time() - 1)
+    new(store, "r2", "cmd-2", state="pending-approval", expires=time.time() + 600)
+    assert store.expire_overdue() == ["r1"]
+    assert (store.get("r1").state, store.get("r2").state) == ("expired", "pending-approval")
+
+
+def test_a_reply_for_an_unknown_request_is_not_kept(store):
+    assert store.record_reply("nobody", replies.reply("MeterReadings", None, "OK"), "replied") is None
+
+
+@pytest.mark.parametrize("meters, errors, result", [
+    (["m1", "m2"], [], "OK"),
+    (["m1", "m2"], [replies.error("METER_UNREACHABLE", "x", "m2")], "PARTIAL"),
+    (["m1", "m2"], [replies.error("X", "x", "m1"), replies.error("X", "x", "m2")], "FAILED"),
+    (["m1", "m2"], [replies.error("TIMEOUT", "whole request")], "FAILED"),
+    ([], [], "OK"),
+])
+def test_the_result_rule(meters, errors, result):
+    assert replies.result_of(meters, errors) == result
+
+
+def test_merged_replies_concatenate_payloads_and_gather_errors():
+    a = replies.reply("MeterReadings", "c", "OK", payload={"MeterReadings": {"MeterReading": [{"meter": "m1"}]}})
+    b = replies.reply("MeterReadings", "c", "PARTIAL", [replies.error("METER_UNREACHABLE", "x", "m3")],
+                      payload={"MeterReadings": {"MeterReading": [{"meter": "m2"}]}})
+    merged = replies.merge("MeterReadings", "c", ["m1", "m2", "m3", "m4"], [a, b],
+                           [replies.error("UNKNOWN_METER", "y", "m4")])
+    assert merged["Reply"]["Result"] == "PARTIAL"
+    assert [r["meter"] for r in merged["Payload"]["MeterReadings"]["MeterReading"]] == ["m1", "m2"]
+    assert {e["meter"] for e in merged["Reply"]["Error"]} == {"m3", "m4"}
+
+
+def test_the_disconnect_budget_counts_meters_not_requests():
+    # Given 120 disconnects a minute (2 a second, a burst of 120)
+    budget = RateLimiter(2.0, burst=120)
+    # Then 100 meters pass, and 30 more must wait about 5 s
+    assert budget.take("billing-1", cost=100) == 0
+    assert budget.take("billing-1", cost=30) == pytest.approx(5.0, abs=0.2)
+    # and another system's budget is its own
+    assert budget.take("billing-2", cost=100) == 0
