@@ -8,7 +8,6 @@ billing system that is down for an hour gets its replies when it is back.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import requests
@@ -18,6 +17,7 @@ from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError, ValidationError
 from bus.routes.model import Endpoint
+from connectors.http_session import ThreadSessions
 
 
 class NoOptions(Schema):
@@ -51,7 +51,7 @@ class CallbackDestination:
     takes_documents = True
 
     def __init__(self):
-        self._local = threading.local()
+        self.sessions = ThreadSessions()
 
     def options_schema(self, role: str) -> type[Schema]:
         return CallbackOptions
@@ -63,15 +63,13 @@ class CallbackDestination:
         address = document.get("address") if isinstance(document, dict) else None
         if not isinstance(address, str) or not address.startswith(("http://", "https://")):
             raise ValidationError(f"callback without an http(s) address: {address!r}")
-        if getattr(self._local, "session", None) is None:
-            self._local.session = requests.Session()
         started = time.perf_counter()
         try:
-            answer = self._local.session.post(address, data=json.dumps(document["reply"]), timeout=endpoint.options[
+            answer = self.sessions.get().post(address, data=json.dumps(document["reply"]), timeout=endpoint.options[
                 "timeout_s"], headers={"Content-Type": "application/json", "X-Request-ID": document["request_id"],
                                        "X-Correlation-ID": envelope.correlation})
         except requests.RequestException as exc:
-            self._local.session = None
+            self.sessions.drop()  # a broken pool is not reused
             raise TransientDeliveryError(f"callback {address}: {exc.__class__.__name__}", "callback") from exc
         if answer.status_code >= 500 or answer.status_code in (408, 429):
             raise TransientDeliveryError(f"callback {address} answered {answer.status_code}", "callback",

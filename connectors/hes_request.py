@@ -22,6 +22,7 @@ from bus.envelope import Envelope
 from bus.errors import ConfigError, ValidationError
 from bus.requests.replies import error, merge
 from bus.routes.model import Endpoint
+from connectors.http_session import ThreadSessions
 
 OPERATIONS = {"meter-readings": "MeterReadings", "commands": "EndDeviceControls"}
 
@@ -67,7 +68,7 @@ class HesRequestDestination:
 
     def __init__(self):
         self.assignment = Assignment()
-        self._local = threading.local()
+        self.sessions = ThreadSessions()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hes-request")
 
     def options_schema(self, role: str) -> type[Schema]:
@@ -75,11 +76,6 @@ class HesRequestDestination:
 
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options["operation"], tuple(sorted(endpoint.options["hes"])))
-
-    def _session(self) -> requests.Session:
-        if getattr(self._local, "session", None) is None:
-            self._local.session = requests.Session()
-        return self._local.session
 
     def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         options = endpoint.options
@@ -116,14 +112,14 @@ class HesRequestDestination:
         url = f"{base.rstrip('/')}/requests/{options['operation']}"
         try:
             # a session per calling thread of the pool: requests' Session is not thread-safe
-            answer = self._session().post(url, data=json.dumps(sub), timeout=options["timeout_s"], headers={
+            answer = self.sessions.get().post(url, data=json.dumps(sub), timeout=options["timeout_s"], headers={
                 "Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
                 "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
         except requests.Timeout:
             return None, [error("TIMEOUT", f"{hes} did not answer within {options['timeout_s']:g}s", m)
                           for m in meters]
         except requests.RequestException as exc:
-            self._local.session = None
+            self.sessions.drop()  # a broken pool is not reused
             return None, [error("HES_UNREACHABLE", f"{hes}: {exc.__class__.__name__}", m) for m in meters]
         try:
             reply = answer.json()

@@ -1,7 +1,6 @@
 """REST destination: POST the outbound document; classify the answer for retry or dead letter."""
 from __future__ import annotations
 
-import threading
 import time
 from email.utils import parsedate_to_datetime
 
@@ -12,6 +11,7 @@ from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
 from bus.routes.model import Endpoint
+from connectors.http_session import ThreadSessions
 from bus.transform import Outbound
 
 # 408 and 429 are the destination asking us to come back later
@@ -44,19 +44,13 @@ class RestDestination:
     roles = ("destination",)
 
     def __init__(self):
-        self._local = threading.local()  # one pooled session per thread
+        self.sessions = ThreadSessions()
 
     def options_schema(self, role: str) -> type[Schema]:
         return RestOptions
 
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options.get("url"))
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
 
     def deliver(self, outbound: Outbound, envelope: Envelope, endpoint: Endpoint) -> DeliveryReceipt:
         url = endpoint.options["url"]
@@ -65,13 +59,13 @@ class RestDestination:
                    "traceparent": envelope.traceparent}
         started = time.perf_counter()
         try:
-            response = self._session().post(url, data=outbound.body, headers=headers,
+            response = self.sessions.get().post(url, data=outbound.body, headers=headers,
                                             timeout=endpoint.options["timeout_s"])
         except requests.Timeout as exc:
             raise TransientDeliveryError(f"{endpoint.system}: timed out after "
                                          f"{endpoint.options['timeout_s']}s", endpoint.system) from exc
         except requests.RequestException as exc:
-            self._local.session = None  # a broken pool is not reused
+            self.sessions.drop()  # a broken pool is not reused
             raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
                                          endpoint.system) from exc
         status = response.status_code

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import requests
 from marshmallow import RAISE, Schema, fields, validate
@@ -10,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
 from bus.routes.model import Endpoint
+from connectors.http_session import ThreadSessions
 
 
 class RestRequestOptions(Schema):
@@ -27,7 +27,7 @@ class RestRequestDestination:
     takes_requests = True
 
     def __init__(self):
-        self._local = threading.local()
+        self.sessions = ThreadSessions()
 
     def options_schema(self, role: str) -> type[Schema]:
         return RestRequestOptions
@@ -35,21 +35,16 @@ class RestRequestDestination:
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options["url"])
 
-    def _session(self) -> requests.Session:
-        if getattr(self._local, "session", None) is None:
-            self._local.session = requests.Session()
-        return self._local.session
-
     def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """The destination's IEC reply; 5xx and no answer are worth a retry, a non-reply 4xx is not."""
         headers = {**endpoint.options["headers"], "Content-Type": "application/json",
                    "X-Message-ID": envelope.message_id, "X-Correlation-ID": envelope.correlation,
                    "traceparent": envelope.traceparent}
         try:
-            answer = self._session().post(endpoint.options["url"], data=json.dumps(document), headers=headers,
+            answer = self.sessions.get().post(endpoint.options["url"], data=json.dumps(document), headers=headers,
                                           timeout=endpoint.options["timeout_s"])
         except requests.RequestException as exc:
-            self._local.session = None
+            self.sessions.drop()  # a broken pool is not reused
             raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
                                          endpoint.system) from exc
         if answer.status_code >= 500 or answer.status_code in (408, 429):

@@ -67,6 +67,27 @@ class FailureMode:
         return dataclasses.asdict(self)
 
 
+DROP = "drop"  # an injected failure's answer: close the connection without a word
+
+
+def injected_failure(mode: FailureMode, log: "RequestLog", path: str, message_id: str | None,
+                     refused: Any, failed: Any) -> Any:
+    """Apply ``mode`` to a business POST: None to go on (after the delay of ``slow``), else the
+    answer, ``DROP`` or ``(status, reply, headers)``.  ``refused()`` counts a refusal;
+    ``failed(status)`` builds the FAILED reply."""
+    if mode.mode in ("down", "error"):
+        refused()
+        if mode.mode == "down":
+            log.add(method="POST", path=path, message_id=message_id, status=None)
+            return DROP
+        headers = {"Retry-After": f"{mode.retry_after_s:g}"} if mode.retry_after_s is not None else {}
+        log.add(method="POST", path=path, message_id=message_id, status=mode.status)
+        return mode.status, failed(mode.status), headers
+    if mode.mode == "slow":
+        time.sleep(mode.delay_s)
+    return None
+
+
 class Faults:
     """The current failure mode; ``take()`` spends one of its ``times``."""
 
@@ -406,16 +427,10 @@ class MessageStandIn:
             doc, bad_json = None, exc
         else:
             bad_json = None
-        if mode.mode in ("down", "error"):
-            self._bump("refused_posts")
-            if mode.mode == "down":
-                self.requests.add(method="POST", path=path, message_id=message_id, status=None)
-                return None
-            headers = {"Retry-After": f"{mode.retry_after_s:g}"} if mode.retry_after_s is not None else {}
-            self.requests.add(method="POST", path=path, message_id=message_id, status=mode.status)
-            return mode.status, self.failed(str(mode.status), f"injected {mode.status}", message_id), headers
-        if mode.mode == "slow":
-            time.sleep(mode.delay_s)
+        injected = injected_failure(mode, self.requests, path, message_id, lambda: self._bump("refused_posts"),
+                                    lambda status: self.failed(str(status), f"injected {status}", message_id))
+        if injected is not None:
+            return None if injected == DROP else injected
         try:
             if bad_json is not None:
                 raise MessageRejected("MALFORMED_JSON", f"body is not JSON: {bad_json}")

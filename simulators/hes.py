@@ -39,8 +39,8 @@ from urllib.parse import unquote
 
 import orjson
 
-from simulators.control import (BackgroundServer, MessageRejected, MessageStandIn,
-                                MessageStandInHandler, standin_main, utc_now)
+from simulators.control import (DROP, BackgroundServer, MessageRejected, MessageStandIn,
+                                MessageStandInHandler, injected_failure, standin_main, utc_now)
 
 RT_KWH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 RT_KWH_EXP = "0.0.2.4.19.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -176,16 +176,10 @@ class HesApp(MessageStandIn):
             if isinstance(header, dict):
                 message_id = header.get("MessageID")
                 correlation = header.get("CorrelationID") or message_id
-        if mode.mode in ("down", "error"):
-            self._bump("refused_posts")
-            if mode.mode == "down":
-                self.requests.add(method="POST", path=path, message_id=message_id, status=None)
-                return None
-            headers = {"Retry-After": f"{mode.retry_after_s:g}"} if mode.retry_after_s is not None else {}
-            self.requests.add(method="POST", path=path, message_id=message_id, status=mode.status)
-            return mode.status, self.failed(str(mode.status), f"injected {mode.status}", correlation, noun), headers
-        if mode.mode == "slow":
-            time.sleep(mode.delay_s)
+        injected = injected_failure(mode, self.requests, path, message_id, lambda: self._bump("refused_posts"),
+                                    lambda status: self.failed(str(status), f"injected {status}", correlation, noun))
+        if injected is not None:
+            return None if injected == DROP else injected
         with self._store_lock:
             latency_s = self.meter_faults.latency_ms / 1000
         if latency_s:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -114,7 +114,6 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, echo=prin
     procs = []
     runs = []
     try:
-        import subprocess
         keys = {s: subprocess.run(_gridbus("gateway", "keys", "add", s), env=env, check=True, capture_output=True,
                                   text=True).stdout.strip() for s in ("billing-1", "mdms-1")}
         for name in ("hes-a", "hes-b"):
@@ -168,6 +167,3 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, echo=prin
         admin.delete_vhost(vhost)
     return runs
 
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")

@@ -74,11 +74,12 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
 
 
 @bench.command("alarms")
-@click.option("--count", default=50000, show_default=True, help="Alarms in the feeder-trip burst.")
+@click.option("--count", default=50000, show_default=True, type=click.IntRange(100, 1_000_000),
+              help="Alarms in the feeder-trip burst.")
 @click.option("--via", type=click.Choice(["rest", "amqp", "both"]), default="both", show_default=True,
               help="How the HES sends: JSON arrays to the gateway, or one AMQP message per alarm.")
 @click.option("--batch", default=1000, show_default=True, help="Alarms per POST (--via rest).")
-@click.option("--per-message", default=1, show_default=True,
+@click.option("--per-message", default=1, show_default=True, type=click.IntRange(1, 10_000),
               help="Alarms per AMQP message (--via amqp, and the baseline): 1 = one message per alarm.")
 @click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
@@ -123,8 +124,9 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
 
 
 @bench.command("rpc")
-@click.option("--rate", default=200.0, show_default=True, help="On-demand read requests per second.")
-@click.option("--seconds", default=30.0, show_default=True)
+@click.option("--rate", default=200.0, show_default=True, type=click.FloatRange(0.1, 10_000),
+              help="On-demand read requests per second.")
+@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(1, 3600))
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs).")
 @fails_cleanly

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bus.errors import GridbusError
+from bus.sqlite_local import ThreadConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -92,17 +92,9 @@ def _row(row) -> Request:
 class RequestStore:
     def __init__(self, path: Path):
         self.path = path
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        # NORMAL: a commit is durable once the WAL is synced at checkpoint; a power cut may
+        # lose the last requests' states, never corrupt the file
+        self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL")
 
     def _audit(self, db, request_id: str, who: str, event: str, detail: str | None = None) -> None:
         db.execute("INSERT INTO audit (request_id, at, who, event, detail) VALUES (?, ?, ?, ?, ?)",

@@ -54,6 +54,10 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
     return _REPLY.dump(body)
 
 
+class Refusal(Exception):
+    """An answer other than acceptance: (status, code, reason[, extra headers])."""
+
+
 class Gateway:
     def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
                  seen: SeenAlarms | None = None, requests=None):
@@ -97,44 +101,17 @@ class Gateway:
         route = self.routes.get(push_path)
         if route is None:
             return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes pushes at {push_path!r}")
-        key = environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION"))
-        system = self.keys.system_of(key)
-        if system is None:
-            return self._fail(start_response, 401, "UNAUTHENTICATED", "missing or unknown API key",
-                              [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
-        wait = self.limiter.take(system)
-        if wait:
-            return self._fail(start_response, 429, "RATE_LIMITED", f"{system} is over its rate; retry later",
-                              [("Retry-After", str(max(1, round(wait + 0.5))))])
-        if system != route.source.system:
-            return self._fail(start_response, 403, "FORBIDDEN",
-                              f"{system} may not publish to route {route.id} (its source is {route.source.system})")
-        fmt = route.source.options.get("format", "json")
-        media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if not media.endswith(fmt):  # application/json, application/xml, text/xml, +json, +xml
-            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", f"this route takes application/{fmt}")
-        limit = route.source.options["max_body_kb"] * 1024
         try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            length = -1
-        if length < 0:
-            return self._fail(start_response, 411, "LENGTH_REQUIRED", "send a Content-Length")
-        if length > limit:
-            return self._fail(start_response, 413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
-        raw = environ["wsgi.input"].read(length)
-        if fmt == "xml":
-            try:
-                document = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return self._fail(start_response, 400, "MALFORMED_XML", f"send XML in UTF-8: {exc}")
-        else:
-            try:
-                document = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
-            if not isinstance(document, (dict, list)):
-                return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
+            system = self._caller(environ)
+            if system != route.source.system:
+                raise Refusal(403, "FORBIDDEN",
+                              f"{system} may not publish to route {route.id} (its source is {route.source.system})")
+            fmt = route.source.options.get("format", "json")
+            document = self._body(environ, route, fmt)
+        except Refusal as refused:
+            return self._fail(start_response, *refused.args)
+        if fmt == "json" and not isinstance(document, (dict, list)):
+            return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
         checked = self.validator.check(route, system, document)
         if checked.error:
             return self._fail(start_response, 400, *checked.error)
@@ -173,7 +150,7 @@ class Gateway:
             self.seen.remember(system, [a for _, a in ids if a not in seen_before], envelope.message_id)
         hooks.emit("received", message_id=envelope.message_id, correlation_id=envelope.correlation,
                    traceparent=envelope.traceparent, route=route.id, attempt=1, noun=envelope.noun,
-                   source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=length)
+                   source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=int(environ["CONTENT_LENGTH"]))
         answer = reply("PARTIAL" if warnings else "OK", envelope.noun, envelope.message_id,
                        envelope.correlation, errors=warnings)
         if seen_before:
@@ -181,41 +158,60 @@ class Gateway:
         return self._send(start_response, 202, answer)
 
     def _request(self, environ, start_response, method: str, rest: str):
+        try:
+            system = self._caller(environ)
+            if method == "GET":
+                answer = self.requests.get(rest, system)
+                return self._send(start_response, answer.status, answer.body, extra=answer.headers)
+            if method != "POST":
+                raise Refusal(405, "METHOD_NOT_ALLOWED", "POST a request, GET its id", [("Allow", "GET, POST")])
+            route = self.request_routes.get(rest)
+            if route is None:
+                raise Refusal(404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
+            document = self._body(environ, route, "json")
+        except Refusal as refused:
+            return self._fail(start_response, *refused.args)
+        answer = self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
+                                    environ.get("HTTP_TRACEPARENT"))
+        return self._send(start_response, answer.status, answer.body, extra=answer.headers)
+
+    def _caller(self, environ) -> str:
+        """The authenticated system, within its rate; ``Refusal`` (401, 429) otherwise."""
         system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
         if system is None:
-            return self._fail(start_response, 401, "UNAUTHENTICATED", "missing or unknown API key",
-                              [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
+            raise Refusal(401, "UNAUTHENTICATED", "missing or unknown API key",
+                          [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
         wait = self.limiter.take(system)
         if wait:
-            return self._fail(start_response, 429, "RATE_LIMITED", f"{system} is over its rate; retry later",
-                              [("Retry-After", str(max(1, round(wait + 0.5))))])
-        if method == "GET":
-            answer = self.requests.get(rest, system)
-            return self._send(start_response, answer.status, answer.body, extra=answer.headers)
-        if method != "POST":
-            return self._fail(start_response, 405, "METHOD_NOT_ALLOWED", "POST a request, GET its id",
-                              [("Allow", "GET, POST")])
-        route = self.request_routes.get(rest)
-        if route is None:
-            return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
-        if not environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower().endswith("json"):
-            return self._fail(start_response, 415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+            raise Refusal(429, "RATE_LIMITED", f"{system} is over its rate; retry later",
+                          [("Retry-After", str(max(1, round(wait + 0.5))))])
+        return system
+
+    @staticmethod
+    def _body(environ, route: Route, fmt: str):
+        """The parsed body (JSON) or its text (XML); ``Refusal`` (415, 411, 413, 400) otherwise."""
+        media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if not media.endswith(fmt):  # application/json, application/xml, text/xml, +json, +xml
+            raise Refusal(415, "UNSUPPORTED_MEDIA_TYPE", f"this route takes application/{fmt}")
+        limit = route.source.options["max_body_kb"] * 1024
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             length = -1
-        limit = route.source.options["max_body_kb"] * 1024
         if length < 0:
-            return self._fail(start_response, 411, "LENGTH_REQUIRED", "send a Content-Length")
+            raise Refusal(411, "LENGTH_REQUIRED", "send a Content-Length")
         if length > limit:
-            return self._fail(start_response, 413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
+            raise Refusal(413, "TOO_LARGE", f"{length} bytes; this route takes at most {limit}")
+        raw = environ["wsgi.input"].read(length)
+        if fmt == "xml":
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Refusal(400, "MALFORMED_XML", f"send XML in UTF-8: {exc}") from exc
         try:
-            document = json.loads(environ["wsgi.input"].read(length))
+            return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return self._fail(start_response, 400, "MALFORMED_JSON", f"body is not JSON: {exc}")
-        answer = self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
-                                    environ.get("HTTP_TRACEPARENT"))
-        return self._send(start_response, answer.status, answer.body, extra=answer.headers)
+            raise Refusal(400, "MALFORMED_JSON", f"body is not JSON: {exc}") from exc
 
     def _fail(self, start_response, status: int, code: str, reason: str, extra: list | None = None):
         return self._send(start_response, status, reply("FAILED", errors=[(code, reason)]), extra=extra)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus import registry
+from bus.canonical import END_DEVICE_EVENTS, METER_READINGS, count_values
 from bus.errors import GridbusError, MessageError
 from bus.routes.model import Route
 from bus.transform import TransformContext
@@ -54,6 +55,6 @@ class DocumentCheck:
 
 def _has_items(decoded: Any) -> bool:
     """Whether a decoded canonical document still holds something to deliver."""
-    if isinstance(decoded, dict):
-        return any(isinstance(v, list) and v for k, v in decoded.items() if k in ("EndDeviceEvent", "MeterReading"))
+    if isinstance(decoded, dict) and decoded.get("noun") in (END_DEVICE_EVENTS, METER_READINGS):
+        return count_values(decoded) != (0, 0)
     return True

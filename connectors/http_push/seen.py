@@ -5,10 +5,10 @@ kept for ``keep_s`` (a day by default): long enough for any HES retry loop.
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from bus.sqlite_local import ThreadConnections
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS seen (
     system TEXT NOT NULL, alarm_id TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
@@ -19,16 +19,7 @@ CREATE INDEX IF NOT EXISTS seen_at ON seen (at);"""
 class SeenAlarms:
     def __init__(self, path: Path, keep_s: float = 86400):
         self.path, self.keep_s = path, keep_s
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-        return db
+        self._db = ThreadConnections(path, SCHEMA)
 
     def known(self, system: str, alarm_ids: list[str]) -> dict[str, str]:
         """alarm id → message id it was accepted in, for those seen before."""
