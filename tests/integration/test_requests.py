@@ -273,6 +273,11 @@ def test_the_same_command_id_twice_executes_once_and_an_hes_key_cannot_command(r
     # When an HES credential asks for a disconnect  Then 403, and nothing is executed
     hes_key = ask(rr, "billing-1/commands", command("cmd-hes", "disconnect", [meter(9)]), system="hes-a")
     assert hes_key.status_code == 403 and hes_key.json()["Reply"]["Error"][0]["code"] == "FORBIDDEN"
+    # and a command without meters, or a load limit without a limit, is refused with the reason
+    for bad, field in [({"commandId": "cmd-bad", "action": "disconnect"}, "meters"),
+                       (command("cmd-bad2", "load-limit", [meter(9)]), "limit_kw")]:
+        refused = ask(rr, "billing-1/commands", bad)
+        assert refused.status_code == 400 and field in refused.json()["Reply"]["Error"][0]["reason"], refused.text
     assert executions(rr, meter(9)) == []
 
 
