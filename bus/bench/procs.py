@@ -75,3 +75,44 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def broker_pid(amqp_port: int) -> int | None:
+    """The RabbitMQ node (beam.smp) listening on ``amqp_port``, for CPU accounting."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == amqp_port and conn.pid:
+            return conn.pid
+    return None
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by named process trees between two snapshots.
+
+    Per-process CPU, not wall time, is what says where a round trip's cost goes on a
+    machine that other work shares: the figures add up whatever else is running."""
+
+    def __init__(self, pids: dict[str, int], alone: set[str] = frozenset()):
+        self.pids = pids
+        self.alone = alone  # processes counted without their children (the bench itself spawned the rest)
+
+    @staticmethod
+    def _tree_cpu(pid: int, children: bool = True) -> float:
+        try:
+            root = psutil.Process(pid)
+            total = 0.0
+            for p in [root, *(root.children(recursive=True) if children else [])]:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: self._tree_cpu(pid, name not in self.alone) for name, pid in self.pids.items()}
+
+    @staticmethod
+    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: after[name] - before.get(name, 0.0) for name in after}

@@ -1,11 +1,16 @@
 """`gridbus bench rpc`: on-demand read round trips through gateway and bus, beside direct HTTP.
 
-Billing-1 asks for an on-demand read of one meter at a fixed rate (open loop:
-each request starts on its own schedule, whether or not the previous one has
-answered, so a slow answer shows as latency, not as a lower rate).  The path is
-the shipped one: gateway → route → MDMS-1 stand-in → gateway → route → HES
-stand-in (answering at once) and back.  The baseline, in the same run, calls
-the HES stand-in directly over HTTP at the same rate.
+On-demand reads of one meter at a fixed rate (open loop: each request starts
+on its own schedule, whether or not the previous one has answered, so a slow
+answer shows as latency, not as a lower rate), over the shipped routes:
+
+    hes      MDMS-1 asks: gateway → route mdms-1-reads-to-hes → HES stand-in → reply
+    billing  billing-1 asks: gateway → route → MDMS-1 stand-in → gateway → route → HES → replies
+
+The HES stand-in answers at once.  The baseline, in the same run, calls the
+HES stand-in directly over HTTP at the same rate.  Each run also reports the
+CPU every process spent per request (the RabbitMQ node, the gateway, the
+worker, the stand-ins, this client), which says where a round trip's cost is.
 """
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import requests
 
 from bus.bench.ingest import _vhost_url, _wait_consumers
-from bus.bench.procs import free_port, spawn, terminate, wait_http
+from bus.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
@@ -38,6 +44,11 @@ class RpcRun:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     error_examples: list[str] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds spent in the run
+
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        done = len(self.latencies_ms) + self.errors
+        return {name: 1000 * s / done for name, s in self.cpu_s.items()} if done else {}
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -54,14 +65,18 @@ def _gridbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "bus.cli.main", *args]
 
 
-def _open_loop(send, rate: float, seconds: float, threads: int = 64) -> RpcRun:
+def _open_loop(send, rate: float, seconds: float, threads: int = 64, cpu: CpuMeter | None = None) -> RpcRun:
     run = RpcRun("", rate, seconds)
     lock = threading.Lock()
     local = threading.local()
 
     def one(n: int) -> None:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        session = getattr(local, "session", None)
+        if session is None:
+            # the environment (proxies, .netrc) is not read on every call: the client's own
+            # CPU runs on the same two cores as the pipeline it measures
+            session = local.session = requests.Session()
+            session.trust_env = False
         started = time.perf_counter()
         try:
             ok, detail = send(session, n)
@@ -77,6 +92,7 @@ def _open_loop(send, rate: float, seconds: float, threads: int = 64) -> RpcRun:
                     run.error_examples.append(detail[:200])
 
     total = int(rate * seconds)
+    before = cpu.snapshot() if cpu else {}
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for n in range(total):
@@ -86,6 +102,8 @@ def _open_loop(send, rate: float, seconds: float, threads: int = 64) -> RpcRun:
                 time.sleep(delay)
             pool.submit(one, n)
     run.seconds = time.perf_counter() - start
+    if cpu:
+        run.cpu_s = cpu.delta(before, cpu.snapshot())
     return run
 
 
@@ -94,7 +112,7 @@ def _read_request(meter: str) -> bytes:
                        "Request": {"meters": [meter]}}).encode()
 
 
-def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, echo=print) -> list[RpcRun]:
+def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, path: str = "both", echo=print) -> list[RpcRun]:
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-rpc-{os.getpid()}"
@@ -105,48 +123,82 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, echo=prin
     assignment = work / "assignment.csv"
     assignment.write_text("meter,hes\n" + "".join(f"{m},{'hes-a' if i % 2 else 'hes-b'}\n"
                                                   for i, m in enumerate(METERS)))
-    ports = {name: free_port() for name in ("hes-a", "hes-b", "mdms-1", "gateway")}
+    ports = {name: free_port() for name in ("hes-a", "hes-b", "mdms-1", "gateway", "pika")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {**os.environ, "GRIDBUS_BROKER_URL": url, "GRIDBUS_HOME": str(home),
            "GRIDBUS_ENV_FILE": str(home / "none.env"), "GRIDBUS_ROUTES": str(ROUTES_FILE),
            "MDMS_1_URL": urls["mdms-1"], "HES_A_URL": urls["hes-a"], "HES_B_URL": urls["hes-b"],
            "GRIDBUS_METER_ASSIGNMENT": str(assignment)}
-    procs = []
+    named: dict[str, subprocess.Popen] = {}
     runs = []
     try:
         keys = {s: subprocess.run(_gridbus("gateway", "keys", "add", s), env=env, check=True, capture_output=True,
                                   text=True).stdout.strip() for s in ("billing-1", "mdms-1")}
         for name in ("hes-a", "hes-b"):
-            procs.append(spawn([sys.executable, "-m", "simulators.hes", "--port", str(ports[name]), "--name", name],
-                               env, work / f"{name}.log"))
-        procs.append(spawn([sys.executable, "-m", "simulators.mdms", "--port", str(ports["mdms-1"]), "--name",
-                            "mdms-1", "--bus-url", f"{urls['gateway']}/v1/requests/mdms-1",
-                            "--bus-key", keys["mdms-1"]], env, work / "mdms-1.log"))
-        procs.append(spawn(_gridbus("worker", "--pool", "threads", "-c", "32", "--loglevel", "WARNING"), env,
-                           work / "worker.log"))
-        procs.append(spawn(_gridbus("recorder", "--loglevel", "WARNING"), env, work / "recorder.log"))
-        procs.append(spawn(_gridbus("gateway", "--port", str(ports["gateway"]), "--threads", "32",
-                                    "--rate-per-system", "0", "--loglevel", "WARNING"), env, work / "gateway.log"))
-        for u in urls.values():
-            wait_http(f"{u}/health", 60)
+            named[name] = spawn([sys.executable, "-m", "simulators.hes", "--port", str(ports[name]), "--name", name],
+                                env, work / f"{name}.log")
+        named["mdms-1"] = spawn([sys.executable, "-m", "simulators.mdms", "--port", str(ports["mdms-1"]), "--name",
+                                 "mdms-1", "--bus-url", f"{urls['gateway']}/v1/requests/mdms-1",
+                                 "--bus-key", keys["mdms-1"]], env, work / "mdms-1.log")
+        named["worker"] = spawn(_gridbus("worker", "--pool", "threads", "-c", "32", "--loglevel", "WARNING"), env,
+                                work / "worker.log")
+        named["recorder"] = spawn(_gridbus("recorder", "--loglevel", "WARNING"), env, work / "recorder.log")
+        named["gateway"] = spawn(_gridbus("gateway", "--port", str(ports["gateway"]), "--threads", "48",
+                                          "--rate-per-system", "0", "--loglevel", "WARNING"), env,
+                                 work / "gateway.log")
+        for name in ("hes-a", "hes-b", "mdms-1", "gateway"):
+            wait_http(f"{urls[name]}/health", 60)
         admin_v = BrokerAdmin(settings.management_url, vhost)
         for route in ("billing-1-reads", "mdms-1-reads-to-hes"):
             _wait_consumers(admin_v, f"gridbus.route.{route}", 60)
-        gateway = f"{urls['gateway']}/v1/requests/billing-1/meter-readings"
-        headers = {"X-API-Key": keys["billing-1"], "Content-Type": "application/json"}
+        pids = {name: p.pid for name, p in named.items()}
+        beam = broker_pid(urlparse(settings.broker_url).port or 5672)
+        if beam:
+            pids["rabbitmq"] = beam
+        pids["bench client"] = os.getpid()
+        cpu = CpuMeter(pids, alone={"bench client"})
+        entries = {"billing": ("billing-1", "gateway → bus → MDMS-1 → gateway → bus → HES"),
+                   "hes": ("mdms-1", "gateway → bus → HES")}
+        for chosen in (["hes", "billing"] if path == "both" else [path]):
+            system, shape = entries[chosen]
+            gateway = f"{urls['gateway']}/v1/requests/{system}/meter-readings"
+            headers = {"X-API-Key": keys[system], "Content-Type": "application/json"}
 
-        def via_bus(session, n):
-            answer = session.post(gateway, data=_read_request(METERS[n % len(METERS)]), headers=headers, timeout=10)
-            ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
-            return ok, f"{answer.status_code} {answer.text[:150]}"
+            def via_bus(session, n, gateway=gateway, headers=headers):
+                answer = session.post(gateway, data=_read_request(METERS[n % len(METERS)]), headers=headers,
+                                      timeout=10)
+                ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
+                return ok, f"{answer.status_code} {answer.text[:150]}"
 
-        for n in range(20):  # warm-up: connections, imports, the first SQLite pages
-            via_bus(requests.Session(), n)
-        echo(f"gridbus: {rate:g} on-demand reads/s for {seconds:g}s ...")
-        run = _open_loop(via_bus, rate, seconds)
-        run.pipeline = "gridbus (gateway → bus → MDMS → bus → HES)"
-        runs.append(run)
+            for n in range(20):  # warm-up: connections, imports, the first SQLite pages
+                via_bus(requests.Session(), n)
+            echo(f"gridbus ({system}: {shape}): {rate:g} on-demand reads/s for {seconds:g}s ...")
+            run = _open_loop(via_bus, rate, seconds, cpu=cpu)
+            run.pipeline = f"gridbus: {system} → {shape}"
+            runs.append(run)
         if baseline:
+            named["pika-front"] = spawn([sys.executable, "-m", "bus.bench.rpc_pika", "front", str(ports["pika"]), url,
+                                         "rpc-baseline.requests", "rpc-baseline.replies"], env, work / "pika-front.log")
+            named["pika-worker"] = spawn([sys.executable, "-m", "bus.bench.rpc_pika", "worker", url,
+                                          "rpc-baseline.requests", urls["hes-a"], urls["hes-b"], "8"], env,
+                                         work / "pika-worker.log")
+            wait_http(f"{urls['pika']}/health", 60)
+            _wait_consumers(admin_v, "rpc-baseline.requests", 60)
+            cpu.pids.update({"pika-front": named["pika-front"].pid, "pika-worker": named["pika-worker"].pid})
+
+            def via_pika(session, n):
+                answer = session.post(f"{urls['pika']}/rpc", data=_read_request(METERS[n % len(METERS)]),
+                                      headers={"Content-Type": "application/json"}, timeout=10)
+                ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
+                return ok, f"{answer.status_code} {answer.text[:150]}"
+
+            for n in range(20):
+                via_pika(requests.Session(), n)
+            echo(f"baseline: {rate:g} reads/s through a minimal hand-written pika RPC for {seconds:g}s ...")
+            run = _open_loop(via_pika, rate, seconds, cpu=cpu)
+            run.pipeline = "baseline: minimal pika RPC → HES"
+            runs.append(run)
+
             direct = {"hes-a": f"{urls['hes-a']}/requests/meter-readings",
                       "hes-b": f"{urls['hes-b']}/requests/meter-readings"}
 
@@ -158,11 +210,11 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, echo=prin
                 return ok, f"{answer.status_code} {answer.text[:150]}"
 
             echo(f"baseline: {rate:g} direct HTTP reads/s to the HES stand-in for {seconds:g}s ...")
-            run = _open_loop(via_http, rate, seconds)
-            run.pipeline = "baseline (direct HTTP to the HES)"
+            run = _open_loop(via_http, rate, seconds, cpu=cpu)
+            run.pipeline = "baseline: direct HTTP to the HES"
             runs.append(run)
     finally:
-        for p in reversed(procs):
+        for p in reversed(list(named.values())):
             terminate(p)
         admin.delete_vhost(vhost)
     return runs

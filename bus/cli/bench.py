@@ -128,20 +128,24 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
               help="On-demand read requests per second.")
 @click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(1, 3600))
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
+@click.option("--path", "path", type=click.Choice(["hes", "billing", "both"]), default="both", show_default=True,
+              help="hes: MDMS-1 asks, one bus hop to the HES; billing: billing-1 asks, two hops "
+                   "(billing → MDMS-1 → HES); both: one run each.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs).")
 @fails_cleanly
-def rpc_bench(rate, seconds, no_baseline, keep):
-    """On-demand read round trips billing → gateway → MDMS → HES and back, beside direct HTTP.
+def rpc_bench(rate, seconds, no_baseline, path, keep):
+    """On-demand read round trips through gateway and bus to the HES and back, beside direct HTTP.
 
-    p50/p95/p99 latency and errors at a fixed request rate (open loop).  Needs
-    a RabbitMQ node with the management plugin (`gridbus dev up`)."""
+    p50/p95/p99 latency and errors at a fixed request rate (open loop), and
+    the CPU each process spent per request.  Needs a RabbitMQ node with the
+    management plugin (`gridbus dev up`)."""
     import shutil
 
     from bus.bench.rpc import bench_rpc
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-rpc-"))
     try:
-        runs = bench_rpc(rate, seconds, work, not no_baseline, echo=lambda m: click.echo(m, err=True))
+        runs = bench_rpc(rate, seconds, work, not no_baseline, path, echo=lambda m: click.echo(m, err=True))
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
@@ -151,6 +155,14 @@ def rpc_bench(rate, seconds, no_baseline, keep):
              f"{r.pct(95):.1f}", f"{r.pct(99):.1f}", f"{max(r.latencies_ms, default=float('nan')):.1f}"]
             for r in runs]
     click.echo(table(rows, ["pipeline", "req/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"]))
+    names = sorted({n for r in runs for n in r.cpu_s})
+    if names:
+        click.echo("\nCPU ms per request, by process:")
+        cpu_rows = []
+        for r in runs:
+            per = r.cpu_ms_per_request()
+            cpu_rows.append([r.pipeline, *(f"{per.get(n, 0):.2f}" for n in names), f"{sum(per.values()):.2f}"])
+        click.echo(table(cpu_rows, ["pipeline", *names, "total"]))
     for r in runs:
         for example in r.error_examples:
             click.echo(f"  {r.pipeline}: {example}", err=True)

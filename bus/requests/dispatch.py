@@ -20,7 +20,8 @@ VERBS = {"meter-readings": "get", "billing-determinants": "get", "commands": "cr
 
 def publish_request(publisher: ConfirmingPublisher, route: Route, request: Request, store: RequestStore,
                     who: str, traceparent: str | None = None, **columns) -> Request:
-    """Publish ``request`` on ``route`` (confirmed) and mark it sent."""
+    """Publish ``request`` on ``route`` (confirmed) and mark it sent (unless the store wrote it
+    as sent already: ``RequestStore.create(sent_on=...)``)."""
     extra = {naming.H_REQUEST_KIND: request.kind}
     if request.expires is not None:
         extra[naming.H_EXPIRES_AT] = request.expires
@@ -30,7 +31,8 @@ def publish_request(publisher: ConfirmingPublisher, route: Route, request: Reque
                         traceparent=traceparent or new_traceparent(), extra=extra)
     body, props, headers = task_message.build(envelope, request.document)
     # marked sent first: the reply may come back before this thread runs again
-    sent = store.transition(request.id, "sent", who, {"requested"}, f"published on route {route.id}", **columns)
+    sent = request if request.state == "sent" else store.transition(
+        request.id, "sent", who, {"requested"}, f"published on route {route.id}", **columns)
     try:
         publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
         publisher.flush(timeout_s=10)

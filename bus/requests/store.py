@@ -102,22 +102,34 @@ class RequestStore:
 
     def create(self, *, id: str, system: str, requested_by: str | None, kind: str, route: str,
                client_key: str | None, action: str | None, meters: int, state: str, expires: float | None,
-               reply_address: str | None, correlation_id: str | None, document: dict) -> Request | None:
-        """Insert a new request; None if ``(system, client_key)`` exists (then ``by_client_key``)."""
+               reply_address: str | None, correlation_id: str | None, document: dict,
+               sent_on: str | None = None) -> Request | None:
+        """Insert a new request; None if ``(system, client_key)`` exists (then ``by_client_key``).
+
+        ``sent_on`` (a route id): the caller publishes it at once, so it is written as requested
+        and then sent in the same transaction (both audited); one commit instead of two on the
+        path every synchronous request takes."""
         now = time.time()
+        final_state = "sent" if sent_on else state
+        doc = json.dumps(document)
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                       (id, system, requested_by, kind, route, client_key, action, meters, state, now, now,
-                        expires, None, reply_address, correlation_id, json.dumps(document), None, None))
+                       (id, system, requested_by, kind, route, client_key, action, meters, final_state, now, now,
+                        expires, None, reply_address, correlation_id, doc, None, None))
         except sqlite3.IntegrityError:
             db.execute("ROLLBACK")
             return None
         self._audit(db, id, requested_by or system, state,
                     f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
+        if sent_on:
+            self._audit(db, id, requested_by or system, "sent", f"published on route {sent_on}")
         db.execute("COMMIT")
-        return self.get(id)
+        return Request(id=id, system=system, requested_by=requested_by, kind=kind, route=route,
+                       client_key=client_key, action=action, meters=meters, state=final_state, created=now,
+                       updated=now, expires=expires, approved_by=None, reply_address=reply_address,
+                       correlation_id=correlation_id, document=document, reply=None, result=None)
 
     def get(self, request_id: str) -> Request | None:
         row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = ?",
@@ -139,43 +151,49 @@ class RequestStore:
     def transition(self, request_id: str, to: str, who: str, allowed_from: set[str], detail: str | None = None,
                    **columns: Any) -> Request:
         """Move to state ``to`` if the request is in one of ``allowed_from``; audited."""
+        sets = {"state": to, "updated": time.time(), **columns}
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+            row = db.execute(f"UPDATE requests SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ? AND state IN "
+                             f"({', '.join('?' * len(allowed_from))}) RETURNING {', '.join(COLUMNS)}",
+                             (*sets.values(), request_id, *allowed_from)).fetchone()
             if row is None:
-                raise RequestStateError(f"no request {request_id}")
-            if row[0] not in allowed_from:
-                raise RequestStateError(f"request {request_id} is {row[0]}; cannot become {to}")
-            sets = {"state": to, "updated": time.time(), **columns}
-            db.execute(f"UPDATE requests SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
-                       (*sets.values(), request_id))
+                was = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+                if was is None:
+                    raise RequestStateError(f"no request {request_id}")
+                raise RequestStateError(f"request {request_id} is {was[0]}; cannot become {to}")
             self._audit(db, request_id, who, to, detail)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return self.get(request_id)
+        return _row(row)
 
     def record_reply(self, request_id: str, reply: dict, state: str, who: str = "gridbus") -> Request | None:
-        """Keep the reply (whenever it comes); None for a request this store does not hold."""
+        """Keep the reply (whenever it comes); None for a request this store does not hold.
+
+        A redelivered reply finds the request final and changes nothing: the first one stands."""
         result = (reply.get("Reply") or {}).get("Result")
+        final = tuple(FINAL)
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
-        row = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
-        if row is None:
-            db.execute("ROLLBACK")
-            return None
-        if row[0] in FINAL:  # a redelivered reply: the first one stands
-            db.execute("ROLLBACK")
-            return self.get(request_id)
-        db.execute("UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ?",
-                   (state, json.dumps(reply), result, time.time(), request_id))
-        errors = (reply.get("Reply") or {}).get("Error") or []
-        self._audit(db, request_id, who, state,
-                    f"Result {result}" + (f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
-        db.execute("COMMIT")
-        return self.get(request_id)
+        try:
+            row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? AND "
+                             f"state NOT IN ({', '.join('?' * len(final))}) RETURNING {', '.join(COLUMNS)}",
+                             (state, json.dumps(reply), result, time.time(), request_id, *final)).fetchone()
+            if row is None:
+                db.execute("ROLLBACK")
+                return self.get(request_id)
+            errors = (reply.get("Reply") or {}).get("Error") or []
+            self._audit(db, request_id, who, state, f"Result {result}" + (
+                f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return _row(row)
 
     def attach_reply(self, request_id: str, reply: dict) -> None:
         """The answer of a request that ended without reaching a system (rejected, expired, cancelled)."""

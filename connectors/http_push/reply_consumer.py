@@ -56,13 +56,18 @@ class ReplyConsumer:
                 ch = conn.channel()
                 ch.basic_qos(prefetch_count=200)
 
+                taken = []
+
                 def on_reply(channel, method, props, body):
-                    self._take(props, body, publisher)
-                    channel.basic_ack(method.delivery_tag)
+                    self._take(props, body, publisher)  # stored (committed) before it is acked
+                    taken.append(method.delivery_tag)
 
                 ch.basic_consume(naming.REPLIES_QUEUE, on_reply)
                 while not self.stop.is_set():
                     conn.process_data_events(time_limit=0.2)
+                    if taken:  # one ack for what this round took, not a frame per reply
+                        ch.basic_ack(taken[-1], multiple=True)
+                        taken.clear()
         finally:
             publisher.close()
             try:
@@ -85,4 +90,4 @@ class ReplyConsumer:
         kept = self.store.record_reply(request_id, reply, state_of(request.kind, reply, hinted))
         if kept is not None and kept.reply_address and kept.reply == reply:
             publish_callback(publisher, self.routes, kept, reply)
-        self.waiters.done(request_id)
+        self.waiters.done(request_id, kept if kept is not None and kept.reply is not None else None)

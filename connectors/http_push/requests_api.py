@@ -33,26 +33,37 @@ log = logging.getLogger("gridbus.gateway")
 _DOCUMENT = RequestDocumentSchema()
 
 
+class Slot:
+    """One waiting request: set when its reply is stored, with the stored request."""
+
+    __slots__ = ("event", "request")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.request: Request | None = None
+
+
 class Waiters:
     """Requests a gateway thread waits on; the reply consumer wakes them."""
 
     def __init__(self):
-        self._events: dict[str, threading.Event] = {}
+        self._slots: dict[str, Slot] = {}
         self._lock = threading.Lock()
 
-    def register(self, request_id: str) -> threading.Event:
+    def register(self, request_id: str) -> Slot:
         with self._lock:
-            return self._events.setdefault(request_id, threading.Event())
+            return self._slots.setdefault(request_id, Slot())
 
-    def done(self, request_id: str) -> None:
+    def done(self, request_id: str, request: Request | None = None) -> None:
         with self._lock:
-            event = self._events.get(request_id)
-        if event:
-            event.set()
+            slot = self._slots.get(request_id)
+        if slot:
+            slot.request = request
+            slot.event.set()
 
     def forget(self, request_id: str) -> None:
         with self._lock:
-            self._events.pop(request_id, None)
+            self._slots.pop(request_id, None)
 
 
 class Answer:
@@ -115,24 +126,31 @@ class RequestApi:
                                    [("Retry-After", str(max(1, round(wait + 0.5))))])
             if len(meters) > options["approval_above"] and not self.store.approved_command(client_key):
                 state = "pending-approval"
-        # the request document travels with the fields we checked, unchanged otherwise
-        request = self.store.create(
-            id=new_message_id(), system=system, requested_by=user or system, kind=kind, route=route.id,
-            client_key=client_key, action=body.get("action"), meters=len(meters), state=state, expires=expires,
-            reply_address=header.get("ReplyAddress") if header.get("AsyncReplyFlag") else None,
-            correlation_id=header.get("CorrelationID"), document=_forwarded(document, expires))
-        if request is None:  # the same client key raced in on another thread
-            return self._status_answer(self.store.by_client_key(system, client_key), 202, duplicate=True)
-        if state == "pending-approval":
-            return self._status_answer(request, 202, note=f"{len(meters)} meters is more than "
-                                       f"{options['approval_above']}: waits for a second user's approval "
-                                       f"(gridbus commands approve {request.id})")
-        if not request.reply_address and not self._enter(system):
-            self.store.transition(request.id, "failed", "gridbus", {"requested"},
-                                  f"{system} already has {self.max_waiting} requests waiting here")
+        waits = state == "requested" and not (header.get("AsyncReplyFlag") and header.get("ReplyAddress"))
+        if waits and not self._enter(system):
             return _failed(503, noun, "BUSY", f"{system} already has {self.max_waiting} requests waiting for "
                            "replies at this gateway; retry shortly or ask asynchronously", [("Retry-After", "1")])
-        event = self.waiters.register(request.id)
+        try:
+            # the request document travels with the fields we checked, unchanged otherwise
+            request = self.store.create(
+                id=new_message_id(), system=system, requested_by=user or system, kind=kind, route=route.id,
+                client_key=client_key, action=body.get("action"), meters=len(meters), state=state,
+                expires=expires, reply_address=header.get("ReplyAddress") if header.get("AsyncReplyFlag") else None,
+                correlation_id=header.get("CorrelationID"), document=_forwarded(document, expires),
+                sent_on=route.id if state == "requested" else None)
+            if request is None:  # the same client key raced in on another thread
+                return self._status_answer(self.store.by_client_key(system, client_key), 202, duplicate=True)
+            if state == "pending-approval":
+                return self._status_answer(request, 202, note=f"{len(meters)} meters is more than "
+                                           f"{options['approval_above']}: waits for a second user's approval "
+                                           f"(gridbus commands approve {request.id})")
+            return self._send(route, request, traceparent, noun, options)
+        finally:
+            if waits:
+                self._leave(system)
+
+    def _send(self, route: Route, request: Request, traceparent: str | None, noun: str, options: dict) -> Answer:
+        slot = self.waiters.register(request.id)
         try:
             try:
                 publish_request(self.publisher(), route, request, self.store, request.requested_by,
@@ -143,11 +161,9 @@ class RequestApi:
                                [("Retry-After", "5")])
             if request.reply_address:
                 return self._status_answer(self.store.get(request.id), 202)
-            return self._wait(request.id, options["timeout_s"], event, noun)
+            return self._wait(request.id, options["timeout_s"], slot, noun)
         finally:
             self.waiters.forget(request.id)
-            if not request.reply_address:
-                self._leave(system)
 
     def _enter(self, system: str) -> bool:
         with self._waiting_lock:
@@ -160,12 +176,13 @@ class RequestApi:
         with self._waiting_lock:
             self._waiting[system] -= 1
 
-    def _wait(self, request_id: str, timeout_s: float, event: threading.Event, noun: str) -> Answer:
+    def _wait(self, request_id: str, timeout_s: float, slot: "Slot", noun: str) -> Answer:
         deadline = time.monotonic() + timeout_s
         while True:
-            # woken by this process's reply consumer; polling the store also finds a reply
-            # that another gateway process consumed
-            event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            # woken by this process's reply consumer, which hands over the stored request; polling
+            # the store also finds a reply that another gateway process consumed
+            if slot.event.wait(min(0.25, max(0.0, deadline - time.monotonic()))) and slot.request is not None:
+                return self._status_answer(slot.request, 200)
             request = self.store.get(request_id)
             if request and request.reply is not None:
                 return self._status_answer(request, 200)

@@ -46,6 +46,27 @@ def test_states_move_only_along_the_allowed_paths_and_every_move_is_audited(stor
     assert store.get("r1").approved_by == "bob"
 
 
+def test_a_request_published_at_once_is_stored_as_sent_in_one_step_with_both_steps_audited(store):
+    # Given a request the gateway publishes as soon as it is stored
+    stored = store.create(id="r1", system="mdms-1", requested_by="mdms-1", kind="meter-readings",
+                          route="mdms-1-reads-to-hes", client_key=None, action=None, meters=1, state="requested",
+                          expires=None, reply_address=None, correlation_id=None,
+                          document={"Request": {"meters": ["M1"]}}, sent_on="mdms-1-reads-to-hes")
+    # Then it is sent, as the store reads it back, and the trail says requested, then sent on its route
+    assert stored.state == store.get("r1").state == "sent"
+    assert stored.document == store.get("r1").document
+    assert [(a["event"], a["detail"]) for a in store.audit_of("r1")][1] == (
+        "sent", "published on route mdms-1-reads-to-hes")
+    # and a reply finishes it, handing back the stored request
+    kept = store.record_reply("r1", replies.reply("MeterReadings", None, "OK"), "replied")
+    assert (kept.state, kept.reply["Reply"]["Result"]) == ("replied", "OK")
+
+
+def test_a_transition_of_an_unknown_request_says_so(store):
+    with pytest.raises(RequestStateError, match="no request nobody"):
+        store.transition("nobody", "sent", "bob", {"requested"})
+
+
 def test_pending_commands_past_their_expiry_become_expired(store):
     new(store, state="pending-approval", expires=time.time() - 1)
     new(store, "r2", "cmd-2", state="pending-approval", expires=time.time() + 600)
