@@ -96,11 +96,15 @@ class HesRequestDestination:
                                                    "does not reach", meter))
             else:
                 groups.setdefault(hes, []).append(meter)
-        asks = {hes: self._pool.submit(self._ask, hes, options["hes"][hes], options, document, group, envelope)
-                for hes, group in groups.items()}
+        if len(groups) == 1:  # one HES (most requests): asked from this thread, no hand-over to the pool
+            (hes, group), = groups.items()
+            answers = [self._ask(hes, options["hes"][hes], options, document, group, envelope)]
+        else:  # several HES: asked side by side, so the slowest sets the time, not their sum
+            asks = [self._pool.submit(self._ask, hes, options["hes"][hes], options, document, group, envelope)
+                    for hes, group in groups.items()]
+            answers = [future.result() for future in asks]
         parts = []
-        for hes, future in asks.items():
-            part, part_errors = future.result()
+        for part, part_errors in answers:
             errors += part_errors
             if part:
                 parts.append(part)

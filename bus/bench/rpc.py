@@ -14,6 +14,7 @@ worker, the stand-ins, this client), which says where a round trip's cost is.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -23,9 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
-import requests
 
 from bus.bench.ingest import _vhost_url, _wait_consumers
 from bus.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
@@ -65,23 +65,43 @@ def _gridbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "bus.cli.main", *args]
 
 
+class _Client:
+    """Keep-alive HTTP/1.1 POSTs from one thread, on http.client: the load generator's own CPU
+    comes out of the same two cores as the pipeline it measures, and requests costs about
+    three times as much per call."""
+
+    def __init__(self):
+        self.connections: dict[str, http.client.HTTPConnection] = {}
+
+    def post(self, url: str, body: bytes, headers: dict, timeout_s: float = 10) -> tuple[int, bytes]:
+        parts = urlsplit(url)
+        conn = self.connections.get(parts.netloc)
+        if conn is None:
+            conn = self.connections[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=timeout_s)
+        try:
+            conn.request("POST", parts.path, body, headers)
+            answer = conn.getresponse()
+            return answer.status, answer.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # the next call opens a fresh connection
+            del self.connections[parts.netloc]
+            raise
+
+
 def _open_loop(send, rate: float, seconds: float, threads: int = 64, cpu: CpuMeter | None = None) -> RpcRun:
     run = RpcRun("", rate, seconds)
     lock = threading.Lock()
     local = threading.local()
 
     def one(n: int) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            # the environment (proxies, .netrc) is not read on every call: the client's own
-            # CPU runs on the same two cores as the pipeline it measures
-            session = local.session = requests.Session()
-            session.trust_env = False
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = _Client()
         started = time.perf_counter()
         try:
-            ok, detail = send(session, n)
-        except requests.RequestException as exc:
-            ok, detail = False, f"{exc.__class__.__name__}"
+            ok, detail = send(client, n)
+        except (OSError, http.client.HTTPException) as exc:
+            ok, detail = False, f"{exc.__class__.__name__}: {exc}"
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
             if ok:
@@ -112,7 +132,23 @@ def _read_request(meter: str) -> bytes:
                        "Request": {"meters": [meter]}}).encode()
 
 
-def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, path: str = "both", echo=print) -> list[RpcRun]:
+def _poster(url, headers: dict | None = None):
+    """An on-demand read of meter n posted to ``url`` (or ``url(n)``); OK when the Reply says OK."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+
+    def send(client: _Client, n: int) -> tuple[bool, str]:
+        status, body = client.post(url(n) if callable(url) else url, _read_request(METERS[n % len(METERS)]),
+                                   headers)
+        try:
+            ok = status == 200 and json.loads(body)["Reply"]["Result"] == "OK"
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        return ok, f"{status} {body[:150].decode('utf-8', 'replace')}"
+
+    return send
+
+
+def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, path: str = "both", echo=print) -> list[RpcRun]:
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-rpc-{os.getpid()}"
@@ -159,23 +195,11 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, path: str
         cpu = CpuMeter(pids, alone={"bench client"})
         entries = {"billing": ("billing-1", "gateway → bus → MDMS-1 → gateway → bus → HES"),
                    "hes": ("mdms-1", "gateway → bus → HES")}
+        sends = {}
         for chosen in (["hes", "billing"] if path == "both" else [path]):
             system, shape = entries[chosen]
-            gateway = f"{urls['gateway']}/v1/requests/{system}/meter-readings"
-            headers = {"X-API-Key": keys[system], "Content-Type": "application/json"}
-
-            def via_bus(session, n, gateway=gateway, headers=headers):
-                answer = session.post(gateway, data=_read_request(METERS[n % len(METERS)]), headers=headers,
-                                      timeout=10)
-                ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
-                return ok, f"{answer.status_code} {answer.text[:150]}"
-
-            for n in range(20):  # warm-up: connections, imports, the first SQLite pages
-                via_bus(requests.Session(), n)
-            echo(f"gridbus ({system}: {shape}): {rate:g} on-demand reads/s for {seconds:g}s ...")
-            run = _open_loop(via_bus, rate, seconds, cpu=cpu)
-            run.pipeline = f"gridbus: {system} → {shape}"
-            runs.append(run)
+            sends[f"gridbus: {system} → {shape}"] = _poster(f"{urls['gateway']}/v1/requests/{system}/meter-readings",
+                                                            {"X-API-Key": keys[system]})
         if baseline:
             named["pika-front"] = spawn([sys.executable, "-m", "bus.bench.rpc_pika", "front", str(ports["pika"]), url,
                                          "rpc-baseline.requests", "rpc-baseline.replies"], env, work / "pika-front.log")
@@ -185,34 +209,19 @@ def bench_rpc(rate: float, seconds: float, work: Path, baseline: bool, path: str
             wait_http(f"{urls['pika']}/health", 60)
             _wait_consumers(admin_v, "rpc-baseline.requests", 60)
             cpu.pids.update({"pika-front": named["pika-front"].pid, "pika-worker": named["pika-worker"].pid})
-
-            def via_pika(session, n):
-                answer = session.post(f"{urls['pika']}/rpc", data=_read_request(METERS[n % len(METERS)]),
-                                      headers={"Content-Type": "application/json"}, timeout=10)
-                ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
-                return ok, f"{answer.status_code} {answer.text[:150]}"
-
-            for n in range(20):
-                via_pika(requests.Session(), n)
-            echo(f"baseline: {rate:g} reads/s through a minimal hand-written pika RPC for {seconds:g}s ...")
-            run = _open_loop(via_pika, rate, seconds, cpu=cpu)
-            run.pipeline = "baseline: minimal pika RPC → HES"
-            runs.append(run)
-
+            sends["baseline: minimal pika RPC → HES"] = _poster(f"{urls['pika']}/rpc")
             direct = {"hes-a": f"{urls['hes-a']}/requests/meter-readings",
                       "hes-b": f"{urls['hes-b']}/requests/meter-readings"}
-
-            def via_http(session, n):
-                meter = METERS[n % len(METERS)]
-                answer = session.post(direct["hes-a" if n % 2 else "hes-b"], data=_read_request(meter),
-                                      headers={"Content-Type": "application/json"}, timeout=10)
-                ok = answer.status_code == 200 and answer.json()["Reply"]["Result"] == "OK"
-                return ok, f"{answer.status_code} {answer.text[:150]}"
-
-            echo(f"baseline: {rate:g} direct HTTP reads/s to the HES stand-in for {seconds:g}s ...")
-            run = _open_loop(via_http, rate, seconds, cpu=cpu)
-            run.pipeline = "baseline: direct HTTP to the HES"
-            runs.append(run)
+            sends["baseline: direct HTTP to the HES"] = _poster(lambda n: direct["hes-a" if n % 2 else "hes-b"])
+        for send in sends.values():
+            for n in range(20):  # warm-up: connections, imports, the first SQLite pages
+                send(_Client(), n)
+        for rate in rates:
+            for pipeline, send in sends.items():
+                echo(f"{pipeline}: {rate:g} on-demand reads/s for {seconds:g}s ...")
+                run = _open_loop(send, rate, seconds, cpu=cpu)
+                run.pipeline = pipeline
+                runs.append(run)
     finally:
         for p in reversed(list(named.values())):
             terminate(p)

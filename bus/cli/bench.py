@@ -123,9 +123,19 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
                             "gridbus/baseline", "per subscriber: done at / events"]))
 
 
+def _rates(ctx, param, value: str) -> list[float]:
+    try:
+        rates = [float(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: numbers separated by commas, e.g. 50,100,200") from None
+    if not rates or any(not 0.1 <= r <= 10_000 for r in rates):
+        raise click.BadParameter(f"{value!r}: each rate between 0.1 and 10000 requests/s")
+    return rates
+
+
 @bench.command("rpc")
-@click.option("--rate", default=200.0, show_default=True, type=click.FloatRange(0.1, 10_000),
-              help="On-demand read requests per second.")
+@click.option("--rate", "rates", default="200", show_default=True, callback=_rates,
+              help="On-demand read requests per second; several (50,100,200) run one after another.")
 @click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(1, 3600))
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
 @click.option("--path", "path", type=click.Choice(["hes", "billing", "both"]), default="both", show_default=True,
@@ -133,7 +143,7 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
                    "(billing → MDMS-1 → HES); both: one run each.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs).")
 @fails_cleanly
-def rpc_bench(rate, seconds, no_baseline, path, keep):
+def rpc_bench(rates, seconds, no_baseline, path, keep):
     """On-demand read round trips through gateway and bus to the HES and back, beside direct HTTP.
 
     p50/p95/p99 latency and errors at a fixed request rate (open loop), and
@@ -145,24 +155,25 @@ def rpc_bench(rate, seconds, no_baseline, path, keep):
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-rpc-"))
     try:
-        runs = bench_rpc(rate, seconds, work, not no_baseline, path, echo=lambda m: click.echo(m, err=True))
+        runs = bench_rpc(rates, seconds, work, not no_baseline, path, echo=lambda m: click.echo(m, err=True))
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    rows = [[r.pipeline, f"{r.achieved_rate:,.0f}", f"{len(r.latencies_ms):,}", r.errors, f"{r.pct(50):.1f}",
-             f"{r.pct(95):.1f}", f"{r.pct(99):.1f}", f"{max(r.latencies_ms, default=float('nan')):.1f}"]
-            for r in runs]
-    click.echo(table(rows, ["pipeline", "req/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"]))
+    rows = [[r.pipeline, f"{r.rate:g}", f"{r.achieved_rate:,.0f}", f"{len(r.latencies_ms):,}", r.errors,
+             f"{r.pct(50):.1f}", f"{r.pct(95):.1f}", f"{r.pct(99):.1f}",
+             f"{max(r.latencies_ms, default=float('nan')):.1f}"] for r in runs]
+    click.echo(table(rows, ["pipeline", "asked/s", "sent/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"]))
     names = sorted({n for r in runs for n in r.cpu_s})
     if names:
         click.echo("\nCPU ms per request, by process:")
         cpu_rows = []
         for r in runs:
             per = r.cpu_ms_per_request()
-            cpu_rows.append([r.pipeline, *(f"{per.get(n, 0):.2f}" for n in names), f"{sum(per.values()):.2f}"])
-        click.echo(table(cpu_rows, ["pipeline", *names, "total"]))
+            cpu_rows.append([r.pipeline, f"{r.rate:g}", *(f"{per.get(n, 0):.2f}" for n in names),
+                             f"{sum(per.values()):.2f}"])
+        click.echo(table(cpu_rows, ["pipeline", "asked/s", *names, "total"]))
     for r in runs:
         for example in r.error_examples:
             click.echo(f"  {r.pipeline}: {example}", err=True)
