@@ -61,6 +61,19 @@ class RpcRun:
         return (len(self.latencies_ms) + self.errors) / self.seconds
 
 
+TARGET_P99_MS = 50.0
+
+
+def within_target(runs: list[RpcRun], p99_ms: float = TARGET_P99_MS) -> dict[str, float | None]:
+    """Per pipeline, the highest rate asked that was answered with no error and p99 ≤ ``p99_ms``."""
+    best: dict[str, float | None] = {}
+    for run in runs:
+        best.setdefault(run.pipeline, None)
+        if run.errors == 0 and run.latencies_ms and run.pct(99) <= p99_ms:
+            best[run.pipeline] = max(best[run.pipeline] or 0.0, run.rate)
+    return best
+
+
 def _gridbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "bus.cli.main", *args]
 

@@ -174,6 +174,11 @@ def rpc_bench(rates, seconds, no_baseline, path, keep):
             cpu_rows.append([r.pipeline, f"{r.rate:g}", *(f"{per.get(n, 0):.2f}" for n in names),
                              f"{sum(per.values()):.2f}"])
         click.echo(table(cpu_rows, ["pipeline", "asked/s", *names, "total"]))
+    from bus.bench.rpc import TARGET_P99_MS, within_target
+
+    click.echo(f"\nhighest rate asked with zero errors and p99 ≤ {TARGET_P99_MS:g} ms (the issue's target):")
+    for pipeline, best in within_target(runs).items():
+        click.echo(f"  {pipeline}: {f'{best:g}/s' if best else 'none of the rates run'}")
     for r in runs:
         for example in r.error_examples:
             click.echo(f"  {r.pipeline}: {example}", err=True)
