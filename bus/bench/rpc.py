@@ -172,7 +172,7 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
     assignment = work / "assignment.csv"
     assignment.write_text("meter,hes\n" + "".join(f"{m},{'hes-a' if i % 2 else 'hes-b'}\n"
                                                   for i, m in enumerate(METERS)))
-    ports = {name: free_port() for name in ("hes-a", "hes-b", "mdms-1", "gateway", "pika")}
+    ports = {name: free_port() for name in ("hes-a", "hes-b", "mdms-1", "gateway", "pika", "async")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {**os.environ, "GRIDBUS_BROKER_URL": url, "GRIDBUS_HOME": str(home),
            "GRIDBUS_ENV_FILE": str(home / "none.env"), "GRIDBUS_ROUTES": str(ROUTES_FILE),
@@ -223,6 +223,16 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
             _wait_consumers(admin_v, "rpc-baseline.requests", 60)
             cpu.pids.update({"pika-front": named["pika-front"].pid, "pika-worker": named["pika-worker"].pid})
             sends["baseline: minimal pika RPC → HES"] = _poster(f"{urls['pika']}/rpc")
+            named["async-front"] = spawn([sys.executable, "-m", "bus.bench.rpc_async", "front", str(ports["async"]),
+                                          url, "rpc-async.requests", "rpc-async.replies"], env,
+                                         work / "async-front.log")
+            named["async-worker"] = spawn([sys.executable, "-m", "bus.bench.rpc_async", "worker", url,
+                                           "rpc-async.requests", urls["hes-a"], urls["hes-b"]], env,
+                                          work / "async-worker.log")
+            wait_http(f"{urls['async']}/health", 60)
+            _wait_consumers(admin_v, "rpc-async.requests", 60)
+            cpu.pids.update({"async-front": named["async-front"].pid, "async-worker": named["async-worker"].pid})
+            sends["baseline: minimal asyncio RPC → HES"] = _poster(f"{urls['async']}/rpc")
             direct = {"hes-a": f"{urls['hes-a']}/requests/meter-readings",
                       "hes-b": f"{urls['hes-b']}/requests/meter-readings"}
             sends["baseline: direct HTTP to the HES"] = _poster(lambda n: direct["hes-a" if n % 2 else "hes-b"])
