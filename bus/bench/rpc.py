@@ -121,8 +121,8 @@ def _open_loop(send, rate: float, seconds: float, threads: int = 64, cpu: CpuMet
                 run.latencies_ms.append(elapsed)
             else:
                 run.errors += 1
-                if len(run.error_examples) < 5:
-                    run.error_examples.append(detail[:200])
+                if len(run.error_examples) < 5 and detail[:200] not in run.error_examples:
+                    run.error_examples.append(detail[:200])  # each kind of failure once
 
     total = int(rate * seconds)
     before = cpu.snapshot() if cpu else {}
@@ -153,10 +153,12 @@ def _poster(url, headers: dict | None = None):
         status, body = client.post(url(n) if callable(url) else url, _read_request(METERS[n % len(METERS)]),
                                    headers)
         try:
-            ok = status == 200 and json.loads(body)["Reply"]["Result"] == "OK"
+            reply = json.loads(body)["Reply"]
         except (ValueError, KeyError, TypeError):
-            ok = False
-        return ok, f"{status} {body[:150].decode('utf-8', 'replace')}"
+            return False, f"{status} {body[:150].decode('utf-8', 'replace')}"
+        ok = status == 200 and reply.get("Result") == "OK"
+        first = (reply.get("Error") or [{}])[0]  # why, in the gateway's words: BUSY, TIMEOUT, ...
+        return ok, f"{status} {reply.get('Result')} {first.get('code', '')}: {first.get('reason', '')}"
 
     return send
 
