@@ -29,6 +29,7 @@ from urllib.parse import urlparse, urlsplit
 
 from bus.bench.ingest import _vhost_url, _wait_consumers
 from bus.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
+from bus.bench.rpc_pika import hes_of
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
@@ -163,7 +164,8 @@ def _poster(url, headers: dict | None = None):
     return send
 
 
-def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, path: str = "both", echo=print) -> list[RpcRun]:
+def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, path: str = "both",
+              echo=print) -> list[RpcRun]:
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-rpc-{os.getpid()}"
@@ -172,8 +174,7 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
     home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
     assignment = work / "assignment.csv"
-    assignment.write_text("meter,hes\n" + "".join(f"{m},{'hes-a' if i % 2 else 'hes-b'}\n"
-                                                  for i, m in enumerate(METERS)))
+    assignment.write_text("meter,hes\n" + "".join(f"{m},{hes_of(m)}\n" for m in METERS))
     ports = {name: free_port() for name in ("hes-a", "hes-b", "mdms-1", "gateway", "pika", "async")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {**os.environ, "GRIDBUS_BROKER_URL": url, "GRIDBUS_HOME": str(home),
@@ -202,12 +203,6 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
         admin_v = BrokerAdmin(settings.management_url, vhost)
         for route in ("billing-1-reads", "mdms-1-reads-to-hes"):
             _wait_consumers(admin_v, f"gridbus.route.{route}", 60)
-        pids = {name: p.pid for name, p in named.items()}
-        beam = broker_pid(urlparse(settings.broker_url).port or 5672)
-        if beam:
-            pids["rabbitmq"] = beam
-        pids["bench client"] = os.getpid()
-        cpu = CpuMeter(pids, alone={"bench client"})
         entries = {"billing": ("billing-1", "gateway → bus → MDMS-1 → gateway → bus → HES"),
                    "hes": ("mdms-1", "gateway → bus → HES")}
         sends = {}
@@ -216,28 +211,25 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
             sends[f"gridbus: {system} → {shape}"] = _poster(f"{urls['gateway']}/v1/requests/{system}/meter-readings",
                                                             {"X-API-Key": keys[system]})
         if baseline:
-            named["pika-front"] = spawn([sys.executable, "-m", "bus.bench.rpc_pika", "front", str(ports["pika"]), url,
-                                         "rpc-baseline.requests", "rpc-baseline.replies"], env, work / "pika-front.log")
-            named["pika-worker"] = spawn([sys.executable, "-m", "bus.bench.rpc_pika", "worker", url,
-                                          "rpc-baseline.requests", urls["hes-a"], urls["hes-b"], "8"], env,
-                                         work / "pika-worker.log")
-            wait_http(f"{urls['pika']}/health", 60)
-            _wait_consumers(admin_v, "rpc-baseline.requests", 60)
-            cpu.pids.update({"pika-front": named["pika-front"].pid, "pika-worker": named["pika-worker"].pid})
+            for kind, module, extra in (("pika", "bus.bench.rpc_pika", ["8"]), ("async", "bus.bench.rpc_async", [])):
+                queues = (f"rpc-{kind}.requests", f"rpc-{kind}.replies")
+                named[f"{kind}-front"] = spawn([sys.executable, "-m", module, "front", str(ports[kind]), url, *queues],
+                                               env, work / f"{kind}-front.log")
+                named[f"{kind}-worker"] = spawn([sys.executable, "-m", module, "worker", url, queues[0],
+                                                 urls["hes-a"], urls["hes-b"], *extra],
+                                                env, work / f"{kind}-worker.log")
+                wait_http(f"{urls[kind]}/health", 60)
+                _wait_consumers(admin_v, queues[0], 60)
             sends["baseline: minimal pika RPC → HES"] = _poster(f"{urls['pika']}/rpc")
-            named["async-front"] = spawn([sys.executable, "-m", "bus.bench.rpc_async", "front", str(ports["async"]),
-                                          url, "rpc-async.requests", "rpc-async.replies"], env,
-                                         work / "async-front.log")
-            named["async-worker"] = spawn([sys.executable, "-m", "bus.bench.rpc_async", "worker", url,
-                                           "rpc-async.requests", urls["hes-a"], urls["hes-b"]], env,
-                                          work / "async-worker.log")
-            wait_http(f"{urls['async']}/health", 60)
-            _wait_consumers(admin_v, "rpc-async.requests", 60)
-            cpu.pids.update({"async-front": named["async-front"].pid, "async-worker": named["async-worker"].pid})
             sends["baseline: minimal asyncio RPC → HES"] = _poster(f"{urls['async']}/rpc")
-            direct = {"hes-a": f"{urls['hes-a']}/requests/meter-readings",
-                      "hes-b": f"{urls['hes-b']}/requests/meter-readings"}
-            sends["baseline: direct HTTP to the HES"] = _poster(lambda n: direct["hes-a" if n % 2 else "hes-b"])
+            direct = {hes: f"{urls[hes]}/requests/meter-readings" for hes in ("hes-a", "hes-b")}
+            sends["baseline: direct HTTP to the HES"] = _poster(lambda n: direct[hes_of(METERS[n % len(METERS)])])
+        pids = {name: p.pid for name, p in named.items()}
+        beam = broker_pid(urlparse(settings.broker_url).port or 5672)
+        if beam:
+            pids["rabbitmq"] = beam
+        pids["bench client"] = os.getpid()
+        cpu = CpuMeter(pids, alone={"bench client"})
         for send in sends.values():
             for n in range(20):  # warm-up: connections, imports, the first SQLite pages
                 send(_Client(), n)

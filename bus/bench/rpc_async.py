@@ -20,6 +20,8 @@ import aio_pika
 import aiohttp
 from aiohttp import web
 
+from bus.bench.rpc_pika import hes_of
+
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -73,7 +75,7 @@ async def worker(url: str, request_queue: str, hes_a: str, hes_b: str) -> None:
 
     async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         meter = json.loads(message.body)["Request"]["meters"][0]
-        hes = hes_a if int(meter[3:]) % 2 == 0 else hes_b  # the bench's assignment: odd index → hes-a
+        hes = hes_a if hes_of(meter) == "hes-a" else hes_b
         async with session.post(f"{hes}/requests/meter-readings", data=message.body,
                                 headers={"Content-Type": "application/json"}) as answer:
             body = await answer.read()

@@ -23,6 +23,11 @@ import pika
 import requests
 
 
+def hes_of(meter: str) -> str:
+    """The benchmark's meter → HES assignment (UPM00000001 …): odd meters on HES-B, even on HES-A."""
+    return "hes-a" if int(meter[3:]) % 2 == 0 else "hes-b"
+
+
 def _connect(url: str, name: str) -> pika.BlockingConnection:
     params = pika.URLParameters(url)
     params.client_properties = {"connection_name": name}
@@ -106,7 +111,7 @@ def worker(url: str, request_queue: str, hes_a: str, hes_b: str, threads: int) -
 
         def on_request(channel, method, props, body):
             meter = json.loads(body)["Request"]["meters"][0]
-            hes = hes_a if int(meter[3:]) % 2 == 0 else hes_b  # the bench's assignment: odd index → hes-a
+            hes = hes_a if hes_of(meter) == "hes-a" else hes_b
             answer = session.post(f"{hes}/requests/meter-readings", data=body,
                                   headers={"Content-Type": "application/json"}, timeout=10)
             channel.basic_publish("", props.reply_to, answer.content, pika.BasicProperties(

@@ -151,7 +151,7 @@ def rpc_bench(rates, seconds, no_baseline, path, keep):
     management plugin (`gridbus dev up`)."""
     import shutil
 
-    from bus.bench.rpc import bench_rpc
+    from bus.bench.rpc import TARGET_P99_MS, bench_rpc, within_target
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-rpc-"))
     try:
@@ -174,8 +174,6 @@ def rpc_bench(rates, seconds, no_baseline, path, keep):
             cpu_rows.append([r.pipeline, f"{r.rate:g}", *(f"{per.get(n, 0):.2f}" for n in names),
                              f"{sum(per.values()):.2f}"])
         click.echo(table(cpu_rows, ["pipeline", "asked/s", *names, "total"]))
-    from bus.bench.rpc import TARGET_P99_MS, within_target
-
     click.echo(f"\nhighest rate asked with zero errors and p99 ≤ {TARGET_P99_MS:g} ms (the issue's target):")
     for pipeline, best in within_target(runs).items():
         click.echo(f"  {pipeline}: {f'{best:g}/s' if best else 'none of the rates run'}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +95,6 @@ class RequestStore:
         # NORMAL: a commit is durable once the WAL is synced at checkpoint; a power cut may
         # lose the last requests' states, never corrupt the file
         self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL")
-        # one writer at a time within this process, queued on a lock that wakes the next at
-        # once: threads that meet SQLite's own lock instead sleep in its busy handler (1, 2, 5,
-        # 10 … 100 ms), which under load put tens of milliseconds into every synchronous reply.
-        # Another process (a CLI approving a command) still meets SQLite's lock, rarely.
-        self._write_lock = threading.Lock()
 
     def _audit(self, db, request_id: str, who: str, event: str, detail: str | None = None) -> None:
         db.execute("INSERT INTO audit (request_id, at, who, event, detail) VALUES (?, ?, ?, ?, ?)",
@@ -117,22 +111,17 @@ class RequestStore:
         path every synchronous request takes."""
         now = time.time()
         final_state = "sent" if sent_on else state
-        doc = json.dumps(document)
-        db = self._db()
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with self._db.transaction() as db:
                 db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                            (id, system, requested_by, kind, route, client_key, action, meters, final_state, now,
-                            now, expires, None, reply_address, correlation_id, doc, None, None))
-            except sqlite3.IntegrityError:
-                db.execute("ROLLBACK")
-                return None
-            self._audit(db, id, requested_by or system, state,
-                        f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
-            if sent_on:
-                self._audit(db, id, requested_by or system, "sent", f"published on route {sent_on}")
-            db.execute("COMMIT")
+                            now, expires, None, reply_address, correlation_id, json.dumps(document), None, None))
+                self._audit(db, id, requested_by or system, state,
+                            f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
+                if sent_on:
+                    self._audit(db, id, requested_by or system, "sent", f"published on route {sent_on}")
+        except sqlite3.IntegrityError:  # the client key is taken
+            return None
         return Request(id=id, system=system, requested_by=requested_by, kind=kind, route=route,
                        client_key=client_key, action=action, meters=meters, state=final_state, created=now,
                        updated=now, expires=expires, approved_by=None, reply_address=reply_address,
@@ -159,23 +148,16 @@ class RequestStore:
                    **columns: Any) -> Request:
         """Move to state ``to`` if the request is in one of ``allowed_from``; audited."""
         sets = {"state": to, "updated": time.time(), **columns}
-        db = self._db()
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(f"UPDATE requests SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ? AND "
-                                 f"state IN ({', '.join('?' * len(allowed_from))}) RETURNING {', '.join(COLUMNS)}",
-                                 (*sets.values(), request_id, *allowed_from)).fetchone()
-                if row is None:
-                    was = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
-                    if was is None:
-                        raise RequestStateError(f"no request {request_id}")
-                    raise RequestStateError(f"request {request_id} is {was[0]}; cannot become {to}")
-                self._audit(db, request_id, who, to, detail)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as db:
+            row = db.execute(f"UPDATE requests SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ? AND "
+                             f"state IN ({', '.join('?' * len(allowed_from))}) RETURNING {', '.join(COLUMNS)}",
+                             (*sets.values(), request_id, *allowed_from)).fetchone()
+            if row is None:
+                was = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+                if was is None:
+                    raise RequestStateError(f"no request {request_id}")
+                raise RequestStateError(f"request {request_id} is {was[0]}; cannot become {to}")
+            self._audit(db, request_id, who, to, detail)
         return _row(row)
 
     def record_reply(self, request_id: str, reply: dict, state: str, who: str = "gridbus") -> Request | None:
@@ -183,31 +165,21 @@ class RequestStore:
 
         A redelivered reply finds the request final and changes nothing: the first one stands."""
         result = (reply.get("Reply") or {}).get("Result")
-        final = tuple(FINAL)
-        text = json.dumps(reply)
-        db = self._db()
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
-                                 f"AND state NOT IN ({', '.join('?' * len(final))}) RETURNING {', '.join(COLUMNS)}",
-                                 (state, text, result, time.time(), request_id, *final)).fetchone()
-                if row is not None:
-                    errors = (reply.get("Reply") or {}).get("Error") or []
-                    self._audit(db, request_id, who, state, f"Result {result}" + (
-                        f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
-                db.execute("COMMIT" if row is not None else "ROLLBACK")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as db:
+            row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
+                             f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
+                             (state, json.dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
+            if row is not None:
+                errors = (reply.get("Reply") or {}).get("Error") or []
+                self._audit(db, request_id, who, state, f"Result {result}" + (
+                    f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
         return _row(row) if row is not None else self.get(request_id)
 
     def attach_reply(self, request_id: str, reply: dict) -> None:
         """The answer of a request that ended without reaching a system (rejected, expired, cancelled)."""
-        with self._write_lock:
-            self._db().execute("UPDATE requests SET reply = ?, result = ? WHERE id = ? AND reply IS NULL",
-                               (json.dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
+        with self._db.transaction() as db:
+            db.execute("UPDATE requests SET reply = ?, result = ? WHERE id = ? AND reply IS NULL",
+                       (json.dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
 
     def audit_of(self, request_id: str) -> list[dict]:
         rows = self._db().execute("SELECT at, who, event, detail FROM audit WHERE request_id = ? ORDER BY seq",

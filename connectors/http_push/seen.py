@@ -34,12 +34,10 @@ class SeenAlarms:
 
     def remember(self, system: str, alarm_ids: list[str], message_id: str) -> None:
         now = time.time()
-        db = self._db()
-        db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)",
-                       [(system, a, message_id, now) for a in alarm_ids])
-        db.execute("DELETE FROM seen WHERE at < ?", (now - self.keep_s,))
-        db.execute("COMMIT")
+        with self._db.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)",
+                           [(system, a, message_id, now) for a in alarm_ids])
+            db.execute("DELETE FROM seen WHERE at < ?", (now - self.keep_s,))
 
 
 def alarm_ids(document) -> list[tuple[int, str]] | None:
