@@ -3,10 +3,11 @@
 A Session is not thread-safe, and workers run threads (request routes) or
 pools; a session whose connection broke is dropped so the next call starts clean.
 
-``requests`` reads the environment on every call when ``trust_env`` is on
-(proxy variables, ~/.netrc, CA bundle variables): a third of the CPU of a
-request-response hop went there.  When none of them is set there is nothing
-to read, so the session skips it; set any of them and it is honoured as before.
+``requests`` and ``aiohttp`` read the environment on every call when
+``trust_env`` is on (proxy variables, ~/.netrc, and for requests the CA bundle
+variables): a third of the CPU of a request-response hop went there.  When no
+proxy and no .netrc is set there is nothing per-URL to read, so the session
+skips it; a CA bundle variable is read once; set a proxy and it is honoured as before.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import requests
 
-_ENVIRONMENT = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "NETRC", "REQUESTS_CA_BUNDLE",
-                "CURL_CA_BUNDLE")
+_ENVIRONMENT = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "NETRC")
+_CA_BUNDLE = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 def environment_matters() -> bool:
-    """True when requests would find something in the environment to use."""
+    """True when a proxy or a .netrc in the environment would change a call (both are
+    looked up per call, since no_proxy depends on the URL)."""
     names = {*_ENVIRONMENT, *(n.upper() for n in _ENVIRONMENT)}
     if any(os.environ.get(n) for n in names):
         return True
@@ -29,17 +31,54 @@ def environment_matters() -> bool:
     return (home / ".netrc").exists() or (home / "_netrc").exists()
 
 
+def ca_bundle() -> str | None:
+    """The CA bundle named in the environment, read once: it does not depend on the URL."""
+    return next((os.environ[n] for n in _CA_BUNDLE if os.environ.get(n)), None)
+
+
 class ThreadSessions:
     def __init__(self):
         self._local = threading.local()
         self.trust_env = environment_matters()
+        self.verify = ca_bundle()
 
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
             session.trust_env = self.trust_env
+            if self.verify and not self.trust_env:  # with trust_env, requests reads it itself
+                session.verify = self.verify
         return session
 
     def drop(self) -> None:
         self._local.session = None
+
+
+class LoopSessions:
+    """One ``aiohttp.ClientSession`` per event loop, for connectors asked from the event-loop
+    worker (`gridbus worker --pool asyncio`).  A session belongs to the loop it was made on."""
+
+    def __init__(self):
+        self._sessions: dict[int, tuple] = {}
+        self.trust_env = environment_matters()
+
+    def get(self):
+        import asyncio
+
+        import aiohttp  # only the event-loop worker needs it
+
+        loop = asyncio.get_running_loop()
+        made_on, session = self._sessions.get(id(loop), (None, None))
+        if session is None or session.closed or made_on is not loop:
+            session = aiohttp.ClientSession(trust_env=self.trust_env,
+                                            connector=aiohttp.TCPConnector(limit=256))
+            self._sessions[id(loop)] = (loop, session)
+        return session
+
+    async def close(self) -> None:
+        import asyncio
+
+        _, session = self._sessions.pop(id(asyncio.get_running_loop()), (None, None))
+        if session is not None:
+            await session.close()

@@ -1,6 +1,7 @@
 """REST request destination: POST the request, the answer is the reply (request-response routes)."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import requests
@@ -9,7 +10,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
 from bus.routes.model import Endpoint
-from connectors.http_session import ThreadSessions
+from connectors.http_session import LoopSessions, ThreadSessions
 
 
 class RestRequestOptions(Schema):
@@ -28,6 +29,7 @@ class RestRequestDestination:
 
     def __init__(self):
         self.sessions = ThreadSessions()
+        self.loop_sessions = LoopSessions()
 
     def options_schema(self, role: str) -> type[Schema]:
         return RestRequestOptions
@@ -35,26 +37,49 @@ class RestRequestDestination:
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options["url"])
 
+    @staticmethod
+    def _headers(envelope: Envelope, endpoint: Endpoint) -> dict:
+        return {**endpoint.options["headers"], "Content-Type": "application/json",
+                "X-Message-ID": envelope.message_id, "X-Correlation-ID": envelope.correlation,
+                "traceparent": envelope.traceparent}
+
     def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """The destination's IEC reply; 5xx and no answer are worth a retry, a non-reply 4xx is not."""
-        headers = {**endpoint.options["headers"], "Content-Type": "application/json",
-                   "X-Message-ID": envelope.message_id, "X-Correlation-ID": envelope.correlation,
-                   "traceparent": envelope.traceparent}
         try:
-            answer = self.sessions.get().post(endpoint.options["url"], data=json.dumps(document), headers=headers,
-                                          timeout=endpoint.options["timeout_s"])
+            answer = self.sessions.get().post(endpoint.options["url"], data=json.dumps(document),
+                                              headers=self._headers(envelope, endpoint),
+                                              timeout=endpoint.options["timeout_s"])
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
             raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
                                          endpoint.system) from exc
-        if answer.status_code >= 500 or answer.status_code in (408, 429):
-            raise TransientDeliveryError(f"{endpoint.system} answered {answer.status_code}: {answer.text[:300]}",
-                                         endpoint.system, answer.status_code)
+        return _interpret(endpoint, answer.status_code, answer.content)
+
+    async def request_async(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
+        """``request`` on an event loop."""
+        import aiohttp  # only the event-loop worker needs it
+
         try:
-            reply = answer.json()
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict) or "Reply" not in reply:
-            raise PermanentDeliveryError(f"{endpoint.system} answered {answer.status_code} without an IEC "
-                                         f"reply: {answer.text[:300]}", endpoint.system, answer.status_code)
-        return reply  # a FAILED reply (4xx or 200) is the answer, not a delivery failure
+            async with self.loop_sessions.get().post(
+                    endpoint.options["url"], data=json.dumps(document), headers=self._headers(envelope, endpoint),
+                    timeout=aiohttp.ClientTimeout(total=endpoint.options["timeout_s"])) as answer:
+                status, content = answer.status, await answer.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
+                                         endpoint.system) from exc
+        return _interpret(endpoint, status, content)
+
+
+def _interpret(endpoint: Endpoint, status: int, content: bytes) -> dict:
+    """The destination's IEC reply; 5xx, 408 and 429 are worth a retry, a non-reply 4xx is not."""
+    text = content[:300].decode("utf-8", "replace")
+    if status >= 500 or status in (408, 429):
+        raise TransientDeliveryError(f"{endpoint.system} answered {status}: {text}", endpoint.system, status)
+    try:
+        reply = json.loads(content)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or "Reply" not in reply:
+        raise PermanentDeliveryError(f"{endpoint.system} answered {status} without an IEC reply: {text}",
+                                     endpoint.system, status)
+    return reply  # a FAILED reply (4xx or 200) is the answer, not a delivery failure

@@ -192,7 +192,7 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
         named["mdms-1"] = spawn([sys.executable, "-m", "simulators.mdms", "--port", str(ports["mdms-1"]), "--name",
                                  "mdms-1", "--bus-url", f"{urls['gateway']}/v1/requests/mdms-1",
                                  "--bus-key", keys["mdms-1"]], env, work / "mdms-1.log")
-        named["worker"] = spawn(_gridbus("worker", "--pool", "threads", "-c", "32", "--loglevel", "WARNING"), env,
+        named["worker"] = spawn(_gridbus("worker", "--pool", "asyncio", "--loglevel", "WARNING"), env,
                                 work / "worker.log")
         named["recorder"] = spawn(_gridbus("recorder", "--loglevel", "WARNING"), env, work / "recorder.log")
         named["gateway"] = spawn(_gridbus("gateway", "--port", str(ports["gateway"]), "--threads", "48",

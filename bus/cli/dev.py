@@ -94,8 +94,8 @@ def up(concurrency):
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
     if waiting:
         procs.start(Service("worker-requests", devstack.gridbus_argv(
-            "worker", "--pool", "threads", "-c", "32", "--routes", ",".join(waiting))), env)
-        click.echo(f"worker-requests pid {procs.pid('worker-requests')}  (threads, request-response routes)")
+            "worker", "--pool", "asyncio", "--routes", ",".join(waiting))), env)
+        click.echo(f"worker-requests pid {procs.pid('worker-requests')}  (event loop, request-response routes)")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
     procs.start(Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),

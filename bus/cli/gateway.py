@@ -20,7 +20,8 @@ def _push_connector():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--threads", default=48, show_default=True, type=int,
-              help="waitress worker threads; a system waiting for replies may hold a third of them.")
+              help="Threads for pushes (their checks and confirmed publishing); requests wait on the "
+                   "event loop and hold none.")
 @click.option("--rate-per-system", default=200.0, show_default=True,
               help="Requests/s each source system may make (bursts of twice that); 0: no limit.")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path())
@@ -28,7 +29,7 @@ def _push_connector():
 @click.pass_context
 @fails_cleanly
 def gateway(ctx, host, port, threads, rate_per_system, paths, loglevel):
-    """Serve the REST gateway for every route whose source is http-push (waitress)."""
+    """Serve the REST gateway for every route whose source is http-push or http-request (aiohttp)."""
     if ctx.invoked_subcommand:
         return
     setup_logging(loglevel)

@@ -21,19 +21,28 @@ from bus.topology.apply import declare_all
 @click.command("worker")
 @click.option("--routes", "only", help="Comma-separated route ids (default: every route).")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path(), help="Route files or folders.")
-@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")
-@click.option("--pool", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True,
-              help="threads for request-response routes: a request waits on its destination, and "
-                   "waiting needs threads, not CPUs.")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Worker processes or threads (default: CPU count); with --pool asyncio, the messages "
+                   "taken at once (default: 64).")
+@click.option("--pool", type=click.Choice(["prefork", "threads", "asyncio"]), default="prefork", show_default=True,
+              help="asyncio for request-response routes: a request waits on its destination, and one "
+                   "event loop waits on hundreds without a thread each (threads: Celery's thread pool).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
 def worker(only, paths, concurrency, pool, loglevel):
-    """Celery worker for the routes: decode, transform, deliver, retry, dead-letter."""
-    from bus.worker.app import make_app  # celery is heavy; only the worker needs it
-
+    """Worker for the routes: decode, transform, deliver, retry, dead-letter."""
     table_ = routes_from(paths, only)
     s = settings()
     declare_all(compile_topology(table_), s.broker_url)
+    if pool == "asyncio":
+        from bus.worker import event_loop
+
+        setup_logging(loglevel)
+        click.echo(f"worker (event loop): {', '.join(r.id for r in table_)}")
+        event_loop.run(list(table_), s.broker_url, prefetch=concurrency or 64)
+        return
+    from bus.worker.app import make_app  # celery is heavy; only the Celery worker needs it
+
     app = make_app(table_, s)
     argv = ["worker", "-Q", ",".join(r.queue_name for r in table_), f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle", "-n", f"gridbus-{os.getpid()}@%h"]

@@ -16,12 +16,13 @@ Reads and determinants: requested → sent → replied.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bus.errors import GridbusError
 from bus.sqlite_local import ThreadConnections
@@ -82,10 +83,15 @@ class Request:
                 "expires": self.expires, "approved_by": self.approved_by}
 
 
+def _dumps(value: Any) -> str:
+    # orjson: a request's document and reply are written on every request (NaN becomes null)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _row(row) -> Request:
     d = dict(zip(COLUMNS, row))
-    d["document"] = json.loads(d["document"])
-    d["reply"] = json.loads(d["reply"]) if d["reply"] else None
+    d["document"] = orjson.loads(d["document"])
+    d["reply"] = orjson.loads(d["reply"]) if d["reply"] else None
     return Request(**d)
 
 
@@ -115,7 +121,7 @@ class RequestStore:
             with self._db.transaction() as db:
                 db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                            (id, system, requested_by, kind, route, client_key, action, meters, final_state, now,
-                            now, expires, None, reply_address, correlation_id, json.dumps(document), None, None))
+                            now, expires, None, reply_address, correlation_id, _dumps(document), None, None))
                 self._audit(db, id, requested_by or system, state,
                             f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
                 if sent_on:
@@ -168,7 +174,7 @@ class RequestStore:
         with self._db.transaction() as db:
             row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
                              f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
-                             (state, json.dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
+                             (state, _dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
             if row is not None:
                 errors = (reply.get("Reply") or {}).get("Error") or []
                 self._audit(db, request_id, who, state, f"Result {result}" + (
@@ -179,7 +185,7 @@ class RequestStore:
         """The answer of a request that ended without reaching a system (rejected, expired, cancelled)."""
         with self._db.transaction() as db:
             db.execute("UPDATE requests SET reply = ?, result = ? WHERE id = ? AND reply IS NULL",
-                       (json.dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
+                       (_dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
 
     def audit_of(self, request_id: str) -> list[dict]:
         rows = self._db().execute("SELECT at, who, event, detail FROM audit WHERE request_id = ? ORDER BY seq",

@@ -1,7 +1,10 @@
 """Send trace events without ever holding up the data path.
 
 ``record()`` only appends to a bounded in-memory buffer; a background thread
-publishes from it with publisher confirms it does not wait for.  A full buffer,
+wakes every ``LINGER_S`` and publishes what is there, with publisher confirms
+it does not wait for.  Appending never wakes that thread: with a queue that
+signals each put, three events per request meant three hand-overs of the GIL
+to a thread that had nothing to send yet, on the request's own path.  A full buffer,
 a broker that refuses (the trace queue is bounded: ``reject-publish``) or a
 broker that is away make events *dropped and counted*, never a stall; the count
 travels in the next event that gets through (``dropped_before``), so the
@@ -9,10 +12,10 @@ recorder can say how many are missing.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -26,9 +29,9 @@ from bus.settings import Settings
 
 log = logging.getLogger("gridbus.tracing")
 BUFFER = 20_000
-# how long the first event of a batch waits for company: under a trickle of requests each
-# event would otherwise be a message of its own, and the broker's and the recorder's cost
-# per message, not per event, is what tracing would add to every request
+# how often the sender looks for events: under a trickle of requests each event would
+# otherwise be a message of its own, and the broker's and the recorder's cost per message,
+# not per event, is what tracing would add to every request
 LINGER_S = 0.05
 _HOST = socket.gethostname()
 
@@ -36,7 +39,8 @@ _HOST = socket.gethostname()
 class TraceEmitter:
     def __init__(self, broker_url: str, buffer: int = BUFFER):
         self.broker_url = broker_url
-        self.buffer: queue.Queue = queue.Queue(maxsize=buffer)
+        self.limit = buffer
+        self.buffer: collections.deque = collections.deque()
         self.dropped = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -46,15 +50,15 @@ class TraceEmitter:
     def record(self, event: dict) -> None:
         if self._thread is None or self._pid != os.getpid():  # started lazily, after any fork
             self._start()
-        try:
-            self.buffer.put_nowait(event)
-        except queue.Full:
+        if len(self.buffer) >= self.limit:
             with self._lock:
                 self.dropped += 1
+            return
+        self.buffer.append(event)  # atomic; the sender thread picks it up on its next round
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self.buffer = queue.Queue(maxsize=self.buffer.maxsize)
+        self.buffer = collections.deque()
         self._thread = threading.Thread(target=self._run, name="gridbus-trace", daemon=True)
         self._thread.start()
 
@@ -63,7 +67,7 @@ class TraceEmitter:
         commands such as `dlq replay` call this at exit)."""
         deadline = time.monotonic() + timeout_s
         while self._thread is not None and self._pid == os.getpid() and time.monotonic() < deadline:
-            if self.buffer.empty() and not self._busy:
+            if not self.buffer and not self._busy:
                 return
             time.sleep(0.02)
 
@@ -75,16 +79,13 @@ class TraceEmitter:
     def _run(self) -> None:
         conn = channel = None
         while True:
-            event = self.buffer.get()
+            if not self.buffer:
+                time.sleep(LINGER_S)
+                continue
             self._busy = True
-            batch = [event]
-            deadline = time.monotonic() + LINGER_S
-            while len(batch) < 500:
-                left = deadline - time.monotonic()
-                try:
-                    batch.append(self.buffer.get(timeout=left) if left > 0 else self.buffer.get_nowait())
-                except queue.Empty:
-                    break
+            batch = []
+            while self.buffer and len(batch) < 500:
+                batch.append(self.buffer.popleft())
             try:
                 if conn is None:
                     conn = connect(self.broker_url, "gridbus-trace-emitter")

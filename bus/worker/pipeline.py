@@ -7,6 +7,7 @@ makes MDMS-1 receive the same batch again.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +66,7 @@ def pending(route: Route, systems: list[str] | None) -> list[Endpoint]:
     return [d for d in route.destinations if d.system in systems]
 
 
-def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] | None = None) -> Outcome:
-    """Transform once, deliver to each pending destination; MessageError escapes
-    (the whole message is bad), delivery failures are collected per destination."""
+def _prepared(route: Route, envelope: Envelope, payload: Any) -> tuple[Outcome, Any]:
     context = TransformContext(route_id=route.id, source_system=envelope.source,
                                message_id=envelope.message_id, correlation_id=envelope.correlation,
                                options=dict(route.options))
@@ -76,6 +75,20 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
     common = _run_chain(route.transform, payload_to_input(payload), context)
     outcome.transform_s = time.perf_counter() - started
     outcome.transformed_at = time.time()
+    return outcome, common
+
+
+def _answered(outcome: Outcome, destination: Endpoint, reply: dict, asked: float) -> None:
+    outcome.reply = reply
+    result = (reply.get("Reply") or {}).get("Result", "?")
+    outcome.receipts.append(DeliveryReceipt(destination.system, result, time.perf_counter() - asked))
+
+
+def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] | None = None) -> Outcome:
+    """Transform once, deliver to each pending destination; MessageError escapes
+    (the whole message is bad), delivery failures are collected per destination."""
+    outcome, common = _prepared(route, envelope, payload)
+    context = outcome.context
     for destination in pending(route, systems):
         outbound = _run_chain(destination.transform, common, context)
         connector = registry.connector(destination.connector)
@@ -83,9 +96,7 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
             # request-response: the answer is the product, published to the requester by the caller
             asked = time.perf_counter()
             try:
-                outcome.reply = connector.request(outbound, envelope, destination)
-                result = (outcome.reply.get("Reply") or {}).get("Result", "?")
-                outcome.receipts.append(DeliveryReceipt(destination.system, result, time.perf_counter() - asked))
+                _answered(outcome, destination, connector.request(outbound, envelope, destination), asked)
             except Exception as exc:
                 outcome.failures.append((destination, exc))
             continue
@@ -105,5 +116,29 @@ def process(route: Route, envelope: Envelope, payload: Any, systems: list[str] |
         try:
             outcome.receipts.append(connector.deliver(outbound, envelope, destination))
         except Exception as exc:  # classified by the caller: permanent, or worth a retry
+            outcome.failures.append((destination, exc))
+    return outcome
+
+
+def asks_only(route: Route) -> bool:
+    """Every destination of the route answers requests (what ``ask`` can run)."""
+    return all(getattr(registry.connector(d.connector), "takes_requests", False) for d in route.destinations)
+
+
+async def ask(route: Route, envelope: Envelope, payload: Any, systems: list[str] | None = None) -> Outcome:
+    """``process`` for a route whose destinations all answer requests, on an event loop: a
+    connector with ``request_async`` is awaited, any other one asked from a thread."""
+    outcome, common = _prepared(route, envelope, payload)
+    for destination in pending(route, systems):
+        outbound = _run_chain(destination.transform, common, outcome.context)
+        connector = registry.connector(destination.connector)
+        asked = time.perf_counter()
+        try:
+            if hasattr(connector, "request_async"):
+                reply = await connector.request_async(outbound, envelope, destination)
+            else:
+                reply = await asyncio.to_thread(connector.request, outbound, envelope, destination)
+            _answered(outcome, destination, reply, asked)
+        except Exception as exc:
             outcome.failures.append((destination, exc))
     return outcome

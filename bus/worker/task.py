@@ -25,6 +25,7 @@ import time
 import traceback
 from typing import Any
 
+import orjson
 from celery.exceptions import Reject
 from kombu.transport.native_delayed_delivery import calculate_routing_key, level_name
 
@@ -98,7 +99,7 @@ def trace_fields(envelope: Envelope) -> dict:
             "route": envelope.route_id, "attempt": envelope.attempt, "noun": envelope.noun}
 
 
-def _trace_outcome(route: Route, envelope: Envelope, outcome: Outcome, fields: dict) -> None:
+def trace_outcome(route: Route, envelope: Envelope, outcome: Outcome, fields: dict) -> None:
     context = outcome.context
     hooks.emit("transformed", **fields, at=outcome.transformed_at, chain=list(route.transform),
                duration_s=outcome.transform_s,
@@ -113,12 +114,18 @@ def _is_permanent(exc: Exception) -> bool:
     return isinstance(exc, (MessageError, PermanentDeliveryError))
 
 
-def _reply(envelope: Envelope, reply: dict, state: str | None = None) -> None:
-    """The answer to a request, to its ``reply_to`` queue, correlated by the request's id."""
+def reply_message(envelope: Envelope, reply: dict, state: str | None = None) -> tuple[str, bytes, dict, dict]:
+    """(queue, body, properties, headers) of the answer to a request: to its ``reply_to``
+    queue, correlated by the request's id (the thread and the event-loop workers send the same)."""
     props = {"correlation_id": envelope.message_id, "message_id": f"{envelope.message_id}.reply",
              "content_type": "application/json", "delivery_mode": 2, "app_id": envelope.route_id}
     headers = {naming.H_REPLY_STATE: state} if state else {}
-    _publish("", envelope.reply_to, json.dumps(reply).encode(), props, headers)
+    return envelope.reply_to, orjson.dumps(reply, option=orjson.OPT_NON_STR_KEYS), props, headers
+
+
+def _reply(envelope: Envelope, reply: dict, state: str | None = None) -> None:
+    queue, body, props, headers = reply_message(envelope, reply, state)
+    _publish("", queue, body, props, headers)
 
 
 def _failed_reply(envelope: Envelope, payload: Any, code: str, reason: str, state: str | None = None) -> None:
@@ -135,46 +142,86 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
     _handle(route, envelope, payload)
 
 
+def expired(route: Route, envelope: Envelope, payload: Any) -> bool:
+    """A command past its expiry is never executed: the requester is told so (True) instead."""
+    expires = envelope.extra.get(naming.H_EXPIRES_AT)
+    if expires is None or time.time() < float(expires):
+        return False
+    log.warning("route %s request %s expired before it was executed", route.id, envelope.message_id)
+    _failed_reply(envelope, payload, "EXPIRED", "past its expiry before it could be sent; never executed",
+                  "expired")
+    return True
+
+
 def handle_request(route: Route, envelope: Envelope, payload: Any) -> None:
     """A request: its answer (or why there is none) goes back to the requester; a command
     past its expiry is never executed."""
-    expires = envelope.extra.get(naming.H_EXPIRES_AT)
-    if expires is not None and time.time() >= float(expires):
-        log.warning("route %s request %s expired before it was executed", route.id, envelope.message_id)
-        _failed_reply(envelope, payload, "EXPIRED", "past its expiry before it could be sent; never executed",
-                      "expired")
+    if expired(route, envelope, payload):
         return
-    outcome, retrying = _handle(route, envelope, payload)
-    if outcome is None:  # the request itself is bad: dead-lettered, and the requester told why
+    fields = consumed(route, envelope)
+    systems = envelope.extra.get(dl.PENDING_DESTINATIONS)
+    try:
+        outcome, error = process(route, envelope, payload, systems), None
+    except Exception as exc:
+        outcome, error = None, exc
+    finish_request(route, envelope, payload, outcome, error, fields)
+
+
+def finish_request(route: Route, envelope: Envelope, payload: Any, outcome: Outcome | None,
+                   error: Exception | None, fields: dict) -> None:
+    """After the destinations were asked (or the request failed before): retry, dead letter and
+    the answer to the requester, whichever apply."""
+    systems = envelope.extra.get(dl.PENDING_DESTINATIONS)
+    if error is not None:
+        _settle_error(route, envelope, payload, error, systems)
+        # the request itself is bad: dead-lettered, and the requester told why
         _failed_reply(envelope, payload, "INVALID_REQUEST", "the request cannot be processed; see the dead letter")
-    elif outcome.reply is not None:
+        return
+    retrying = _settle(route, envelope, payload, outcome, fields, systems)
+    if outcome.reply is not None:
         _reply(envelope, outcome.reply)
     elif outcome.failures and not retrying:
         reason = "; ".join(str(e) for _, e in outcome.failures)[:500]
         _failed_reply(envelope, payload, "DESTINATION_FAILED", reason)
 
 
-def _handle(route: Route, envelope: Envelope, payload: Any) -> tuple[Outcome | None, bool]:
-    """(the outcome, None if the message was bad; whether a retry was scheduled)."""
+def consumed(route: Route, envelope: Envelope) -> dict:
+    """Trace that a worker took the message; the trace fields of its later events."""
     fields = trace_fields(envelope)
     published = envelope.extra.get(task_message.PUBLISHED_AT)
     hooks.emit("consumed", **fields, worker=f"{_HOST}:{os.getpid()}", queue=route.queue_name,
                waited_s=max(0.0, time.time() - published) if published else None)
+    return fields
+
+
+def _handle(route: Route, envelope: Envelope, payload: Any) -> None:
+    fields = consumed(route, envelope)
     systems = envelope.extra.get(dl.PENDING_DESTINATIONS)
     try:
         outcome = process(route, envelope, payload, systems)
-    except MessageError as exc:  # the message itself is bad: no destination can take it
+    except Exception as exc:
+        _settle_error(route, envelope, payload, exc, systems)
+        return
+    _settle(route, envelope, payload, outcome, fields, systems)
+
+
+def _settle_error(route: Route, envelope: Envelope, payload: Any, exc: Exception, systems) -> None:
+    """The message failed before any destination had an outcome."""
+    if isinstance(exc, MessageError):  # the message itself is bad: no destination can take it
         dead_letter(route, envelope, payload, exc, systems)
         reconcile(envelope, None, "dead-lettered", reason=str(exc))
-        return None, False
-    except Exception as exc:
-        # a bug or a route option a transformer refuses: retrying will not fix it, and Celery
-        # would ack the message on the way out; dead-lettered with the traceback, replayable after the fix
-        log.exception("route %s message %s: unexpected failure", route.id, envelope.message_id)
-        dead_letter(route, envelope, payload, exc, systems)
-        reconcile(envelope, None, "dead-lettered", reason=f"{exc.__class__.__name__}: {exc}")
-        return None, False
-    _trace_outcome(route, envelope, outcome, fields)
+        return
+    # a bug or a route option a transformer refuses: retrying will not fix it, and Celery
+    # would ack the message on the way out; dead-lettered with the traceback, replayable after the fix
+    log.error("route %s message %s: unexpected failure", route.id, envelope.message_id,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    dead_letter(route, envelope, payload, exc, systems)
+    reconcile(envelope, None, "dead-lettered", reason=f"{exc.__class__.__name__}: {exc}")
+
+
+def _settle(route: Route, envelope: Envelope, payload: Any, outcome: Outcome, fields: dict, systems) -> bool:
+    """Each destination's outcome: dead letter, retry or done; True if a retry was scheduled."""
+    trace_outcome(route, envelope, outcome, fields)
     permanent = [(d, e) for d, e in outcome.failures if _is_permanent(e)]
     transient = [(d, e) for d, e in outcome.failures if not _is_permanent(e)]
     for destination, exc in permanent:
@@ -186,11 +233,11 @@ def _handle(route: Route, envelope: Envelope, payload: Any) -> tuple[Outcome | N
             dead_letter(route, envelope, payload, exc, owed, retries_exhausted=True)
         else:
             schedule_retry(route, envelope, payload, exc, owed)
-            return outcome, True  # the reconciliation record waits for the final outcome
+            return True  # the reconciliation record waits for the final outcome
     result = "dead-lettered" if outcome.failures else "delivered"
     reason = "; ".join(str(e) for _, e in outcome.failures)
     reconcile(envelope, outcome, result, reason)
-    return outcome, False
+    return False
 
 
 def _retry_headers(envelope: Envelope, exc: Exception, owed: list[str]) -> dict:

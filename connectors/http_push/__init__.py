@@ -1,7 +1,7 @@
 """HTTP push source: source systems POST documents to the gateway (`gridbus gateway`).
 
-Served by waitress, a production WSGI server (multi-threaded, no C build, runs
-anywhere Python does) rather than a development server.
+Served by aiohttp (``server``): requests wait for their replies on its event
+loop, pushes run the WSGI application (``app``) on a pool of threads.
 """
 from __future__ import annotations
 
@@ -36,30 +36,22 @@ class HttpPushSource:
     def key_store(self, settings: Settings) -> KeyStore:
         return KeyStore(keys_path(settings.state_dir))
 
-    def wsgi_app(self, routes: list[Route], settings: Settings, rate_per_s: float = 0,
-                 all_routes: list[Route] | None = None, threads: int = 48):
-        from bus.requests.store import RequestStore, requests_path
-        from connectors.http_push.app import Gateway
-        from connectors.http_push.reply_consumer import ReplyConsumer
-        from connectors.http_push.requests_api import RequestApi, Waiters
-        from connectors.http_push.seen import SeenAlarms
-
-        request_routes = [r for r in routes if r.source.connector == "http-request"]
-        if request_routes:
-            store, waiters = RequestStore(requests_path(settings.state_dir)), Waiters()
-            ReplyConsumer(settings.broker_url, store, waiters, list(all_routes or routes)).start()
-        gateway = Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
-                          SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
-        if request_routes:
-            # a third of the threads each: billing's waits never starve the MDMS's onward requests
-            gateway.requests = RequestApi(request_routes, store, gateway._publisher, waiters,
-                                          max(2, threads // 3))
-        return gateway
-
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None) -> None:
-        import waitress
+        from bus.requests.store import RequestStore, requests_path
+        from connectors.http_push.app import Gateway
+        from connectors.http_push.request_loop import RequestLoop
+        from connectors.http_push.requests_api import RequestApi
+        from connectors.http_push.seen import SeenAlarms
+        from connectors.http_push.server import serve
 
-        waitress.serve(self.wsgi_app(routes, settings, rate_per_s, all_routes, threads), host=host, port=port,
-                       threads=threads,
-                       ident="gridbus-gateway", clear_untrusted_proxy_headers=True)
+        gateway = Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
+                          SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
+        request_routes = [r for r in routes if r.source.connector == "http-request"]
+        requests = None
+        if request_routes:
+            api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir)))
+            requests = RequestLoop(api, settings.broker_url, list(all_routes or routes))
+        # the largest body any route takes; each route's own limit is checked by the gateway
+        max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
+        serve(gateway, requests, host, port, threads, max_body)

@@ -5,6 +5,9 @@
     GET  /docs             a browsable page of it
     GET  /health
 
+Requests (``/v1/requests/...``) are served on the event loop (``server``,
+``request_loop``), with this application's authentication and body checks.
+
 A push is answered 202 only once the broker has confirmed the message: an
 accepted push is never lost.
 """
@@ -60,8 +63,7 @@ class Refusal(Exception):
 
 class Gateway:
     def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
-                 seen: SeenAlarms | None = None, requests=None):
-        self.requests = requests
+                 seen: SeenAlarms | None = None):
         self.request_routes = {r.source.options["path"].strip("/"): r for r in routes
                                if r.source.connector == "http-request"}
         routes = [r for r in routes if r.source.connector == "http-push"]
@@ -89,8 +91,6 @@ class Gateway:
             return self._send(start_response, 200, self.openapi)
         if path == "/docs" and method == "GET":
             return self._send(start_response, 200, docs_page(self.openapi), "text/html; charset=utf-8")
-        if path.startswith(("/v1/requests/", "/requests/")) and self.requests:
-            return self._request(environ, start_response, method, path.split("/requests/", 1)[1].strip("/"))
         if path.startswith("/v1/push/"):
             if method != "POST":
                 return self._fail(start_response, 405, "METHOD_NOT_ALLOWED", "use POST", [("Allow", "POST")])
@@ -102,12 +102,12 @@ class Gateway:
         if route is None:
             return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes pushes at {push_path!r}")
         try:
-            system = self._caller(environ)
+            system = self.caller(environ)
             if system != route.source.system:
                 raise Refusal(403, "FORBIDDEN",
                               f"{system} may not publish to route {route.id} (its source is {route.source.system})")
             fmt = route.source.options.get("format", "json")
-            document = self._body(environ, route, fmt)
+            document = self.body_of(environ, route, fmt)
         except Refusal as refused:
             return self._fail(start_response, *refused.args)
         if fmt == "json" and not isinstance(document, (dict, list)):
@@ -157,25 +157,7 @@ class Gateway:
             answer["duplicates"] = len(seen_before)
         return self._send(start_response, 202, answer)
 
-    def _request(self, environ, start_response, method: str, rest: str):
-        try:
-            system = self._caller(environ)
-            if method == "GET":
-                answer = self.requests.get(rest, system)
-                return self._send(start_response, answer.status, answer.body, extra=answer.headers)
-            if method != "POST":
-                raise Refusal(405, "METHOD_NOT_ALLOWED", "POST a request, GET its id", [("Allow", "GET, POST")])
-            route = self.request_routes.get(rest)
-            if route is None:
-                raise Refusal(404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
-            document = self._body(environ, route, "json")
-        except Refusal as refused:
-            return self._fail(start_response, *refused.args)
-        answer = self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
-                                    environ.get("HTTP_TRACEPARENT"))
-        return self._send(start_response, answer.status, answer.body, extra=answer.headers)
-
-    def _caller(self, environ) -> str:
+    def caller(self, environ) -> str:
         """The authenticated system, within its rate; ``Refusal`` (401, 429) otherwise."""
         system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
         if system is None:
@@ -188,7 +170,7 @@ class Gateway:
         return system
 
     @staticmethod
-    def _body(environ, route: Route, fmt: str):
+    def body_of(environ, route: Route, fmt: str):
         """The parsed body (JSON) or its text (XML); ``Refusal`` (415, 411, 413, 400) otherwise."""
         media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if not media.endswith(fmt):  # application/json, application/xml, text/xml, +json, +xml

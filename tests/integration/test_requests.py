@@ -65,7 +65,7 @@ def rr(bus_env, tmp_path):
                                            "--bus-key", keys["mdms-1"]))
     env.update({"MDMS_1_URL": mdms.url, "HES_A_URL": hes["hes-a"].url, "HES_B_URL": hes["hes-b"].url})
     procs = [Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start(),
-             Proc("worker-requests", gridbus("worker", "--pool", "threads", "-c", "16", "--routes", WAITING_ROUTES),
+             Proc("worker-requests", gridbus("worker", "--pool", "asyncio", "--routes", WAITING_ROUTES),
                   env, logs).start()]
     admin = BrokerAdmin(env["GRIDBUS_MANAGEMENT_URL"], env["GRIDBUS_BROKER_URL"].rsplit("/", 1)[1])
 

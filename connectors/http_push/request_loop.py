@@ -1,0 +1,138 @@
+"""The gateway's requests on its event loop: publish a request, wait for its reply, keep replies.
+
+A request waiting for its reply is a future here, not a gateway thread: at
+200 on-demand reads/s on two cores, 48 waitress threads queuing for the GIL
+were where a round trip's time went (README, "bench rpc").  What is checked and
+stored before a request leaves (command safety, idempotency) is decided by
+``RequestApi.take``, unchanged.
+
+- A request is published with a publisher confirm, persistent, on its route;
+  a broker that refuses it makes the request ``failed`` and the caller gets 503.
+- Replies are consumed from ``gridbus.replies`` on the same loop.  Each is
+  stored (committed) before it is acked, whether or not anyone still waits;
+  an asynchronous request's reply is handed to the callback route (confirmed)
+  before the ack.
+- Several gateway processes may share one store: a waiting request also looks
+  in the store every 0.25 s, so a reply another process consumed answers it.
+- The store (SQLite) is read and written by one thread of its own, never by
+  the loop: SQLite works without the GIL, so a commit overlaps the loop's HTTP
+  and AMQP work on the other core instead of stalling it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import aio_pika
+
+from bus import naming
+from bus.envelope import child_traceparent
+from bus.requests.dispatch import callback_message, request_message
+from bus.routes.model import Route
+from connectors.http_push.reply_consumer import keep_reply
+from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
+
+log = logging.getLogger("gridbus.gateway")
+POLL_S = 0.25
+
+
+class RequestLoop:
+    def __init__(self, api: RequestApi, broker_url: str, routes: list[Route]):
+        self.api, self.broker_url, self.routes = api, broker_url, routes
+        self.waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id → (its reply, its kind)
+        self.connection = self.channel = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="gateway-store")
+
+    async def stored(self, work, *args):
+        """``work(*args)`` on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, work, *args)
+
+    async def start(self) -> None:
+        # robust: reconnects after a broker restart and consumes again; replies wait in their
+        # quorum queue meanwhile, and a request that cannot be published is answered 503
+        self.connection = await aio_pika.connect_robust(
+            self.broker_url, client_properties={"connection_name": "gridbus-gateway-requests"})
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        consuming = await self.connection.channel()
+        await consuming.set_qos(prefetch_count=200)
+        replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
+        await replies.consume(self._on_reply)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def _publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict) -> None:
+        target = self._exchanges.get(exchange)
+        if target is None:
+            target = self._exchanges[exchange] = (self.channel.default_exchange if not exchange else
+                                                  await self.channel.get_exchange(exchange, ensure=False))
+        await target.publish(aio_pika.Message(body, headers=headers, **props), routing_key=key, mandatory=True)
+
+    # -- a request ---------------------------------------------------------------------
+    async def post(self, route: Route, system: str, user: str | None, document, traceparent: str | None) -> Answer:
+        taken = await self.stored(self.api.take, route, system, user, document)
+        if isinstance(taken, Answer):
+            return taken
+        try:
+            return await self._send(route, taken, traceparent)
+        finally:
+            self.api.done(taken)
+
+    async def _send(self, route: Route, taken: Taken, traceparent: str | None) -> Answer:
+        request = taken.request
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[request.id] = (future, request.kind)
+        try:
+            try:
+                await self._publish(*request_message(route, request,
+                                                     child_traceparent(traceparent) if traceparent else None))
+            except Exception as exc:  # the broker is away or refused it: nothing was sent
+                log.error("request %s not published: %s", request.id, exc)
+                await self.stored(self.api.store.transition, request.id, "failed", "gridbus", {"sent"},
+                                  f"not published: {exc}")
+                return refusal(503, taken.noun, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
+                               [("Retry-After", "5")])
+            if request.reply_address:
+                return self.api.status_answer(await self.stored(self.api.store.get, request.id), 202)
+            return await self._wait(taken, future)
+        finally:
+            self.waiting.pop(request.id, None)
+
+    async def _wait(self, taken: Taken, future: asyncio.Future) -> Answer:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + taken.timeout_s
+        while True:
+            left = deadline - loop.time()
+            if not future.done():
+                await asyncio.wait((future,), timeout=min(POLL_S, max(0.0, left)))
+            elif left > 0:  # woken without a stored reply: look in the store at the usual pace
+                await asyncio.sleep(min(POLL_S, left))
+            if future.done() and future.result() is not None:
+                return self.api.status_answer(future.result(), 200)
+            stored = await self.stored(self.api.store.get, taken.request.id)
+            if stored is not None and stored.reply is not None:
+                return self.api.status_answer(stored, 200)
+            if loop.time() >= deadline:
+                return self.api.timed_out(taken)
+
+    # -- replies -----------------------------------------------------------------------
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        request_id = message.correlation_id
+        future, kind = self.waiting.get(request_id, (None, None))
+        try:
+            kept, reply = await self.stored(keep_reply, self.api.store, request_id, message.headers, message.body,
+                                            kind)
+            if kept is not None and kept.reply_address and kept.reply == reply:
+                callback = callback_message(self.routes, kept, reply)
+                if callback is not None:
+                    await self._publish(*callback)
+        except Exception as exc:  # not stored, or its callback not confirmed: it comes back
+            log.warning("reply to %s not kept (%s); returned to the queue", request_id, exc)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        if future is not None and not future.done():
+            future.set_result(kept if kept is not None and kept.reply is not None else None)

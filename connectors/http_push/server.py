@@ -1,0 +1,142 @@
+"""The gateway's HTTP server: aiohttp, one event loop.
+
+    /v1/requests/...   on the loop: a waiting request costs a future (request_loop)
+    everything else    the WSGI application (app.Gateway: pushes, docs, health) on a
+                       pool of threads, as under waitress before
+
+Why aiohttp rather than waitress: a billing request waits for its reply, and
+under waitress each wait held one of 48 threads; at 200 requests/s on two
+cores the threads queued for the GIL and every stage of a round trip slowed
+down together (README, "bench rpc").  aiohttp parses HTTP in C and waits on
+one loop.  Pushes need no waiting and keep their tested WSGI code.
+
+Headers a proxy would set (``Forwarded``, ``X-Forwarded-*``) are not passed on:
+no proxy is trusted, as with waitress's ``clear_untrusted_proxy_headers``.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from aiohttp import web
+
+from connectors.http_push.app import Gateway, Refusal, reply
+from connectors.http_push.request_loop import RequestLoop
+
+log = logging.getLogger("gridbus.gateway")
+_UNTRUSTED = {"FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-HOST", "X-FORWARDED-PROTO", "X-FORWARDED-PORT",
+              "X-FORWARDED-BY"}
+
+
+def environ_of(request: web.Request, body: bytes) -> dict:
+    """The WSGI environ of an aiohttp request whose body has been read."""
+    environ = {
+        "REQUEST_METHOD": request.method, "PATH_INFO": request.path, "QUERY_STRING": request.query_string,
+        "SCRIPT_NAME": "", "SERVER_NAME": request.url.host or "localhost", "SERVER_PORT": str(request.url.port or 80),
+        "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
+        "REMOTE_ADDR": request.remote or "", "wsgi.version": (1, 0), "wsgi.url_scheme": request.scheme,
+        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+    for name, value in request.headers.items():
+        upper = name.upper()
+        if upper in _UNTRUSTED:
+            continue
+        if upper == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif upper == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            key = "HTTP_" + upper.replace("-", "_")
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
+
+
+def call_wsgi(app, environ: dict) -> tuple[int, list, bytes]:
+    started: dict = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"], started["headers"] = status, headers
+
+    chunks = app(environ, start_response)
+    try:
+        data = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    headers = [(k, v) for k, v in started["headers"] if k.lower() != "content-length"]
+    return int(started["status"].split(" ", 1)[0]), headers, data
+
+
+def _json(status: int, body: dict, headers: list | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
+                        headers={"Content-Type": "application/json", **dict(headers or [])})
+
+
+class GatewayServer:
+    def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int):
+        self.gateway, self.requests, self.max_body = gateway, requests, max_body
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="gateway")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > self.max_body:
+            # never read: the same refusal the WSGI application gives a body over its route's limit
+            return _json(413, reply("FAILED", errors=[("TOO_LARGE", f"{request.content_length} bytes; the "
+                                                       f"largest this gateway takes is {self.max_body}")]))
+        body = await request.read()
+        environ = environ_of(request, body)
+        path = request.path
+        if self.requests is not None and path.startswith(("/v1/requests/", "/requests/")):
+            return await self._request(environ, request.method, path.split("/requests/", 1)[1].strip("/"))
+        status, headers, data = await asyncio.get_running_loop().run_in_executor(
+            self.executor, call_wsgi, self.gateway, environ)
+        return web.Response(status=status, body=data, headers=headers)
+
+    async def _request(self, environ: dict, method: str, rest: str) -> web.Response:
+        try:
+            system = self.gateway.caller(environ)
+            if method == "GET":
+                answer = await self.requests.stored(self.requests.api.get, rest, system)
+                return _json(answer.status, answer.body, answer.headers)
+            if method != "POST":
+                raise Refusal(405, "METHOD_NOT_ALLOWED", "POST a request, GET its id", [("Allow", "GET, POST")])
+            route = self.gateway.request_routes.get(rest)
+            if route is None:
+                raise Refusal(404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
+            document = self.gateway.body_of(environ, route, "json")
+        except Refusal as refused:
+            status, code, reason, *extra = refused.args
+            return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
+        answer = await self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
+                                          environ.get("HTTP_TRACEPARENT"))
+        return _json(answer.status, answer.body, answer.headers)
+
+    async def run(self, host: str, port: int) -> None:
+        if self.requests is not None:
+            await self.requests.start()
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            if self.requests is not None:
+                await self.requests.close()
+            self.executor.shutdown(wait=False)
+
+
+def serve(gateway: Gateway, requests: RequestLoop | None, host: str, port: int, threads: int,
+          max_body: int) -> None:
+    asyncio.run(GatewayServer(gateway, requests, threads, max_body).run(host, port))
