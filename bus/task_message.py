@@ -23,12 +23,14 @@ _ORIGIN = f"gridbus@{socket.gethostname()}"
 
 
 def celery_headers(envelope: Envelope) -> dict[str, Any]:
+    # only what Celery's worker reads (``task`` and ``id`` are required, the rest it takes with
+    # defaults): every header is encoded by the publisher and decoded by the consumer on every
+    # message, and eta/expires/shadow/group/timelimit/argsrepr would only ever say "none"
     return {
         "lang": "py", "task": naming.task_name(envelope.route_id), "id": envelope.message_id,
-        "shadow": None, "eta": None, "expires": None, "group": None, "group_index": None,
-        "retries": envelope.attempt - 1, "timelimit": [None, None],
-        "root_id": envelope.extra.get("gridbus-root-id", envelope.message_id), "parent_id": None,
-        "argsrepr": "", "kwargsrepr": "", "origin": _ORIGIN, "ignore_result": True,
+        "retries": envelope.attempt - 1,
+        "root_id": envelope.extra.get("gridbus-root-id", envelope.message_id),
+        "origin": _ORIGIN, "ignore_result": True,
     }
 
 

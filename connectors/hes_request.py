@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import requests
 from marshmallow import RAISE, Schema, fields, validate
 
@@ -133,7 +134,7 @@ class HesRequestDestination:
     def _call(hes: str, base: str, options: dict, document: dict, meters: list[str], envelope: Envelope):
         """(url, body, headers) of asking ``hes`` for its ``meters``."""
         sub = {**document, "Request": {**document["Request"], "meters": meters}}
-        return (f"{base.rstrip('/')}/requests/{options['operation']}", json.dumps(sub),
+        return (f"{base.rstrip('/')}/requests/{options['operation']}", orjson.dumps(sub),
                 {"Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
                  "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
 

@@ -20,6 +20,7 @@ import aio_pika
 import aiohttp
 from aiohttp import web
 
+from bus import aio
 from bus.bench.rpc_pika import hes_of
 
 QUORUM = {"x-queue-type": "quorum"}
@@ -91,8 +92,8 @@ async def worker(url: str, request_queue: str, hes_a: str, hes_b: str) -> None:
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "front":
-        asyncio.run(front(int(args[0]), *args[1:4]))
+        aio.run(front(int(args[0]), *args[1:4]))
     elif command == "worker":
-        asyncio.run(worker(*args[:4]))
+        aio.run(worker(*args[:4]))
     else:
         sys.exit(f"unknown command {command!r}: front or worker")

@@ -3,7 +3,7 @@
     python -m bus.bench.rpc_pika front PORT URL REQUEST_QUEUE REPLY_QUEUE
     python -m bus.bench.rpc_pika worker URL REQUEST_QUEUE HES_A_URL HES_B_URL THREADS
 
-``front`` is an HTTP server (waitress, as the gateway) whose request threads
+``front`` is an HTTP server (waitress, a thread per request, as the gateway was until it moved to an event loop) whose request threads
 publish the posted document, persistent and confirmed, to a quorum queue with
 ``reply_to`` and ``correlation_id``, then wait for the reply that its consumer
 thread takes from a quorum reply queue.  ``worker`` takes requests (manual

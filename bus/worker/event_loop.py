@@ -31,7 +31,7 @@ from typing import Any
 
 import aio_pika
 
-from bus import naming, task_message
+from bus import aio, naming, task_message
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope
 from bus.errors import BrokerError, GridbusError
@@ -151,4 +151,4 @@ def run(routes: list[Route], broker_url: str, prefetch: int = 64) -> None:
             loop.add_signal_handler(sig, stop.set)
         await LoopWorker(routes, broker_url, prefetch).run(stop)
 
-    asyncio.run(main())
+    aio.run(main())

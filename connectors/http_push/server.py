@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 from aiohttp import web
 
+from bus import aio
 from connectors.http_push.app import Gateway, Refusal, reply
 from connectors.http_push.request_loop import RequestLoop
 
@@ -139,4 +140,4 @@ class GatewayServer:
 
 def serve(gateway: Gateway, requests: RequestLoop | None, host: str, port: int, threads: int,
           max_body: int) -> None:
-    asyncio.run(GatewayServer(gateway, requests, threads, max_body).run(host, port))
+    aio.run(GatewayServer(gateway, requests, threads, max_body).run(host, port))
