@@ -122,6 +122,10 @@ class HesRequestDestination:
             answers = [future.result() for future in asks]
         return self._merged(endpoint, envelope, meters, answers, errors)
 
+    async def close_async(self) -> None:
+        """The event-loop worker stops: its HTTP connections close with it."""
+        await self.loop_sessions.close()
+
     async def request_async(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """``request`` on an event loop: the HES are asked side by side without threads."""
         meters, groups, errors = self._split(document, endpoint)

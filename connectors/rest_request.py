@@ -55,6 +55,10 @@ class RestRequestDestination:
                                          endpoint.system) from exc
         return _interpret(endpoint, answer.status_code, answer.content)
 
+    async def close_async(self) -> None:
+        """The event-loop worker stops: its HTTP connections close with it."""
+        await self.loop_sessions.close()
+
     async def request_async(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """``request`` on an event loop."""
         import aiohttp  # only the event-loop worker needs it

@@ -31,7 +31,7 @@ from typing import Any
 
 import aio_pika
 
-from bus import aio, naming, task_message
+from bus import aio, naming, registry, task_message
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope
 from bus.errors import BrokerError, GridbusError
@@ -84,6 +84,9 @@ class LoopWorker:
                 await asyncio.wait(self._tasks, timeout=30)
         finally:
             await connection.close()
+            for connector in {registry.connector(d.connector) for r in self.routes for d in r.destinations}:
+                if hasattr(connector, "close_async"):
+                    await connector.close_async()
 
     async def on_message(self, route: Route, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         job = asyncio.create_task(self._settle(route, message))

@@ -122,7 +122,8 @@ class GatewayServer:
             await self.requests.start()
         app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # on SIGTERM, requests still waiting get 5 s to be answered; their replies are kept anyway
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         stop = asyncio.Event()

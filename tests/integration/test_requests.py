@@ -347,3 +347,66 @@ def test_billing_determinants_of_reads_ingested_through_use_case_1_match_an_inde
     assert got["max_demand_kw"]["value"] == pytest.approx(want["md_kw"], abs=1e-6)
     assert got["max_demand_kw"]["at"] == want["md_at"]
     assert got["average_pf"] == pytest.approx(want["pf"], abs=1e-4)
+
+
+# --- failures: the request worker killed, the broker restarted, mid-request ------------------
+
+def hes_asked(rr) -> int:
+    return sum(requests.get(f"{rr[h].url}/stats", timeout=5).json()["read_requests"] for h in ("hes-a", "hes-b"))
+
+
+def reads_in_flight(rr, count: int, latency_ms: int) -> tuple[dict, list]:
+    """``count`` sync on-demand reads from MDMS-1 (one meter each), returned once both HES
+    (answering after ``latency_ms``) hold all of them: (answers by meter number, their threads)."""
+    for name in ("hes-a", "hes-b"):
+        hes_control(rr[name], latency_ms=latency_ms)
+    answers: dict[int, requests.Response] = {}
+
+    def read(n: int) -> None:
+        answers[n] = ask(rr, "mdms-1/meter-readings", {"meters": [meter(n)]}, system="mdms-1")
+
+    asking = [threading.Thread(target=read, args=(n,)) for n in range(1, count + 1)]
+    for t in asking:
+        t.start()
+    wait_for(lambda: hes_asked(rr) >= count, 10, f"the HES to be asked for all {count} reads")
+    return answers, asking
+
+
+def test_a_request_worker_killed_mid_request_loses_no_request(rr):
+    # Given both HES answering after 1.5 s, and 20 on-demand reads from MDMS-1 waiting on them
+    answers, asking = reads_in_flight(rr, 20, latency_ms=1500)
+    # When the request worker is killed (SIGKILL) with all 20 taken and unanswered, and started again
+    rr["procs"][1].kill9()
+    rr["procs"].append(Proc("worker-requests-2", gridbus("worker", "--pool", "asyncio", "--routes",
+                                                         WAITING_ROUTES), rr["env"], rr["logs"]).start())
+    for t in asking:
+        t.join(30)
+    # Then every read is answered OK within its 15 s wait: the broker redelivered what was unacked
+    assert sorted(answers) == list(range(1, 21))
+    assert all(a.status_code == 200 and a.json()["Reply"]["Result"] == "OK" for a in answers.values()), \
+        [a.text[:200] for a in answers.values() if a.status_code != 200][:3]
+    # and the HES were asked again for them (at least once, never lost)
+    assert hes_asked(rr) >= 40
+
+
+def test_a_broker_restart_mid_request_loses_no_request(rr, rabbitmq_proc):
+    # Given both HES answering after 0.5 s, and 10 on-demand reads from MDMS-1 waiting on them
+    answers, asking = reads_in_flight(rr, 10, latency_ms=500)
+    # When the broker restarts under them
+    rabbitmq_proc.rabbitctl_output("stop_app")
+    rabbitmq_proc.rabbitctl_output("start_app")
+    for t in asking:
+        t.join(30)
+    # Then every request ends replied OK: answered in its wait, or (504) kept for GET /v1/requests/{id}
+    assert sorted(answers) == list(range(1, 11))
+    for n, answer in answers.items():
+        assert answer.status_code in (200, 504), answer.text[:300]
+        request_id = answer.json()["request_id"]
+        wait_for(lambda: status(rr, request_id, "mdms-1")["state"] == "replied", 60,
+                 f"read {n} to be replied after the restart")
+        assert status(rr, request_id, "mdms-1")["reply"]["Reply"]["Result"] == "OK"
+    # and the gateway and the worker took new requests again without being restarted
+    for name in ("hes-a", "hes-b"):
+        hes_control(rr[name], latency_ms=0)
+    after = ask(rr, "mdms-1/meter-readings", {"meters": [meter(1), meter(2)]}, system="mdms-1")
+    assert after.status_code == 200 and after.json()["Reply"]["Result"] == "OK", after.text[:300]
