@@ -7,7 +7,8 @@
     GET  /meters                    {"meters": [every meter it was asked about], "count"}
     GET  /meters/<meter>            {"meter", "state", "executions": [{"commandId", "action", "params", "at"}],
                                      "reads": n}
-    GET  /stats       {"posts", "read_requests", "meters_read", "command_requests", "executions",
+    GET  /stats       {"arrivals" (requests received, counted before any latency), "posts",
+                       "read_requests", "meters_read", "command_requests", "executions",
                        "duplicate_executions", "unreachable_answers", "rejected_posts",
                        "refused_posts", "mode", "name"}
     POST /_meters     {"unreachable": [meters], "timeout": [meters], "latency_ms": N, "timeout_s": S}
@@ -147,7 +148,7 @@ class HesApp(MessageStandIn):
             self.asked: dict[str, int] = {}                         # meter -> reads answered
             self.meter_faults = _MeterFaults()
             self.counts = dict.fromkeys(
-                ("posts", "read_requests", "meters_read", "command_requests", "executions",
+                ("arrivals", "posts", "read_requests", "meters_read", "command_requests", "executions",
                  "duplicate_executions", "unreachable_answers"), 0)
 
     # -- replies: the Noun follows the request's kind; CorrelationID echoes the request's
@@ -164,6 +165,8 @@ class HesApp(MessageStandIn):
         """As ``MessageStandIn.post_message``, but the Result is per meter and the per-meter
         faults (latency, a hung HES) apply."""
         noun, verbs = KINDS[path]
+        with self._store_lock:
+            self.counts["arrivals"] += 1  # before the latency: a test sees what is in flight here
         mode = self.faults.take()
         correlation = message_id = None
         try:

@@ -69,7 +69,8 @@ class LoopWorker:
         # robust: after a broker restart it reconnects and consumes again; what was in flight
         # and unacked is redelivered by the broker
         connection = await aio_pika.connect_robust(
-            self.broker_url, client_properties={"connection_name": "gridbus-worker-asyncio"})
+            self.broker_url, client_properties={"connection_name": "gridbus-worker-asyncio"},
+            reconnect_interval=1)
         try:
             consuming = await connection.channel()
             await consuming.set_qos(prefetch_count=self.prefetch)

@@ -53,7 +53,8 @@ class RequestLoop:
         # robust: reconnects after a broker restart and consumes again; replies wait in their
         # quorum queue meanwhile, and a request that cannot be published is answered 503
         self.connection = await aio_pika.connect_robust(
-            self.broker_url, client_properties={"connection_name": "gridbus-gateway-requests"})
+            self.broker_url, client_properties={"connection_name": "gridbus-gateway-requests"},
+            reconnect_interval=1)
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         consuming = await self.connection.channel()
         await consuming.set_qos(prefetch_count=200)
