@@ -18,3 +18,31 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     except ImportError:  # a platform without a wheel (Windows): the standard loop does the same job
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def connect(broker_url: str, name: str):
+    """A robust aio-pika connection: after a broker restart it reconnects (after 1 s) and
+    consumes again; what was in flight and unacked is redelivered by the broker."""
+    import aio_pika
+
+    return await aio_pika.connect_robust(broker_url, client_properties={"connection_name": name},
+                                         reconnect_interval=1)
+
+
+class ConfirmedPublisher:
+    """Publish a message as gridbus builds it (exchange, routing key, body, AMQP properties,
+    headers: ``task_message.build``, ``dispatch``, ``task.reply_message``) on an event loop:
+    mandatory, and returned only once the broker confirmed it (or raising why not)."""
+
+    def __init__(self, channel):
+        self.channel = channel  # opened with publisher_confirms=True, on_return_raises=True
+        self._exchanges: dict = {}
+
+    async def publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict) -> None:
+        import aio_pika
+
+        target = self._exchanges.get(exchange)
+        if target is None:
+            target = self._exchanges[exchange] = (self.channel.default_exchange if not exchange else
+                                                  await self.channel.get_exchange(exchange, ensure=False))
+        await target.publish(aio_pika.Message(body, headers=headers, **props), routing_key=key, mandatory=True)

@@ -56,11 +56,11 @@ class ThreadSessions:
 
 
 class LoopSessions:
-    """One ``aiohttp.ClientSession`` per event loop, for connectors asked from the event-loop
-    worker (`gridbus worker --pool asyncio`).  A session belongs to the loop it was made on."""
+    """The ``aiohttp.ClientSession`` of the event-loop worker (`gridbus worker --pool asyncio`);
+    a session belongs to the loop it was made on, so a new loop gets a new one."""
 
     def __init__(self):
-        self._sessions: dict[int, tuple] = {}
+        self._loop = self._session = None
         self.trust_env = environment_matters()
 
     def get(self):
@@ -69,16 +69,12 @@ class LoopSessions:
         import aiohttp  # only the event-loop worker needs it
 
         loop = asyncio.get_running_loop()
-        made_on, session = self._sessions.get(id(loop), (None, None))
-        if session is None or session.closed or made_on is not loop:
-            session = aiohttp.ClientSession(trust_env=self.trust_env,
-                                            connector=aiohttp.TCPConnector(limit=256))
-            self._sessions[id(loop)] = (loop, session)
-        return session
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._loop, self._session = loop, aiohttp.ClientSession(
+                trust_env=self.trust_env, connector=aiohttp.TCPConnector(limit=256))
+        return self._session
 
     async def close(self) -> None:
-        import asyncio
-
-        _, session = self._sessions.pop(id(asyncio.get_running_loop()), (None, None))
+        session, self._loop, self._session = self._session, None, None
         if session is not None:
             await session.close()

@@ -47,9 +47,8 @@ class BadMessage(GridbusError):
 
 
 def decoded(route: Route, message: aio_pika.abc.AbstractIncomingMessage) -> tuple[Envelope, Any]:
-    headers = dict(message.headers or {})
     try:
-        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}
+        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in (message.headers or {}).items()}
         envelope = Envelope.from_headers(headers.get("id") or message.message_id, headers, message.reply_to)
         return envelope, task_message.decode_body(message.body)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -61,20 +60,17 @@ class LoopWorker:
         self.routes, self.broker_url, self.prefetch = routes, broker_url, prefetch
         self.asks = {r.id: r.method == "request-response" and pipeline.asks_only(r) for r in routes}
         self._tasks: set[asyncio.Task] = set()
-        self.channel: aio_pika.abc.AbstractChannel | None = None
+        self.publisher: aio.ConfirmedPublisher | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(THREADS, thread_name_prefix="gridbus-sync"))
-        # robust: after a broker restart it reconnects and consumes again; what was in flight
-        # and unacked is redelivered by the broker
-        connection = await aio_pika.connect_robust(
-            self.broker_url, client_properties={"connection_name": "gridbus-worker-asyncio"},
-            reconnect_interval=1)
+        connection = await aio.connect(self.broker_url, "gridbus-worker-asyncio")
         try:
             consuming = await connection.channel()
             await consuming.set_qos(prefetch_count=self.prefetch)
-            self.channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self.publisher = aio.ConfirmedPublisher(
+                await connection.channel(publisher_confirms=True, on_return_raises=True))
             for route in self.routes:
                 queue = await consuming.get_queue(route.queue_name, ensure=True)
                 await queue.consume(functools.partial(self.on_message, route))
@@ -132,11 +128,7 @@ class LoopWorker:
             await asyncio.to_thread(task.finish_request, route, envelope, payload, outcome, error, fields)
             return
         task.trace_outcome(route, envelope, outcome, fields)
-        queue, body, props, headers = task.reply_message(envelope, outcome.reply)
-        await self.channel.default_exchange.publish(aio_pika.Message(
-            body, headers=headers, correlation_id=props["correlation_id"], message_id=props["message_id"],
-            content_type=props["content_type"], delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            app_id=props["app_id"]), routing_key=queue, mandatory=True)
+        await self.publisher.publish("", *task.reply_message(envelope, outcome.reply))
 
 
 async def _quietly(settling) -> None:

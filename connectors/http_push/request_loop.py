@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
 
-from bus import naming
+from bus import aio, naming
 from bus.envelope import child_traceparent
 from bus.requests.dispatch import callback_message, request_message
 from bus.routes.model import Route
-from connectors.http_push.reply_consumer import keep_reply
+from connectors.http_push.kept_replies import keep_reply
 from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
 
 log = logging.getLogger("gridbus.gateway")
@@ -41,8 +41,7 @@ class RequestLoop:
     def __init__(self, api: RequestApi, broker_url: str, routes: list[Route]):
         self.api, self.broker_url, self.routes = api, broker_url, routes
         self.waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id → (its reply, its kind)
-        self.connection = self.channel = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self.connection = self.publisher = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="gateway-store")
 
     async def stored(self, work, *args):
@@ -50,12 +49,11 @@ class RequestLoop:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, work, *args)
 
     async def start(self) -> None:
-        # robust: reconnects after a broker restart and consumes again; replies wait in their
-        # quorum queue meanwhile, and a request that cannot be published is answered 503
-        self.connection = await aio_pika.connect_robust(
-            self.broker_url, client_properties={"connection_name": "gridbus-gateway-requests"},
-            reconnect_interval=1)
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        # while the broker is away, replies wait in their quorum queue and a request that
+        # cannot be published is answered 503
+        self.connection = await aio.connect(self.broker_url, "gridbus-gateway-requests")
+        self.publisher = aio.ConfirmedPublisher(
+            await self.connection.channel(publisher_confirms=True, on_return_raises=True))
         consuming = await self.connection.channel()
         await consuming.set_qos(prefetch_count=200)
         replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
@@ -64,13 +62,6 @@ class RequestLoop:
     async def close(self) -> None:
         if self.connection is not None:
             await self.connection.close()
-
-    async def _publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict) -> None:
-        target = self._exchanges.get(exchange)
-        if target is None:
-            target = self._exchanges[exchange] = (self.channel.default_exchange if not exchange else
-                                                  await self.channel.get_exchange(exchange, ensure=False))
-        await target.publish(aio_pika.Message(body, headers=headers, **props), routing_key=key, mandatory=True)
 
     # -- a request ---------------------------------------------------------------------
     async def post(self, route: Route, system: str, user: str | None, document, traceparent: str | None) -> Answer:
@@ -88,7 +79,7 @@ class RequestLoop:
         self.waiting[request.id] = (future, request.kind)
         try:
             try:
-                await self._publish(*request_message(route, request,
+                await self.publisher.publish(*request_message(route, request,
                                                      child_traceparent(traceparent) if traceparent else None))
             except Exception as exc:  # the broker is away or refused it: nothing was sent
                 log.error("request %s not published: %s", request.id, exc)
@@ -129,7 +120,7 @@ class RequestLoop:
             if kept is not None and kept.reply_address and kept.reply == reply:
                 callback = callback_message(self.routes, kept, reply)
                 if callback is not None:
-                    await self._publish(*callback)
+                    await self.publisher.publish(*callback)
         except Exception as exc:  # not stored, or its callback not confirmed: it comes back
             log.warning("reply to %s not kept (%s); returned to the queue", request_id, exc)
             await message.nack(requeue=True)

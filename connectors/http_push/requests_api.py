@@ -53,7 +53,6 @@ class Taken:
 
 class RequestApi:
     def __init__(self, routes: list[Route], store: RequestStore, max_waiting_per_system: int = 256):
-        self.routes = {r.source.options["path"].strip("/"): r for r in routes}
         self.store = store
         # a system may have only so many requests waiting for replies at once: one system's
         # flood must not hold the replies of everybody else's (the waits cost no thread, but
