@@ -26,12 +26,20 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
+    # how long a read of the key file is trusted: a key an operator adds or revokes takes
+    # effect within this, and a busy gateway does not stat the file on every request
+    RECHECK_S = 1.0
+
     def __init__(self, path: Path):
         self.path = path
         self._mtime = None
+        self._checked = float("-inf")
         self._keys: dict[str, dict] = {}
 
-    def _load(self) -> None:
+    def _load(self, fresh: bool = True) -> None:
+        if not fresh and time.monotonic() - self._checked < self.RECHECK_S:
+            return
+        self._checked = time.monotonic()
         try:
             mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
@@ -68,7 +76,7 @@ class KeyStore:
         """The system a presented key belongs to, or None (constant-time comparison)."""
         if not key or "." not in key:
             return None
-        self._load()
+        self._load(fresh=False)
         key_id, secret = key.split(".", 1)
         entry = self._keys.get(key_id)
         if entry and hmac.compare_digest(entry["sha256"], _digest(secret)):

@@ -15,14 +15,12 @@ stored before a request leaves (command safety, idempotency) is decided by
 - Several gateway processes may share one store: a waiting request also looks
   in the store every 0.25 s, so a reply another process consumed answers it.
 - The store (SQLite) is read and written by one thread of its own, never by
-  the loop: SQLite works without the GIL, so a commit overlaps the loop's HTTP
-  and AMQP work on the other core instead of stalling it.
+  the loop, with group commits (``store_thread``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
 
@@ -32,6 +30,7 @@ from bus.requests.dispatch import callback_message, request_message
 from bus.routes.model import Route
 from connectors.http_push.kept_replies import keep_reply
 from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
+from connectors.http_push.store_thread import NotCommitted, StoreThread
 
 log = logging.getLogger("gridbus.gateway")
 POLL_S = 0.25
@@ -42,11 +41,7 @@ class RequestLoop:
         self.api, self.broker_url, self.routes = api, broker_url, routes
         self.waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id → (its reply, its kind)
         self.connection = self.publisher = None
-        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="gateway-store")
-
-    async def stored(self, work, *args):
-        """``work(*args)`` on the store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._store_thread, work, *args)
+        self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
     async def start(self) -> None:
         # while the broker is away, replies wait in their quorum queue and a request that
@@ -62,10 +57,16 @@ class RequestLoop:
     async def close(self) -> None:
         if self.connection is not None:
             await self.connection.close()
+        self.stored.close()
 
     # -- a request ---------------------------------------------------------------------
     async def post(self, route: Route, system: str, user: str | None, document, traceparent: str | None) -> Answer:
-        taken = await self.stored(self.api.take, route, system, user, document)
+        try:
+            taken = await self.stored(self.api.take, route, system, user, document)
+        except NotCommitted as exc:  # not stored, so not sent: it no longer counts as waiting
+            if isinstance(exc.result, Taken):
+                self.api.done(exc.result)
+            raise
         if isinstance(taken, Answer):
             return taken
         try:
