@@ -8,11 +8,16 @@ benchmark's asyncio baseline runs on it too, so the comparison stays fair.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any
 
 
 def run(main: Coroutine[Any, Any, Any]) -> Any:
+    # what was made while starting (modules, routes, schemas) lives as long as the process:
+    # kept out of the cyclic collector's full passes, which otherwise walk it all again and
+    # again, in pauses every request waiting on this loop shares
+    gc.freeze()
     try:
         import uvloop
     except ImportError:  # a platform without a wheel (Windows): the standard loop does the same job

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import threading
 import time
@@ -46,13 +47,19 @@ def parse_time(text: str | None) -> float | None:
 @click.command("recorder")
 @click.option("--retention", default=DEFAULT_RETENTION, show_default=True, help="Prune events older than this.")
 @click.option("--prune-every", default="60s", show_default=True, help="How often to prune.")
+@click.option("--nice", default=10, show_default=True, type=click.IntRange(0, 19),
+              help="CPU niceness: recording is background work, it yields to the data path.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def recorder(retention, prune_every, loglevel):
+def recorder(retention, prune_every, nice, loglevel):
     """Record trace events from the bus into the trace store ($GRIDBUS_HOME/state/trace.sqlite)."""
     from bus.tracing.recorder import serve
 
     setup_logging(loglevel)
+    if nice and hasattr(os, "nice"):
+        # on a busy host the recorder waits its turn: the events wait in their queue, batches
+        # grow (cheaper per event), and no request's reply waits behind a trace insert
+        os.nice(nice)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     serve(settings().broker_url, trace_store(), stop, parse_duration(retention), parse_duration(prune_every))

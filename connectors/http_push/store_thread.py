@@ -113,3 +113,4 @@ def _resolve(outcomes: list) -> None:
             future.set_exception(exc)
         else:
             future.set_result(result)
+
