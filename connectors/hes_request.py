@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,11 +44,17 @@ class HesRequestOptions(Schema):
 class Assignment:
     """meter → HES from the CSV file, cached until the file changes."""
 
+    # a changed file is noticed within this, without a stat on every request
+    RECHECK_S = 1.0
+
     def __init__(self):
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._cache: dict[str, tuple[float, dict[str, str], float]] = {}  # path → (mtime, table, checked)
 
     def table(self, path: str) -> dict[str, str]:
+        cached = self._cache.get(path)
+        if cached and time.monotonic() - cached[2] < self.RECHECK_S:
+            return cached[1]
         try:
             mtime = os.stat(path).st_mtime
         except OSError as exc:
@@ -55,11 +62,12 @@ class Assignment:
         with self._lock:
             cached = self._cache.get(path)
             if cached and cached[0] == mtime:
+                self._cache[path] = (mtime, cached[1], time.monotonic())
                 return cached[1]
             with open(path, newline="", encoding="utf-8") as f:
                 rows = csv.DictReader(f)
                 table = {r["meter"].strip(): r["hes"].strip() for r in rows if r.get("meter")}
-            self._cache[path] = (mtime, table)
+            self._cache[path] = (mtime, table, time.monotonic())
             return table
 
 
