@@ -25,10 +25,34 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(main)
 
 
+def precise_float_headers() -> None:
+    """Make aio-pika send a float header as an AMQP double ('d'), as py-amqp and pika do.
+
+    pamqp (aio-pika's codec) writes a Python float as a 32-bit 'f': an epoch time such as
+    ``gridbus-expires-at`` then arrives rounded to 128 s, so a command could run up to a
+    minute after its expiry and trace timings were off by as much.  RabbitMQ and every
+    client gridbus uses read 'd'.  Patched once, at the boundary, before the first publish."""
+    from pamqp import encode
+
+    if getattr(encode.encode_table_value, "gridbus_doubles", False):
+        return
+    original = encode.encode_table_value
+
+    def encode_table_value(value):
+        if isinstance(value, float):
+            return b"d" + encode.double(value)
+        return original(value)
+
+    encode_table_value.gridbus_doubles = True
+    encode.encode_table_value = encode_table_value
+
+
 async def connect(broker_url: str, name: str):
     """A robust aio-pika connection: after a broker restart it reconnects (after 1 s) and
     consumes again; what was in flight and unacked is redelivered by the broker."""
     import aio_pika
+
+    precise_float_headers()
 
     return await aio_pika.connect_robust(broker_url, client_properties={"connection_name": name},
                                          reconnect_interval=1)
