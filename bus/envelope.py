@@ -9,6 +9,7 @@ properties a task needs (source, correlation id, verb/noun).
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import time
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 SCHEMA_VERSION = "1"
+_random = random.Random()  # its own generator: nobody's random.seed() makes ids repeat
+os.register_at_fork(after_in_child=_random.seed)  # forked workers must not repeat each other's ids
 _HOST = socket.gethostname()
 
 H_ROUTE = "gridbus-route"
@@ -37,7 +40,17 @@ H_TRACEPARENT = "traceparent"
 
 
 def new_message_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Time-ordered rather than random (uuid4): every store keyed or indexed by message id
+    (the gateway's requests and their audit trail, the trace store) appends near the end
+    of its index instead of dirtying a random page per row, which at a few hundred
+    requests a second is most of what a commit writes.  Still a UUID to anything reading
+    it; unique across processes and hosts by its random bits (reseeded from the OS in
+    every forked child)."""
+    bits = _random.getrandbits(74)
+    return str(uuid.UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (bits >> 62) << 64
+                        | 0b10 << 62 | bits & (1 << 62) - 1))
 
 
 def file_chunk_message_id(checksum: str, chunk_index: int) -> str:

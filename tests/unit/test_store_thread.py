@@ -116,3 +116,4 @@ def test_a_caller_that_gave_up_does_not_stop_the_others(store):
         stored.close()
     # and the work of the one that gave up was done all the same (stored, so its reply can be polled)
     assert store.get("r1") is not None
+
