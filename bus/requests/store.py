@@ -102,9 +102,12 @@ class RequestStore:
         # lose the last requests' states, never corrupt the file
         self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL")
 
-    def batch(self):
+    def batch(self, wait: bool = True):
         """Several of the calls below in one transaction, one commit (``ThreadConnections.batch``)."""
-        return self._db.batch()
+        return self._db.batch(wait)
+
+    def checkpoint(self) -> None:
+        self._db.checkpoint()
 
     def _audit(self, db, request_id: str, who: str, event: str, detail: str | None = None) -> None:
         db.execute("INSERT INTO audit (request_id, at, who, event, detail) VALUES (?, ?, ?, ?, ?)",
