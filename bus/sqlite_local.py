@@ -13,10 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-class WouldWait(Exception):
-    """``batch(wait=False)`` would have had to wait for the write lock; nothing was written."""
-
-
 class ThreadConnections:
     def __init__(self, path: Path, schema: str, synchronous: str | None = None):
         self.path = path
@@ -66,38 +62,16 @@ class ThreadConnections:
             db.execute("COMMIT")
 
     @contextmanager
-    def batch(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+    def batch(self) -> Iterator[sqlite3.Connection]:
         """One commit for several ``transaction()``s (group commit): what a busy writer pays per
         commit (the WAL frames of every page it touched, the lock) is paid once per batch, so
-        under load the cost per write goes down instead of a queue building up.
-
-        ``wait=False`` (an event loop's thread, which must never block): raise ``WouldWait``
-        at once, before anything is written, when another thread or process holds the write
-        lock; and leave checkpoints to ``checkpoint()`` on another thread, since the commit
-        that crosses the WAL's size limit would otherwise copy it into the database file."""
+        under load the cost per write goes down instead of a queue building up."""
         db = self()
-        if not wait and not getattr(self._local, "nowait", False):
-            db.execute("PRAGMA busy_timeout = 0")
-            db.execute("PRAGMA wal_autocheckpoint = 0")
-            self._local.nowait = True
-        if not self._write_lock.acquire(blocking=wait):
-            raise WouldWait("another thread of this process is writing")
-        try:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not wait and "locked" in str(exc):
-                    raise WouldWait(f"another process is writing: {exc}") from exc
-                raise
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        finally:
-            self._write_lock.release()
-
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file as far as no reader needs it (never blocks a writer)."""
-        self().execute("PRAGMA wal_checkpoint(PASSIVE)")

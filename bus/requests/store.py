@@ -102,12 +102,9 @@ class RequestStore:
         # lose the last requests' states, never corrupt the file
         self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL")
 
-    def batch(self, wait: bool = True):
+    def batch(self):
         """Several of the calls below in one transaction, one commit (``ThreadConnections.batch``)."""
-        return self._db.batch(wait)
-
-    def checkpoint(self) -> None:
-        self._db.checkpoint()
+        return self._db.batch()
 
     def _audit(self, db, request_id: str, who: str, event: str, detail: str | None = None) -> None:
         db.execute("INSERT INTO audit (request_id, at, who, event, detail) VALUES (?, ?, ?, ?, ?)",

@@ -14,8 +14,8 @@ stored before a request leaves (command safety, idempotency) is decided by
   before the ack.
 - Several gateway processes may share one store: a waiting request also looks
   in the store every 0.25 s, so a reply another process consumed answers it.
-- The store (SQLite) is written in group commits, on the loop when its write
-  lock is free at once, else on a thread of its own (``store_runner``).
+- The store (SQLite) is read and written by one thread of its own, never by
+  the loop, with group commits (``store_thread``).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from bus.requests.dispatch import callback_message, request_message
 from bus.routes.model import Route
 from connectors.http_push.kept_replies import keep_reply
 from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
-from connectors.http_push.store_runner import NotCommitted, StoreRunner
+from connectors.http_push.store_thread import NotCommitted, StoreThread
 
 log = logging.getLogger("gridbus.gateway")
 POLL_S = 0.25
@@ -41,8 +41,7 @@ class RequestLoop:
         self.api, self.broker_url, self.routes = api, broker_url, routes
         self.waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id → (its reply, its kind)
         self.connection = self.publisher = None
-        # ``await self.stored(work, *args)``: done and committed
-        self.stored = StoreRunner(api.store.batch, on_loop=True, checkpoint=api.store.checkpoint)
+        self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
     async def start(self) -> None:
         # while the broker is away, replies wait in their quorum queue and a request that

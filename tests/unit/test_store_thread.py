@@ -1,5 +1,4 @@
-"""The gateway's store work: group commits, each piece of work's error kept to itself, and a loop
-that never waits for SQLite's lock."""
+"""The gateway's store thread: group commits, and each piece of work's error kept to itself."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from bus.requests.store import RequestStore
-from connectors.http_push.store_runner import NotCommitted, StoreRunner
+from connectors.http_push.store_thread import NotCommitted, StoreThread
 
 
 def new(store, request_id, client_key):
@@ -35,13 +34,13 @@ def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_ow
     batches, gate = [], threading.Event()
 
     @contextmanager
-    def counted_batch(wait=True):
+    def counted_batch():
         gate.wait(5)
         with store.batch() as db:
             batches.append(1)
             yield db
 
-    stored = StoreRunner(counted_batch)
+    stored = StoreThread(counted_batch)
 
     async def scenario():
         # When 40 requests are stored at once, one of which fails after its insert
@@ -69,12 +68,12 @@ def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_ow
 def test_a_batch_that_cannot_commit_tells_every_caller_with_what_its_work_returned(store):
     # Given a store whose commit fails (a full disk, say)
     @contextmanager
-    def failing_batch(wait=True):
+    def failing_batch():
         with store.batch() as db:
             yield db
         raise sqlite3.OperationalError("database or disk is full")
 
-    stored = StoreRunner(failing_batch)
+    stored = StoreThread(failing_batch)
 
     async def scenario():
         return await asyncio.gather(stored(new, store, "r1", "k1"), return_exceptions=True)
@@ -95,12 +94,12 @@ def test_a_caller_that_gave_up_does_not_stop_the_others(store):
     gate = threading.Event()
 
     @contextmanager
-    def held_batch(wait=True):
+    def held_batch():
         gate.wait(5)
         with store.batch() as db:
             yield db
 
-    stored = StoreRunner(held_batch)
+    stored = StoreThread(held_batch)
 
     async def scenario():
         impatient = asyncio.ensure_future(stored(new, store, "r1", "k1"))
@@ -118,48 +117,3 @@ def test_a_caller_that_gave_up_does_not_stop_the_others(store):
     # and the work of the one that gave up was done all the same (stored, so its reply can be polled)
     assert store.get("r1") is not None
 
-
-
-def test_on_the_loop_a_turns_work_is_one_commit_and_a_held_lock_moves_it_to_the_thread(store, tmp_path):
-    # Given a store runner that works on the event loop, and another process's connection
-    stored = StoreRunner(store.batch, on_loop=True, checkpoint=store.checkpoint)
-    other = sqlite3.connect(tmp_path / "requests.sqlite", isolation_level=None)
-
-    async def scenario():
-        # When 10 requests are stored in one turn of the loop
-        first = await asyncio.gather(*[stored(new, store, f"a{n}", f"ka{n}") for n in range(10)])
-        # Then they are committed: another connection sees them
-        assert other.execute("SELECT count(*) FROM requests").fetchone()[0] == 10
-        # When that other process holds the write lock (an operator approving a command)
-        other.execute("BEGIN IMMEDIATE")
-        pending = asyncio.ensure_future(stored(new, store, "b1", "kb1"))
-        ticks = 0
-        for _ in range(10):  # the loop goes on turning meanwhile
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert not pending.done()
-        other.execute("COMMIT")
-        # Then the request is stored once the lock is free, by the thread
-        return first, await asyncio.wait_for(pending, 10), ticks
-
-    try:
-        first, later, ticks = asyncio.run(scenario())
-    finally:
-        stored.close()
-    assert [r.id for r in first] == [f"a{n}" for n in range(10)] and later.id == "b1" and ticks == 10
-    assert other.execute("SELECT count(*) FROM requests").fetchone()[0] == 11
-
-
-def test_on_the_loop_an_error_undoes_only_its_own_work(store, tmp_path):
-    stored = StoreRunner(store.batch, on_loop=True)
-
-    async def scenario():
-        return await asyncio.gather(stored(new, store, "r1", "k1"), stored(fails_after_writing, store, "bad"),
-                                    stored(new, store, "r2", "k2"), return_exceptions=True)
-
-    try:
-        good, bad, also_good = asyncio.run(scenario())
-    finally:
-        stored.close()
-    assert (good.id, also_good.id) == ("r1", "r2") and isinstance(bad, ValueError)
-    assert store.get("bad") is None and store.get("r2") is not None

@@ -1,25 +1,17 @@
-"""The gateway's request store work (take a request, keep a reply, look one up), group-committed.
+"""The gateway's request store, read and written by one thread of its own, with group commits.
 
-Store work queued during one turn of the event loop runs as one batch in one
+The event loop hands store work (take a request, keep a reply, look one up)
+to this thread and awaits it; the loop never waits on SQLite, and SQLite works
+without the GIL, so a commit overlaps the loop's HTTP and AMQP work.
+
+Whatever has queued up while the thread was busy runs as one batch in one
 transaction: each piece of work in a savepoint of its own (its error undoes
-its writes only), one COMMIT for all of them, then every awaiting future is
-settled.  A request is published, and a reply acked, only after the commit
-that stored it.  At 200 requests/s the cost of a commit is shared, so the
-store gets cheaper per request just when the gateway is busiest instead of
-building a queue (README, "bench rpc").
-
-Where a batch runs:
-
-- **on the loop's own thread** (``on_loop=True``, the gateway), when the write
-  lock is free at once.  A commit in WAL mode without fsync takes a fraction
-  of a millisecond; handing the batch to a thread and back cost about 0.1 ms
-  of CPU per hand-over on this VM (futex wake-ups, the loop's self-pipe),
-  twice per request, more than the SQLite work itself;
-- **on the store thread** when the loop would have to wait: another process
-  (``gridbus commands approve``, a second gateway) or thread holds the write
-  lock.  The thread waits for it (SQLite's busy timeout); the loop goes on
-  serving.  The thread also checkpoints the WAL into the database file once
-  a second, so no commit on the loop ever pays for copying it.
+its writes only), one COMMIT for all of them, then one wake-up of the loop
+that settles every awaiting future.  A request is published, and a reply
+acked, only after the commit that stored it.  At a trickle a batch is one
+piece of work, as before; at 200 requests/s the cost of a commit and of a
+thread hand-over is shared, so the store gets cheaper per request just when
+the gateway is busiest instead of building a queue (README, "bench rpc").
 """
 from __future__ import annotations
 
@@ -32,11 +24,9 @@ from collections.abc import Callable
 from typing import Any, ContextManager
 
 from bus.errors import GridbusError
-from bus.sqlite_local import WouldWait
 
 log = logging.getLogger("gridbus.gateway.store")
 MAX_BATCH = 64  # bounds how long one commit keeps the first request of a batch waiting
-CHECKPOINT_EVERY_S = 1.0
 
 
 class NotCommitted(GridbusError):
@@ -48,53 +38,28 @@ class NotCommitted(GridbusError):
         self.result = result
 
 
-class StoreRunner:
-    def __init__(self, batch: Callable[..., ContextManager[sqlite3.Connection]], max_batch: int = MAX_BATCH,
-                 on_loop: bool = False, checkpoint: Callable[[], None] | None = None):
-        """``batch(wait=True)``: the store's group transaction, yielding its connection
-        (``RequestStore.batch``); ``checkpoint``: the store's, run by the thread when idle."""
-        self.batch, self.max_batch, self.on_loop, self.checkpoint = batch, max_batch, on_loop, checkpoint
+class StoreThread:
+    def __init__(self, batch: Callable[[], ContextManager[sqlite3.Connection]], max_batch: int = MAX_BATCH):
+        """``batch``: the store's group transaction, yielding its connection (``RequestStore.batch``)."""
+        self.batch, self.max_batch = batch, max_batch
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._this_turn: list = []
         self._thread = threading.Thread(target=self._run, name="gateway-store", daemon=True)
         self._thread.start()
 
     async def __call__(self, work: Callable, *args: Any) -> Any:
-        """``work(*args)``, committed before it returns."""
+        """``work(*args)`` on the store's thread, committed before it returns."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        item = (work, args, future, loop)
-        if not self.on_loop:
-            self._work.put(item)
-        else:
-            if not self._this_turn:
-                loop.call_soon(self._run_this_turn)
-            self._this_turn.append(item)
+        self._work.put((work, args, future, loop))
         return await future
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._work.put(None)
         self._thread.join(timeout_s)
 
-    # -- on the loop -------------------------------------------------------------------
-    def _run_this_turn(self) -> None:
-        batch, self._this_turn = self._this_turn, []
-        try:
-            outcomes = self._done(batch, wait=False)
-        except WouldWait:  # nothing was written: the thread does it, waiting for the lock
-            for item in batch:
-                self._work.put(item)
-            return
-        _resolve(outcomes)
-
-    # -- on the thread -----------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            try:
-                first = self._work.get(timeout=CHECKPOINT_EVERY_S if self.checkpoint else None)
-            except queue.Empty:
-                self._checkpoint()
-                continue
+            first = self._work.get()
             if first is None:
                 return
             batch = [first]
@@ -107,18 +72,12 @@ class StoreRunner:
                     self._work.put(None)  # close after this batch
                     break
                 batch.append(item)
-            self._settle(self._done(batch, wait=True))
+            self._settle(self._done(batch))
 
-    def _checkpoint(self) -> None:
-        try:
-            self.checkpoint()
-        except Exception as exc:  # noqa: BLE001 - the next one may succeed; commits do not depend on it
-            log.warning("request store checkpoint: %s", exc)
-
-    def _done(self, batch: list, wait: bool) -> list:
+    def _done(self, batch: list) -> list:
         outcomes = []
         try:
-            with self.batch(wait) as db:
+            with self.batch() as db:
                 for work, args, future, loop in batch:
                     db.execute("SAVEPOINT work")
                     try:
@@ -127,8 +86,6 @@ class StoreRunner:
                         db.execute("ROLLBACK TO work")
                         outcomes.append((future, loop, exc, None))
                     db.execute("RELEASE work")
-        except WouldWait:
-            raise
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is stored
             log.error("request store: a batch of %d not committed: %s", len(batch), exc)
             outcomes = [(future, loop, error if error is not None else NotCommitted(exc, result), None)
@@ -156,3 +113,4 @@ def _resolve(outcomes: list) -> None:
             future.set_exception(exc)
         else:
             future.set_result(result)
+
