@@ -117,3 +117,20 @@ def test_a_caller_that_gave_up_does_not_stop_the_others(store):
     # and the work of the one that gave up was done all the same (stored, so its reply can be polled)
     assert store.get("r1") is not None
 
+
+
+def test_work_alone_in_its_batch_that_fails_after_writing_leaves_nothing_behind(store):
+    # Given a store thread with nothing else to do
+    stored = StoreThread(store.batch)
+
+    async def scenario():
+        return await asyncio.gather(stored(fails_after_writing, store, "lone"), return_exceptions=True)
+
+    try:
+        # When a piece of work writes a request and then fails
+        (outcome,) = asyncio.run(scenario())
+    finally:
+        stored.close()
+    # Then its caller gets its error and the request is not stored
+    assert isinstance(outcome, ValueError)
+    assert store.get("lone") is None
