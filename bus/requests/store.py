@@ -142,6 +142,16 @@ class RequestStore:
                                  (request_id,)).fetchone()
         return _row(row) if row else None
 
+    def replied_among(self, request_ids: list[str]) -> list[Request]:
+        """Those of ``request_ids`` that have their reply (kept by any process sharing the store)."""
+        found = []
+        for start in range(0, len(request_ids), 500):  # within SQLite's limit on bound variables
+            chunk = request_ids[start:start + 500]
+            found += [_row(r) for r in self._db().execute(
+                f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id IN ({', '.join('?' * len(chunk))}) "
+                "AND reply IS NOT NULL", chunk).fetchall()]
+        return found
+
     def by_client_key(self, system: str, client_key: str) -> Request | None:
         row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE system = ? AND client_key = ?",
                                  (system, client_key)).fetchone()

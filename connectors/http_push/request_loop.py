@@ -12,8 +12,12 @@ stored before a request leaves (command safety, idempotency) is decided by
   stored (committed) before it is acked, whether or not anyone still waits;
   an asynchronous request's reply is handed to the callback route (confirmed)
   before the ack.
-- Several gateway processes may share one store: a waiting request also looks
-  in the store every 0.25 s, so a reply another process consumed answers it.
+- Several gateway processes may share one store: every 0.25 s one query asks
+  the store which of the requests waiting here longer than that have a reply
+  (another process consumed it), and answers those.  One query for all of
+  them, not one per waiting request: when replies run late under load, a
+  store read per waiting request every 0.25 s was more work exactly when
+  there was none to spare, and the queue that formed stayed.
 - The store (SQLite) is read and written by one thread of its own, never by
   the loop, with group commits (``store_thread``).
 """
@@ -39,8 +43,9 @@ POLL_S = 0.25
 class RequestLoop:
     def __init__(self, api: RequestApi, broker_url: str, routes: list[Route]):
         self.api, self.broker_url, self.routes = api, broker_url, routes
-        self.waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id → (its reply, its kind)
-        self.connection = self.publisher = None
+        # request id → (its stored request with the reply, its kind, since when it waits)
+        self.waiting: dict[str, tuple[asyncio.Future, str, float]] = {}
+        self.connection = self.publisher = self._poller = None
         self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
     async def start(self) -> None:
@@ -53,8 +58,11 @@ class RequestLoop:
         await consuming.set_qos(prefetch_count=200)
         replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
         await replies.consume(self._on_reply)
+        self._poller = asyncio.create_task(self._poll_store())
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
         if self.connection is not None:
             await self.connection.close()
         self.stored.close()
@@ -77,7 +85,7 @@ class RequestLoop:
     async def _send(self, route: Route, taken: Taken, traceparent: str | None) -> Answer:
         request = taken.request
         future = asyncio.get_running_loop().create_future()
-        self.waiting[request.id] = (future, request.kind)
+        self.waiting[request.id] = (future, request.kind, asyncio.get_running_loop().time())
         try:
             try:
                 await self.publisher.publish(*request_message(route, request,
@@ -95,26 +103,38 @@ class RequestLoop:
             self.waiting.pop(request.id, None)
 
     async def _wait(self, taken: Taken, future: asyncio.Future) -> Answer:
+        """The reply (from our consumer, or found in the store by ``_poll_store``), else 504."""
+        await asyncio.wait((future,), timeout=taken.timeout_s)
+        if future.done():
+            return self.api.status_answer(future.result(), 200)
+        stored = await self.stored(self.api.store.get, taken.request.id)  # stored in the last instant
+        if stored is not None and stored.reply is not None:
+            return self.api.status_answer(stored, 200)
+        return self.api.timed_out(taken)
+
+    async def _poll_store(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + taken.timeout_s
         while True:
-            left = deadline - loop.time()
-            if not future.done():
-                await asyncio.wait((future,), timeout=min(POLL_S, max(0.0, left)))
-            elif left > 0:  # woken without a stored reply: look in the store at the usual pace
-                await asyncio.sleep(min(POLL_S, left))
-            if future.done() and future.result() is not None:
-                return self.api.status_answer(future.result(), 200)
-            stored = await self.stored(self.api.store.get, taken.request.id)
-            if stored is not None and stored.reply is not None:
-                return self.api.status_answer(stored, 200)
-            if loop.time() >= deadline:
-                return self.api.timed_out(taken)
+            await asyncio.sleep(POLL_S)
+            due = loop.time() - POLL_S
+            ids = [request_id for request_id, (future, _, since) in self.waiting.items()
+                   if since <= due and not future.done()]
+            if not ids:
+                continue
+            try:
+                replied = await self.stored(self.api.store.replied_among, ids)
+            except Exception as exc:  # noqa: BLE001 - the next round asks again; our own consumer still answers
+                log.warning("looking for replies kept by another gateway: %s", exc)
+                continue
+            for request in replied:
+                future = self.waiting.get(request.id, (None,))[0]
+                if future is not None and not future.done():
+                    future.set_result(request)
 
     # -- replies -----------------------------------------------------------------------
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         request_id = message.correlation_id
-        future, kind = self.waiting.get(request_id, (None, None))
+        future, kind, _ = self.waiting.get(request_id, (None, None, None))
         try:
             kept, reply = await self.stored(keep_reply, self.api.store, request_id, message.headers, message.body,
                                             kind)
@@ -127,5 +147,5 @@ class RequestLoop:
             await message.nack(requeue=True)
             return
         await message.ack()
-        if future is not None and not future.done():
-            future.set_result(kept if kept is not None and kept.reply is not None else None)
+        if future is not None and not future.done() and kept is not None and kept.reply is not None:
+            future.set_result(kept)

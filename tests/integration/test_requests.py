@@ -21,6 +21,8 @@ import requests
 import yaml
 
 from bus.broker_admin import BrokerAdmin
+from bus.requests import replies
+from bus.requests.store import RequestStore, requests_path
 from tests.support import Mdms, Proc, ROOT, free_port, gridbus, run_cli, wait_for
 
 pytestmark = pytest.mark.broker
@@ -144,6 +146,29 @@ def test_a_sync_timeout_answers_504_and_the_late_reply_is_kept(rr):
     # and another system cannot see it
     assert requests.get(f"{rr['url']}/v1/requests/{request_id}", timeout=10,
                         headers={"X-API-Key": rr["keys"]["hes-a"]}).status_code == 404
+
+
+def test_a_reply_kept_by_another_gateway_answers_a_request_waiting_here(rr):
+    # Given HES-B answers after 5 s, and billing waits (up to 3 s) for a read of a meter on it
+    hes_control(rr["hes-b"], latency_ms=5000)
+    store = RequestStore(requests_path(Path(rr["env"]["GRIDBUS_HOME"]) / "state"))
+    answers = []
+    asking = threading.Thread(target=lambda: answers.append(ask(rr, "billing-1/meter-readings",
+                                                                {"meters": [meter(2)]})))
+    asking.start()
+    waiting = wait_for(lambda: [r for r in store.listing(kind="meter-readings", state="sent")
+                                if r.system == "billing-1"], 10, "billing's request to be stored")
+    # When a second gateway sharing the store consumes its reply and keeps it there
+    kept_at = time.monotonic()
+    reply = replies.reply("MeterReadings", waiting[0].id, "OK")
+    reply["Payload"] = {"MeterReadings": {"MeterReading": [{"meter": meter(2), "Readings": []}]}}
+    store.record_reply(waiting[0].id, reply, "replied", who="gateway-2")
+    asking.join(10)
+    # Then the request waiting here is answered with that reply within a poll or two, before its 3 s
+    assert answers and answers[0].status_code == 200, answers[0].text if answers else "no answer"
+    assert time.monotonic() - kept_at < 1.5
+    assert answers[0].json()["request_id"] == waiting[0].id
+    assert answers[0].json()["Payload"]["MeterReadings"]["MeterReading"][0]["meter"] == meter(2)
 
 
 class Callback:
