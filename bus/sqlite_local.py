@@ -52,14 +52,8 @@ class ThreadConnections:
                 raise
             db.execute("RELEASE one")
             return
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self.batch() as db:  # a transaction of its own: a batch of one
+            yield db
 
     @contextmanager
     def batch(self) -> Iterator[sqlite3.Connection]:
