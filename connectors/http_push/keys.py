@@ -26,8 +26,9 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
-    # how long a read of the key file is trusted: a key an operator adds or revokes takes
-    # effect within this, and a busy gateway does not stat the file on every request
+    # how long a read of the key file is trusted for keys it holds: a key an operator revokes
+    # stops working within this, and a busy gateway does not stat the file on every request;
+    # a key it does not hold makes it look again at once
     RECHECK_S = 1.0
 
     def __init__(self, path: Path):
@@ -79,6 +80,9 @@ class KeyStore:
         self._load(fresh=False)
         key_id, secret = key.split(".", 1)
         entry = self._keys.get(key_id)
+        if entry is None:  # a key added since the last read works at once (a stat, as for every miss)
+            self._load()
+            entry = self._keys.get(key_id)
         if entry and hmac.compare_digest(entry["sha256"], _digest(secret)):
             return entry["system"]
         return None
