@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import orjson
 import requests
 from marshmallow import RAISE, Schema, fields, validate
 
+from bus.changing_file import ChangingFile
 from bus.envelope import Envelope
 from bus.errors import ConfigError, ValidationError
 from bus.requests.replies import error, merge
@@ -48,27 +46,21 @@ class Assignment:
     RECHECK_S = 1.0
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, dict[str, str], float]] = {}  # path → (mtime, table, checked)
+        self._files: dict[str, ChangingFile] = {}
 
     def table(self, path: str) -> dict[str, str]:
-        cached = self._cache.get(path)
-        if cached and time.monotonic() - cached[2] < self.RECHECK_S:
-            return cached[1]
+        changing = self._files.get(path)
+        if changing is None:
+            changing = self._files.setdefault(path, ChangingFile(path, _parse_assignment))
         try:
-            mtime = os.stat(path).st_mtime
+            return changing.read(self.RECHECK_S)
         except OSError as exc:
             raise ConfigError(f"meter assignment {path}: {exc}") from exc
-        with self._lock:
-            cached = self._cache.get(path)
-            if cached and cached[0] == mtime:
-                self._cache[path] = (mtime, cached[1], time.monotonic())
-                return cached[1]
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = csv.DictReader(f)
-                table = {r["meter"].strip(): r["hes"].strip() for r in rows if r.get("meter")}
-            self._cache[path] = (mtime, table, time.monotonic())
-            return table
+
+
+def _parse_assignment(path: Path) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["meter"].strip(): r["hes"].strip() for r in csv.DictReader(f) if r.get("meter")}
 
 
 class HesRequestDestination:

@@ -14,11 +14,19 @@ import secrets
 import time
 from pathlib import Path
 
+from bus.changing_file import ChangingFile
 from bus.errors import ConfigError
 
 
 def keys_path(state_dir: Path) -> Path:
     return Path(os.environ.get("GRIDBUS_GATEWAY_KEYS") or state_dir / "gateway-keys.json")
+
+
+def _parse_keys(path: Path) -> dict[str, dict]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not JSON: line {exc.lineno}: {exc.msg}", str(path)) from exc
 
 
 def _digest(secret: str) -> str:
@@ -33,25 +41,11 @@ class KeyStore:
 
     def __init__(self, path: Path):
         self.path = path
-        self._mtime = None
-        self._checked = float("-inf")
+        self._file = ChangingFile(path, _parse_keys, missing={})
         self._keys: dict[str, dict] = {}
 
     def _load(self, fresh: bool = True) -> None:
-        if not fresh and time.monotonic() - self._checked < self.RECHECK_S:
-            return
-        self._checked = time.monotonic()
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            self._keys = {}
-            return
-        if mtime != self._mtime:  # re-read when an operator adds or revokes a key
-            try:
-                self._keys = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"not JSON: line {exc.lineno}: {exc.msg}", str(self.path)) from exc
-            self._mtime = mtime
+        self._keys = self._file.read(0.0 if fresh else self.RECHECK_S)
 
     def add(self, system: str) -> str:
         self._load()
