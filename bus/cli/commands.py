@@ -66,7 +66,7 @@ def show(request_id):
     if request is None:
         raise ConfigError(f"no request {request_id}")
     click.echo(json.dumps({**request.summary(), "request": request.document.get("Request"),
-                           "reply": request.reply, "audit": _store().audit_of(request_id)}, indent=2))
+                           "reply": request.reply, "audit": _store().trail(request)}, indent=2))
 
 
 def _finish_without_reply(store: RequestStore, request, state: str) -> None:

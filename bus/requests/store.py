@@ -13,6 +13,13 @@ Command states (the 2020 lesson: every step recorded, nothing executed late):
                         └→ expired (not approved in time)
 
 Reads and determinants: requested → sent → replied.
+
+Only commands get a row in ``audit`` for each step (who, what, when, approval,
+result: the 2020 lesson).  A read's or determinants request's trail is its
+own row: taken and sent at ``created`` by ``requested_by``, answered at
+``updated`` with ``result``; ``trail`` shows it in the same shape.  At 200
+on-demand reads/s, three audit rows per read were a third of the pages every
+commit wrote (README, "bench rpc"), and told nothing the row does not.
 """
 from __future__ import annotations
 
@@ -33,13 +40,20 @@ CREATE TABLE IF NOT EXISTS requests (
     client_key TEXT, action TEXT, meters INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
     created REAL NOT NULL, updated REAL NOT NULL, expires REAL, approved_by TEXT,
     reply_address TEXT, correlation_id TEXT, document TEXT NOT NULL, reply TEXT, result TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS requests_client_key ON requests (system, client_key);
-CREATE INDEX IF NOT EXISTS requests_state ON requests (kind, state, created);
+DROP INDEX IF EXISTS requests_client_key;
+DROP INDEX IF EXISTS requests_state;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_client_key_given ON requests (system, client_key)
+    WHERE client_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS requests_commands ON requests (state, created) WHERE kind = 'commands';
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, at REAL NOT NULL,
+    seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, at REAL NOT NULL,
     who TEXT NOT NULL, event TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id, seq);
 """
+# Why the indexes are partial: a read without a client key, or a read at all, has no entry
+# to write (a NULL key is never a duplicate; only commands are listed by state), so each
+# commit touches fewer pages.  audit.seq is a plain rowid: AUTOINCREMENT wrote sqlite_sequence
+# on every insert, and audit rows are never deleted, so seq still only grows.
 
 FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied"}
 COLUMNS = ("id", "system", "requested_by", "kind", "route", "client_key", "action", "meters", "state",
@@ -96,11 +110,13 @@ def _row(row) -> Request:
 
 
 class RequestStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, checkpoint_s: float | None = None):
+        """``checkpoint_s``: the gateway's store checkpoints from a thread of its own
+        (``ThreadConnections``); a CLI opening the store leaves it to SQLite."""
         self.path = path
         # NORMAL: a commit is durable once the WAL is synced at checkpoint; a power cut may
         # lose the last requests' states, never corrupt the file
-        self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL")
+        self._db = ThreadConnections(path, SCHEMA, synchronous="NORMAL", checkpoint_s=checkpoint_s)
 
     def batch(self):
         """Several of the calls below in one transaction, one commit (``ThreadConnections.batch``)."""
@@ -126,10 +142,10 @@ class RequestStore:
                 db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                            (id, system, requested_by, kind, route, client_key, action, meters, final_state, now,
                             now, expires, None, reply_address, correlation_id, _dumps(document), None, None))
-                self._audit(db, id, requested_by or system, state,
-                            f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}")
-                if sent_on:
-                    self._audit(db, id, requested_by or system, "sent", f"published on route {sent_on}")
+                if kind == "commands":
+                    self._audit(db, id, requested_by or system, state, _taken(kind, action, meters, system))
+                    if sent_on:
+                        self._audit(db, id, requested_by or system, "sent", _published(sent_on))
         except sqlite3.IntegrityError:  # the client key is taken
             return None
         return Request(id=id, system=system, requested_by=requested_by, kind=kind, route=route,
@@ -189,7 +205,7 @@ class RequestStore:
             row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
                              f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
                              (state, _dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
-            if row is not None:
+            if row is not None and row[COLUMNS.index("kind")] == "commands":
                 errors = (reply.get("Reply") or {}).get("Error") or []
                 self._audit(db, request_id, who, state, f"Result {result}" + (
                     f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
@@ -202,9 +218,29 @@ class RequestStore:
                        (_dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
 
     def audit_of(self, request_id: str) -> list[dict]:
+        """The rows of ``audit``: each step of a command; of a read, only an unusual end (failed)."""
         rows = self._db().execute("SELECT at, who, event, detail FROM audit WHERE request_id = ? ORDER BY seq",
                                   (request_id,)).fetchall()
         return [{"at": at, "who": who, "event": event, "detail": detail} for at, who, event, detail in rows]
+
+    def trail(self, request: Request) -> list[dict]:
+        """Who did what and when: a command's audit rows; a read's or determinants request's
+        steps as its row records them, with any audited step (a failure) in between."""
+        audited = self.audit_of(request.id)
+        if request.kind == "commands":
+            return audited
+        who = request.requested_by or request.system
+        steps = [{"at": request.created, "who": who, "event": "requested",
+                  "detail": _taken(request.kind, request.action, request.meters, request.system)}]
+        if request.state != "requested":
+            steps.append({"at": request.created, "who": who, "event": "sent", "detail": _published(request.route)})
+        steps += audited
+        if request.reply is not None and request.state in FINAL and not audited:
+            errors = (request.reply.get("Reply") or {}).get("Error") or []
+            steps.append({"at": request.updated, "who": "gridbus", "event": request.state,
+                          "detail": f"Result {request.result}" + (f"; {len(errors)} error(s): "
+                                                                  f"{errors[0].get('reason')}" if errors else "")})
+        return steps
 
     def listing(self, kind: str | None = None, state: str | None = None, limit: int = 100) -> list[Request]:
         where, args = [], []
@@ -221,7 +257,8 @@ class RequestStore:
     def expire_overdue(self, who: str = "gridbus") -> list[str]:
         """Pending commands past their expiry become expired (never sent)."""
         ids = [r[0] for r in self._db().execute(
-            "SELECT id FROM requests WHERE state = 'pending-approval' AND expires IS NOT NULL AND expires <= ?",
+            "SELECT id FROM requests WHERE kind = 'commands' AND state = 'pending-approval' AND expires IS NOT NULL "
+            "AND expires <= ?",
             (time.time(),)).fetchall()]
         for request_id in ids:
             try:
@@ -229,6 +266,14 @@ class RequestStore:
             except RequestStateError:
                 pass
         return ids
+
+
+def _taken(kind: str, action: str | None, meters: int, system: str) -> str:
+    return f"{kind}{' ' + action if action else ''} for {meters} meter(s) by {system}"
+
+
+def _published(route: str) -> str:
+    return f"published on route {route}"
 
 
 def requests_path(state_dir: Path) -> Path:

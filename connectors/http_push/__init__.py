@@ -11,6 +11,9 @@ from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from connectors.http_push.keys import KeyStore, keys_path
 
+# the request store's WAL is copied into the database this often, off the store thread
+CHECKPOINT_S = 0.5
+
 
 class HttpPushOptions(Schema):
     class Meta:
@@ -50,7 +53,8 @@ class HttpPushSource:
         request_routes = [r for r in routes if r.source.connector == "http-request"]
         requests = None
         if request_routes:
-            api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir)))
+            api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir),
+                                                                checkpoint_s=CHECKPOINT_S))
             requests = RequestLoop(api, settings.broker_url, list(all_routes or routes))
         # the largest body any route takes; each route's own limit is checked by the gateway
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024

@@ -173,7 +173,7 @@ class RequestApi:
         request = self.store.get(request_id)
         if request is None or request.system != system:  # another system's request does not exist for you
             return refusal(404, None, "NOT_FOUND", f"no request {request_id}")
-        body = {**request.summary(), "reply": request.reply, "audit": self.store.audit_of(request_id)}
+        body = {**request.summary(), "reply": request.reply, "audit": self.store.trail(request)}
         return Answer(200, body)
 
 

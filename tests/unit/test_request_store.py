@@ -46,7 +46,7 @@ def test_states_move_only_along_the_allowed_paths_and_every_move_is_audited(stor
     assert store.get("r1").approved_by == "bob"
 
 
-def test_a_request_published_at_once_is_stored_as_sent_in_one_step_with_both_steps_audited(store):
+def test_a_read_published_at_once_is_stored_as_sent_in_one_step_and_its_row_is_its_trail(store):
     # Given a request the gateway publishes as soon as it is stored
     stored = store.create(id="r1", system="mdms-1", requested_by="mdms-1", kind="meter-readings",
                           route="mdms-1-reads-to-hes", client_key=None, action=None, meters=1, state="requested",
@@ -55,11 +55,29 @@ def test_a_request_published_at_once_is_stored_as_sent_in_one_step_with_both_ste
     # Then it is sent, as the store reads it back, and the trail says requested, then sent on its route
     assert stored.state == store.get("r1").state == "sent"
     assert stored.document == store.get("r1").document
-    assert [(a["event"], a["detail"]) for a in store.audit_of("r1")][1] == (
-        "sent", "published on route mdms-1-reads-to-hes")
-    # and a reply finishes it, handing back the stored request
-    kept = store.record_reply("r1", replies.reply("MeterReadings", None, "OK"), "replied")
-    assert (kept.state, kept.reply["Reply"]["Result"]) == ("replied", "OK")
+    assert [(a["who"], a["event"], a["detail"]) for a in store.trail(store.get("r1"))] == [
+        ("mdms-1", "requested", "meter-readings for 1 meter(s) by mdms-1"),
+        ("mdms-1", "sent", "published on route mdms-1-reads-to-hes")]
+    # When a reply finishes it  Then the stored request comes back, and the trail ends with its Result
+    kept = store.record_reply("r1", replies.failed("MeterReadings", None, "TIMEOUT", "no answer", ["M1"]), "replied")
+    assert (kept.state, kept.reply["Reply"]["Result"]) == ("replied", "FAILED")
+    last = store.trail(kept)[-1]
+    assert (last["who"], last["event"], last["detail"]) == ("gridbus", "replied", "Result FAILED; 1 error(s): no answer")
+    assert last["at"] == kept.updated
+    # and no audit row was written for it: a read's row is its record
+    assert store.audit_of("r1") == []
+
+
+def test_a_read_that_could_not_be_published_shows_why_in_its_trail(store):
+    # Given a read stored as sent whose publish the broker refused
+    store.create(id="r1", system="mdms-1", requested_by="mdms-1", kind="meter-readings", route="r",
+                 client_key=None, action=None, meters=1, state="requested", expires=None, reply_address=None,
+                 correlation_id=None, document={"Request": {"meters": ["M1"]}}, sent_on="r")
+    # When the gateway marks it failed
+    store.transition("r1", "failed", "gridbus", {"sent"}, "not published: broker away")
+    # Then its trail is requested, sent, failed with the reason
+    assert [(a["event"], a["detail"]) for a in store.trail(store.get("r1"))][1:] == [
+        ("sent", "published on route r"), ("failed", "not published: broker away")]
 
 
 def test_a_transition_of_an_unknown_request_says_so(store):
