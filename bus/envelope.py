@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import socket
 import time
 import uuid
@@ -48,9 +47,18 @@ def new_message_id() -> str:
     requests a second is most of what a commit writes.  Still a UUID to anything reading
     it; unique across processes and hosts by its random bits (reseeded from the OS in
     every forked child)."""
+    return str(_uuid7())
+
+
+def new_event_id() -> str:
+    """A trace event's id: a UUIDv7 in hex, for the trace store's primary key to append to."""
+    return _uuid7().hex
+
+
+def _uuid7() -> uuid.UUID:
     bits = _random.getrandbits(74)
-    return str(uuid.UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (bits >> 62) << 64
-                        | 0b10 << 62 | bits & (1 << 62) - 1))
+    return uuid.UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (bits >> 62) << 64
+                     | 0b10 << 62 | bits & (1 << 62) - 1)
 
 
 def file_chunk_message_id(checksum: str, chunk_index: int) -> str:
@@ -59,14 +67,20 @@ def file_chunk_message_id(checksum: str, chunk_index: int) -> str:
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    trace = (trace_id or secrets.token_hex(16))[:32].rjust(32, "0")
-    return f"00-{trace}-{secrets.token_hex(8)}-01"
+    # ids from the process's own generator (seeded from the OS): W3C asks for random ids, not
+    # secret ones, and os.urandom was a system call on every request
+    trace = (trace_id or f"{_random.getrandbits(128):032x}")[:32].rjust(32, "0")
+    return f"00-{trace}-{_span_id()}-01"
+
+
+def _span_id() -> str:
+    return f"{_random.getrandbits(64) or 1:016x}"  # all zeros is not a valid span id
 
 
 def child_traceparent(parent: str | None) -> str:
     """Same trace, new span: what each hop puts on the message it emits."""
     if parent and parent.count("-") == 3:
-        return f"00-{parent.split('-')[1]}-{secrets.token_hex(8)}-01"
+        return f"00-{parent.split('-')[1]}-{_span_id()}-01"
     return new_traceparent()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,8 +180,8 @@ def _unreachable(hes: str, exc: Exception, meters: list[str]) -> list[dict]:
 def _interpret(hes: str, status: int, content: bytes, meters: list[str]) -> tuple[dict | None, list[dict]]:
     """An HES's answer: its reply, or the errors of its meters."""
     try:
-        reply = json.loads(content)
-    except ValueError:
+        reply = orjson.loads(content)
+    except ValueError:  # orjson.JSONDecodeError is one
         reply = None
     if not isinstance(reply, dict) or "Reply" not in reply:
         return None, [error("HES_ERROR", f"{hes} answered {status} without a reply", m) for m in meters]

@@ -6,13 +6,20 @@ Errors name the meter they are about (``{"code", "level", "reason", "meter"}``).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Iterable
 
 OK, PARTIAL, FAILED = "OK", "PARTIAL", "FAILED"
 
 
+_second = [-1, ""]  # the last second formatted: every reply carries a Timestamp to the second
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = int(time.time())
+    if now != _second[0]:
+        _second[:] = [now, dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return _second[1]
 
 
 def result_of(meters: Iterable[str], errors: list[dict]) -> str:

@@ -18,12 +18,12 @@ import os
 import socket
 import threading
 import time
-import uuid
 
 import amqp
 import orjson
 
 from bus import naming
+from bus.envelope import new_event_id
 from bus.amqp_client import connect
 from bus.settings import Settings
 
@@ -149,7 +149,7 @@ def emitter() -> TraceEmitter:
 
 
 def event(kind: str, **fields) -> dict:
-    return {"event_id": uuid.uuid4().hex, "kind": kind, "at": time.time(), "host": _HOST,
+    return {"event_id": new_event_id(), "kind": kind, "at": time.time(), "host": _HOST,
             "pid": os.getpid(), **fields}
 
 
