@@ -14,19 +14,16 @@ worker, the stand-ins, this client), which says where a round trip's cost is.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urlparse
 
 
+from bus.bench import open_loop
 from bus.bench.ingest import _vhost_url, _wait_consumers
 from bus.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
 from bus.bench.rpc_pika import hes_of
@@ -79,63 +76,11 @@ def _gridbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "bus.cli.main", *args]
 
 
-class _Client:
-    """Keep-alive HTTP/1.1 POSTs from one thread, on http.client: the load generator's own CPU
-    comes out of the same two cores as the pipeline it measures, and requests costs about
-    three times as much per call."""
-
-    def __init__(self):
-        self.connections: dict[str, http.client.HTTPConnection] = {}
-
-    def post(self, url: str, body: bytes, headers: dict, timeout_s: float = 10) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        conn = self.connections.get(parts.netloc)
-        if conn is None:
-            conn = self.connections[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=timeout_s)
-        try:
-            conn.request("POST", parts.path, body, headers)
-            answer = conn.getresponse()
-            return answer.status, answer.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()  # the next call opens a fresh connection
-            del self.connections[parts.netloc]
-            raise
-
-
-def _open_loop(send, rate: float, seconds: float, threads: int = 64, cpu: CpuMeter | None = None) -> RpcRun:
-    run = RpcRun("", rate, seconds)
-    lock = threading.Lock()
-    local = threading.local()
-
-    def one(n: int) -> None:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = _Client()
-        started = time.perf_counter()
-        try:
-            ok, detail = send(client, n)
-        except (OSError, http.client.HTTPException) as exc:
-            ok, detail = False, f"{exc.__class__.__name__}: {exc}"
-        elapsed = (time.perf_counter() - started) * 1000
-        with lock:
-            if ok:
-                run.latencies_ms.append(elapsed)
-            else:
-                run.errors += 1
-                if len(run.error_examples) < 5 and detail[:200] not in run.error_examples:
-                    run.error_examples.append(detail[:200])  # each kind of failure once
-
-    total = int(rate * seconds)
-    before = cpu.snapshot() if cpu else {}
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for n in range(total):
-            due = start + n / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(one, n)
-    run.seconds = time.perf_counter() - start
+def _open_loop(send, rate: float, seconds: float, cpu: CpuMeter | None = None, warm_up: int = 0) -> RpcRun:
+    before = {}
+    outcome = open_loop.run(send, rate, seconds, warm_up=warm_up,
+                            on_start=lambda: before.update(cpu.snapshot() if cpu else {}))
+    run = RpcRun("", rate, outcome.seconds, outcome.latencies_ms, outcome.errors, outcome.error_examples)
     if cpu:
         run.cpu_s = cpu.delta(before, cpu.snapshot())
     return run
@@ -150,9 +95,9 @@ def _poster(url, headers: dict | None = None):
     """An on-demand read of meter n posted to ``url`` (or ``url(n)``); OK when the Reply says OK."""
     headers = {"Content-Type": "application/json", **(headers or {})}
 
-    def send(client: _Client, n: int) -> tuple[bool, str]:
-        status, body = client.post(url(n) if callable(url) else url, _read_request(METERS[n % len(METERS)]),
-                                   headers)
+    async def send(post: open_loop.Post, n: int) -> tuple[bool, str]:
+        status, body = await post(url(n) if callable(url) else url, _read_request(METERS[n % len(METERS)]),
+                                  headers)
         try:
             reply = json.loads(body)["Reply"]
         except (ValueError, KeyError, TypeError):
@@ -230,13 +175,10 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
             pids["rabbitmq"] = beam
         pids["bench client"] = os.getpid()
         cpu = CpuMeter(pids, alone={"bench client"})
-        for send in sends.values():
-            for n in range(20):  # warm-up: connections, imports, the first SQLite pages
-                send(_Client(), n)
         for rate in rates:
             for pipeline, send in sends.items():
                 echo(f"{pipeline}: {rate:g} on-demand reads/s for {seconds:g}s ...")
-                run = _open_loop(send, rate, seconds, cpu=cpu)
+                run = _open_loop(send, rate, seconds, cpu=cpu, warm_up=20)
                 run.pipeline = pipeline
                 runs.append(run)
     finally:
