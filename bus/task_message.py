@@ -14,6 +14,8 @@ import socket
 import time
 from typing import Any
 
+import orjson
+
 from bus import naming
 from bus.envelope import Envelope
 
@@ -35,12 +37,20 @@ def celery_headers(envelope: Envelope) -> dict[str, Any]:
 
 
 def encode_body(payload: Any) -> bytes:
-    return json.dumps([[payload], {}, _EMBED], separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson on every message (a request, a file chunk); the standard library only for what
+    # orjson refuses (an integer beyond 64 bits), so any payload that was JSON still travels
+    try:
+        return orjson.dumps([[payload], {}, _EMBED], option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps([[payload], {}, _EMBED], separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode_body(body: bytes) -> Any:
-    """The payload of a route message (used by dlq tools, not by the worker)."""
-    args, _kwargs, _embed = json.loads(body)
+    """The payload of a route message (the event-loop worker, the dlq tools)."""
+    try:
+        args, _kwargs, _embed = orjson.loads(body)
+    except orjson.JSONDecodeError:  # NaN or a huge integer, as Celery's own encoder may write them
+        args, _kwargs, _embed = json.loads(body)
     return args[0]
 
 
