@@ -48,6 +48,7 @@ def pika_connect(url: str, name: str = "gridbus"):
     bulk consumers (the dead-letter collector) use it."""
     import pika
 
+    precise_pika_doubles()
     parts = parse_url(url)
     params = pika.ConnectionParameters(
         host=parts["hostname"] or "127.0.0.1", port=parts["port"] or 5672,
@@ -56,3 +57,28 @@ def pika_connect(url: str, name: str = "gridbus"):
         client_properties={"connection_name": name}, heartbeat=0, blocked_connection_timeout=60)
     with pika_errors(f"connecting to {params.host}:{params.port}"):
         return pika.BlockingConnection(params)
+
+
+def precise_pika_doubles() -> None:
+    """Make pika read an AMQP double header ('d') as the float it is.
+
+    pika decodes a double as ``long(value)``: a failure time such as
+    ``gridbus-dl-last-failure`` arrived cut to the whole second, so the
+    dead-letter store showed times a second off and two failures of one message
+    within a second looked like one.  py-amqp and aio-pika read it exactly.
+    Patched once, at the boundary, before the first connection."""
+    import struct
+
+    from pika import data
+
+    if getattr(data.decode_value, "gridbus_doubles", False):
+        return
+    original = data.decode_value
+
+    def decode_value(encoded: bytes, offset: int):
+        if encoded[offset:offset + 1] == b"d":
+            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
+        return original(encoded, offset)
+
+    decode_value.gridbus_doubles = True
+    data.decode_value = decode_value  # decode_table looks it up here, for nested tables too

@@ -1,11 +1,13 @@
-"""Headers published from the event loops (gateway, request worker) arrive exactly as sent."""
+"""Epoch-time headers arrive exactly as sent, whichever client publishes or reads them."""
 from __future__ import annotations
 
 import asyncio
 import time
 
+import amqp
+
 from bus import aio
-from bus.amqp_client import connect
+from bus.amqp_client import connect, pika_connect
 
 
 def test_an_epoch_time_header_published_by_aio_pika_arrives_to_the_microsecond(bus_env):
@@ -40,3 +42,26 @@ def test_an_epoch_time_header_published_by_aio_pika_arrives_to_the_microsecond(b
     assert abs(on_the_loop["gridbus-expires-at"] - expires) < 1e-6
     assert on_the_loop["gridbus-attempt"] == 1
     assert abs(message.headers["gridbus-expires-at"] - expires) < 1e-6
+
+
+def test_a_failure_time_header_read_by_the_pika_consumers_keeps_its_fraction_of_a_second(bus_env):
+    # Given a dead letter's failure time as the worker writes it (py-amqp, an AMQP double)
+    url = bus_env["GRIDBUS_BROKER_URL"]
+    failed_at = time.time() + 0.654321
+    writer = connect(url, "test-headers")
+    channel = writer.channel()
+    channel.queue_declare("pika-headers-check", durable=True, auto_delete=False,
+                          arguments={"x-queue-type": "quorum"})
+    channel.basic_publish(amqp.Message(b"{}", application_headers={"gridbus-dl-last-failure": failed_at,
+                                                                   "nested": {"at": failed_at}}),
+                          routing_key="pika-headers-check")
+    writer.close()
+    # When a pika consumer (the dead-letter collector, the AMQP ingress) reads it
+    reader = pika_connect(url, "test-headers")
+    try:
+        _method, props, _body = reader.channel().basic_get("pika-headers-check", auto_ack=True)
+    finally:
+        reader.close()
+    # Then it is the same instant, not cut to the whole second
+    assert abs(props.headers["gridbus-dl-last-failure"] - failed_at) < 1e-6
+    assert abs(props.headers["nested"]["at"] - failed_at) < 1e-6
