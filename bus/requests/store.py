@@ -227,8 +227,8 @@ class RequestStore:
         """Who did what and when: a command's audit rows; a read's or determinants request's
         steps as its row records them, with any audited step (a failure) in between."""
         audited = self.audit_of(request.id)
-        if request.kind == "commands":
-            return audited
+        if request.kind == "commands" or any(a["event"] == "requested" for a in audited):
+            return audited  # a command, or a read stored by a gridbus that audited every step
         who = request.requested_by or request.system
         steps = [{"at": request.created, "who": who, "event": "requested",
                   "detail": _taken(request.kind, request.action, request.meters, request.system)}]

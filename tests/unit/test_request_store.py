@@ -126,3 +126,16 @@ def test_the_disconnect_budget_counts_meters_not_requests():
     assert budget.take("billing-1", cost=30) == pytest.approx(5.0, abs=0.2)
     # and another system's budget is its own
     assert budget.take("billing-2", cost=100) == 0
+
+
+def test_a_read_audited_step_by_step_by_an_earlier_gridbus_shows_its_rows_once(store):
+    # Given a read whose every step an earlier gridbus wrote to the audit table
+    store.create(id="r1", system="mdms-1", requested_by="mdms-1", kind="meter-readings", route="r",
+                 client_key=None, action=None, meters=1, state="requested", expires=None, reply_address=None,
+                 correlation_id=None, document={"Request": {"meters": ["M1"]}}, sent_on="r")
+    with store.batch() as db:
+        for event in ("requested", "sent", "replied"):
+            store._audit(db, "r1", "mdms-1", event)
+    # Then its trail is those rows, each step once
+    assert [a["event"] for a in store.trail(store.get("r1"))] == ["requested", "sent", "replied"]
+
