@@ -135,7 +135,8 @@ def _rates(ctx, param, value: str) -> list[float]:
 
 @bench.command("rpc")
 @click.option("--rate", "rates", default="200", show_default=True, callback=_rates,
-              help="On-demand read requests per second; several (50,100,200) run one after another.")
+              help="On-demand read requests per second; several (50,100,200) run one after another. "
+                   "A rate given more than once (200,200,200) reports how many of its runs met the target.")
 @click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(1, 3600))
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
 @click.option("--path", "path", type=click.Choice(["hes", "billing", "both"]), default="both", show_default=True,
