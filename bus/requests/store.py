@@ -206,9 +206,7 @@ class RequestStore:
                              f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
                              (state, _dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
             if row is not None and row[COLUMNS.index("kind")] == "commands":
-                errors = (reply.get("Reply") or {}).get("Error") or []
-                self._audit(db, request_id, who, state, f"Result {result}" + (
-                    f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else ""))
+                self._audit(db, request_id, who, state, _answered(result, reply))
         return _row(row) if row is not None else self.get(request_id)
 
     def attach_reply(self, request_id: str, reply: dict) -> None:
@@ -236,10 +234,8 @@ class RequestStore:
             steps.append({"at": request.created, "who": who, "event": "sent", "detail": _published(request.route)})
         steps += audited
         if request.reply is not None and request.state in FINAL and not audited:
-            errors = (request.reply.get("Reply") or {}).get("Error") or []
             steps.append({"at": request.updated, "who": "gridbus", "event": request.state,
-                          "detail": f"Result {request.result}" + (f"; {len(errors)} error(s): "
-                                                                  f"{errors[0].get('reason')}" if errors else "")})
+                          "detail": _answered(request.result, request.reply)})
         return steps
 
     def listing(self, kind: str | None = None, state: str | None = None, limit: int = 100) -> list[Request]:
@@ -274,6 +270,11 @@ def _taken(kind: str, action: str | None, meters: int, system: str) -> str:
 
 def _published(route: str) -> str:
     return f"published on route {route}"
+
+
+def _answered(result: str | None, reply: dict) -> str:
+    errors = (reply.get("Reply") or {}).get("Error") or []
+    return f"Result {result}" + (f"; {len(errors)} error(s): {errors[0].get('reason')}" if errors else "")
 
 
 def requests_path(state_dir: Path) -> Path:
