@@ -59,6 +59,7 @@ FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied"}
 COLUMNS = ("id", "system", "requested_by", "kind", "route", "client_key", "action", "meters", "state",
            "created", "updated", "expires", "approved_by", "reply_address", "correlation_id", "document",
            "reply", "result")
+_KIND = COLUMNS.index("kind")
 
 
 class RequestStateError(GridbusError):
@@ -205,7 +206,7 @@ class RequestStore:
             row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
                              f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
                              (state, _dumps(reply), result, time.time(), request_id, *FINAL)).fetchone()
-            if row is not None and row[COLUMNS.index("kind")] == "commands":
+            if row is not None and row[_KIND] == "commands":
                 self._audit(db, request_id, who, state, _answered(result, reply))
         return _row(row) if row is not None else self.get(request_id)
 

@@ -23,8 +23,8 @@ import amqp
 import orjson
 
 from bus import naming
-from bus.envelope import new_event_id
 from bus.amqp_client import connect
+from bus.envelope import new_event_id
 from bus.settings import Settings
 
 log = logging.getLogger("gridbus.tracing")

@@ -113,4 +113,3 @@ def _resolve(outcomes: list) -> None:
             future.set_exception(exc)
         else:
             future.set_result(result)
-
