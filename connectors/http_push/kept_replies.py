@@ -10,6 +10,8 @@ gateway's event loop (``request_loop``).
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 
 import orjson
 
@@ -27,15 +29,39 @@ def state_of(kind: str, reply: dict, hinted: str | None) -> str:
     return "failed" if (reply.get("Reply") or {}).get("Result") == "FAILED" else "executed"
 
 
-def keep_reply(store: RequestStore, request_id: str | None, headers: dict | None,
-               body: bytes, kind: str | None = None) -> tuple[Request | None, dict | None]:
-    """(the request as stored with its reply, the reply); (None, None) for a reply that is not
-    JSON or answers no request this gateway holds (logged, then dropped).  ``kind``: the
-    request's, when the caller knows it (a request waiting here), saves reading it first."""
+def parsed(request_id: str | None, body: bytes) -> dict | None:
+    """The reply in ``body``; None (logged) for one that is not a JSON object, which is then
+    dropped: no request could be answered with it."""
     try:
         reply = orjson.loads(body)
     except orjson.JSONDecodeError:
-        log.error("reply to %s is not JSON; dropped", request_id)
+        reply = None
+    if not isinstance(reply, dict):
+        log.error("reply to %s is not a JSON object; dropped", request_id)
+        return None
+    return reply
+
+
+def hinted_state(headers: dict | None) -> str | None:
+    """The state the replying worker named (``expired``), if any."""
+    hinted = (headers or {}).get(naming.H_REPLY_STATE)
+    return hinted.decode() if isinstance(hinted, bytes) else hinted
+
+
+def answered(request: Request, reply: dict, hinted: str | None) -> Request:
+    """``request`` as ``keep_reply`` stores it with ``reply``: what its waiting caller is
+    answered before the commit (a read; see ``request_loop``)."""
+    return replace(request, reply=reply, state=state_of(request.kind, reply, hinted),
+                   result=(reply.get("Reply") or {}).get("Result"), updated=time.time())
+
+
+def keep_reply(store: RequestStore, request_id: str | None, reply: dict | None, hinted: str | None,
+               kind: str | None = None) -> tuple[Request | None, dict | None]:
+    """(the request as stored with its reply, the reply); (None, None) for a reply that was not
+    JSON (``parsed``) or answers no request this gateway holds (logged, then dropped).
+    ``kind``: the request's, when the caller knows it (a request waiting here), saves reading
+    it first."""
+    if reply is None:
         return None, None
     if kind is None:
         request = store.get(request_id) if request_id else None
@@ -43,7 +69,4 @@ def keep_reply(store: RequestStore, request_id: str | None, headers: dict | None
             log.warning("reply for a request this gateway does not hold: %s", request_id)
             return None, None
         kind = request.kind
-    hinted = (headers or {}).get(naming.H_REPLY_STATE)
-    if isinstance(hinted, bytes):
-        hinted = hinted.decode()
     return store.record_reply(request_id, reply, state_of(kind, reply, hinted)), reply

@@ -12,6 +12,15 @@ stored before a request leaves (command safety, idempotency) is decided by
   stored (committed) before it is acked, whether or not anyone still waits;
   an asynchronous request's reply is handed to the callback route (confirmed)
   before the ack.
+- A read or determinants request waiting here is answered as soon as its
+  reply is queued for the store, not after the commit: the commit was a step
+  on every synchronous read's round trip (a hand-over to the store thread
+  and back, slowed like every other step when the machine is busy).  Nothing
+  is lost by it: the reply is acked only after its commit, so a gateway that
+  dies in between leaves it in the queue for the next.  A `GET` of the
+  request on this gateway queues behind the reply, so it finds it.  A
+  command's caller is still answered after the commit: its result is audited
+  first.
 - Several gateway processes may share one store: every 0.25 s one query asks
   the store which of the requests waiting here longer than that have a reply
   (another process consumed it), and answers those.  One query for all of
@@ -31,8 +40,9 @@ import aio_pika
 from bus import aio, naming
 from bus.envelope import child_traceparent
 from bus.requests.dispatch import callback_message, request_message
+from bus.requests.store import Request
 from bus.routes.model import Route
-from connectors.http_push.kept_replies import keep_reply
+from connectors.http_push.kept_replies import answered, hinted_state, keep_reply, parsed
 from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
 from connectors.http_push.store_thread import NotCommitted, StoreThread
 
@@ -43,8 +53,8 @@ POLL_S = 0.25
 class RequestLoop:
     def __init__(self, api: RequestApi, broker_url: str, routes: list[Route]):
         self.api, self.broker_url, self.routes = api, broker_url, routes
-        # request id → (its stored request with the reply, its kind, since when it waits)
-        self.waiting: dict[str, tuple[asyncio.Future, str, float]] = {}
+        # request id → (settled with the request as stored with its reply, the request, since when it waits)
+        self.waiting: dict[str, tuple[asyncio.Future, Request, float]] = {}
         self.connection = self.publisher = self._poller = None
         self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
@@ -85,7 +95,7 @@ class RequestLoop:
     async def _send(self, route: Route, taken: Taken, traceparent: str | None) -> Answer:
         request = taken.request
         future = asyncio.get_running_loop().create_future()
-        self.waiting[request.id] = (future, request.kind, asyncio.get_running_loop().time())
+        self.waiting[request.id] = (future, request, asyncio.get_running_loop().time())
         try:
             try:
                 await self.publisher.publish(*request_message(route, request,
@@ -134,10 +144,14 @@ class RequestLoop:
     # -- replies -----------------------------------------------------------------------
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         request_id = message.correlation_id
-        future, kind, _ = self.waiting.get(request_id, (None, None, None))
+        future, request, _ = self.waiting.get(request_id, (None, None, None))
+        reply, hinted = parsed(request_id, message.body), hinted_state(message.headers)
+        keeping = self.stored.submit(keep_reply, self.api.store, request_id, reply, hinted,
+                                     request.kind if request is not None else None)
+        if future is not None and not future.done() and reply is not None and request.kind != "commands":
+            future.set_result(answered(request, reply, hinted))
         try:
-            kept, reply = await self.stored(keep_reply, self.api.store, request_id, message.headers, message.body,
-                                            kind)
+            kept, reply = await keeping
             if kept is not None and kept.reply_address and kept.reply == reply:
                 callback = callback_message(self.routes, kept, reply)
                 if callback is not None:

@@ -48,10 +48,15 @@ class StoreThread:
 
     async def __call__(self, work: Callable, *args: Any) -> Any:
         """``work(*args)`` on the store's thread, committed before it returns."""
+        return await self.submit(work, *args)
+
+    def submit(self, work: Callable, *args: Any) -> asyncio.Future:
+        """Queue ``work(*args)`` now; the future settles once it is committed.  Work runs in the
+        order it was queued, so a lookup queued later sees what was queued before it."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._work.put((work, args, future, loop))
-        return await future
+        return future
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._work.put(None)

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -413,6 +414,47 @@ def test_a_request_worker_killed_mid_request_loses_no_request(rr):
         [a.text[:200] for a in answers.values() if a.status_code != 200][:3]
     # and the HES were asked again for them (at least once, never lost)
     assert hes_asked(rr) >= 40
+
+
+def test_a_read_is_answered_before_its_reply_is_committed_and_a_gateway_crash_then_loses_nothing(rr):
+    # Given three on-demand reads from MDMS-1 stored, sent, and waiting on HES answering after 1 s
+    answers, asking = reads_in_flight(rr, 3, latency_ms=1000)
+    path = requests_path(Path(rr["env"]["GRIDBUS_HOME"]) / "state")
+    store = RequestStore(path)
+    # and another process holding the store's write lock, so no reply can be committed meanwhile
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        # When the replies come back
+        for t in asking:
+            t.join(10)
+        # Then every caller has its reply already
+        assert sorted(answers) == [1, 2, 3]
+        assert all(a.status_code == 200 and a.json()["Reply"]["Result"] == "OK" for a in answers.values()), \
+            [a.text[:200] for a in answers.values()]
+        ids = [a.json()["request_id"] for a in answers.values()]
+        assert {store.get(i).state for i in ids} == {"sent"}  # not committed yet
+        # When the gateway is killed (SIGKILL) before it could commit them
+        rr["procs"][0].kill9()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Then the replies were never acked: a gateway started again keeps them from their queue
+    port = rr["url"].rsplit(":", 1)[1]
+    rr["procs"].append(Proc("gateway-2", gridbus("gateway", "--port", port), rr["env"], rr["logs"]).start())
+    wait_for(lambda: {store.get(i).state for i in ids} == {"replied"}, 60, "the replies to be kept after the crash")
+    assert all(store.get(i).reply["Reply"]["Result"] == "OK" for i in ids)
+
+
+def test_a_read_answered_is_found_replied_by_a_get_right_after(rr):
+    # Given a read answered synchronously by the gateway
+    answer = ask(rr, "mdms-1/meter-readings", {"meters": [meter(1)]}, system="mdms-1")
+    assert answer.status_code == 200, answer.text
+    # When its caller asks the same gateway for it at once
+    seen = status(rr, answer.json()["request_id"], "mdms-1")
+    # Then the request is replied, with the reply the caller got
+    assert seen["state"] == "replied"
+    assert seen["reply"]["Reply"] == answer.json()["Reply"]
 
 
 def test_a_broker_restart_mid_request_loses_no_request(rr, rabbitmq_proc):
