@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
-from typing import Iterator
+import threading
+from typing import Any, Callable, Iterator
 
 import amqp
 from kombu.utils.url import parse_url
 
 from bus.errors import BrokerError
+
+log = logging.getLogger("gridbus.amqp")
+RECONNECT_S = 2.0
 
 
 @contextlib.contextmanager
@@ -82,3 +87,20 @@ def precise_pika_doubles() -> None:
 
     decode_value.gridbus_doubles = True
     data.decode_value = decode_value  # decode_table looks it up here, for nested tables too
+
+
+def until_stopped(what: str, attempt: Callable[[], Any], stop: threading.Event,
+                  after_failure: Callable[[], None] | None = None, delay_s: float = RECONNECT_S) -> None:
+    """Run ``attempt`` (connect, then consume until ``stop``) again and again until ``stop``.
+
+    A broker restart ends an attempt with an error; the next one reconnects ``delay_s``
+    later, and the messages wait in their queues meanwhile.  ``after_failure`` lets go of
+    what the failed attempt left half-open (a publisher's connection)."""
+    while not stop.is_set():
+        try:
+            attempt()
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the next attempt starts clean
+            log.warning("%s: %s; reconnecting in %gs", what, exc, delay_s)
+            if after_failure is not None:
+                after_failure()
+            stop.wait(delay_s)

@@ -16,7 +16,7 @@ import time
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus import naming, task_message
-from bus.amqp_client import pika_connect, pika_errors
+from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope
 from bus.publisher import ConfirmingPublisher
@@ -66,12 +66,7 @@ class AmqpInSource:
 
 
 def _bridge_forever(route: Route, settings: Settings, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            _bridge(route, settings, stop)
-        except Exception as exc:  # broker restart: reconnect; raw messages wait in their queue
-            log.warning("route %s: AMQP ingress: %s; reconnecting in 2s", route.id, exc)
-            stop.wait(2)
+    until_stopped(f"route {route.id}: AMQP ingress", lambda: _bridge(route, settings, stop), stop)
 
 
 def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 
 from bus import naming
-from bus.amqp_client import pika_connect, pika_errors
+from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
 from bus.deadletters.store import DeadLetterStore, dumps
 from bus.envelope import H_ROUTE
@@ -140,11 +140,9 @@ def dead_letter_queues(route_ids: list[str]) -> list[str]:
 
 def keep(broker_url: str, queues: list[str], store: DeadLetterStore, stop: threading.Event) -> None:
     """The keeper: collect continuously, reconnecting after broker outages."""
-    while not stop.is_set():
-        try:
-            moved = collect(broker_url, queues, store, stop)
-            if moved:
-                log.info("collected %d dead letters", moved)
-        except Exception as exc:
-            log.warning("dead-letter collector: %s; retrying in 2s", exc)
-            stop.wait(2)
+    def collected() -> None:
+        moved = collect(broker_url, queues, store, stop)
+        if moved:
+            log.info("collected %d dead letters", moved)
+
+    until_stopped("dead-letter collector", collected, stop)

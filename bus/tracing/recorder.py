@@ -7,7 +7,7 @@ import threading
 import time
 
 from bus import naming
-from bus.amqp_client import pika_connect, pika_errors
+from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.tracing.store import TraceStore
 
 log = logging.getLogger("gridbus.recorder")
@@ -57,9 +57,4 @@ def record(broker_url: str, store: TraceStore, stop: threading.Event, retention_
 
 def serve(broker_url: str, store: TraceStore, stop: threading.Event, retention_s: float,
           prune_every_s: float = 60.0) -> None:
-    while not stop.is_set():
-        try:
-            record(broker_url, store, stop, retention_s, prune_every_s)
-        except Exception as exc:  # broker restart: reconnect; events wait in their queue meanwhile
-            log.warning("recorder: %s; reconnecting in 2s", exc)
-            stop.wait(2)
+    until_stopped("recorder", lambda: record(broker_url, store, stop, retention_s, prune_every_s), stop)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bus import naming
-from bus.amqp_client import broker_errors, connect
+from bus.amqp_client import broker_errors, connect, until_stopped
 from bus.publisher import ConfirmingPublisher
 from connectors.file_drop.ledger import Ledger
 
@@ -69,13 +69,8 @@ class Reconciler:
         """Consume outcomes until ``stop`` is set; reconnects after a broker outage."""
         ledger = Ledger(self.ledger_path)
         publisher = ConfirmingPublisher(self.broker_url, "gridbus-reconciler")
-        while not stop.is_set():
-            try:
-                self._consume(ledger, publisher, stop)
-            except Exception as exc:  # keep the ingress alive through broker restarts
-                log.warning("reconciliation consumer: %s; reconnecting in 2s", exc)
-                publisher.close()
-                stop.wait(2)
+        until_stopped("reconciliation consumer", lambda: self._consume(ledger, publisher, stop), stop,
+                      after_failure=publisher.close)
 
     def _consume(self, ledger: Ledger, publisher: ConfirmingPublisher, stop) -> None:
         conn = connect(self.broker_url, "gridbus-reconciler")
