@@ -57,8 +57,8 @@ def answered(request: Request, reply: dict, hinted: str | None) -> Request:
 
 def keep_reply(store: RequestStore, request_id: str | None, reply: dict | None, hinted: str | None,
                kind: str | None = None) -> tuple[Request | None, dict | None]:
-    """(the request as stored with its reply, the reply); (None, None) for a reply that was not
-    JSON (``parsed``) or answers no request this gateway holds (logged, then dropped).
+    """(the request as stored with its reply, the reply); (None, None) for a reply that was not a
+    JSON object (``parsed``) or answers no request this gateway holds (logged, then dropped).
     ``kind``: the request's, when the caller knows it (a request waiting here), saves reading
     it first."""
     if reply is None:
