@@ -51,7 +51,7 @@ class ThreadConnections:
     def _checkpoints(self) -> None:
         # PASSIVE: copies what no reader still needs and never blocks a writer; the WAL starts
         # over once it has all been copied.  A failure is logged and the next round tries again.
-        db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        db = self()  # this thread's own connection
         while True:
             time.sleep(self.checkpoint_s)
             try:

@@ -33,6 +33,11 @@ def result_of(meters: Iterable[str], errors: list[dict]) -> str:
     return FAILED if not asked or asked <= failed_meters else PARTIAL
 
 
+def result_in(reply: dict) -> str | None:
+    """The Result a Reply document carries (None if it carries none)."""
+    return (reply.get("Reply") or {}).get("Result")
+
+
 def error(code: str, reason: str, meter: str | None = None) -> dict:
     item = {"code": code, "level": "FATAL", "reason": reason}
     if meter:

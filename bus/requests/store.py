@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from bus.errors import GridbusError
+from bus.requests import replies
 from bus.sqlite_local import ThreadConnections
 
 SCHEMA = """
@@ -201,7 +202,7 @@ class RequestStore:
         """Keep the reply (whenever it comes); None for a request this store does not hold.
 
         A redelivered reply finds the request final and changes nothing: the first one stands."""
-        result = (reply.get("Reply") or {}).get("Result")
+        result = replies.result_in(reply)
         with self._db.transaction() as db:
             row = db.execute(f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
                              f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
@@ -214,7 +215,7 @@ class RequestStore:
         """The answer of a request that ended without reaching a system (rejected, expired, cancelled)."""
         with self._db.transaction() as db:
             db.execute("UPDATE requests SET reply = ?, result = ? WHERE id = ? AND reply IS NULL",
-                       (_dumps(reply), (reply.get("Reply") or {}).get("Result"), request_id))
+                       (_dumps(reply), replies.result_in(reply), request_id))
 
     def audit_of(self, request_id: str) -> list[dict]:
         """The rows of ``audit``: each step of a command; of a read, only an unusual end (failed)."""

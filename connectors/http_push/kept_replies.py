@@ -16,6 +16,7 @@ from dataclasses import replace
 import orjson
 
 from bus import naming
+from bus.requests import replies
 from bus.requests.store import Request, RequestStore
 
 log = logging.getLogger("gridbus.gateway.replies")
@@ -26,7 +27,7 @@ def state_of(kind: str, reply: dict, hinted: str | None) -> str:
         return hinted
     if kind != "commands":
         return "replied"
-    return "failed" if (reply.get("Reply") or {}).get("Result") == "FAILED" else "executed"
+    return "failed" if replies.result_in(reply) == replies.FAILED else "executed"
 
 
 def parsed(request_id: str | None, body: bytes) -> dict | None:
@@ -52,7 +53,7 @@ def answered(request: Request, reply: dict, hinted: str | None) -> Request:
     """``request`` as ``keep_reply`` stores it with ``reply``: what its waiting caller is
     answered before the commit (a read; see ``request_loop``)."""
     return replace(request, reply=reply, state=state_of(request.kind, reply, hinted),
-                   result=(reply.get("Reply") or {}).get("Result"), updated=time.time())
+                   result=replies.result_in(reply), updated=time.time())
 
 
 def keep_reply(store: RequestStore, request_id: str | None, reply: dict | None, hinted: str | None,
