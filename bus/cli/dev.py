@@ -85,16 +85,13 @@ def up(concurrency):
                      "--bus-key", _dev_key("mdms-1")]
         procs.start(Service(name, argv, port), env)
         click.echo(f"{name:10} {values[var]}  (stand-in)")
-    # requests wait on their destination: they get a thread pool of their own, so that a burst of
-    # alarms never delays a billing request and a waiting request never holds a CPU-bound process
-    waiting = [r.id for r in table_ if r.method == "request-response" or r.source.connector == "replies"]
-    others = [r.id for r in table_ if r.id not in waiting]
+    # requests wait on their destination: they get a worker of their own (Route.waits_on_destination)
     procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency),
-                                                        "--routes", ",".join(others))), env)
+                                                        "--kind", "deliveries")), env)
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
-    if waiting:
+    if len(table_.of_kind("requests")):
         procs.start(Service("worker-requests", devstack.gridbus_argv(
-            "worker", "--pool", "asyncio", "--routes", ",".join(waiting))), env)
+            "worker", "--pool", "asyncio", "--kind", "requests")), env)
         click.echo(f"worker-requests pid {procs.pid('worker-requests')}  (event loop, request-response routes)")
     procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")

@@ -14,6 +14,7 @@ from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging
 from bus.envelope import Envelope
 from bus.errors import ConfigError
 from bus.publisher import ConfirmingPublisher
+from bus.routes.model import ROUTE_KINDS
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
@@ -27,11 +28,16 @@ from bus.topology.apply import declare_all
 @click.option("--pool", type=click.Choice(["prefork", "threads", "asyncio"]), default="prefork", show_default=True,
               help="asyncio for request-response routes: a request waits on its destination, and one "
                    "event loop waits on hundreds without a thread each (threads: Celery's thread pool).")
+@click.option("--kind", type=click.Choice(ROUTE_KINDS), default="all", show_default=True,
+              help="requests: the request-response routes and the reply callbacks (each message waits on its "
+                   "destination; run them with --pool asyncio); deliveries: every other route.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def worker(only, paths, concurrency, pool, loglevel):
+def worker(only, paths, concurrency, pool, kind, loglevel):
     """Worker for the routes: decode, transform, deliver, retry, dead-letter."""
-    table_ = routes_from(paths, only)
+    table_ = routes_from(paths, only).of_kind(kind)
+    if not len(table_):
+        raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
     s = settings()
     declare_all(compile_topology(table_), s.broker_url)
     if pool == "asyncio":

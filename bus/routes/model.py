@@ -68,6 +68,14 @@ class Route:
     def task_name(self) -> str:
         return naming.task_name(self.id)
 
+    @property
+    def waits_on_destination(self) -> bool:
+        """A request-response route, or the route that POSTs replies to their callbacks: each
+        message waits on its destination's answer, so these run on workers of their own
+        (``gridbus worker --kind requests``): a burst of alarms never delays a billing request,
+        and a waiting request never holds a process that has CPU-bound batches to do."""
+        return self.method == "request-response" or self.source.connector == "replies"
+
 
 @dataclass(frozen=True)
 class RouteTable:
@@ -93,3 +101,16 @@ class RouteTable:
         if not route_ids:
             return self
         return RouteTable(tuple(self.get(r) for r in route_ids))
+
+    def of_kind(self, kind: str) -> "RouteTable":
+        """``requests``: the routes whose messages wait on their destination; ``deliveries``:
+        every other route; ``all``: the table as it is."""
+        if kind == "all":
+            return self
+        if kind not in ROUTE_KINDS:
+            from bus.errors import ConfigError
+            raise ConfigError(f"no route kind {kind!r} (kinds: {', '.join(ROUTE_KINDS)})")
+        return RouteTable(tuple(r for r in self.routes if r.waits_on_destination == (kind == "requests")))
+
+
+ROUTE_KINDS = ("all", "requests", "deliveries")

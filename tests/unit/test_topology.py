@@ -98,3 +98,16 @@ def test_topic_patterns_match_like_amqp():
     assert select_events(doc, ["fraud"])["EndDeviceEvent"] == [{"eventClass": ["fraud"]}]
     assert select_events(doc, ["outage"]) is None
     assert select_events(doc, []) is doc
+
+
+def test_route_kinds_split_the_table_into_requests_and_deliveries():
+    # Given the shipped routes
+    table = load_routes([ROUTES], env=ENV)
+    # When split by kind
+    requests, deliveries = table.of_kind("requests"), table.of_kind("deliveries")
+    # Then every route is in exactly one part, the callback route with the requests
+    assert sorted(r.id for r in (*requests, *deliveries)) == sorted(r.id for r in table)
+    assert all(r.method == "request-response" or r.source.connector == "replies" for r in requests)
+    assert any(r.source.connector == "replies" for r in requests)
+    assert not any(r.method == "request-response" for r in deliveries)
+    assert table.of_kind("all") is table

@@ -1,0 +1,72 @@
+"""docker/compose.yaml is checked here, since no Docker engine runs in CI: it starts every role
+`gridbus dev up` starts, each command parses, and the shipped routes load with its environment."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from bus.cli.dev import SERVICES
+from bus.cli.main import cli as gridbus
+from bus.routes import load_routes
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+GRIDBUS_ROLES = {name: s["command"] for name, s in COMPOSE.items() if "command" in s}
+STAND_INS = {name: s["entrypoint"] for name, s in COMPOSE.items() if s.get("entrypoint", [None])[0] == "python"}
+
+
+def parsed(args: list[str]) -> click.Context:
+    """``gridbus args`` as click parses it; an unknown command or option raises."""
+    root = click.Context(gridbus, info_name="gridbus")
+    command = gridbus.get_command(root, args[0])
+    assert command is not None, f"no command gridbus {args[0]}"
+    return command.make_context(args[0], list(args[1:]), parent=root)
+
+
+def test_compose_runs_every_role_of_the_dev_stack():
+    # Given the roles and stand-ins `gridbus dev up` starts
+    # Then compose has a service of the same name for each
+    assert set(SERVICES) <= set(COMPOSE), set(SERVICES) - set(COMPOSE)
+    # and the request routes have an event-loop worker of their own, the rest a worker too
+    assert parsed(GRIDBUS_ROLES["worker-requests"]).params["kind"] == "requests"
+    assert parsed(GRIDBUS_ROLES["worker-requests"]).params["pool"] == "asyncio"
+    assert parsed(GRIDBUS_ROLES["worker"]).params["kind"] == "deliveries"
+
+
+@pytest.mark.parametrize("service", sorted(GRIDBUS_ROLES))
+def test_each_gridbus_command_in_compose_parses(service):
+    # Given a service's command line, When click parses it, Then it names a real command and options
+    ctx = parsed(GRIDBUS_ROLES[service])
+    assert ctx.info_name == GRIDBUS_ROLES[service][0]
+
+
+@pytest.mark.parametrize("service", sorted(STAND_INS))
+def test_each_stand_in_command_in_compose_parses(service, monkeypatch):
+    # Given a stand-in's entry point, When its own argument parser reads it (no server started)
+    _, _, module_name, *args = STAND_INS[service]
+    module = importlib.import_module(module_name)
+    started = []
+    monkeypatch.setattr("simulators.control.serve_until_signalled", lambda server: started.append(server) or 0)
+    monkeypatch.setattr(module, "serve_until_signalled", lambda server: started.append(server) or 0, raising=False)
+    for name in [n for n in vars(module) if n.endswith("Server") and isinstance(getattr(module, n), type)]:
+        monkeypatch.setattr(module, name, lambda *a, **kw: a)
+    # Then it parses, and the stand-in listens where the gridbus services are told to find it
+    assert module.main(args) == 0
+    host, port, name = started[0][:3]
+    assert (host, port, name) == ("0.0.0.0", 8080, service)
+
+
+def test_the_shipped_routes_load_with_the_environment_compose_gives_gridbus():
+    # Given the environment every gridbus service gets in compose
+    env = COMPOSE["worker"]["environment"]
+    # When the shipped route files load with it, Then no variable is missing and every value is valid
+    table = load_routes([ROOT / "routes"], env=env)
+    assert len(table.of_kind("requests")) and len(table.of_kind("deliveries"))
+    # and every stand-in URL points at a compose service
+    for var, url in env.items():
+        if var.endswith("_URL") and not var.startswith("GRIDBUS_"):
+            assert url.split("//")[1].split(":")[0] in COMPOSE, var
