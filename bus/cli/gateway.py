@@ -4,8 +4,9 @@ from __future__ import annotations
 import click
 
 from bus import registry
-from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging, table
+from bus.cli.common import fails_cleanly, parse_duration, routes_from, settings, setup_logging, table
 from bus.errors import ConfigError
+from bus.requests.store import Retention
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
@@ -24,15 +25,20 @@ def _push_connector():
                    "event loop and hold none.")
 @click.option("--rate-per-system", default=200.0, show_default=True,
               help="Requests/s each source system may make (bursts of twice that); 0: no limit.")
+@click.option("--keep-requests", default="7d", show_default=True,
+              help="Reads and determinants requests are deleted from the request store this long after "
+                   "they were made (0: never); commands are always kept, with their audit trail.")
+@click.option("--prune-every", default="60s", show_default=True, help="How often to look for requests to delete.")
 @click.option("--routes-dir", "paths", multiple=True, type=click.Path())
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 @fails_cleanly
-def gateway(ctx, host, port, threads, rate_per_system, paths, loglevel):
+def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_every, paths, loglevel):
     """Serve the REST gateway for every route whose source is http-push or http-request (aiohttp)."""
     if ctx.invoked_subcommand:
         return
     setup_logging(loglevel)
+    retention = Retention(parse_duration(keep_requests), parse_duration(prune_every))
     table_ = routes_from(paths)
     routes = [r for r in table_ if r.source.connector in (PUSH, "http-request")]
     if not routes:
@@ -41,7 +47,7 @@ def gateway(ctx, host, port, threads, rate_per_system, paths, loglevel):
     declare_all(compile_topology(routes_from(paths)), s.broker_url)
     click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
                f"docs at /docs", err=True)
-    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system, list(table_))
+    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system, list(table_), retention)
 
 
 @gateway.group("keys")

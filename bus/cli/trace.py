@@ -10,7 +10,7 @@ import time
 
 import click
 
-from bus.cli.common import fails_cleanly, settings, setup_logging
+from bus.cli.common import fails_cleanly, parse_duration, settings, setup_logging
 from bus.errors import ConfigError
 from bus.tracing.store import TraceStore, open_store
 
@@ -22,14 +22,6 @@ def trace_store() -> TraceStore:
     from bus.settings import environment
 
     return open_store(environment().get("GRIDBUS_TRACE_STORE") or settings().state_dir / "trace.sqlite")
-
-
-def parse_duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError) as exc:
-        raise ConfigError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d)") from exc
 
 
 def parse_time(text: str | None) -> float | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bus.errors import GridbusError
+from bus.errors import ConfigError, GridbusError
 from bus.requests import replies
 from bus.sqlite_local import ThreadConnections
 
@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id, seq);
 # on every insert, and audit rows are never deleted, so seq still only grows.
 
 FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied"}
+PRUNE_CHUNK = 1_000  # rows a prune deletes in one transaction: the requests' commits wait for it
 COLUMNS = ("id", "system", "requested_by", "kind", "route", "client_key", "action", "meters", "state",
            "created", "updated", "expires", "approved_by", "reply_address", "correlation_id", "document",
            "reply", "result")
@@ -109,6 +110,18 @@ def _row(row) -> Request:
     d["document"] = orjson.loads(d["document"])
     d["reply"] = orjson.loads(d["reply"]) if d["reply"] else None
     return Request(**d)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the gateway keeps reads and determinants requests (``keep_s``, 0: for ever), and
+    how often it looks for ones to delete."""
+    keep_s: float = 7 * 86400
+    every_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.every_s <= 0:
+            raise ConfigError(f"pruning every {self.every_s:g} s: give a positive interval")
 
 
 class RequestStore:
@@ -251,6 +264,46 @@ class RequestStore:
         sql = (f"SELECT {', '.join(COLUMNS)} FROM requests" + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY created DESC LIMIT ?")
         return [_row(r) for r in self._db().execute(sql, (*args, limit)).fetchall()]
+
+    def prune(self, before: float, limit: int = PRUNE_CHUNK) -> int:
+        """Delete up to ``limit`` reads and determinants requests created before ``before``, with
+        any audit rows they have; how many went.  Commands are never pruned: they are the
+        audit trail a security officer keeps.
+
+        The rows to go are found by rowid, not by a scan of ``created``: rows are appended in
+        the order they were taken, so rowid grows with ``created`` and a binary search of it
+        (a few lookups) finds the cut.  An index on ``created`` would cost every request's
+        commit a write to find what a prune finds this way."""
+        with self._db.transaction() as db:
+            cut = self._last_rowid_before(db, before)
+            if cut is None:
+                return 0
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM requests WHERE rowid <= ? AND kind != 'commands' ORDER BY rowid LIMIT ?",
+                (cut, limit)).fetchall()]
+            for start in range(0, len(ids), 500):  # within SQLite's limit on bound variables
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                db.execute(f"DELETE FROM audit WHERE request_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM requests WHERE id IN ({marks})", chunk)
+        return len(ids)
+
+    @staticmethod
+    def _last_rowid_before(db, before: float) -> int | None:
+        """The highest rowid whose row was created before ``before`` (None: no such row)."""
+        low, high = db.execute("SELECT min(rowid), max(rowid) FROM requests").fetchone()
+        if low is None:
+            return None
+        found = None
+        while low <= high:  # rowids may have gaps (pruned rows): look at the nearest row at or above
+            middle = (low + high) // 2
+            row = db.execute("SELECT rowid, created FROM requests WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+                             (middle,)).fetchone()
+            if row is None or row[1] >= before:
+                high = middle - 1
+            else:
+                found, low = row[0], row[0] + 1
+        return found
 
     def expire_overdue(self, who: str = "gridbus") -> list[str]:
         """Pending commands past their expiry become expired (never sent)."""

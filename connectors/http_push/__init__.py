@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from bus.requests.store import Retention
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from connectors.http_push.keys import KeyStore, keys_path
@@ -40,7 +41,8 @@ class HttpPushSource:
         return KeyStore(keys_path(settings.state_dir))
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
-                   rate_per_s: float = 0, all_routes: list[Route] | None = None) -> None:
+                   rate_per_s: float = 0, all_routes: list[Route] | None = None,
+                   retention: Retention | None = None) -> None:
         from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
         from connectors.http_push.request_loop import RequestLoop
@@ -55,7 +57,7 @@ class HttpPushSource:
         if request_routes:
             api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir),
                                                                 checkpoint_s=CHECKPOINT_S))
-            requests = RequestLoop(api, settings.broker_url, list(all_routes or routes))
+            requests = RequestLoop(api, settings.broker_url, list(all_routes or routes), retention or Retention())
         # the largest body any route takes; each route's own limit is checked by the gateway
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
         serve(gateway, requests, host, port, threads, max_body)

@@ -29,18 +29,23 @@ stored before a request leaves (command safety, idempotency) is decided by
   there was none to spare, and the queue that formed stayed.
 - The store (SQLite) is read and written by one thread of its own, never by
   the loop, with group commits (``store_thread``).
+- Reads and determinants requests older than the retention (``gridbus gateway
+  --keep-requests``, 7 days) are deleted every minute, a chunk at a time on
+  the store thread, so that a backlog never holds the requests' commits for
+  long; commands are kept with their audit trail.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import aio_pika
 
 from bus import aio, naming
 from bus.envelope import child_traceparent
 from bus.requests.dispatch import callback_message, request_message
-from bus.requests.store import Request
+from bus.requests.store import PRUNE_CHUNK, Request, Retention
 from bus.routes.model import Route
 from connectors.http_push.kept_replies import answered, hinted_state, keep_reply, parsed
 from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
@@ -51,11 +56,11 @@ POLL_S = 0.25
 
 
 class RequestLoop:
-    def __init__(self, api: RequestApi, broker_url: str, routes: list[Route]):
-        self.api, self.broker_url, self.routes = api, broker_url, routes
+    def __init__(self, api: RequestApi, broker_url: str, routes: list[Route], retention: Retention = Retention()):
+        self.api, self.broker_url, self.routes, self.retention = api, broker_url, routes, retention
         # request id → (settled with the request as stored with its reply, the request, since when it waits)
         self.waiting: dict[str, tuple[asyncio.Future, Request, float]] = {}
-        self.connection = self.publisher = self._poller = None
+        self.connection = self.publisher = self._poller = self._pruner = None
         self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
     async def start(self) -> None:
@@ -69,10 +74,13 @@ class RequestLoop:
         replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
         await replies.consume(self._on_reply)
         self._poller = asyncio.create_task(self._poll_store())
+        if self.retention.keep_s > 0:
+            self._pruner = asyncio.create_task(self._prune_store())
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._pruner):
+            if task is not None:
+                task.cancel()
         if self.connection is not None:
             await self.connection.close()
         self.stored.close()
@@ -140,6 +148,20 @@ class RequestLoop:
                 future = self.waiting.get(request.id, (None,))[0]
                 if future is not None and not future.done():
                     future.set_result(request)
+
+    async def _prune_store(self) -> None:
+        while True:
+            await asyncio.sleep(self.retention.every_s)
+            before, deleted = time.time() - self.retention.keep_s, PRUNE_CHUNK
+            try:
+                while deleted == PRUNE_CHUNK:  # a backlog goes a chunk at a time, requests in between
+                    deleted = await self.stored(self.api.store.prune, before)
+                    if deleted:
+                        log.info("request store: %d requests older than %.0f s deleted", deleted,
+                                 self.retention.keep_s)
+                    await asyncio.sleep(0.05)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("request store: pruning failed: %s", exc)
 
     # -- replies -----------------------------------------------------------------------
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:

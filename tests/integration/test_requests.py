@@ -457,6 +457,32 @@ def test_a_read_answered_is_found_replied_by_a_get_right_after(rr):
     assert seen["reply"]["Reply"] == answer.json()["Reply"]
 
 
+def test_a_gateway_deletes_reads_past_their_retention_and_keeps_commands(rr):
+    # Given a read and a command, both answered
+    read = ask(rr, "mdms-1/meter-readings", {"meters": [meter(1)]}, system="mdms-1")
+    connect = ask(rr, "billing-1/commands", command("cmd-kept", "connect", [meter(3)]))
+    assert read.status_code == 200 and connect.status_code == 200, (read.text, connect.text)
+    read_id, command_id = read.json()["request_id"], connect.json()["request_id"]
+    store = RequestStore(requests_path(Path(rr["env"]["GRIDBUS_HOME"]) / "state"))
+    # When the gateway runs again keeping requests for 2 s, looking every 0.5 s
+    rr["procs"][0].stop()
+    port = rr["url"].rsplit(":", 1)[1]
+    rr["procs"].append(Proc("gateway-2", gridbus("gateway", "--port", port, "--keep-requests", "2s",
+                                                 "--prune-every", "0.5s"), rr["env"], rr["logs"]).start())
+    wait_for(lambda: requests.get(f"{rr['url']}/health", timeout=1).ok, 30, "the gateway")
+    # Then the read is deleted once it is older than that, and a GET no longer finds it
+    wait_for(lambda: store.get(read_id) is None, 20, "the read past its retention to be deleted")
+    gone = requests.get(f"{rr['url']}/v1/requests/{read_id}", headers={"X-API-Key": rr["keys"]["mdms-1"]},
+                        timeout=10)
+    assert gone.status_code == 404, gone.text
+    # and the command, as old, stays with its audit trail
+    assert store.get(command_id).state == "executed"
+    assert [a["event"] for a in store.audit_of(command_id)][-1] == "executed"
+    # and a read made now is answered and found, like any other
+    fresh = ask(rr, "mdms-1/meter-readings", {"meters": [meter(1)]}, system="mdms-1")
+    assert fresh.status_code == 200 and status(rr, fresh.json()["request_id"], "mdms-1")["state"] == "replied"
+
+
 def test_a_broker_restart_mid_request_loses_no_request(rr, rabbitmq_proc):
     # Given both HES answering after 0.5 s, and 10 on-demand reads from MDMS-1 waiting on them
     answers, asking = reads_in_flight(rr, 10, latency_ms=500)

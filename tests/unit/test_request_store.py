@@ -139,3 +139,44 @@ def test_a_read_audited_step_by_step_by_an_earlier_gridbus_shows_its_rows_once(s
     # Then its trail is those rows, each step once
     assert [a["event"] for a in store.trail(store.get("r1"))] == ["requested", "sent", "replied"]
 
+
+
+def _made_at(store, request_id: str, kind: str, created: float) -> None:
+    store.create(id=request_id, system="mdms-1", requested_by=None, kind=kind, route="r",
+                 client_key=f"k-{request_id}" if kind == "commands" else None, action=None, meters=1,
+                 state="requested", expires=None, reply_address=None, correlation_id=None,
+                 document={"Request": {}})
+    with store.batch() as db:
+        db.execute("UPDATE requests SET created = ? WHERE id = ?", (created, request_id))
+
+
+def test_pruning_deletes_old_reads_and_determinants_but_keeps_commands_and_new_requests(store):
+    # Given requests of every kind, some older than the cut, one old read with an audit row
+    # (a failure), and a gap in the rowids where requests were deleted before
+    now = time.time()
+    for n in range(40):
+        _made_at(store, f"old-{n}", ("meter-readings", "billing-determinants")[n % 2], now - 100_000 + n)
+    _made_at(store, "old-command", "commands", now - 90_000)
+    store.transition("old-0", "failed", "gridbus", {"requested"}, "HES unreachable")
+    with store.batch() as db:
+        db.execute("DELETE FROM requests WHERE id IN ('old-10', 'old-11', 'old-12')")
+    for n in range(10):
+        _made_at(store, f"new-{n}", "meter-readings", now - 10 + n)
+    # When requests made more than a day ago are pruned, in chunks of 15
+    pruned = []
+    while (deleted := store.prune(now - 86_400, limit=15)) > 0:
+        pruned.append(deleted)
+    # Then every old read and determinants request went, a chunk at a time, with its audit rows
+    assert pruned == [15, 15, 7]
+    assert sorted(r.id for r in store.listing(limit=1000)) == sorted(["old-command"] + [f"new-{n}" for n in range(10)])
+    assert store.audit_of("old-0") == []
+    # and the old command stays with its audit trail
+    assert store.audit_of("old-command")
+
+
+def test_pruning_an_empty_store_or_one_with_nothing_old_deletes_nothing(store):
+    # Given no requests, then only new ones  When pruned  Then nothing goes
+    assert store.prune(time.time()) == 0
+    _made_at(store, "r1", "meter-readings", time.time())
+    assert store.prune(time.time() - 60) == 0
+    assert store.get("r1") is not None
