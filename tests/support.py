@@ -66,6 +66,14 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def serving(url: str) -> bool:
+    """``url`` answers 200 now (a server still starting refuses the connection)."""
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def gridbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "bus.cli.main", *args]
 
@@ -82,10 +90,7 @@ class Mdms:
         wait_for(self._healthy, 20, f"{name} stand-in to listen")
 
     def _healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
+        return serving(f"{self.url}/health")
 
     def stats(self) -> dict:
         return requests.get(f"{self.url}/stats", timeout=5).json()

@@ -24,7 +24,7 @@ import yaml
 from bus.broker_admin import BrokerAdmin
 from bus.requests import replies
 from bus.requests.store import RequestStore, requests_path
-from tests.support import Mdms, Proc, ROOT, free_port, gridbus, run_cli, wait_for
+from tests.support import Mdms, Proc, ROOT, free_port, gridbus, run_cli, serving, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -469,7 +469,7 @@ def test_a_gateway_deletes_reads_past_their_retention_and_keeps_commands(rr):
     port = rr["url"].rsplit(":", 1)[1]
     rr["procs"].append(Proc("gateway-2", gridbus("gateway", "--port", port, "--keep-requests", "2s",
                                                  "--prune-every", "0.5s"), rr["env"], rr["logs"]).start())
-    wait_for(lambda: requests.get(f"{rr['url']}/health", timeout=1).ok, 30, "the gateway")
+    wait_for(lambda: serving(f"{rr['url']}/health"), 30, "the gateway")
     # Then the read is deleted once it is older than that, and a GET no longer finds it
     wait_for(lambda: store.get(read_id) is None, 20, "the read past its retention to be deleted")
     gone = requests.get(f"{rr['url']}/v1/requests/{read_id}", headers={"X-API-Key": rr["keys"]["mdms-1"]},
