@@ -291,7 +291,9 @@ class RequestStore:
     @staticmethod
     def _last_rowid_before(db, before: float) -> int | None:
         """The highest rowid whose row was created before ``before`` (None: no such row)."""
-        low, high = db.execute("SELECT min(rowid), max(rowid) FROM requests").fetchone()
+        # two statements: SQLite reads one end of the b-tree for a lone min() or max(), but scans
+        # the whole table for both in one (12 ms at 150,000 rows)
+        low, high = (db.execute(f"SELECT {end}(rowid) FROM requests").fetchone()[0] for end in ("min", "max"))
         if low is None:
             return None
         found = None
