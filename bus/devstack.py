@@ -30,6 +30,7 @@ STAND_INS = (("mdms-1", "simulators.mdms", MDMS_1_PORT, "MDMS_1_URL"),
              ("hes-a", "simulators.hes", 18105, "HES_A_URL"),
              ("hes-b", "simulators.hes", 18106, "HES_B_URL"))
 GATEWAY_PORT = 18080
+METRICS_PORT = 18190  # the recorder's Prometheus metrics
 NODE_NAME = "gridbus-dev@localhost"
 
 

@@ -98,8 +98,10 @@ def up(concurrency):
     procs.start(Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),
                         devstack.GATEWAY_PORT), env)
     click.echo(f"gateway    {values['GRIDBUS_GATEWAY_URL']}/docs  (keys: gridbus gateway keys add SYSTEM)")
-    procs.start(Service("recorder", devstack.gridbus_argv("recorder")), env)
-    click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}")
+    procs.start(Service("recorder", devstack.gridbus_argv("recorder", "--metrics-port", str(devstack.METRICS_PORT)),
+                        devstack.METRICS_PORT), env)
+    click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}, "
+               f"metrics http://127.0.0.1:{devstack.METRICS_PORT}/metrics")
     procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")

@@ -41,20 +41,37 @@ def parse_time(text: str | None) -> float | None:
 @click.option("--prune-every", default="60s", show_default=True, help="How often to prune.")
 @click.option("--nice", default=10, show_default=True, type=click.IntRange(0, 19),
               help="CPU niceness: recording is background work, it yields to the data path.")
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics of the whole bus, counted from the trace events, at "
+                   "http://HOST:PORT/metrics (0: not served).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def recorder(retention, prune_every, nice, loglevel):
+def recorder(retention, prune_every, nice, metrics_port, metrics_host, loglevel):
     """Record trace events from the bus into the trace store ($GRIDBUS_HOME/state/trace.sqlite)."""
     from bus.tracing.recorder import serve
 
     setup_logging(loglevel)
+    metrics = None
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from bus.tracing.metrics import TraceMetrics
+
+        metrics = TraceMetrics()
+        try:
+            start_http_server(metrics_port, metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            raise ConfigError(f"metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}") from exc
+        click.echo(f"recorder: metrics at http://{metrics_host}:{metrics_port}/metrics", err=True)
     if nice and hasattr(os, "nice"):
         # on a busy host the recorder waits its turn: the events wait in their queue, batches
         # grow (cheaper per event), and no request's reply waits behind a trace insert
         os.nice(nice)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    serve(settings().broker_url, trace_store(), stop, parse_duration(retention), parse_duration(prune_every))
+    serve(settings().broker_url, trace_store(), stop, parse_duration(retention), parse_duration(prune_every),
+          metrics)
 
 
 def _clock(at: float) -> str:

@@ -1,4 +1,5 @@
-"""The recorder: trace events from the bus into the store; prunes what is older than the retention."""
+"""The recorder: trace events from the bus into the store; prunes what is older than the retention;
+counts them as Prometheus metrics (``bus.tracing.metrics``) when asked to."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import time
 
 from bus import naming
 from bus.amqp_client import pika_connect, pika_errors, until_stopped
+from bus.tracing.metrics import TraceMetrics
 from bus.tracing.store import TraceStore
 
 log = logging.getLogger("gridbus.recorder")
@@ -15,8 +17,8 @@ BATCH_MESSAGES = 200
 
 
 def record(broker_url: str, store: TraceStore, stop: threading.Event, retention_s: float,
-           prune_every_s: float = 60.0) -> None:
-    """Consume until ``stop``; commit a batch of events, then ack it."""
+           prune_every_s: float = 60.0, metrics: TraceMetrics | None = None) -> None:
+    """Consume until ``stop``; commit a batch of events, count it, then ack it."""
     conn = pika_connect(broker_url, "gridbus-recorder")
     last_prune = 0.0
     try:
@@ -30,6 +32,8 @@ def record(broker_url: str, store: TraceStore, stop: threading.Event, retention_
                     return
                 events = [e for _tag, body in pending for e in json.loads(body)]
                 store.add(events)
+                if metrics is not None:
+                    metrics.observe(events)
                 ch.basic_ack(pending[-1][0], multiple=True)
                 pending.clear()
 
@@ -56,5 +60,5 @@ def record(broker_url: str, store: TraceStore, stop: threading.Event, retention_
 
 
 def serve(broker_url: str, store: TraceStore, stop: threading.Event, retention_s: float,
-          prune_every_s: float = 60.0) -> None:
-    until_stopped("recorder", lambda: record(broker_url, store, stop, retention_s, prune_every_s), stop)
+          prune_every_s: float = 60.0, metrics: TraceMetrics | None = None) -> None:
+    until_stopped("recorder", lambda: record(broker_url, store, stop, retention_s, prune_every_s, metrics), stop)

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Uc1Stack
 from tests.integration.test_retries_and_dead_letters import CSV, READINGS_PER_FILE, RetryStack
 from tests.postgres import postgres_url  # noqa: F401  (fixture)
-from tests.support import Proc, gridbus, run_cli, wait_for
+from tests.support import Proc, free_port, gridbus, run_cli, wait_for
 
 pytestmark = pytest.mark.broker
 HOPS = ["received", "published", "consumed", "transformed", "delivered"]
@@ -31,7 +33,10 @@ def kinds(events: list[dict], message_id: str | None = None) -> list[str]:
 @pytest.fixture
 def traced(bus_env, tmp_path):
     stack = Uc1Stack(dict(bus_env), tmp_path)
-    stack.recorder = Proc("recorder", gridbus("recorder"), stack.env, stack.logs).start()
+    port = free_port()
+    stack.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    stack.recorder = Proc("recorder", gridbus("recorder", "--metrics-port", str(port)), stack.env,
+                          stack.logs).start()
     yield stack
     stack.recorder.stop()
     stack.stop()
@@ -73,6 +78,33 @@ def test_a_file_chunk_shows_every_hop_with_consistent_ids_and_meter_search_finds
     # and the human view draws the path
     text = run_cli(traced.env, "trace", message_id).stdout
     assert "received" in text and "delivered" in text and "mdms-1 200" in text
+
+
+def scraped(url: str) -> dict[tuple, float]:
+    """The samples of a /metrics page: (name, sorted labels) → value."""
+    text = requests.get(url, timeout=5).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_the_recorders_metrics_count_what_reached_the_mdms(traced):
+    # Given a block-load file from HES-A with a few bad rows
+    block = traced.generate("--profile", "block-load", "--meters", "25", "--days", "1", "--first-serial", "7000",
+                            "--malformed-rows", "3")
+    traced.drop(Path(block["path"]))
+    report = traced.report(Path(block["path"]).name)
+    route = (("route", "hes-a-csv-to-mdms-1"),)
+    delivered = ("gridbus_deliveries_total", (("destination", "mdms-1"), *route, ("status", "200")))
+    # When Prometheus scrapes the recorder once the trace has come in
+    samples = wait_for(lambda: (lambda m: m if m.get(delivered) == report["chunks"] else None)(
+        scraped(traced.metrics_url)), 30, "every chunk's delivery in the metrics")
+    # Then the readings counted are the readings MDMS-1 holds, and every chunk was received and taken once
+    assert samples[("gridbus_readings_total", route)] == traced.mdms.stats()["readings"] > 0
+    assert samples[("gridbus_rows_rejected_total", route)] == report["rows_rejected"] > 0
+    assert samples[("gridbus_messages_received_total", route)] == report["chunks"]
+    assert samples[("gridbus_messages_consumed_total", route)] == report["chunks"]
+    assert samples[("gridbus_delivery_seconds_count", (("destination", "mdms-1"), *route))] == report["chunks"]
+    assert samples.get(("gridbus_dead_letters_total", route), 0) == 0
 
 
 def test_with_the_recorder_stopped_data_flows_and_the_trace_completes_when_it_returns(traced):
