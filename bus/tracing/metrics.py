@@ -71,12 +71,13 @@ class TraceMetrics:
                 if isinstance(event.get("waited_s"), (int, float)):
                     self.waited.labels(route).observe(event["waited_s"])
             elif kind == "transformed":
-                self.readings.labels(route).inc(event.get("readings") or 0)
-                self.meter_events.labels(route).inc(event.get("events") or 0)
-                self.rejected.labels(route).inc(event.get("rejected") or 0)
+                for counter, field in ((self.readings, "readings"), (self.meter_events, "events"),
+                                       (self.rejected, "rejected")):
+                    if event.get(field):  # no series of zeros for routes that never carry any
+                        counter.labels(route).inc(event[field])
             elif kind == "delivered":
                 destination = str(event.get("destination") or "?")
-                self.deliveries.labels(route, destination, str(event.get("status") or "?")).inc()
+                self.deliveries.labels(route, destination, status_label(event.get("status"))).inc()
                 if isinstance(event.get("duration_s"), (int, float)):
                     self.delivery_s.labels(route, destination).observe(event["duration_s"])
             elif kind == "retried":
@@ -85,3 +86,10 @@ class TraceMetrics:
                 self.dead_letters.labels(route).inc()
             elif kind == "replayed":
                 self.replays.labels(route).inc()
+
+
+def status_label(status) -> str:
+    """An HTTP status or a Result as it is; a connector's sentence ("published to 4
+    subscriber(s)", "written") by its first word, so that a label never takes a count."""
+    words = str(status or "?").split()
+    return (words[0] if words else "?")[:32]

@@ -24,6 +24,9 @@ def test_a_batch_of_trace_events_is_counted_by_route_destination_and_status():
         {"kind": "delivered", "route": route, "destination": "mdms-1", "status": "200", "duration_s": 0.3},
         {"kind": "delivered", "route": read, "destination": "hes", "status": "PARTIAL", "duration_s": 0.002},
         {"kind": "dead-lettered", "route": read}, {"kind": "replayed", "route": read},
+        {"kind": "delivered", "route": "hes-a-alarms", "destination": "events",
+         "status": "published to 4 subscriber(s)", "duration_s": 0.001},
+        {"kind": "transformed", "route": "hes-a-alarms", "readings": 0, "events": 0, "rejected": 0},
     ]
     metrics = TraceMetrics()
     # When the recorder counts them
@@ -43,7 +46,11 @@ def test_a_batch_of_trace_events_is_counted_by_route_destination_and_status():
     assert value(metrics, "gridbus_dead_letters_total", route=read) == 1
     assert value(metrics, "gridbus_replays_total", route=read) == 1
     assert value(metrics, "gridbus_trace_events_dropped_total") == 3
-    assert value(metrics, "gridbus_trace_events_total", kind="delivered") == 3
+    assert value(metrics, "gridbus_trace_events_total", kind="delivered") == 4
+    # a connector's sentence for a status is labelled by its first word; zero readings make no series
+    assert value(metrics, "gridbus_deliveries_total", route="hes-a-alarms", destination="events",
+                 status="published") == 1
+    assert value(metrics, "gridbus_readings_total", route="hes-a-alarms") is None
     # and the exposition names no meter and no message id
     assert b"UPM" not in generate_latest(metrics.registry)
 
