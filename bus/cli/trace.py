@@ -97,6 +97,8 @@ def describe(e: dict) -> str:
         return f"{e.get('reason')}"
     if kind == "replayed":
         return f"as {e.get('message_id')} (from {e.get('replayed_from')})"
+    if kind == "refused":
+        return f"{e.get('source')} on {e.get('route')}: {e.get('status')} {e.get('code')}"
     return ""
 
 

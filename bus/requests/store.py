@@ -56,7 +56,10 @@ CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id, seq);
 # commit touches fewer pages.  audit.seq is a plain rowid: AUTOINCREMENT wrote sqlite_sequence
 # on every insert, and audit rows are never deleted, so seq still only grows.
 
-FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied"}
+# "refused": a command the gateway turned down before it was a request (wrong system, over the
+# disconnect rate, expired, invalid), kept for the security officer; "rejected": one a second
+# user turned down at approval
+FINAL = {"executed", "failed", "expired", "rejected", "cancelled", "replied", "refused"}
 PRUNE_CHUNK = 1_000  # rows a prune deletes in one transaction: the requests' commits wait for it
 COLUMNS = ("id", "system", "requested_by", "kind", "route", "client_key", "action", "meters", "state",
            "created", "updated", "expires", "approved_by", "reply_address", "correlation_id", "document",

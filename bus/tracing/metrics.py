@@ -56,6 +56,9 @@ class TraceMetrics:
         self.dead_letters = Counter("gridbus_dead_letters", "Messages dead-lettered (permanent failure, or out of "
                                     "attempts).", ["route"], registry=r)
         self.replays = Counter("gridbus_replays", "Dead letters replayed.", ["route"], registry=r)
+        self.refused = Counter("gridbus_requests_refused", "Requests the gateway refused, by the asking system "
+                               "and the refusal's code (FORBIDDEN, DISCONNECT_RATE, BUSY, ...).",
+                               ["route", "source", "code"], registry=r)
 
     def observe(self, events: Iterable[dict]) -> None:
         """Count a batch of trace events (as the recorder stores them)."""
@@ -86,6 +89,8 @@ class TraceMetrics:
                 self.dead_letters.labels(route).inc()
             elif kind == "replayed":
                 self.replays.labels(route).inc()
+            elif kind == "refused":
+                self.refused.labels(route, str(event.get("source") or "?"), str(event.get("code") or "?")).inc()
 
 
 def status_label(status) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from marshmallow import ValidationError as SchemaError
 
+from bus import hooks
 from bus.envelope import new_message_id
 from bus.requests import replies
 from bus.requests.dispatch import NOUNS
@@ -68,7 +69,36 @@ class RequestApi:
     # -- POST ------------------------------------------------------------------------
     def take(self, route: Route, system: str, user: str | None, document: Any) -> "Answer | Taken":
         """Check and store a request: an ``Answer`` when it is settled here (refused, a
-        duplicate, pending approval), else the stored request to publish (``Taken``)."""
+        duplicate, pending approval), else the stored request to publish (``Taken``).
+
+        A refusal is a trace event (counted in the recorder's metrics); a refused command is
+        also kept, audited, in state ``refused``: an HES key asking for a disconnect, or a
+        billing system over its disconnect rate, is what a security officer looks for."""
+        answer = self._checked(route, system, user, document)
+        if isinstance(answer, Answer) and answer.status >= 400:
+            self._refused(route, system, user, document, answer)
+        return answer
+
+    def _refused(self, route: Route, system: str, user: str | None, document: Any, answer: Answer) -> None:
+        code = ((answer.body.get("Reply") or {}).get("Error") or [{}])[0].get("code", str(answer.status))
+        hooks.emit("refused", route=route.id, source=system, status=answer.status, code=code)
+        if route.source.options["kind"] != "commands" or answer.status == 503:
+            return  # a read refused, or a command shed under load (retry later): nothing to audit
+        body = (document.get("Request") if isinstance(document, dict) else None) or {}
+        meters = body.get("meters") if isinstance(body, dict) else None
+        action = body.get("action") if isinstance(body, dict) and isinstance(body.get("action"), str) else None
+        # no client key: the same command id must still work once the system may send it
+        request = self.store.create(
+            id=new_message_id(), system=system, requested_by=user or system, kind="commands", route=route.id,
+            client_key=None, action=action, meters=len(meters) if isinstance(meters, list) else 0,
+            state="refused", expires=None, reply_address=None, correlation_id=None,
+            document=document if isinstance(document, dict) else {"received": document})
+        self.store.attach_reply(request.id, answer.body)
+        answer.body["request_id"] = request.id
+        log.warning("command refused and audited as %s: %s from %s (user %s) on route %s: %s", request.id,
+                    action or "?", system, user or "-", route.id, code)
+
+    def _checked(self, route: Route, system: str, user: str | None, document: Any) -> "Answer | Taken":
         kind, options = route.source.options["kind"], route.source.options
         noun = NOUNS[kind]
         if system != route.source.system:

@@ -297,14 +297,25 @@ def test_the_same_command_id_twice_executes_once_and_an_hes_key_cannot_command(r
     assert len(executions(rr, meter(7))) == 1 and len(executions(rr, meter(8))) == 1
     assert requests.get(f"{rr['hes-a'].url}/stats", timeout=5).json()["command_requests"] == 1
     # When an HES credential asks for a disconnect  Then 403, and nothing is executed
-    hes_key = ask(rr, "billing-1/commands", command("cmd-hes", "disconnect", [meter(9)]), system="hes-a")
+    hes_key = ask(rr, "billing-1/commands", command("cmd-hes", "disconnect", [meter(9)]), system="hes-a",
+                  user="intruder")
     assert hes_key.status_code == 403 and hes_key.json()["Reply"]["Error"][0]["code"] == "FORBIDDEN"
+    # and the attempt is kept for the security officer: who, what, when, why refused (`commands list`)
+    listed = json.loads(run_cli(rr["env"], "commands", "list", "--state", "refused", "--json").stdout)
+    assert [(c["request_id"], c["system"], c["requested_by"], c["action"], c["meters"]) for c in listed] == [
+        (hes_key.json()["request_id"], "hes-a", "intruder", "disconnect", 1)]
+    shown = json.loads(run_cli(rr["env"], "commands", "show", hes_key.json()["request_id"]).stdout)
+    assert shown["reply"]["Reply"]["Error"][0]["code"] == "FORBIDDEN"
+    assert [(a["who"], a["event"]) for a in shown["audit"]] == [("intruder", "refused")]
     # and a command without meters, or a load limit without a limit, is refused with the reason
     for bad, field in [({"commandId": "cmd-bad", "action": "disconnect"}, "meters"),
                        (command("cmd-bad2", "load-limit", [meter(9)]), "limit_kw")]:
         refused = ask(rr, "billing-1/commands", bad)
         assert refused.status_code == 400 and field in refused.json()["Reply"]["Error"][0]["reason"], refused.text
     assert executions(rr, meter(9)) == []
+    # and a command id refused once (invalid) still works when the command is sent right
+    fixed = ask(rr, "billing-1/commands", command("cmd-bad2", "load-limit", [meter(9)], params={"limit_kw": 2.5}))
+    assert fixed.status_code == 200 and fixed.json()["Reply"]["Result"] == "OK", fixed.text
 
 
 # --- use case 6: billing determinants --------------------------------------------------------

@@ -27,6 +27,7 @@ def test_a_batch_of_trace_events_is_counted_by_route_destination_and_status():
         {"kind": "delivered", "route": "hes-a-alarms", "destination": "events",
          "status": "published to 4 subscriber(s)", "duration_s": 0.001},
         {"kind": "transformed", "route": "hes-a-alarms", "readings": 0, "events": 0, "rejected": 0},
+        {"kind": "refused", "route": "billing-1-commands", "source": "hes-a", "status": 403, "code": "FORBIDDEN"},
     ]
     metrics = TraceMetrics()
     # When the recorder counts them
@@ -51,6 +52,9 @@ def test_a_batch_of_trace_events_is_counted_by_route_destination_and_status():
     assert value(metrics, "gridbus_deliveries_total", route="hes-a-alarms", destination="events",
                  status="published") == 1
     assert value(metrics, "gridbus_readings_total", route="hes-a-alarms") is None
+    # a refusal by the gateway, by the system that asked and why
+    assert value(metrics, "gridbus_requests_refused_total", route="billing-1-commands", source="hes-a",
+                 code="FORBIDDEN") == 1
     # and the exposition names no meter and no message id
     assert b"UPM" not in generate_latest(metrics.registry)
 
