@@ -15,6 +15,7 @@ import requests
 from bus import devstack
 from bus.cli.common import fails_cleanly
 from bus.cli.demo_alarms import run_alarms
+from bus.cli.demo_metrics import run_metrics
 from bus.cli.demo_requests import run_requests
 from bus.errors import GridbusError
 from bus.settings import DEV_AMQP_PORT, environment
@@ -55,7 +56,7 @@ def demo(timeout):
     """Generate HES files (CSV and XML), drop them in the inboxes, wait for MDMS-1 and MDMS-2;
     then push a feeder trip with health and fraud alarms through the gateway and wait for
     MDMS-1, WFM, FMS and ADMS; then ask, as billing-1, for billing determinants, an on-demand
-    read and commands; print what happened.  Needs `gridbus dev up`."""
+    read and commands; print what happened, and what the metrics counted.  Needs `gridbus dev up`."""
     env = environment()
     if not devstack.port_open(DEV_AMQP_PORT) or "MDMS_1_URL" not in env:
         raise GridbusError("the local stack is not up: run `gridbus dev up` first")
@@ -103,6 +104,8 @@ def demo(timeout):
     run_alarms(env, timeout)
     click.echo("")
     run_requests(env)
+    click.echo("")
+    run_metrics()
 
 
 def _wait(summaries: list[dict], timeout: float, started: float) -> list[dict]:
