@@ -161,10 +161,14 @@ class Gateway:
         """The authenticated system, within its rate; ``Refusal`` (401, 429) otherwise."""
         system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
         if system is None:
+            # counted (gridbus_requests_refused_total): a run of these is someone trying keys; no
+            # route label, since the path is the caller's to choose
+            hooks.emit("refused", route="?", source="?", status=401, code="UNAUTHENTICATED")
             raise Refusal(401, "UNAUTHENTICATED", "missing or unknown API key",
                           [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
         wait = self.limiter.take(system)
         if wait:
+            hooks.emit("refused", route="?", source=system, status=429, code="RATE_LIMITED")
             raise Refusal(429, "RATE_LIMITED", f"{system} is over its rate; retry later",
                           [("Retry-After", str(max(1, round(wait + 0.5))))])
         return system

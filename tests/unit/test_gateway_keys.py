@@ -1,8 +1,14 @@
-"""Gateway API keys: a running gateway sees keys added and revoked by `gridbus gateway keys`."""
+"""Gateway API keys: a running gateway sees keys added and revoked by `gridbus gateway keys`;
+refused keys and rates are counted."""
 from __future__ import annotations
 
 import time
 
+import pytest
+
+from bus import hooks
+from bus.tracing.metrics import TraceMetrics
+from connectors.http_push.app import Gateway, Refusal
 from connectors.http_push.keys import KeyStore
 
 
@@ -30,3 +36,32 @@ def test_a_key_added_while_the_gateway_runs_is_accepted_at_once(tmp_path):
     # When an operator adds a key  Then its first request is accepted, without waiting for a recheck
     key = KeyStore(path).add("mdms-1")
     assert gateway.system_of(key) == "mdms-1"
+
+
+def test_an_unknown_key_and_a_system_over_its_rate_are_refused_and_counted(tmp_path):
+    # Given a gateway with one key, one request a second for each system, and the trace hook listening
+    key = KeyStore(tmp_path / "gateway-keys.json").add("billing-1")
+    gateway = Gateway([], "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.json"), rate_per_s=1)
+    seen = []
+    hooks.subscribe(lambda kind, fields: seen.append({"kind": kind, **fields}))
+    try:
+        # When a caller guesses a key, and billing-1 calls three times at once
+        with pytest.raises(Refusal) as unknown:
+            gateway.caller({"HTTP_X_API_KEY": "guessed.secret"})
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(gateway.caller({"HTTP_X_API_KEY": key}))
+            except Refusal as refused:
+                outcomes.append(refused.args[0])
+    finally:
+        hooks._listeners.pop()
+    # Then 401 for the guess, the burst of two passes and the third gets 429
+    assert unknown.value.args[0] == 401 and outcomes == ["billing-1", "billing-1", 429]
+    # and both refusals are trace events the recorder counts, the guess under no route or system
+    metrics = TraceMetrics()
+    metrics.observe([e for e in seen if e["kind"] == "refused"])
+    assert metrics.registry.get_sample_value("gridbus_requests_refused_total",
+                                             {"route": "?", "source": "?", "code": "UNAUTHENTICATED"}) == 1
+    assert metrics.registry.get_sample_value("gridbus_requests_refused_total",
+                                             {"route": "?", "source": "billing-1", "code": "RATE_LIMITED"}) == 1
