@@ -61,6 +61,11 @@ class Refusal(Exception):
     """An answer other than acceptance: (status, code, reason[, extra headers])."""
 
 
+def _count_refusal(route: Route, system: str, status: int, code: str) -> None:
+    """A push refused: a trace event, counted by the recorder (gridbus_requests_refused_total)."""
+    hooks.emit("refused", route=route.id, source=system, status=status, code=code)
+
+
 class Gateway:
     def __init__(self, routes: list[Route], broker_url: str, keys: KeyStore, rate_per_s: float = 0,
                  seen: SeenAlarms | None = None):
@@ -109,11 +114,15 @@ class Gateway:
             fmt = route.source.options.get("format", "json")
             document = self.body_of(environ, route, fmt)
         except Refusal as refused:
+            if refused.args[0] not in (401, 429):  # those two caller() has counted
+                _count_refusal(route, system, *refused.args[:2])
             return self._fail(start_response, *refused.args)
         if fmt == "json" and not isinstance(document, (dict, list)):
+            _count_refusal(route, system, 400, "MALFORMED_JSON")
             return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
         checked = self.validator.check(route, system, document)
         if checked.error:
+            _count_refusal(route, system, 400, checked.error[0])
             return self._fail(start_response, 400, *checked.error)
         if checked.rejections and fmt == "json":
             document = without(document, {line for line, _ in checked.rejections if isinstance(line, int)})

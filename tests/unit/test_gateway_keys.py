@@ -2,14 +2,18 @@
 refused keys and rates are counted."""
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
 
 from bus import hooks
+from bus.routes import load_routes
 from bus.tracing.metrics import TraceMetrics
 from connectors.http_push.app import Gateway, Refusal
 from connectors.http_push.keys import KeyStore
+from tests.support import ROOT
+from tests.unit.test_route_validation import ENV
 
 
 def test_a_key_revoked_from_the_command_line_stops_working_within_the_recheck_interval(tmp_path):
@@ -65,3 +69,32 @@ def test_an_unknown_key_and_a_system_over_its_rate_are_refused_and_counted(tmp_p
                                              {"route": "?", "source": "?", "code": "UNAUTHENTICATED"}) == 1
     assert metrics.registry.get_sample_value("gridbus_requests_refused_total",
                                              {"route": "?", "source": "billing-1", "code": "RATE_LIMITED"}) == 1
+
+
+def test_a_push_refused_for_the_wrong_system_or_a_bad_body_is_counted_by_route(tmp_path):
+    # Given the shipped alarm routes, a gateway, and keys of HES-A and HES-B
+    routes = list(load_routes([ROOT / "routes" / "uc2-4-5-alarms.yaml"], env=ENV))
+    keys = KeyStore(tmp_path / "gateway-keys.json")
+    hes_a, hes_b = keys.add("hes-a"), keys.add("hes-b")
+    gateway = Gateway(routes, "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.json"))
+    seen = []
+    hooks.subscribe(lambda kind, fields: seen.append({"kind": kind, **fields}))
+
+    def push(key: str, body: bytes) -> str:
+        status = []
+        gateway({"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/push/hes-a/alarms", "HTTP_X_API_KEY": key,
+                 "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+                 "wsgi.input": io.BytesIO(body)}, lambda s, h: status.append(s))
+        return status[0]
+    try:
+        # When HES-B pushes to HES-A's route, and HES-A pushes something that is not JSON
+        answers = [push(hes_b, b"[]"), push(hes_a, b"{not json")]
+    finally:
+        hooks._listeners.pop()
+    # Then 403 and 400, each a refusal counted under the route and the system that pushed
+    assert [a.split()[0] for a in answers] == ["403", "400"]
+    metrics = TraceMetrics()
+    metrics.observe([e for e in seen if e["kind"] == "refused"])
+    for source, code in (("hes-b", "FORBIDDEN"), ("hes-a", "MALFORMED_JSON")):
+        assert metrics.registry.get_sample_value("gridbus_requests_refused_total",
+                                                 {"route": "hes-a-alarms", "source": source, "code": code}) == 1
