@@ -130,7 +130,8 @@ def status():
     click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
     for name in SERVICES:
         pid = procs.pid(name)
-        click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}")
+        extra = f"  metrics http://127.0.0.1:{devstack.METRICS_PORT}/metrics" if name == "recorder" and pid else ""
+        click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
         from bus.broker_admin import BrokerAdmin
         from bus import naming
