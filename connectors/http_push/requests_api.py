@@ -87,13 +87,18 @@ class RequestApi:
         body = (document.get("Request") if isinstance(document, dict) else None) or {}
         meters = body.get("meters") if isinstance(body, dict) else None
         action = body.get("action") if isinstance(body, dict) and isinstance(body.get("action"), str) else None
-        # no client key: the same command id must still work once the system may send it
-        request = self.store.create(
-            id=new_message_id(), system=system, requested_by=user or system, kind="commands", route=route.id,
-            client_key=None, action=action, meters=len(meters) if isinstance(meters, list) else 0,
-            state="refused", expires=None, reply_address=None, correlation_id=None,
-            document=document if isinstance(document, dict) else {"received": document})
-        self.store.attach_reply(request.id, answer.body)
+        try:
+            # no client key: the same command id must still work once the system may send it
+            request = self.store.create(
+                id=new_message_id(), system=system, requested_by=user or system, kind="commands", route=route.id,
+                client_key=None, action=action, meters=len(meters) if isinstance(meters, list) else 0,
+                state="refused", expires=None, reply_address=None, correlation_id=None,
+                document=document if isinstance(document, dict) else {"received": document})
+            self.store.attach_reply(request.id, answer.body)
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; the log keeps what the store could not
+            log.error("command refused (%s from %s, user %s, route %s: %s) but not audited: %s",
+                      action or "?", system, user or "-", route.id, code, exc)
+            return
         answer.body["request_id"] = request.id
         log.warning("command refused and audited as %s: %s from %s (user %s) on route %s: %s", request.id,
                     action or "?", system, user or "-", route.id, code)
