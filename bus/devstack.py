@@ -31,6 +31,7 @@ STAND_INS = (("mdms-1", "simulators.mdms", MDMS_1_PORT, "MDMS_1_URL"),
              ("hes-b", "simulators.hes", 18106, "HES_B_URL"))
 GATEWAY_PORT = 18080
 METRICS_PORT = 18190  # the recorder's Prometheus metrics
+METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 NODE_NAME = "gridbus-dev@localhost"
 
 

@@ -101,7 +101,7 @@ def up(concurrency):
     procs.start(Service("recorder", devstack.gridbus_argv("recorder", "--metrics-port", str(devstack.METRICS_PORT)),
                         devstack.METRICS_PORT), env)
     click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}, "
-               f"metrics http://127.0.0.1:{devstack.METRICS_PORT}/metrics")
+               f"metrics {devstack.METRICS_URL}")
     procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
@@ -130,7 +130,7 @@ def status():
     click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
     for name in SERVICES:
         pid = procs.pid(name)
-        extra = f"  metrics http://127.0.0.1:{devstack.METRICS_PORT}/metrics" if name == "recorder" and pid else ""
+        extra = f"  metrics {devstack.METRICS_URL}" if name == "recorder" and pid else ""
         click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
         from bus.broker_admin import BrokerAdmin

@@ -42,7 +42,7 @@ class HttpPushSource:
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None,
-                   retention: Retention | None = None) -> None:
+                   retention: Retention = Retention()) -> None:
         from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
         from connectors.http_push.request_loop import RequestLoop
@@ -57,7 +57,7 @@ class HttpPushSource:
         if request_routes:
             api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir),
                                                                 checkpoint_s=CHECKPOINT_S))
-            requests = RequestLoop(api, settings.broker_url, list(all_routes or routes), retention or Retention())
+            requests = RequestLoop(api, settings.broker_url, list(all_routes or routes), retention)
         # the largest body any route takes; each route's own limit is checked by the gateway
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
         serve(gateway, requests, host, port, threads, max_body)

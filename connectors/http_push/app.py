@@ -61,9 +61,10 @@ class Refusal(Exception):
     """An answer other than acceptance: (status, code, reason[, extra headers])."""
 
 
-def _count_refusal(route: Route, system: str, status: int, code: str) -> None:
-    """A push refused: a trace event, counted by the recorder (gridbus_requests_refused_total)."""
-    hooks.emit("refused", route=route.id, source=system, status=status, code=code)
+def count_refusal(route_id: str, source: str, status: int, code: str) -> None:
+    """A call the gateway refused: a trace event, counted by the recorder
+    (gridbus_requests_refused_total).  ``"?"`` for a route or system not known."""
+    hooks.emit("refused", route=route_id, source=source, status=status, code=code)
 
 
 class Gateway:
@@ -115,14 +116,14 @@ class Gateway:
             document = self.body_of(environ, route, fmt)
         except Refusal as refused:
             if refused.args[0] not in (401, 429):  # those two caller() has counted
-                _count_refusal(route, system, *refused.args[:2])
+                count_refusal(route.id, system, *refused.args[:2])
             return self._fail(start_response, *refused.args)
         if fmt == "json" and not isinstance(document, (dict, list)):
-            _count_refusal(route, system, 400, "MALFORMED_JSON")
+            count_refusal(route.id, system, 400, "MALFORMED_JSON")
             return self._fail(start_response, 400, "MALFORMED_JSON", "body must be a JSON object or array")
         checked = self.validator.check(route, system, document)
         if checked.error:
-            _count_refusal(route, system, 400, checked.error[0])
+            count_refusal(route.id, system, 400, checked.error[0])
             return self._fail(start_response, 400, *checked.error)
         if checked.rejections and fmt == "json":
             document = without(document, {line for line, _ in checked.rejections if isinstance(line, int)})
@@ -172,12 +173,12 @@ class Gateway:
         if system is None:
             # counted (gridbus_requests_refused_total): a run of these is someone trying keys; no
             # route label, since the path is the caller's to choose
-            hooks.emit("refused", route="?", source="?", status=401, code="UNAUTHENTICATED")
+            count_refusal("?", "?", 401, "UNAUTHENTICATED")
             raise Refusal(401, "UNAUTHENTICATED", "missing or unknown API key",
                           [("WWW-Authenticate", 'ApiKey realm="gridbus"')])
         wait = self.limiter.take(system)
         if wait:
-            hooks.emit("refused", route="?", source=system, status=429, code="RATE_LIMITED")
+            count_refusal("?", system, 429, "RATE_LIMITED")
             raise Refusal(429, "RATE_LIMITED", f"{system} is over its rate; retry later",
                           [("Retry-After", str(max(1, round(wait + 0.5))))])
         return system

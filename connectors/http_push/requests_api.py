@@ -24,12 +24,12 @@ from typing import Any
 
 from marshmallow import ValidationError as SchemaError
 
-from bus import hooks
 from bus.envelope import new_message_id
 from bus.requests import replies
 from bus.requests.dispatch import NOUNS
 from bus.requests.store import Request, RequestStore
 from bus.routes.model import Route
+from connectors.http_push.app import count_refusal
 from connectors.http_push.ratelimit import RateLimiter
 from connectors.http_push.request_schemas import BODIES, RequestDocumentSchema
 
@@ -81,7 +81,7 @@ class RequestApi:
 
     def _refused(self, route: Route, system: str, user: str | None, document: Any, answer: Answer) -> None:
         code = ((answer.body.get("Reply") or {}).get("Error") or [{}])[0].get("code", str(answer.status))
-        hooks.emit("refused", route=route.id, source=system, status=answer.status, code=code)
+        count_refusal(route.id, system, answer.status, code)
         if route.source.options["kind"] != "commands" or answer.status == 503:
             return  # a read refused, or a command shed under load (retry later): nothing to audit
         body = (document.get("Request") if isinstance(document, dict) else None) or {}

@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from bus.cli.demo_metrics import scrape
 from tests.integration.conftest import Uc1Stack
 from tests.integration.test_retries_and_dead_letters import CSV, READINGS_PER_FILE, RetryStack
 from tests.postgres import postgres_url  # noqa: F401  (fixture)
@@ -80,13 +79,6 @@ def test_a_file_chunk_shows_every_hop_with_consistent_ids_and_meter_search_finds
     assert "received" in text and "delivered" in text and "mdms-1 200" in text
 
 
-def scraped(url: str) -> dict[tuple, float]:
-    """The samples of a /metrics page: (name, sorted labels) → value."""
-    text = requests.get(url, timeout=5).text
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
 def test_the_recorders_metrics_count_what_reached_the_mdms(traced):
     # Given a block-load file from HES-A with a few bad rows
     block = traced.generate("--profile", "block-load", "--meters", "25", "--days", "1", "--first-serial", "7000",
@@ -97,7 +89,7 @@ def test_the_recorders_metrics_count_what_reached_the_mdms(traced):
     delivered = ("gridbus_deliveries_total", (("destination", "mdms-1"), *route, ("status", "200")))
     # When Prometheus scrapes the recorder once the trace has come in
     samples = wait_for(lambda: (lambda m: m if m.get(delivered) == report["chunks"] else None)(
-        scraped(traced.metrics_url)), 30, "every chunk's delivery in the metrics")
+        scrape(traced.metrics_url)), 30, "every chunk's delivery in the metrics")
     # Then the readings counted are the readings MDMS-1 holds, and every chunk was received and taken once
     assert samples[("gridbus_readings_total", route)] == traced.mdms.stats()["readings"] > 0
     assert samples[("gridbus_rows_rejected_total", route)] == report["rows_rejected"] > 0
