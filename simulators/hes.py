@@ -3,20 +3,25 @@
     POST /requests/meter-readings   {"Header": {"Verb": "get", "Noun": "MeterReadings", ...},
                                      "Request": {"meters": [...], "readingTypes": [...]?}}
     POST /requests/commands         {"Header": {"Verb": "create", "Noun": "EndDeviceControls", ...},
-                                     "Request": {"commandId", "action", "meters": [...], "params": {...}}}
+                                     "Request": {"commandId", "action", "meters": [...], "params": {...},
+                                                 "expiresAt": instant?}}
+    GET  /requests/commands/<commandId>[?meters=A,B]
+                                    {"commandId", "meters": {meter: {"status": "in-progress" | "executed"
+                                     (+ "state", "at") | "failed" (+ "error") | "expired"}}}; a meter
+                                     never received is absent; not subject to /_control
     GET  /meters                    {"meters": [every meter it was asked about], "count"}
     GET  /meters/<meter>            {"meter", "state", "executions": [{"commandId", "action", "params", "at"}],
                                      "reads": n}
     GET  /stats       {"arrivals" (requests received, counted before any latency), "posts",
                        "read_requests", "meters_read", "command_requests", "executions",
-                       "duplicate_executions", "unreachable_answers", "rejected_posts",
-                       "refused_posts", "mode", "name"}
+                       "duplicate_executions", "unreachable_answers", "expired_refusals",
+                       "rejected_posts", "refused_posts", "mode", "name"}
     POST /_meters     {"unreachable": [meters], "timeout": [meters], "latency_ms": N, "timeout_s": S}
                       per-meter faults; a key given replaces that setting, one left out keeps it
     GET  /_meters     the per-meter faults
     POST /_control, /_reset; GET /health, /_requests?limit=N   as the other stand-ins
                       (/_control modes apply to the two business POSTs; /_reset also clears
-                      meter states and the per-meter faults)
+                      meter states, command statuses and the per-meter faults)
 
 Replies are IEC 61968-100 JSON (docs/request-formats.md): Result OK when every meter
 succeeded, FAILED when none did, else PARTIAL, with one Error per failed meter naming
@@ -26,9 +31,18 @@ The HES serves any meter (the bus decides which HES gets which meter) and rememb
 which meters it was asked about.  Reads are register values that depend only on
 (meter, readingType), stamped now.  Commands are idempotent per (commandId, meter): a
 repeat does not execute again and answers the first execution's result.
+
+So that the bus can learn what became of a command whose answer it never saw, a command
+may carry ``expiresAt``: when it comes to execute (after every latency, slow mode or hang)
+a meter that has not executed it yet is refused ``EXPIRED`` at or after that instant, and
+stays refused.  A valid command POST marks its meters in progress as it arrives, before any
+sleep, until the execution step decides them; an injected refusal (error, down) removes the
+marks again.  So a meter absent from the status answer was never received, and after
+``expiresAt`` "absent" and "expired" are final: never executed.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import re
@@ -40,7 +54,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from simulators.control import (DROP, BackgroundServer, MessageRejected, MessageStandIn,
+from simulators.control import (DROP, BackgroundServer, FailureMode, MessageRejected, MessageStandIn,
                                 MessageStandInHandler, injected_failure, standin_main, utc_now)
 
 RT_KWH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -58,6 +72,9 @@ PAYMENT_MODES = ("prepaid", "postpaid")
 DEFAULT_TIMEOUT_S = 30.0
 _READING_TYPE = re.compile(r"\d+(?:\.\d+){17}")
 _METER_PATH = re.compile(r"/meters/([^/]+)")
+_STATUS_PATH = re.compile(r"/requests/commands/([^/]+)")     # the commandId, URL-encoded
+_ZONED_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+FINAL = ("executed", "expired")   # outcomes no later POST changes; "failed" (unreachable) may still execute
 
 
 def initial_state() -> dict[str, Any]:
@@ -87,6 +104,23 @@ def _meters(value: Any) -> list[str]:
         if meter not in out:                 # a meter named twice is asked once
             out.append(meter)
     return out
+
+
+def _expires_at(value: Any) -> dt.datetime | None:
+    """``Request.expiresAt``: an ISO 8601 instant with Z or an offset (a time without one names
+    no instant); None when left out."""
+    if value is None:
+        return None
+    instant = None
+    if isinstance(value, str) and _ZONED_INSTANT.fullmatch(value):
+        try:
+            instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:                   # 30 February, hour 25
+            pass
+    if instant is None:
+        raise MessageRejected("INVALID_REQUEST", f"Request.expiresAt must be an instant like 2026-12-04T22:10:00Z "
+                                                 f"(or with an offset), not {value!r}")
+    return instant
 
 
 def _params(action: str, params: Any) -> dict[str, Any]:
@@ -130,7 +164,8 @@ class _MeterFaults:
 
 
 class HesApp(MessageStandIn):
-    """Meter states, executions per (commandId, meter) and the per-meter faults."""
+    """Meter states, executions per (commandId, meter), what became of each command on each
+    meter (``GET /requests/commands/{commandId}``) and the per-meter faults."""
 
     noun = "MeterReadings"
     message_paths = (READ_PATH, COMMAND_PATH)
@@ -146,10 +181,13 @@ class HesApp(MessageStandIn):
             self.executions: dict[str, list[dict[str, Any]]] = {}
             self.done: dict[tuple[str, str], dict[str, Any]] = {}   # (commandId, meter) -> first result
             self.asked: dict[str, int] = {}                         # meter -> reads answered
+            # commandId -> meter -> {"posts": POSTs naming it not answered yet, "outcome": the last
+            # status entry or None}; a meter is here from the first POST naming it, in that order
+            self.tracked: dict[str, dict[str, dict[str, Any]]] = {}
             self.meter_faults = _MeterFaults()
             self.counts = dict.fromkeys(
                 ("arrivals", "posts", "read_requests", "meters_read", "command_requests", "executions",
-                 "duplicate_executions", "unreachable_answers"), 0)
+                 "duplicate_executions", "unreachable_answers", "expired_refusals"), 0)
 
     # -- replies: the Noun follows the request's kind; CorrelationID echoes the request's
     def header(self, correlation_id: str | None, noun: str | None = None) -> dict[str, Any]:
@@ -163,7 +201,8 @@ class HesApp(MessageStandIn):
 
     def post_message(self, path: str, body: bytes) -> tuple[int, dict, dict] | None:
         """As ``MessageStandIn.post_message``, but the Result is per meter and the per-meter
-        faults (latency, a hung HES) apply."""
+        faults (latency, a hung HES) apply.  A valid command is marked in progress on its
+        meters from here until its answer is decided, sleeps included."""
         noun, verbs = KINDS[path]
         with self._store_lock:
             self.counts["arrivals"] += 1  # before the latency: a test sees what is in flight here
@@ -179,6 +218,25 @@ class HesApp(MessageStandIn):
             if isinstance(header, dict):
                 message_id = header.get("MessageID")
                 correlation = header.get("CorrelationID") or message_id
+        # Checked before any sleep so the status request sees a command the moment it arrives;
+        # a refusal is still answered after the injected failure and the latency, as before.
+        request: dict[str, Any] | None = None
+        rejected = None if bad_json is None else MessageRejected("MALFORMED_JSON", f"body is not JSON: {bad_json}")
+        if rejected is None:
+            try:
+                request = self._check(doc, noun, verbs)
+            except MessageRejected as exc:
+                rejected = exc
+        received = self._receive(request) if path == COMMAND_PATH and request else None
+        try:
+            return self._answer(path, noun, mode, request, rejected, message_id, correlation)
+        finally:                  # answered, refused or dropped: this POST no longer holds its meters
+            if received:
+                self._release(*received)
+
+    def _answer(self, path: str, noun: str, mode: FailureMode, request: dict[str, Any] | None,
+                rejected: MessageRejected | None, message_id: str | None,
+                correlation: str | None) -> tuple[int, dict, dict] | None:
         injected = injected_failure(mode, self.requests, path, message_id, lambda: self._bump("refused_posts"),
                                     lambda status: self.failed(str(status), f"injected {status}", correlation, noun))
         if injected is not None:
@@ -188,9 +246,9 @@ class HesApp(MessageStandIn):
         if latency_s:
             time.sleep(latency_s)
         try:
-            if bad_json is not None:
-                raise MessageRejected("MALFORMED_JSON", f"body is not JSON: {bad_json}")
-            request = self._check(doc, noun, verbs)
+            if rejected is not None:
+                raise rejected
+            assert request is not None
             self._hang_if_asked(request["meters"])
             if path == READ_PATH:
                 errors, payload = self._read(request)
@@ -242,7 +300,8 @@ class HesApp(MessageStandIn):
             action = request.get("action")
             if action not in ACTIONS:
                 raise MessageRejected("UNKNOWN_ACTION", f"action must be one of {ACTIONS}, not {action!r}")
-            checked.update(commandId=command_id, action=action, params=_params(action, request.get("params")))
+            checked.update(commandId=command_id, action=action, params=_params(action, request.get("params")),
+                           expiresAt=_expires_at(request.get("expiresAt")))
         return checked
 
     def _hang_if_asked(self, meters: list[str]) -> None:
@@ -250,6 +309,56 @@ class HesApp(MessageStandIn):
             hang = self.meter_faults.timeout_s if self.meter_faults.timeout.intersection(meters) else 0
         if hang:
             time.sleep(hang)       # a hung HES; it then answers (and executes) late
+
+    # -- what became of a command on each meter
+    def _receive(self, request: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        """Mark the command in progress on its meters: this POST holds them until answered."""
+        command_id = request["commandId"]
+        held = []
+        with self._store_lock:
+            meters = self.tracked.setdefault(command_id, {})
+            for meter in request["meters"]:
+                entry = meters.setdefault(meter, {"posts": 0, "outcome": None})
+                entry["posts"] += 1
+                held.append((meter, entry))
+        return command_id, held
+
+    def _release(self, command_id: str, held: list[tuple[str, dict[str, Any]]]) -> None:
+        """The POST is answered (or refused before anything ran): a meter no POST holds and no
+        outcome names was never received, so it disappears again."""
+        with self._store_lock:
+            for meter, entry in held:     # the entries themselves: a /_reset meanwhile made new ones
+                entry["posts"] -= 1
+                tracked = self.tracked.get(command_id, {})
+                if entry["posts"] <= 0 and entry["outcome"] is None and tracked.get(meter) is entry:
+                    del tracked[meter]
+                    if not tracked:
+                        del self.tracked[command_id]
+
+    def _settle(self, command_id: str, meter: str, outcome: dict[str, Any]) -> None:
+        # Called under _store_lock by the execution step; an executed meter stays executed.
+        entry = self.tracked.setdefault(command_id, {}).setdefault(meter, {"posts": 0, "outcome": None})
+        if entry["outcome"] is None or entry["outcome"]["status"] not in FINAL:
+            entry["outcome"] = outcome
+
+    def _outcome(self, command_id: str, meter: str) -> dict[str, Any] | None:
+        entry = self.tracked.get(command_id, {}).get(meter)
+        return entry["outcome"] if entry else None
+
+    def command_status(self, command_id: str, only: set[str] | None) -> dict[str, Any]:
+        """``GET /requests/commands/{commandId}``: a final outcome, else in progress while a
+        POST holds the meter (a retry of a failed meter may still execute), else the failure."""
+        answer: dict[str, Any] = {}
+        with self._store_lock:
+            for meter, entry in self.tracked.get(command_id, {}).items():
+                if only is not None and meter not in only:
+                    continue
+                outcome = entry["outcome"]
+                if outcome is not None and (outcome["status"] in FINAL or entry["posts"] <= 0):
+                    answer[meter] = dict(outcome)      # outcomes are replaced, never changed in place
+                else:
+                    answer[meter] = {"status": "in-progress"}
+        return {"commandId": command_id, "meters": answer}
 
     def _unreachable(self, meter: str) -> dict[str, Any]:
         self.counts["unreachable_answers"] += 1
@@ -278,9 +387,13 @@ class HesApp(MessageStandIn):
 
     def _command(self, request: dict[str, Any]) -> tuple[list[dict], dict]:
         command_id, action, params = request["commandId"], request["action"], request["params"]
+        expires_at = request["expiresAt"]
         errors: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
         with self._store_lock:
+            # The clock is read here, after every sleep: a slow HES must not execute a command
+            # that expired while it waited.
+            expired = expires_at is not None and dt.datetime.now(dt.timezone.utc) >= expires_at
             unreachable = set(self.meter_faults.unreachable)
             self.counts["posts"] += 1
             self.counts["command_requests"] += 1
@@ -292,24 +405,41 @@ class HesApp(MessageStandIn):
                     errors.append({"code": "COMMAND_ID_REUSED", "level": "FATAL", "meter": meter,
                                    "reason": f"commandId {command_id} was {first['action']} "
                                              f"{first['params']} on meter {meter}, not {action} {params}"})
+                    # the status stays "executed": the meter did execute this commandId (the first one)
                     results.append({"meter": meter, "status": "failed", "error": "COMMAND_ID_REUSED",
                                     "state": dict(state)})
                 elif first is not None:              # a retry: answer what the execution answered
                     self.counts["duplicate_executions"] += 1
                     results.append({**first["result"], "duplicate": True})
+                elif expired or (self._outcome(command_id, meter) or {}).get("status") == "expired":
+                    # once refused as expired, never executed: a retry with another expiresAt
+                    # must not turn an "expired" the caller may have acted on into "executed"
+                    errors.append(self._expired(meter, request))
+                    results.append({"meter": meter, "status": "expired", "state": dict(state)})
+                    self._settle(command_id, meter, {"status": "expired"})
                 elif meter in unreachable:           # not executed, so a retry may execute
                     errors.append(self._unreachable(meter))
                     results.append({"meter": meter, "status": "failed", "error": "METER_UNREACHABLE",
                                     "state": dict(state)})
+                    self._settle(command_id, meter, {"status": "failed", "error": "METER_UNREACHABLE"})
                 else:
                     _apply(state, action, params)
+                    at = utc_now()
                     self.executions.setdefault(meter, []).append(
-                        {"commandId": command_id, "action": action, "params": params, "at": utc_now()})
+                        {"commandId": command_id, "action": action, "params": params, "at": at})
                     self.counts["executions"] += 1
                     result = {"meter": meter, "status": "executed", "state": dict(state)}
                     self.done[(command_id, meter)] = {"action": action, "params": params, "result": result}
                     results.append(dict(result))
+                    self._settle(command_id, meter, {"status": "executed", "state": dict(state), "at": at})
         return errors, {"EndDeviceControls": {"commandId": command_id, "action": action, "results": results}}
+
+    def _expired(self, meter: str, request: dict[str, Any]) -> dict[str, Any]:
+        self.counts["expired_refusals"] += 1
+        expires_at = request["expiresAt"]
+        when = f"at {expires_at.isoformat()}" if expires_at is not None else "earlier"
+        return {"code": "EXPIRED", "level": "FATAL", "meter": meter,
+                "reason": f"command {request['commandId']} expired {when}; not executed on meter {meter}"}
 
     def counters(self) -> dict[str, Any]:
         with self._store_lock:
@@ -358,6 +488,10 @@ class HesApp(MessageStandIn):
         if path == "/_meters":
             with self._store_lock:
                 return 200, {"meters": self.meter_faults.to_dict()}
+        match = _STATUS_PATH.fullmatch(path)
+        if match:               # not a business POST: answered whatever /_control says
+            only = {m for value in query.get("meters", ()) for m in value.split(",") if m}
+            return 200, self.command_status(unquote(match.group(1)), only or None)
         match = _METER_PATH.fullmatch(path)
         return (200, self.meter(unquote(match.group(1)))) if match else None
 

@@ -2,9 +2,12 @@
 meter commands with IEC 61968-100 replies, per-meter faults and idempotent commands."""
 from __future__ import annotations
 
+import datetime as dt
 import re
+import threading
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -52,6 +55,40 @@ def set_meters(server, **spec) -> None:
 
 def stats(server) -> dict:
     return requests.get(f"{server.url}/stats", timeout=5).json()
+
+
+def instant(seconds_from_now: float, utc_offset_h: float = 0) -> str:
+    """An ISO 8601 instant to the millisecond, with Z or (utc_offset_h) an offset."""
+    at = dt.datetime.now(dt.timezone(dt.timedelta(hours=utc_offset_h))) + dt.timedelta(seconds=seconds_from_now)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def expiring(doc: dict, seconds_from_now: float, utc_offset_h: float = 0) -> dict:
+    doc["Request"]["expiresAt"] = instant(seconds_from_now, utc_offset_h)
+    return doc
+
+
+def status(server, command_id: str, meters: str | None = None) -> dict:
+    answer = requests.get(f"{server.url}/requests/commands/{quote(command_id, safe='')}",
+                          params={"meters": meters} if meters else None, timeout=5)
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def post_in_background(server, doc) -> tuple[threading.Thread, list]:
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(command(server, doc)))
+    thread.start()
+    return thread, answers
+
+
+def await_status(server, command_id: str, wanted: str, within_s: float = 2.0) -> dict:
+    deadline = time.monotonic() + within_s
+    while True:
+        meters = status(server, command_id)["meters"]
+        if meters and all(m["status"] == wanted for m in meters.values()) or time.monotonic() > deadline:
+            return meters
+        time.sleep(0.02)
 
 
 def test_reads_answer_every_meter_with_the_four_block_load_energies(hes):
@@ -199,6 +236,10 @@ def test_the_same_command_id_executes_once_per_meter(hes):
     ({"action": "payment-mode", "params": {"mode": "free"}}, "INVALID_PARAMS"),
     ({"meters": []}, "INVALID_REQUEST"),
     ({"commandId": ""}, "INVALID_REQUEST"),
+    ({"expiresAt": "2026-12-04T22:10:00"}, "INVALID_REQUEST"),       # no Z or offset: no instant
+    ({"expiresAt": "2026-02-30T22:10:00Z"}, "INVALID_REQUEST"),
+    ({"expiresAt": "tomorrow"}, "INVALID_REQUEST"),
+    ({"expiresAt": 1796422200}, "INVALID_REQUEST"),
 ])
 def test_bad_commands_are_refused_with_400(hes, change, code):
     # Given a command with a bad field
@@ -212,6 +253,9 @@ def test_bad_commands_are_refused_with_400(hes, change, code):
     assert answer.json()["Reply"]["Error"][0]["code"] == code
     assert answer.json()["Header"]["CorrelationID"] == doc["Header"]["CorrelationID"]
     assert stats(hes)["executions"] == 0 and stats(hes)["rejected_posts"] == 1
+    # and a command the HES could not read was never received
+    if doc["Request"]["commandId"]:
+        assert status(hes, doc["Request"]["commandId"])["meters"] == {}
 
 
 def test_malformed_and_misdirected_requests_are_refused(hes):
@@ -265,3 +309,163 @@ def test_runs_as_a_subprocess_that_announces_its_url():
         assert requests.get(f"{proc.url}/health", timeout=5).json() == {
             "status": "ok", "mode": "healthy", "name": "hes-b"}
     assert proc.proc.returncode == 0
+
+
+def test_an_expired_command_is_refused_per_meter_and_never_executed(hes):
+    # Given a disconnect for two meters that expired a minute ago
+    doc = expiring(command_request("disconnect", "UPM1", "UPM2", command_id="CMD-OLD"), -60)
+
+    # When it is posted
+    body = command(hes, doc).json()
+
+    # Then FAILED: one EXPIRED error and one expired result per meter, and neither executed
+    assert body["Reply"]["Result"] == "FAILED"
+    assert [(e["code"], e["level"], e["meter"]) for e in body["Reply"]["Error"]] == [
+        ("EXPIRED", "FATAL", "UPM1"), ("EXPIRED", "FATAL", "UPM2")]
+    assert all(e["reason"] for e in body["Reply"]["Error"])
+    assert body["Payload"]["EndDeviceControls"]["results"] == [
+        {"meter": m, "status": "expired", "state": {
+            "relay": "connected", "load_limit_kw": None, "credit": 0, "payment_mode": "postpaid"}}
+        for m in ("UPM1", "UPM2")]
+    for meter in ("UPM1", "UPM2"):
+        assert requests.get(f"{hes.url}/meters/{meter}", timeout=5).json()["executions"] == []
+    s = stats(hes)
+    assert s["expired_refusals"] == 2 and s["executions"] == 0
+    assert status(hes, "CMD-OLD") == {"commandId": "CMD-OLD", "meters": {
+        "UPM1": {"status": "expired"}, "UPM2": {"status": "expired"}}}
+
+    # When it is retried with a later expiresAt, Then it stays expired: a refusal is final
+    retry = command(hes, expiring(doc, 60)).json()
+    assert retry["Reply"]["Result"] == "FAILED" and stats(hes)["executions"] == 0
+
+
+@pytest.mark.parametrize("delay", ["slow", "latency", "hang"])
+def test_a_command_that_expires_while_the_hes_is_slow_is_refused_after_the_delay(hes, delay):
+    # Given an HES that takes 0.8 s before it executes (slow mode, latency, or a hung meter)
+    if delay == "slow":
+        requests.post(f"{hes.url}/_control", json={"mode": "slow", "delay_s": 0.8, "times": 1},
+                      timeout=5).raise_for_status()
+    elif delay == "latency":
+        set_meters(hes, latency_ms=800)
+    else:
+        set_meters(hes, timeout=["UPM1"], timeout_s=0.8)
+    # and a command that was still valid on arrival, expiring 0.3 s later (given in IST)
+    doc = expiring(command_request("disconnect", "UPM1"), 0.3, utc_offset_h=5.5)
+
+    # When it is posted
+    started = time.monotonic()
+    body = command(hes, doc).json()
+
+    # Then it was refused after the delay, when it came to execute, and never executed
+    assert time.monotonic() - started >= 0.8
+    assert body["Reply"]["Result"] == "FAILED" and body["Reply"]["Error"][0]["code"] == "EXPIRED"
+    assert body["Payload"]["EndDeviceControls"]["results"][0]["status"] == "expired"
+    assert requests.get(f"{hes.url}/meters/UPM1", timeout=5).json()["executions"] == []
+    assert status(hes, doc["Request"]["commandId"])["meters"] == {"UPM1": {"status": "expired"}}
+
+
+def test_a_duplicate_of_an_executed_command_answers_its_first_result_even_after_expiry(hes):
+    # Given a command that executed shortly before its expiresAt
+    doc = expiring(command_request("credit-update", "UPM1", amount=100), 0.4)
+    first = command(hes, doc).json()
+    assert first["Reply"]["Result"] == "OK"
+
+    # When the same command is retried after expiry
+    time.sleep(0.5)
+    retry = command(hes, doc).json()
+
+    # Then the retry answers the first execution's result; nothing ran twice or was refused
+    assert retry["Reply"]["Result"] == "OK"
+    assert retry["Payload"]["EndDeviceControls"]["results"] == [
+        {**first["Payload"]["EndDeviceControls"]["results"][0], "duplicate": True}]
+    s = stats(hes)
+    assert (s["executions"], s["duplicate_executions"], s["expired_refusals"]) == (1, 1, 0)
+    assert status(hes, doc["Request"]["commandId"])["meters"]["UPM1"]["status"] == "executed"
+
+
+def test_the_status_request_shows_in_progress_while_a_slow_command_runs_then_executed(hes):
+    # Given an HES in slow mode for one request
+    requests.post(f"{hes.url}/_control", json={"mode": "slow", "delay_s": 1.0, "times": 1},
+                  timeout=5).raise_for_status()
+    doc = command_request("load-limit", "UPM1", "UPM2", command_id="CMD-SLOW", limit_kw=2.5)
+
+    # When a command is posted and its status asked from another client during the delay
+    thread, answers = post_in_background(hes, doc)
+    during = await_status(hes, "CMD-SLOW", "in-progress")
+
+    # Then both meters are in progress, answered while the slow HES still sleeps on the command
+    assert during == {"UPM1": {"status": "in-progress"}, "UPM2": {"status": "in-progress"}}
+    assert thread.is_alive()
+    thread.join(5)
+    assert answers[0].json()["Reply"]["Result"] == "OK"
+    # and once answered, executed with the state after the execution and when it ran
+    after = status(hes, "CMD-SLOW")
+    assert after["commandId"] == "CMD-SLOW" and set(after["meters"]) == {"UPM1", "UPM2"}
+    for entry in after["meters"].values():
+        assert entry["status"] == "executed" and entry["state"]["load_limit_kw"] == 2.5
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["at"])
+    assert after["meters"]["UPM1"]["at"] == requests.get(f"{hes.url}/meters/UPM1", timeout=5).json()[
+        "executions"][0]["at"]
+
+
+def test_the_status_request_names_only_meters_received_and_filters_by_meters(hes):
+    # Given a command with an URL-unsafe id on two meters, one of them unreachable
+    set_meters(hes, unreachable=["UPM2"])
+    doc = command_request("disconnect", "UPM1", "UPM2", command_id="CMD/7 ä&x")
+    command(hes, doc).raise_for_status()
+
+    # When its status is asked, Then the executed meter, the failed one, and no other
+    meters = status(hes, "CMD/7 ä&x")["meters"]
+    assert meters["UPM1"]["status"] == "executed" and meters["UPM1"]["state"]["relay"] == "disconnected"
+    assert meters["UPM2"] == {"status": "failed", "error": "METER_UNREACHABLE"}
+    assert set(meters) == {"UPM1", "UPM2"}
+    # and ?meters= limits the answer, still leaving out a meter never received
+    assert status(hes, "CMD/7 ä&x", meters="UPM2,UPM3") == {
+        "commandId": "CMD/7 ä&x", "meters": {"UPM2": {"status": "failed", "error": "METER_UNREACHABLE"}}}
+    # and an unknown commandId has no meters
+    assert status(hes, "CMD-NEVER") == {"commandId": "CMD-NEVER", "meters": {}}
+
+    # When the failed meter is reachable and the command retried, Then it executed
+    set_meters(hes, unreachable=[])
+    command(hes, doc).raise_for_status()
+    assert status(hes, "CMD/7 ä&x", meters="UPM2")["meters"]["UPM2"]["status"] == "executed"
+    # and /_reset forgets every status
+    requests.post(f"{hes.url}/_reset", timeout=5).raise_for_status()
+    assert status(hes, "CMD/7 ä&x")["meters"] == {}
+
+
+def test_a_post_refused_by_an_injected_failure_leaves_no_in_progress_mark(hes):
+    # Given the HES answering 503 for one request
+    requests.post(f"{hes.url}/_control", json={"mode": "error", "status": 503, "times": 1},
+                  timeout=5).raise_for_status()
+    doc = command_request("disconnect", "UPM1", command_id="CMD-503")
+
+    # When a command is refused with 503, Then the HES never received it
+    assert command(hes, doc).status_code == 503
+    assert status(hes, "CMD-503")["meters"] == {}
+
+    # When it is down, Then a dropped command leaves no mark either, and the status is still answered
+    requests.post(f"{hes.url}/_control", json={"mode": "down"}, timeout=5).raise_for_status()
+    with pytest.raises(requests.ConnectionError):
+        command(hes, doc)
+    assert status(hes, "CMD-503")["meters"] == {}
+    assert requests.get(f"{hes.url}/meters/UPM1", timeout=5).json()["executions"] == []
+
+
+def test_two_concurrent_posts_of_one_command_execute_each_meter_once(hes):
+    # Given a latency so that two posts of the same command are in flight together
+    set_meters(hes, latency_ms=300)
+    doc = command_request("credit-update", "UPM1", command_id="CMD-TWICE", amount=10)
+
+    # When both are posted at once
+    threads = [post_in_background(hes, doc) for _ in range(2)]
+    assert await_status(hes, "CMD-TWICE", "in-progress") == {"UPM1": {"status": "in-progress"}}
+    for thread, _ in threads:
+        thread.join(5)
+
+    # Then one executed and the other answered its result as a duplicate
+    results = [answers[0].json()["Payload"]["EndDeviceControls"]["results"][0] for _, answers in threads]
+    assert sorted(r.get("duplicate", False) for r in results) == [False, True]
+    assert requests.get(f"{hes.url}/meters/UPM1", timeout=5).json()["state"]["credit"] == 10
+    assert stats(hes)["executions"] == 1
+    assert status(hes, "CMD-TWICE")["meters"]["UPM1"]["status"] == "executed"
