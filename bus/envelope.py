@@ -27,6 +27,7 @@ H_ATTEMPT = "gridbus-attempt"
 H_FIRST_SEEN = "gridbus-first-seen"
 H_SOURCE = "gridbus-source"
 H_CORRELATION = "gridbus-correlation-id"
+H_REDELIVERED = "gridbus-redelivered"  # the worker's note that the broker redelivered it (bus.naming)
 H_VERB = "gridbus-verb"
 H_NOUN = "gridbus-noun"
 H_CONTEXT = "gridbus-context"
@@ -121,6 +122,8 @@ class Envelope:
         if self.meters:
             headers[H_METERS] = list(self.meters)
         headers.update(self.extra)
+        # what the broker said of this delivery is not part of the message: never sent on
+        headers.pop(H_REDELIVERED, None)
         return headers
 
     def properties(self) -> dict[str, Any]:

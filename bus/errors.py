@@ -64,7 +64,13 @@ class TransformError(MessageError):
 
 
 class DeliveryError(GridbusError):
-    """A destination did not accept the message."""
+    """A destination did not accept the message.
+
+    ``maybe_sent``: whether the destination may have acted on it (no answer, a timeout, a
+    5xx after sending).  A command whose delivery failed that way has an unknown outcome,
+    never a failed one; a connection never made, or a 503/429, says it was not taken."""
+
+    maybe_sent = True
 
     def __init__(self, message: str, destination: str | None = None, status: int | None = None,
                  retry_after_s: float | None = None):

@@ -22,6 +22,7 @@ REPLIES_QUEUE = f"{PREFIX}.replies"      # quorum; replies to requests, by corre
 # headers of request-response messages
 H_REQUEST_KIND = f"{PREFIX}-request-kind"
 H_EXPIRES_AT = f"{PREFIX}-expires-at"    # epoch seconds; a command is never executed after it
+H_REDELIVERED = f"{PREFIX}-redelivered"  # set by the worker, never sent: the broker redelivered it
 H_REPLY_STATE = f"{PREFIX}-reply-state"  # on a reply: the state it puts the request in (e.g. expired)
 
 

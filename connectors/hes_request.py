@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import requests
@@ -20,6 +23,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.changing_file import ChangingFile
 from bus.envelope import Envelope
 from bus.errors import ConfigError, ValidationError
+from bus.requests import replies
 from bus.requests.replies import error, merge
 from bus.routes.model import Endpoint
 from connectors.http_session import LoopSessions, ThreadSessions
@@ -36,6 +40,9 @@ class HesRequestOptions(Schema):
                       required=True, validate=validate.Length(min=1))
     operation = fields.String(required=True, validate=validate.OneOf(list(OPERATIONS)))
     timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    # how long an HES that does not take a request (refused, 5xx, 429) is asked again; a
+    # command is never asked past its expiry
+    retry_for_s = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600))
 
 
 class Assignment:
@@ -133,63 +140,272 @@ class HesRequestDestination:
                                                          envelope) for hes, group in groups.items()))
         return self._merged(endpoint, envelope, meters, list(answers), errors)
 
-    @staticmethod
-    def _call(hes: str, base: str, options: dict, document: dict, meters: list[str], envelope: Envelope):
-        """(url, body, headers) of asking ``hes`` for its ``meters``."""
-        sub = {**document, "Request": {**document["Request"], "meters": meters}}
-        return (f"{base.rstrip('/')}/requests/{options['operation']}", orjson.dumps(sub),
-                {"Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
-                 "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
-
     def _ask(self, hes: str, base: str, options: dict, document: dict, meters: list[str],
              envelope: Envelope) -> tuple[dict | None, list[dict]]:
-        url, body, headers = self._call(hes, base, options, document, meters, envelope)
+        """``asking`` driven with requests, in this thread."""
+        steps = asking(hes, base, options, document, meters, envelope)
+        answer = None
         try:
-            # a session per calling thread of the pool: requests' Session is not thread-safe
-            answer = self.sessions.get().post(url, data=body, timeout=options["timeout_s"], headers=headers)
-        except requests.Timeout:
-            return None, _timed_out(hes, options, meters)
-        except requests.RequestException as exc:
-            self.sessions.drop()  # a broken pool is not reused
-            return None, _unreachable(hes, exc, meters)
-        return _interpret(hes, answer.status_code, answer.content, meters)
+            while True:
+                step = steps.send(answer)
+                if isinstance(step, Pause):
+                    time.sleep(step.seconds)
+                    answer = None
+                    continue
+                try:
+                    # a session per calling thread of the pool: requests' Session is not thread-safe
+                    got = self.sessions.get().request(step.method, step.url, data=step.body, timeout=step.timeout_s,
+                                                      headers=step.headers)
+                    answer = Heard("answered", got.status_code, got.content, got.headers.get("Retry-After"))
+                except requests.Timeout as exc:
+                    answer = Heard("not-sent" if isinstance(exc, requests.ConnectTimeout) else "timeout",
+                                   reason=exc.__class__.__name__)
+                except requests.RequestException as exc:
+                    self.sessions.drop()  # a broken pool is not reused
+                    answer = Heard("not-sent" if _refused_connection(exc) else "broken", reason=exc.__class__.__name__)
+        except StopIteration as done:
+            return done.value
 
     async def _ask_async(self, hes: str, base: str, options: dict, document: dict, meters: list[str],
                          envelope: Envelope) -> tuple[dict | None, list[dict]]:
+        """``asking`` driven with aiohttp, on the loop."""
         import aiohttp  # only the event-loop worker needs it
 
-        url, body, headers = self._call(hes, base, options, document, meters, envelope)
+        steps = asking(hes, base, options, document, meters, envelope)
+        answer = None
         try:
-            async with self.loop_sessions.get().post(url, data=body, headers=headers,
-                                                     timeout=aiohttp.ClientTimeout(total=options["timeout_s"])) as answer:
-                return _interpret(hes, answer.status, await answer.read(), meters)
-        except asyncio.TimeoutError:
-            return None, _timed_out(hes, options, meters)
-        except aiohttp.ClientError as exc:
-            return None, _unreachable(hes, exc, meters)
+            while True:
+                step = steps.send(answer)
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                    answer = None
+                    continue
+                try:
+                    async with self.loop_sessions.get().request(
+                            step.method, step.url, data=step.body, headers=step.headers,
+                            timeout=aiohttp.ClientTimeout(total=step.timeout_s)) as got:
+                        answer = Heard("answered", got.status, await got.read(), got.headers.get("Retry-After"))
+                except asyncio.TimeoutError:
+                    answer = Heard("timeout", reason="TimeoutError")
+                except aiohttp.ClientConnectorError as exc:  # the connection was never made: nothing was sent
+                    answer = Heard("not-sent", reason=exc.__class__.__name__)
+                except aiohttp.ClientError as exc:
+                    answer = Heard("broken", reason=exc.__class__.__name__)
+        except StopIteration as done:
+            return done.value
+
+
+# -- asking one HES: what to send, what an answer means, when to ask again ---------------------
+# Written once as a generator of steps (a POST or GET to make, or a pause) that is sent what
+# was heard; the thread worker drives it with requests, the event-loop worker with aiohttp.
+# The rules (the 2020 lesson: every answer about a meter is what its HES said about it):
+# - an HES that did not take the request (connection refused, 5xx, 408, 429) is asked again,
+#   after its Retry-After, until the retry budget or the command's expiry runs out: transient
+#   is not final, and its meters end HES_UNAVAILABLE (the command id stays usable);
+# - a command whose answer never came (timeout, a connection broken after sending) has an
+#   unknown outcome: the HES is asked for the command's status (``GET
+#   /requests/commands/{commandId}``, docs/request-formats.md) until every meter is known or
+#   the command is past its expiry by more than the timeout; still unknown then, the meter is
+#   OUTCOME_UNKNOWN and the request ``unknown``, never ``failed``;
+# - a meter is executed only if its HES said so; read values only from the HES's answer.
+
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+STATUS_POLL_S = 1.0
+# errors that say the HES did not take the command: a resend of the same command id may run
+NOT_TAKEN = {"HES_UNAVAILABLE", "HES_UNREACHABLE"}
+
+
+class Call:
+    __slots__ = ("method", "url", "body", "headers", "timeout_s")
+
+    def __init__(self, method: str, url: str, body: bytes | None, headers: dict, timeout_s: float):
+        self.method, self.url, self.body, self.headers, self.timeout_s = method, url, body, headers, timeout_s
+
+
+class Pause:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+
+class Heard:
+    """What came of a Call: ``answered`` (status, content), ``not-sent`` (no connection: the HES
+    never saw it), ``timeout`` or ``broken`` (it may have been seen)."""
+    __slots__ = ("kind", "status", "content", "retry_after", "reason")
+
+    def __init__(self, kind: str, status: int = 0, content: bytes = b"", retry_after: str | None = None,
+                 reason: str = ""):
+        self.kind, self.status, self.content, self.retry_after, self.reason = kind, status, content, retry_after, reason
+
+
+def _refused_connection(exc: Exception) -> bool:
+    """A requests error raised before anything was sent (the connection was never made)."""
+    from urllib3.exceptions import NewConnectionError
+
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, NewConnectionError):
+            return True
+        cause = getattr(cause, "reason", None) or (cause.args[0] if cause.args and isinstance(cause.args[0],
+                                                                                               Exception) else None)
+    return False
+
+
+def expiry_of(document: dict) -> float | None:
+    """The command's expiresAt (epoch seconds), as the gateway settled it; None without one."""
+    value = (document.get("Request") or {}).get("expiresAt") if isinstance(document, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def asking(hes: str, base: str, options: dict, document: dict, meters: list[str], envelope: Envelope):
+    """Ask ``hes`` for its ``meters``; returns (its reply or None, the errors of its meters)."""
+    operation = options["operation"]
+    commands = operation == "commands"
+    url, body, headers = _call(base, options, document, meters, envelope)
+    expires = expiry_of(document) if commands else None
+    budget_end = time.time() + options["retry_for_s"]
+    if expires is not None:
+        budget_end = min(budget_end, expires)
+    while True:
+        heard = yield Call("POST", url, body, headers, options["timeout_s"])
+        if heard.kind == "answered" and heard.status not in TRANSIENT_STATUS:
+            return _interpret(hes, heard.status, heard.content, meters, commands)
+        if heard.kind in ("answered", "not-sent"):  # the HES did not take it: worth asking again
+            why = f"answered {heard.status}" if heard.kind == "answered" else f"not reachable ({heard.reason})"
+            wait = max(1.0, _seconds(heard.retry_after) or 0.0)
+            if time.time() + wait >= budget_end:
+                return None, [error("HES_UNAVAILABLE", f"{hes} {why}; asked until "
+                                    f"{'the command expired' if expires and budget_end == expires else 'the retry budget ran out'}",
+                                    m) for m in meters]
+            yield Pause(wait)
+            continue
+        if not commands:  # a read that timed out: its meters fail; reading again is the caller's choice
+            return None, (_timed_out(hes, options, meters) if heard.kind == "timeout"
+                          else _unreachable(hes, heard.reason, meters))
+        break
+    # a command whose answer never came: ask the HES what became of it
+    command_id = document["Request"]["commandId"]
+    status_url = f"{base.rstrip('/')}/requests/commands/{quote(command_id, safe='')}?meters={','.join(meters)}"
+    give_up = max(expires or time.time(), time.time()) + options["timeout_s"]
+    known: dict[str, dict] = {}
+    while True:
+        heard = yield Call("GET", status_url, None, {"X-Correlation-ID": envelope.correlation},
+                           options["timeout_s"])
+        if heard.kind == "answered" and heard.status == 200:
+            known = _outcomes(hes, heard.content, meters, expires)
+            if len(known) == len(meters):
+                break
+        if time.time() >= give_up:
+            break
+        yield Pause(STATUS_POLL_S)
+    results, errors = [], []
+    for m in meters:
+        outcome = known.get(m)
+        if outcome is None:
+            errors.append(error("OUTCOME_UNKNOWN", f"{hes} did not answer and could not say whether it executed "
+                                                   "the command on this meter", m))
+        elif outcome.get("status") == "executed":
+            results.append({"meter": m, "status": "executed", "state": outcome.get("state")})
+        else:
+            results.append({"meter": m, "status": outcome.get("status")})
+            errors.append(outcome["error"])
+    reply = {"Reply": {"Result": replies.result_of(meters, errors)},
+             "Payload": {"EndDeviceControls": {"commandId": command_id, "action": document["Request"].get("action"),
+                                               "results": results}}} if results else None
+    return reply, errors
+
+
+def _outcomes(hes: str, content: bytes, meters: list[str], expires: float | None) -> dict[str, dict]:
+    """The meters whose outcome the HES's status answer settles: meter → {status, state | error}."""
+    try:
+        answer = orjson.loads(content)
+    except ValueError:
+        return {}
+    statuses = answer.get("meters") if isinstance(answer, dict) else None
+    if not isinstance(statuses, dict):
+        return {}
+    past_expiry = expires is not None and time.time() >= expires
+    known = {}
+    for m in meters:
+        status = statuses.get(m)
+        kind = status.get("status") if isinstance(status, dict) else None
+        if kind == "executed":
+            known[m] = {"status": "executed", "state": status.get("state")}
+        elif kind in ("failed", "expired"):
+            code = status.get("error") or ("EXPIRED" if kind == "expired" else "FAILED")
+            known[m] = {"status": kind, "error": error(code, f"{hes}: {kind} ({code})", m)}
+        elif kind is None and past_expiry:
+            # never received, and an HES never executes a command past its expiry: final
+            known[m] = {"status": "not-executed", "error": error(
+                "NOT_EXECUTED", f"{hes} never received the command before its expiry", m)}
+    return known
+
+
+def _seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _call(base: str, options: dict, document: dict, meters: list[str], envelope: Envelope):
+    """(url, body, headers) of asking an HES for its ``meters``."""
+    sub = {**document, "Request": {**document["Request"], "meters": meters}}
+    return (f"{base.rstrip('/')}/requests/{options['operation']}", orjson.dumps(sub),
+            {"Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
+             "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
 
 
 def _timed_out(hes: str, options: dict, meters: list[str]) -> list[dict]:
     return [error("TIMEOUT", f"{hes} did not answer within {options['timeout_s']:g}s", m) for m in meters]
 
 
-def _unreachable(hes: str, exc: Exception, meters: list[str]) -> list[dict]:
-    return [error("HES_UNREACHABLE", f"{hes}: {exc.__class__.__name__}", m) for m in meters]
+def _unreachable(hes: str, reason: str, meters: list[str]) -> list[dict]:
+    return [error("HES_UNREACHABLE", f"{hes}: {reason}", m) for m in meters]
 
 
-def _interpret(hes: str, status: int, content: bytes, meters: list[str]) -> tuple[dict | None, list[dict]]:
-    """An HES's answer: its reply, or the errors of its meters."""
+def _interpret(hes: str, status: int, content: bytes, meters: list[str],
+               commands: bool = False) -> tuple[dict | None, list[dict]]:
+    """An HES's answer: its reply, or the errors of its meters.  Every meter asked ends with
+    what the HES said about it: executed (a command's result), read (a read's values), or an
+    error; a meter it said nothing about is an error too, never a success."""
     try:
         reply = orjson.loads(content)
     except ValueError:  # orjson.JSONDecodeError is one
         reply = None
-    if not isinstance(reply, dict) or "Reply" not in reply:
+    if not isinstance(reply, dict) or not isinstance(reply.get("Reply"), dict):
         return None, [error("HES_ERROR", f"{hes} answered {status} without a reply", m) for m in meters]
-    if (reply["Reply"].get("Result") == "FAILED" and not any(e.get("meter") for e in reply["Reply"].get("Error") or [])):
+    stated = reply["Reply"].get("Error") or []
+    stated = [e for e in stated if isinstance(e, dict)]
+    if reply["Reply"].get("Result") == "FAILED" and not any(e.get("meter") for e in stated):
         # the HES refused the whole request: each of its meters failed for that reason
-        reason = "; ".join(e.get("reason", "") for e in reply["Reply"].get("Error") or []) or "FAILED"
+        reason = "; ".join(str(e.get("reason", "")) for e in stated) or "FAILED"
         return None, [error("HES_REFUSED", f"{hes}: {reason}", m) for m in meters]
-    return reply, []
+    failed = {e.get("meter") for e in stated}
+    confirmed = _confirmed(reply, commands)
+    silent = [m for m in meters if m not in failed and m not in confirmed]
+    return reply, [error("NOT_CONFIRMED", f"{hes} answered without a "
+                         f"{'result' if commands else 'reading'} for this meter", m) for m in silent]
+
+
+def _confirmed(reply: dict, commands: bool) -> set:
+    """The meters the HES's payload answers for: executed (a command) or read (a read)."""
+    payload = reply.get("Payload") if isinstance(reply.get("Payload"), dict) else {}
+    if commands:
+        results = (payload.get("EndDeviceControls") or {}).get("results") or []
+        return {r.get("meter") for r in results if isinstance(r, dict) and r.get("status") == "executed"}
+    blocks = (payload.get("MeterReadings") or {}).get("MeterReading") or []
+    return {b.get("meter") for b in blocks if isinstance(b, dict) and (b.get("readings") or b.get("intervalBlocks")
+                                                                       or b.get("Readings"))}
 
 
 def assignment_file(path: Path, rows: dict[str, str]) -> None:

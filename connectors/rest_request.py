@@ -1,4 +1,16 @@
-"""REST request destination: POST the request, the answer is the reply (request-response routes)."""
+"""REST request destination: POST the request, the answer is the reply (request-response routes).
+
+Only an answer that carries a Result is a reply.  An acknowledgement (202, or a
+body that says the request is still pending, as the gateway answers a request
+it is still working on) is not: the request is asked again later, and a system
+that deduplicates by MessageID or commandId answers the retry with the real
+outcome.  A command's retry says whether the destination may have seen it
+(``maybe_sent``), so the worker never reports as failed what may have run.
+
+The request's correlation id travels in the document's ``Header.CorrelationID``
+as well as in ``X-Correlation-ID``: a system that forwards the document (the
+MDMS asking the HES through the bus) keeps one correlation across both hops.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -46,14 +58,14 @@ class RestRequestDestination:
     def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """The destination's IEC reply; 5xx and no answer are worth a retry, a non-reply 4xx is not."""
         try:
-            answer = self.sessions.get().post(endpoint.options["url"], data=json.dumps(document),
+            answer = self.sessions.get().post(endpoint.options["url"], data=_body(document, envelope),
                                               headers=self._headers(envelope, endpoint),
                                               timeout=endpoint.options["timeout_s"])
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
-            raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
-                                         endpoint.system) from exc
-        return _interpret(endpoint, answer.status_code, answer.content)
+            raise _not_answered(endpoint, exc, maybe_sent=not isinstance(exc, requests.ConnectTimeout)
+                                and not _refused(exc)) from exc
+        return _interpret(endpoint, answer.status_code, answer.content, answer.headers.get("Retry-After"))
 
     async def close_async(self) -> None:
         """The event-loop worker stops: its HTTP connections close with it."""
@@ -65,25 +77,69 @@ class RestRequestDestination:
 
         try:
             async with self.loop_sessions.get().post(
-                    endpoint.options["url"], data=json.dumps(document), headers=self._headers(envelope, endpoint),
+                    endpoint.options["url"], data=_body(document, envelope), headers=self._headers(envelope, endpoint),
                     timeout=aiohttp.ClientTimeout(total=endpoint.options["timeout_s"])) as answer:
-                status, content = answer.status, await answer.read()
+                status, content, retry_after = answer.status, await answer.read(), answer.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
-                                         endpoint.system) from exc
-        return _interpret(endpoint, status, content)
+            raise _not_answered(endpoint, exc, maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError)) from exc
+        return _interpret(endpoint, status, content, retry_after)
 
 
-def _interpret(endpoint: Endpoint, status: int, content: bytes) -> dict:
-    """The destination's IEC reply; 5xx, 408 and 429 are worth a retry, a non-reply 4xx is not."""
+def _body(document: dict, envelope: Envelope) -> str:
+    """The document as sent, with the request's correlation id in its Header if it had none."""
+    header = document.get("Header") if isinstance(document, dict) else None
+    if isinstance(header, dict) and not header.get("CorrelationID"):
+        document = {**document, "Header": {**header, "CorrelationID": envelope.correlation}}
+    return json.dumps(document)
+
+
+def _refused(exc: Exception) -> bool:
+    """A requests error raised before anything was sent: the connection was never made."""
+    from urllib3.exceptions import NewConnectionError
+
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", None), NewConnectionError) or isinstance(cause, NewConnectionError)
+
+
+def _not_answered(endpoint: Endpoint, exc: Exception, maybe_sent: bool) -> TransientDeliveryError:
+    error = TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}", endpoint.system)
+    error.maybe_sent = maybe_sent
+    return error
+
+
+# statuses that say the destination did not take the request (it may be asked again and
+# cannot have acted on it); any other 5xx, or no answer, may come after it acted
+NOT_TAKEN = {429, 502, 503}
+
+
+def _interpret(endpoint: Endpoint, status: int, content: bytes, retry_after: str | None = None) -> dict:
+    """The destination's IEC reply; 5xx, 408 and 429 are worth a retry, a non-reply 4xx is not;
+    an acknowledgement (202, or a Reply without a Result) is not a reply."""
     text = content[:300].decode("utf-8", "replace")
     if status >= 500 or status in (408, 429):
-        raise TransientDeliveryError(f"{endpoint.system} answered {status}: {text}", endpoint.system, status)
+        error = TransientDeliveryError(f"{endpoint.system} answered {status}: {text}", endpoint.system, status,
+                                       _seconds(retry_after))
+        error.maybe_sent = status not in NOT_TAKEN
+        raise error
     try:
         reply = json.loads(content)
     except ValueError:
         reply = None
-    if not isinstance(reply, dict) or "Reply" not in reply:
+    if not isinstance(reply, dict) or not isinstance(reply.get("Reply"), dict):
         raise PermanentDeliveryError(f"{endpoint.system} answered {status} without an IEC reply: {text}",
                                      endpoint.system, status)
+    if status == 202 or "Result" not in reply["Reply"] or reply.get("pending"):
+        # taken, not answered: asked again, a deduplicating destination answers with the outcome
+        error = TransientDeliveryError(f"{endpoint.system} answered {status}: taken but not answered yet "
+                                       f"(state {reply.get('state', '?')})", endpoint.system, status,
+                                       _seconds(retry_after) or 2.0)
+        error.maybe_sent = True
+        raise error
     return reply  # a FAILED reply (4xx or 200) is the answer, not a delivery failure
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -8,6 +8,7 @@ for ``GET /requests/{id}``; `gridbus commands` approves, rejects and cancels.
 Command states (the 2020 lesson: every step recorded, nothing executed late):
 
     requested → pending-approval → sent → executed | failed
+                        │              ├→ unknown (no answer: the HES may have run it) → executed | failed
                         │              └→ expired (the worker found it past its expiry)
                         ├→ rejected | cancelled
                         └→ expired (not approved in time)
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS requests (
     reply_address TEXT, correlation_id TEXT, document TEXT NOT NULL, reply TEXT, result TEXT);
 DROP INDEX IF EXISTS requests_client_key;
 DROP INDEX IF EXISTS requests_state;
-CREATE UNIQUE INDEX IF NOT EXISTS requests_client_key_given ON requests (system, client_key)
+DROP INDEX IF EXISTS requests_client_key_given;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_client_key_route ON requests (system, client_key, route)
     WHERE client_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS requests_commands ON requests (state, created) WHERE kind = 'commands';
 CREATE TABLE IF NOT EXISTS audit (
@@ -51,6 +53,8 @@ CREATE TABLE IF NOT EXISTS audit (
     who TEXT NOT NULL, event TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id, seq);
 """
+# A client key (MessageID, commandId) is the asking system's, on one route (one hop): the MDMS
+# forwarding billing's request under billing's MessageID is another request, never a repeat.
 # Why the indexes are partial: a read without a client key, or a read at all, has no entry
 # to write (a NULL key is never a duplicate; only commands are listed by state), so each
 # commit touches fewer pages.  audit.seq is a plain rowid: AUTOINCREMENT wrote sqlite_sequence
@@ -186,10 +190,23 @@ class RequestStore:
                 "AND reply IS NOT NULL", chunk).fetchall()]
         return found
 
-    def by_client_key(self, system: str, client_key: str) -> Request | None:
-        row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE system = ? AND client_key = ?",
-                                 (system, client_key)).fetchone()
+    def by_client_key(self, system: str, route: str, client_key: str) -> Request | None:
+        row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE system = ? AND client_key = ? "
+                                 "AND route = ?", (system, client_key, route)).fetchone()
         return _row(row) if row else None
+
+    def by_client_key_any_route(self, system: str, client_key: str) -> list[Request]:
+        """The requests ``system`` sent with this MessageID or commandId, newest first."""
+        rows = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE system = ? AND client_key = ? "
+                                  "ORDER BY created DESC", (system, client_key)).fetchall()
+        return [_row(r) for r in rows]
+
+    def release_key(self, request_id: str, who: str, detail: str) -> None:
+        """The request keeps its record but gives up its client key, which a new request takes
+        (a command that no HES took, sent again with the same id); audited."""
+        with self._db.transaction() as db:
+            db.execute("UPDATE requests SET client_key = NULL, updated = ? WHERE id = ?", (time.time(), request_id))
+            self._audit(db, request_id, who, "released", detail)
 
     def approved_command(self, client_key: str) -> Request | None:
         """A command with this id that a second user approved (the MDMS's onward hop needs none)."""

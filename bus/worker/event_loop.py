@@ -50,6 +50,8 @@ def decoded(route: Route, message: aio_pika.abc.AbstractIncomingMessage) -> tupl
     try:
         headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in (message.headers or {}).items()}
         envelope = Envelope.from_headers(headers.get("id") or message.message_id, headers, message.reply_to)
+        if getattr(message, "redelivered", False):
+            envelope.extra[naming.H_REDELIVERED] = True
         return envelope, task_message.decode_body(message.body)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BadMessage(f"route {route.id}: not a route message ({exc.__class__.__name__}: {exc})") from exc

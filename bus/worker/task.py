@@ -82,6 +82,8 @@ def register(app, route: Route) -> None:
     def run(self, payload):
         headers = _headers_of(self.request)
         envelope = Envelope.from_headers(self.request.id, headers, self.request.reply_to)
+        if (self.request.delivery_info or {}).get("redelivered"):
+            envelope.extra[naming.H_REDELIVERED] = True
         try:
             handle(route, envelope, payload)
         except BrokerError as exc:
@@ -143,9 +145,15 @@ def handle(route: Route, envelope: Envelope, payload: Any) -> None:
 
 
 def expired(route: Route, envelope: Envelope, payload: Any) -> bool:
-    """A command past its expiry is never executed: the requester is told so (True) instead."""
+    """A command past its expiry is never executed: the requester is told so (True) instead.
+
+    Only a first try can say "never executed": a retry or a redelivered message may follow
+    a try that reached the destination, so it asks again (a destination answers a command id
+    it has seen with its outcome, and refuses an expired one it has not)."""
     expires = envelope.extra.get(naming.H_EXPIRES_AT)
     if expires is None or time.time() < float(expires):
+        return False
+    if envelope.attempt > 1 or envelope.extra.get(naming.H_REDELIVERED):
         return False
     log.warning("route %s request %s expired before it was executed", route.id, envelope.message_id)
     _failed_reply(envelope, payload, "EXPIRED", "past its expiry before it could be sent; never executed",
@@ -182,7 +190,16 @@ def finish_request(route: Route, envelope: Envelope, payload: Any, outcome: Outc
         _reply(envelope, outcome.reply)
     elif outcome.failures and not retrying:
         reason = "; ".join(str(e) for _, e in outcome.failures)[:500]
-        _failed_reply(envelope, payload, "DESTINATION_FAILED", reason)
+        if _is_command(envelope) and any(getattr(e, "maybe_sent", True) and not _is_permanent(e)
+                                          for _, e in outcome.failures):
+            # the destination may have acted on it: what became of it is not known, and saying
+            # "failed" about a command that ran is the wrong answer the 2020 lesson forbids
+            _failed_reply(envelope, payload, "OUTCOME_UNKNOWN", f"no answer from the destination, which may "
+                          f"have executed it: {reason}", "unknown")
+        else:
+            code = ("DESTINATION_UNAVAILABLE" if all(not _is_permanent(e) for _, e in outcome.failures)
+                    else "DESTINATION_FAILED")
+            _failed_reply(envelope, payload, code, reason)
 
 
 def consumed(route: Route, envelope: Envelope) -> dict:
@@ -229,7 +246,7 @@ def _settle(route: Route, envelope: Envelope, payload: Any, outcome: Outcome, fi
     if transient:
         exc = transient[0][1]
         owed = [d.system for d, _ in transient]
-        if envelope.attempt >= route.retry.attempts:
+        if envelope.attempt >= route.retry.attempts and not _asks_until_expiry(envelope):
             dead_letter(route, envelope, payload, exc, owed, retries_exhausted=True)
         else:
             schedule_retry(route, envelope, payload, exc, owed)
@@ -238,6 +255,23 @@ def _settle(route: Route, envelope: Envelope, payload: Any, outcome: Outcome, fi
     reason = "; ".join(str(e) for _, e in outcome.failures)
     reconcile(envelope, outcome, result, reason)
     return False
+
+
+# how long past its expiry a command is still asked about: a destination that took it just
+# before its expiry answers within its own timeout
+ASK_PAST_EXPIRY_S = 120.0
+
+
+def _is_command(envelope: Envelope) -> bool:
+    return envelope.extra.get(naming.H_REQUEST_KIND) == "commands" and bool(envelope.reply_to)
+
+
+def _asks_until_expiry(envelope: Envelope) -> bool:
+    """A command is retried past the route's attempts until shortly after its expiry: transient
+    is not final, and a command whose first try may have run must be asked until it is known."""
+    expires = envelope.extra.get(naming.H_EXPIRES_AT)
+    return (_is_command(envelope) and expires is not None
+            and time.time() < float(expires) + ASK_PAST_EXPIRY_S)
 
 
 def _retry_headers(envelope: Envelope, exc: Exception, owed: list[str]) -> dict:

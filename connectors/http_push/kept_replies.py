@@ -27,6 +27,9 @@ def state_of(kind: str, reply: dict, hinted: str | None) -> str:
         return hinted
     if kind != "commands":
         return "replied"
+    errors = (reply.get("Reply") or {}).get("Error") or []
+    if any(isinstance(e, dict) and e.get("code") == "OUTCOME_UNKNOWN" for e in errors):
+        return "unknown"  # some meter's HES could not say: neither executed nor failed
     return "failed" if replies.result_in(reply) == replies.FAILED else "executed"
 
 

@@ -42,13 +42,13 @@ import time
 
 import aio_pika
 
-from bus import aio, naming
+from bus import aio, hooks, naming
 from bus.envelope import child_traceparent
-from bus.requests.dispatch import callback_message, request_message
+from bus.requests.dispatch import NOUNS, callback_message, request_message
 from bus.requests.store import PRUNE_CHUNK, Request, Retention
 from bus.routes.model import Route
 from connectors.http_push.kept_replies import answered, hinted_state, keep_reply, parsed
-from connectors.http_push.requests_api import Answer, RequestApi, Taken, refusal
+from connectors.http_push.requests_api import Answer, Following, RequestApi, Taken, refusal
 from connectors.http_push.store_thread import NotCommitted, StoreThread
 
 log = logging.getLogger("gridbus.gateway")
@@ -86,19 +86,41 @@ class RequestLoop:
         self.stored.close()
 
     # -- a request ---------------------------------------------------------------------
-    async def post(self, route: Route, system: str, user: str | None, document, traceparent: str | None) -> Answer:
+    async def post(self, route: Route, system: str, user: str | None, document, traceparent: str | None,
+                   correlation: str | None = None) -> Answer:
         try:
-            taken = await self.stored(self.api.take, route, system, user, document)
+            taken = await self.stored(self.api.take, route, system, user, document, correlation)
         except NotCommitted as exc:  # not stored, so not sent: it no longer counts as waiting
-            if isinstance(exc.result, Taken):
+            if isinstance(exc.result, (Taken, Following)):
                 self.api.done(exc.result)
             raise
         if isinstance(taken, Answer):
             return taken
         try:
+            if isinstance(taken, Following):
+                return await self._follow(taken)
+            _trace("received", route, taken.request, traceparent, source=system)
             return await self._send(route, taken, traceparent)
         finally:
             self.api.done(taken)
+
+    async def _follow(self, following: Following) -> Answer:
+        """A repeat of a request still in flight: the original's outcome when it comes (from
+        this gateway's consumer or the store), else 504 saying it is still pending."""
+        loop = asyncio.get_running_loop()
+        request_id, deadline = following.request.id, loop.time() + following.timeout_s
+        while True:
+            original = self.waiting.get(request_id)
+            remaining = deadline - loop.time()
+            if original is not None and not original[0].done():
+                await asyncio.wait((original[0],), timeout=max(0.0, min(remaining, POLL_S)))
+            stored = await self.stored(self.api.store.get, request_id)
+            if stored is not None and (stored.reply is not None or stored.state not in ("requested", "sent")):
+                return self.api.status_answer(stored, 200 if stored.reply else 202, duplicate=True)
+            if loop.time() >= deadline:
+                return self.api.timed_out(following, duplicate=True)
+            if original is None:
+                await asyncio.sleep(min(POLL_S, max(0.0, deadline - loop.time())))
 
     async def _send(self, route: Route, taken: Taken, traceparent: str | None) -> Answer:
         request = taken.request
@@ -110,10 +132,12 @@ class RequestLoop:
                                                      child_traceparent(traceparent) if traceparent else None))
             except Exception as exc:  # the broker is away or refused it: nothing was sent
                 log.error("request %s not published: %s", request.id, exc)
+                _trace("dead-lettered", route, request, traceparent, reason=f"not published: {exc}")
                 await self.stored(self.api.store.transition, request.id, "failed", "gridbus", {"sent"},
                                   f"not published: {exc}")
                 return refusal(503, taken.noun, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
                                [("Retry-After", "5")])
+            _trace("published", route, request, traceparent)
             if request.reply_address:
                 return self.api.status_answer(await self.stored(self.api.store.get, request.id), 202)
             return await self._wait(taken, future)
@@ -183,5 +207,14 @@ class RequestLoop:
             await message.nack(requeue=True)
             return
         await message.ack()
+        if kept is not None:
+            hooks.emit("replied", message_id=request_id, correlation_id=kept.correlation_id or request_id,
+                       route=kept.route, source=kept.system, state=kept.state, result=kept.result, attempt=1)
         if future is not None and not future.done() and kept is not None and kept.reply is not None:
             future.set_result(kept)
+
+
+def _trace(event: str, route: Route, request: Request, traceparent: str | None, **fields) -> None:
+    """The gateway's hop of a request in the trace: received, published (or not), replied."""
+    hooks.emit(event, message_id=request.id, correlation_id=request.correlation_id or request.id,
+               traceparent=traceparent, route=route.id, attempt=1, noun=NOUNS.get(request.kind), **fields)

@@ -52,6 +52,22 @@ class Taken:
         self.request, self.noun, self.timeout_s, self.waits = request, noun, timeout_s, waits
 
 
+class Following:
+    """A repeat of a request still in flight whose caller waits: answered with the original's
+    outcome when it comes (``RequestLoop``), never with an acknowledgement that looks like one."""
+
+    __slots__ = ("request", "noun", "timeout_s", "waits")
+
+    def __init__(self, request: Request, noun: str, timeout_s: float):
+        self.request, self.noun, self.timeout_s, self.waits = request, noun, timeout_s, True
+
+
+# a command that ended with only these errors was never taken by a meter's HES: its id may be
+# sent again (transient is not final)
+NOT_TAKEN = {"HES_UNAVAILABLE", "DESTINATION_UNAVAILABLE", "BROKER_UNAVAILABLE"}
+PENDING = {"requested", "sent", "unknown"}  # taken, no outcome yet
+
+
 class RequestApi:
     def __init__(self, routes: list[Route], store: RequestStore, max_waiting_per_system: int = 256):
         self.store = store
@@ -67,14 +83,15 @@ class RequestApi:
                             for r in routes if r.source.options["kind"] == "commands"}
 
     # -- POST ------------------------------------------------------------------------
-    def take(self, route: Route, system: str, user: str | None, document: Any) -> "Answer | Taken":
+    def take(self, route: Route, system: str, user: str | None, document: Any,
+             correlation: str | None = None) -> "Answer | Taken | Following":
         """Check and store a request: an ``Answer`` when it is settled here (refused, a
         duplicate, pending approval), else the stored request to publish (``Taken``).
 
         A refusal is a trace event (counted in the recorder's metrics); a refused command is
         also kept, audited, in state ``refused``: an HES key asking for a disconnect, or a
         billing system over its disconnect rate, is what a security officer looks for."""
-        answer = self._checked(route, system, user, document)
+        answer = self._checked(route, system, user, document, correlation)
         if isinstance(answer, Answer) and answer.status >= 400:
             self._refused(route, system, user, document, answer)
         return answer
@@ -103,7 +120,8 @@ class RequestApi:
         log.warning("command refused and audited as %s: %s from %s (user %s) on route %s: %s", request.id,
                     action or "?", system, user or "-", route.id, code)
 
-    def _checked(self, route: Route, system: str, user: str | None, document: Any) -> "Answer | Taken":
+    def _checked(self, route: Route, system: str, user: str | None, document: Any,
+                 correlation: str | None = None) -> "Answer | Taken | Following":
         kind, options = route.source.options["kind"], route.source.options
         noun = NOUNS[kind]
         if system != route.source.system:
@@ -121,9 +139,14 @@ class RequestApi:
                                                          f"{options['max_meters']}")
         client_key = body.get("commandId") if kind == "commands" else header.get("MessageID")
         if client_key:
-            seen = self.store.by_client_key(system, client_key)
-            if seen:  # a retried request: answered from the record, never executed twice
-                return self.status_answer(seen, 200 if seen.reply else 202, duplicate=True)
+            seen = self.store.by_client_key(system, route.id, client_key)
+            if seen is not None and _not_taken(seen):
+                # it never reached a meter (its HES or the bus did not take it): the id runs again
+                self.store.release_key(seen.id, user or system, "sent again with the same id; it had not been "
+                                                                "taken by any HES")
+                seen = None
+            if seen is not None:  # a retried request: answered from the record, never executed twice
+                return self._repeat(seen, route, noun, document, header)
         expires = None
         state = "requested"
         if kind == "commands":
@@ -149,7 +172,7 @@ class RequestApi:
                 id=new_message_id(), system=system, requested_by=user or system, kind=kind, route=route.id,
                 client_key=client_key, action=body.get("action"), meters=len(meters), state=state,
                 expires=expires, reply_address=header.get("ReplyAddress") if header.get("AsyncReplyFlag") else None,
-                correlation_id=header.get("CorrelationID"), document=_forwarded(document, expires),
+                correlation_id=header.get("CorrelationID") or correlation, document=_forwarded(document, expires),
                 sent_on=route.id if state == "requested" else None)
         except BaseException:
             if waits:
@@ -159,13 +182,30 @@ class RequestApi:
             if waits:
                 self._leave(system)
             if request is None:  # the same client key raced in from another request
-                return self.status_answer(self.store.by_client_key(system, client_key), 202, duplicate=True)
+                return self.status_answer(self.store.by_client_key(system, route.id, client_key), 202,
+                                          duplicate=True)
             return self.status_answer(request, 202, note=f"{len(meters)} meters is more than "
                                       f"{options['approval_above']}: waits for a second user's approval "
                                       f"(gridbus commands approve {request.id})")
         return Taken(request, noun, options["timeout_s"], waits)
 
-    def done(self, taken: "Taken") -> None:
+    def _repeat(self, seen: Request, route: Route, noun: str, document: dict,
+                header: dict) -> "Answer | Following":
+        """A request whose id (MessageID, commandId) this system used before on this route."""
+        if _request_part(seen.document) != _request_part(document):
+            what = "commandId" if seen.kind == "commands" else "MessageID"
+            return refusal(409, noun, "ID_CONFLICT", f"{what} {seen.client_key!r} was used by request {seen.id} "
+                           f"({seen.state}) for a different request; an id names one request: use a new one")
+        if seen.reply is not None or seen.state not in PENDING:
+            return self.status_answer(seen, 200 if seen.reply else 202, duplicate=True)
+        if header.get("AsyncReplyFlag") and header.get("ReplyAddress"):
+            return self.status_answer(seen, 202, duplicate=True)
+        if not self._enter(seen.system):
+            return refusal(503, noun, "BUSY", f"{seen.system} already has {self.max_waiting} requests waiting for "
+                           "replies at this gateway; retry shortly", [("Retry-After", "1")])
+        return Following(seen, noun, route.source.options["timeout_s"])
+
+    def done(self, taken: "Taken | Following") -> None:
         """The request's caller has its answer: it no longer counts as waiting."""
         if taken.waits:
             self._leave(taken.request.system)
@@ -181,21 +221,30 @@ class RequestApi:
         with self._waiting_lock:
             self._waiting[system] -= 1
 
-    def timed_out(self, taken: "Taken") -> Answer:
-        request_id = taken.request.id
-        answer = replies.failed(taken.noun, request_id, "TIMEOUT", f"no reply within {taken.timeout_s:g}s; the "
-                                f"reply is kept: GET /v1/requests/{request_id}")
-        answer["request_id"] = request_id
-        answer["state"] = "sent"
+    def timed_out(self, taken: "Taken | Following", duplicate: bool = False) -> Answer:
+        """504: no reply yet.  Not a FAILED reply: the request may still be answered (and a
+        command executed), so the answer says pending and where the outcome will be."""
+        request = taken.request
+        answer = pending(taken.noun, request, "TIMEOUT", f"no reply within {taken.timeout_s:g}s; the outcome "
+                         f"will be kept: GET /v1/requests/{request.id}")
+        answer["state"] = "sent" if request.state == "requested" else request.state
+        if duplicate:
+            answer["duplicate"] = True
         return Answer(504, answer)
 
     @staticmethod
     def status_answer(request: Request, status: int, duplicate: bool = False, note: str | None = None) -> Answer:
-        # before the reply: an acknowledgement (OK = taken), or FAILED for a request that ended without one
+        # before the reply: pending (no Result: an acknowledgement is never a reply), or
+        # FAILED for a request that ended without one
         ended = request.state in ("rejected", "expired", "cancelled", "failed")
-        body = dict(request.reply) if request.reply else replies.reply(
-            NOUNS.get(request.kind), request.correlation_id or request.id, "FAILED" if ended else "OK",
-            [replies.error(request.state.upper(), f"the request was {request.state}")] if ended else ())
+        if request.reply:
+            body = dict(request.reply)
+        elif ended:
+            body = replies.reply(NOUNS.get(request.kind), request.correlation_id or request.id, "FAILED",
+                                 [replies.error(request.state.upper(), f"the request was {request.state}")])
+        else:
+            body = pending(NOUNS.get(request.kind), request, "PENDING",
+                           f"taken; no outcome yet ({request.state}): GET /v1/requests/{request.id}")
         body.update({"request_id": request.id, "state": request.state})
         if duplicate:
             body["duplicate"] = True
@@ -204,6 +253,18 @@ class RequestApi:
         return Answer(status, body)
 
     # -- GET -------------------------------------------------------------------------
+    def find(self, system: str, query: dict[str, str]) -> Answer:
+        """``GET /v1/requests?messageId=…`` or ``?commandId=…``: the asking system's requests
+        that carried that id (one per route it was sent on), newest first: a caller that lost
+        its connection (a gateway crash, a timeout) finds its outcome without a request id."""
+        given = {k: v for k, v in query.items() if k in ("messageId", "commandId") and v}
+        if len(given) != 1:
+            return refusal(400, None, "INVALID_QUERY", "give one of messageId or commandId")
+        (name, value), = given.items()
+        found = [r for r in self.store.by_client_key_any_route(system, value)
+                 if (r.kind == "commands") == (name == "commandId")]
+        return Answer(200, {"requests": [{**r.summary(), "reply": r.reply} for r in found], "count": len(found)})
+
     def get(self, request_id: str, system: str) -> Answer:
         request = self.store.get(request_id)
         if request is None or request.system != system:  # another system's request does not exist for you
@@ -222,6 +283,33 @@ def _forwarded(document: dict, expires: float | None) -> dict:
         out["Request"] = {**document["Request"], "expiresAt": dt.datetime.fromtimestamp(
             expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     return out
+
+
+def _request_part(document: Any) -> Any:
+    """What makes two requests with one id the same request: the Request as sent, but the
+    expiry (the gateway fills it in when the sender gives none)."""
+    body = document.get("Request") if isinstance(document, dict) else None
+    return {k: v for k, v in body.items() if k != "expiresAt"} if isinstance(body, dict) else body
+
+
+def _not_taken(request: Request) -> bool:
+    """A command that failed before any HES took it (its errors are all "not taken")."""
+    if request.kind != "commands" or request.state != "failed":
+        return False
+    if request.reply is None:
+        return True  # not published: it never left the gateway
+    errors = (request.reply.get("Reply") or {}).get("Error") or []
+    return bool(errors) and all(isinstance(e, dict) and e.get("code") in NOT_TAKEN for e in errors)
+
+
+def pending(noun: str | None, request: Request, code: str, reason: str) -> dict:
+    """The body of an answer that has no outcome yet: a Reply with no Result (so no system takes
+    it for one), the reason as an informational error, the request id and ``pending``."""
+    body = replies.reply(noun, request.correlation_id or request.id, replies.OK)
+    body["Reply"] = {"Error": [{"code": code, "level": "INFORM", "reason": reason}]}
+    body["request_id"] = request.id
+    body["pending"] = True
+    return body
 
 
 def refusal(status: int, noun: str | None, code: str, reason: str, headers: list | None = None) -> Answer:

@@ -94,6 +94,8 @@ class GatewayServer:
         path = request.path
         if self.requests is not None and path.startswith(("/v1/requests/", "/requests/")):
             return await self._request(environ, request.method, path.split("/requests/", 1)[1].strip("/"))
+        if self.requests is not None and path in ("/v1/requests", "/requests") and request.method == "GET":
+            return await self._find(environ, dict(request.query))
         status, headers, data = await asyncio.get_running_loop().run_in_executor(
             self.executor, call_wsgi, self.gateway, environ)
         return web.Response(status=status, body=data, headers=headers)
@@ -114,7 +116,17 @@ class GatewayServer:
             status, code, reason, *extra = refused.args
             return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
         answer = await self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
-                                          environ.get("HTTP_TRACEPARENT"))
+                                          environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_CORRELATION_ID"))
+        return _json(answer.status, answer.body, answer.headers)
+
+    async def _find(self, environ: dict, query: dict) -> web.Response:
+        """``GET /v1/requests?messageId=…|commandId=…``: the caller's requests with that id."""
+        try:
+            system = self.gateway.caller(environ)
+        except Refusal as refused:
+            status, code, reason, *extra = refused.args
+            return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
+        answer = await self.requests.stored(self.requests.api.find, system, query)
         return _json(answer.status, answer.body, answer.headers)
 
     async def run(self, host: str, port: int) -> None:

@@ -27,7 +27,7 @@ def test_a_client_key_is_taken_once_per_system(store):
     assert new(store).state == "requested"
     # When the same command id comes again  Then it is not stored twice; the first is found
     assert new(store, "r2") is None
-    assert store.by_client_key("billing-1", "cmd-1").id == "r1"
+    assert store.by_client_key("billing-1", "billing-1-commands", "cmd-1").id == "r1"
 
 
 def test_states_move_only_along_the_allowed_paths_and_every_move_is_audited(store):
