@@ -164,7 +164,10 @@ def show(ident, raw):
 @fails_cleanly
 def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
     """Send dead letters back onto their route (new message id, same correlation id,
-    `gridbus-replayed-from`, attempt count reset)."""
+    `gridbus-replayed-from`, attempt count reset).
+
+    Each dead letter is sent by one run only: a letter another replay (running at the
+    same time) marked first is not sent again, and is listed as not replayed."""
     if not (idents or all_ or fingerprint):
         raise ConfigError("say which: IDS..., --all [--route R], or --fingerprint F")
     store = open_store()
@@ -179,10 +182,12 @@ def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
         click.echo(f"{len(letters)} dead letter(s); nothing sent")
         return
     s = settings()
-    with ConfirmingPublisher(s.broker_url, "gridbus-dlq-replay") as pub:
-        resumed = replays.finish_interrupted(store, pub)
-        if resumed:
-            click.echo(f"completed {resumed} replay(s) an earlier run left half-way")
+    with ConfirmingPublisher(s.broker_url, "gridbus-dlq-replay") as pub, store.replay_run() as run:
+        resumed = replays.finish_interrupted(store, pub, run)
+        if resumed.done:
+            click.echo(f"completed {len(resumed.done)} replay(s) an earlier run left half-way")
+        if resumed.busy:
+            click.echo(f"{resumed.busy} replay(s) in progress in another run: left to it", err=True)
         if edit or body_file:
             if len(letters) != 1:
                 raise ConfigError("--edit and --body-file replay one dead letter at a time")
@@ -195,14 +200,20 @@ def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
                 if text is None or text == original:
                     click.echo("not changed: nothing replayed")
                     return
-            rid = replays.replay_edited(store, pub, letter, body_from_text(letter, text))
+            rid = replays.replay_edited(store, pub, letter, body_from_text(letter, text), run)
             click.echo(f"replayed edited {letter.dl_id} as {rid} (original kept in the audit trail)")
             return
         with click.progressbar(length=len(letters), label="replaying", file=sys.stderr) as bar:
-            done = replays.replay(store, pub, letters, bar.update)
-    for letter, rid in done[:20]:
+            result = replays.replay(store, pub, letters, bar.update, run)
+    for letter, rid in result.done[:20]:
         click.echo(f"{letter.dl_id} -> {rid}")
-    click.echo(f"replayed {len(done)} dead letter(s)")
+    click.echo(f"replayed {len(result.done)} dead letter(s)")
+    if result.lost:
+        click.echo(f"{len(result.lost)} not replayed: already being replayed / replayed by another run", err=True)
+        for lost in result.lost[:20]:
+            click.echo(f"  {lost.letter.dl_id}: {lost.why()}", err=True)
+        if idents:  # named ones this run did not send: as for those found already replayed above
+            sys.exit(1)
 
 
 @dlq.command("purge")

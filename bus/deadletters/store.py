@@ -7,14 +7,24 @@ lives, so listing reads only the store (it never consumes or reorders a queue),
 and a replay or purge changes a row's state in the same place it reads it.
 
 Row states: dead → replaying → replayed (or deleted by purge, after archiving).
+The move to ``replaying`` is a compare-and-set and the lock of a replay: only
+the run whose update changed the row publishes it (``mark_replaying`` says which
+rows a run won).  A row stays the run's (``replay_run``) while that run lives:
+each run holds an exclusive ``flock`` on a lock file of its own
+(:class:`ReplayRun`), and only rows whose run no longer holds its lock can be
+taken over to finish them (``run_alive``, ``take_over``).
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +39,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER, first_failure REAL, last_failure REAL, worker_host TEXT, collected_at REAL,
     body BLOB NOT NULL, properties TEXT NOT NULL, headers TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'dead', replay_id TEXT, replayed_at REAL, replayed_by TEXT,
-    replay_body BLOB);
+    replay_body BLOB, replay_run TEXT);
 CREATE INDEX IF NOT EXISTS dl_state_route ON dead_letters (state, route, fingerprint);
 CREATE INDEX IF NOT EXISTS dl_message ON dead_letters (message_id);
 CREATE TABLE IF NOT EXISTS audit (
@@ -40,7 +50,9 @@ CREATE TABLE IF NOT EXISTS audit (
 COLUMNS = ("seq", "dl_id", "message_id", "correlation_id", "route", "destination", "fingerprint",
            "error_class", "reason", "traceback", "attempts", "first_failure", "last_failure",
            "worker_host", "collected_at", "body", "properties", "headers", "state", "replay_id",
-           "replayed_at", "replayed_by")
+           "replayed_at", "replayed_by", "replay_run")
+# the states a replay may start from (the compare-and-set of ``mark_replaying``)
+REPLAYABLE = ("dead",)
 
 
 def to_json(value: Any) -> Any:
@@ -109,6 +121,7 @@ class DeadLetter:
     replay_id: str | None
     replayed_at: float | None
     replayed_by: str | None
+    replay_run: str | None = None  # the run that holds (or held) the row while ``replaying``
 
     @classmethod
     def from_row(cls, row: tuple) -> "DeadLetter":
@@ -127,6 +140,17 @@ class DeadLetterStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a dead letter acked off the queue must survive a crash
         self.db.executescript(SCHEMA)
+        self._add_column("replay_run", "TEXT")  # stores made before replay runs held their rows
+        self.runs_dir = path.parent / (path.name + ".replay-runs")
+
+    def _add_column(self, name: str, kind: str) -> None:
+        if name in {r[1] for r in self.db.execute("PRAGMA table_info(dead_letters)")}:
+            return
+        try:
+            self.db.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     def transaction(self):
         return _Transaction(self.db)
@@ -144,7 +168,7 @@ class DeadLetterStore:
         return cur.rowcount
 
     def select(self, ids: list[str] | None = None, route: str | None = None,
-               fingerprint: str | None = None, states: tuple[str, ...] = ("dead",),
+               fingerprint: str | None = None, states: tuple[str, ...] = REPLAYABLE,
                limit: int | None = None) -> list[DeadLetter]:
         where, args = [f"state IN ({','.join('?' * len(states))})"], list(states)
         if ids:
@@ -178,20 +202,82 @@ class DeadLetterStore:
                         "error_class": cls, "reason": reason})
         return out
 
-    def mark_replaying(self, pairs: list[tuple[str, str]], who: str, body: bytes | None = None) -> None:
-        """``body``: an edited body, kept so an interrupted edited replay resumes with it."""
-        self.db.executemany("UPDATE dead_letters SET state='replaying', replay_id=?, replayed_by=?, "
-                            "replay_body=? WHERE dl_id=? AND state='dead'",
-                            [(rid, who, body, dl) for dl, rid in pairs])
+    def replay_run(self) -> "ReplayRun":
+        """A new replay run: hold it (``with``) from before the first row it marks until the end."""
+        return ReplayRun(self.runs_dir)
+
+    def mark_replaying(self, pairs: list[tuple[str, str]], who: str, run: str,
+                       body: bytes | None = None) -> list[str]:
+        """Compare-and-set ``dead`` → ``replaying`` (with this run's replay id), row by row;
+        returns the dl_ids this run won.  A row another run moved first (it is ``replaying``
+        or ``replayed`` now, or purged) is left exactly as it is: that run publishes it, not
+        this one.  Call it inside ``transaction()``.
+        ``body``: an edited body, kept so an interrupted edited replay resumes with it."""
+        won = []
+        for dl_id, rid in pairs:
+            cur = self.db.execute(
+                "UPDATE dead_letters SET state='replaying', replay_id=?, replayed_by=?, replay_body=?, "
+                f"replay_run=? WHERE dl_id=? AND state IN ({','.join('?' * len(REPLAYABLE))})",
+                (rid, who, body, run, dl_id, *REPLAYABLE))
+            if cur.rowcount == 1:
+                won.append(dl_id)
+        return won
+
+    def replay_states(self, dl_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """{dl_id: (state, replay_id)} of the rows still stored."""
+        out = {}
+        for start in range(0, len(dl_ids), 500):
+            chunk = dl_ids[start:start + 500]
+            out.update({d: (s, r) for d, s, r in self.db.execute(
+                f"SELECT dl_id, state, replay_id FROM dead_letters WHERE dl_id IN ({','.join('?' * len(chunk))})",
+                chunk)})
+        return out
+
+    def run_alive(self, run: str | None) -> bool:
+        """Whether the replay run ``run`` still holds its lock (is still running).
+        Rows marked before runs held locks (``run`` None) belong to no live run."""
+        if not run or "/" in run:
+            return False
+        path = self.runs_dir / f"{run}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:  # the run ended (its rows, if any are left, are orphans)
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            path.unlink(missing_ok=True)  # the run was killed: its lock file is litter
+            return False
+        finally:
+            os.close(fd)
+
+    def take_over(self, dl_ids: list[str], from_run: str | None, run: str) -> list[str]:
+        """Compare-and-set of a ``replaying`` row from a run that is gone to ``run``; returns
+        the dl_ids won (one of two runs finishing the same orphans gets each row).
+        Call it inside ``transaction()``, after ``run_alive(from_run)`` said False."""
+        won = []
+        for dl_id in dl_ids:
+            cur = self.db.execute("UPDATE dead_letters SET replay_run=? WHERE dl_id=? AND state='replaying' "
+                                  "AND replay_run IS ?", (run, dl_id, from_run))
+            if cur.rowcount == 1:
+                won.append(dl_id)
+        return won
 
     def replay_body(self, dl_id: str) -> bytes | None:
         row = self.db.execute("SELECT replay_body FROM dead_letters WHERE dl_id=?", (dl_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
-    def mark_replayed(self, dl_ids: list[str]) -> None:
-        now = time.time()
-        self.db.executemany("UPDATE dead_letters SET state='replayed', replayed_at=? WHERE dl_id=?",
-                            [(now, d) for d in dl_ids])
+    def mark_replayed(self, dl_ids: list[str], run: str) -> list[str]:
+        """``replaying`` → ``replayed`` for the rows ``run`` holds; returns the dl_ids marked."""
+        now, done = time.time(), []
+        for dl_id in dl_ids:
+            cur = self.db.execute("UPDATE dead_letters SET state='replayed', replayed_at=? WHERE dl_id=? "
+                                  "AND state='replaying' AND replay_run=?", (now, dl_id, run))
+            if cur.rowcount == 1:
+                done.append(dl_id)
+        return done
 
     def delete(self, dl_ids: list[str]) -> None:
         self.db.executemany("DELETE FROM dead_letters WHERE dl_id=?", [(d,) for d in dl_ids])
@@ -204,6 +290,34 @@ class DeadLetterStore:
         sql = "SELECT dl_id, action, who, at, detail FROM audit" + (" WHERE dl_id = ?" if dl_id else "")
         return [{"dl_id": d, "action": a, "who": w, "at": t, "detail": json.loads(x or "{}")}
                 for d, a, w, t, x in self.db.execute(sql + " ORDER BY seq", [dl_id] if dl_id else [])]
+
+
+class ReplayRun:
+    """One replay run's hold on the rows it marks ``replaying``: an exclusive ``flock`` on
+    ``<runs_dir>/<token>.lock`` from creation to ``close()``.  The kernel drops the lock when
+    the process dies, however it dies (SIGKILL included), so ``run_alive`` tells a run that
+    is still publishing its rows from one that was killed half-way.  (The store is SQLite in
+    WAL mode, which works only for processes on one host, so a lock on that host is enough.)"""
+
+    def __init__(self, runs_dir: Path):
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = runs_dir / f"{self.token}.lock"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # held before any row names this token, so whoever finds the token in a row finds it locked
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # then unlock: a checker that still opened it sees the run gone
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "ReplayRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _Transaction:
