@@ -208,12 +208,13 @@ class RequestStore:
             db.execute("UPDATE requests SET client_key = NULL, updated = ? WHERE id = ?", (time.time(), request_id))
             self._audit(db, request_id, who, "released", detail)
 
-    def approved_command(self, client_key: str) -> Request | None:
-        """A command with this id that a second user approved (the MDMS's onward hop needs none)."""
-        row = self._db().execute(
+    def approved_commands(self, client_key: str) -> list[Request]:
+        """The commands with this id that a second user approved (an onward hop of one needs no
+        second approval: ``RequestApi`` checks it is the same command, forwarded)."""
+        rows = self._db().execute(
             f"SELECT {', '.join(COLUMNS)} FROM requests WHERE client_key = ? AND kind = 'commands' "
-            "AND approved_by IS NOT NULL ORDER BY created LIMIT 1", (client_key,)).fetchone()
-        return _row(row) if row else None
+            "AND approved_by IS NOT NULL ORDER BY created", (client_key,)).fetchall()
+        return [_row(r) for r in rows]
 
     def transition(self, request_id: str, to: str, who: str, allowed_from: set[str], detail: str | None = None,
                    **columns: Any) -> Request:

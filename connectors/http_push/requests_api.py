@@ -78,6 +78,9 @@ class RequestApi:
         self._waiting: dict[str, int] = {}
         self._waiting_lock = threading.Lock()
         # disconnects per system and minute, counted in meters: one token bucket per route
+        # route id → the systems it delivers to: an approved command counts as approved only
+        # on the onward hop of one of those systems
+        self.forwards_to = {r.id: {d.system for d in r.destinations} for r in routes}
         self.disconnects = {r.id: RateLimiter(r.source.options["disconnects_per_minute"] / 60.0,
                                               burst=r.source.options["disconnects_per_minute"])
                             for r in routes if r.source.options["kind"] == "commands"}
@@ -160,7 +163,7 @@ class RequestApi:
                     return refusal(429, noun, "DISCONNECT_RATE", f"{system} is over its rate of "
                                    f"{options['disconnects_per_minute']} disconnects a minute",
                                    [("Retry-After", str(max(1, round(wait + 0.5))))])
-            if len(meters) > options["approval_above"] and not self.store.approved_command(client_key):
+            if len(meters) > options["approval_above"] and not self._approved_upstream(system, client_key, document):
                 state = "pending-approval"
         waits = state == "requested" and not (header.get("AsyncReplyFlag") and header.get("ReplyAddress"))
         if waits and not self._enter(system):
@@ -188,6 +191,15 @@ class RequestApi:
                                       f"{options['approval_above']}: waits for a second user's approval "
                                       f"(gridbus commands approve {request.id})")
         return Taken(request, noun, options["timeout_s"], waits)
+
+    def _approved_upstream(self, system: str, command_id: str, document: dict) -> Request | None:
+        """The approved command this one forwards, if any: same id, same content, approved on a
+        route that delivers to ``system`` (the MDMS passing billing's approved disconnect on to
+        the HES).  Another system reusing an approved id, or the same id with other meters, is
+        a new command and waits for its own approval."""
+        return next((a for a in self.store.approved_commands(command_id)
+                     if system in self.forwards_to.get(a.route, ()) and a.system != system
+                     and _request_part(a.document) == _request_part(document)), None)
 
     def _repeat(self, seen: Request, route: Route, noun: str, document: dict,
                 header: dict) -> "Answer | Following":
