@@ -11,6 +11,7 @@ commands executed twice, commands executed after their expiry; each must be 0.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -20,7 +21,7 @@ import requests
 from simulators.hes import DEFAULT_READING_TYPES, register_value
 from tests.integration.test_requests import (WAITING_ROUTES, ask, command, hes_control, meter,  # noqa: F401
                                              rr)
-from tests.support import Mdms, Proc, gridbus, serving, wait_for
+from tests.support import Mdms, Proc, gridbus, run_cli, serving, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SETTLED = {"executed", "failed", "expired", "replied", "rejected", "cancelled", "refused"}
@@ -281,3 +282,24 @@ def test_an_mdms_killed_with_commands_in_flight_gives_no_wrong_answer_and_no_dou
     wrong = {key: wrong_command(rr, outcome(rr, "billing-1", key, "commandId"), key, ms)
              for key, ms in connects.items()}
     assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_both_hops_of_a_request_are_traced_at_the_gateway_under_one_correlation_id(rr):
+    # Given the trace recorder running
+    recorder = Proc("recorder", gridbus("recorder"), rr["env"], rr["logs"]).start()
+    rr["procs"].append(recorder)
+    # When billing asks a two-hop read without a CorrelationID
+    answer = ask(rr, "billing-1/meter-readings", {"meters": [meter(1)]})
+    assert answer.status_code == 200, answer.text
+    request_id = answer.json()["request_id"]
+    # Then the trace of its request id holds both hops, each received, published and replied at
+    # the gateway and consumed by the worker, all under the first hop's request id as correlation
+    def both_hops():
+        events = json.loads(run_cli(rr["env"], "trace", request_id, "--json").stdout or "[]")
+        routes = {(e.get("route"), e["kind"]) for e in events}
+        wanted = {(r, k) for r in ("billing-1-reads", "mdms-1-reads-to-hes")
+                  for k in ("received", "published", "consumed", "replied")}
+        return events if wanted <= routes else None
+    events = wait_for(both_hops, 30, "both hops in the trace")
+    assert {e["correlation_id"] for e in events if e.get("route") in ("billing-1-reads", "mdms-1-reads-to-hes")} \
+        == {request_id}
