@@ -1,7 +1,11 @@
 """`gridbus commands`: the command requests (connect, disconnect, ...) and their approval.
 
 A command over its route's ``approval_above`` meters waits as pending-approval
-until a second user, not the one who asked, approves it here.  Approving
+until a second user, not the one who asked, approves it here.  Approving and
+rejecting take an operator account with the ``approver`` role and its password
+(`gridbus operators add NAME --role approver`); cancelling takes any operator.
+The requester and the approver are compared after normalising both names, so
+``Alice`` cannot approve what ``alice`` asked for.  Approving
 publishes it exactly as the gateway would have; an expired command can no
 longer be approved.  Every step is in the audit trail (`commands show ID`).
 """
@@ -14,6 +18,8 @@ import json
 import click
 
 from bus.cli.common import fails_cleanly, routes_from, settings, table
+from bus.cli.operators import authenticated, password_stdin_option
+from bus.operators import normalised
 from bus.errors import ConfigError
 from bus.publisher import ConfirmingPublisher
 from bus.requests.dispatch import publish_callback, publish_request
@@ -30,7 +36,7 @@ def _when(ts: float | None) -> str:
 
 
 _user = click.option("--user", default=getpass.getuser, show_default="the login name",
-                     help="Who does this (recorded in the audit trail).")
+                     help="The operator account doing this (recorded in the audit trail).")
 
 
 @click.group("commands")
@@ -85,9 +91,11 @@ def _finish_without_reply(store: RequestStore, request, state: str) -> None:
 @commands.command("approve")
 @click.argument("request_id")
 @_user
+@password_stdin_option
 @fails_cleanly
-def approve(request_id, user):
-    """Approve a pending command (as a user other than the one who asked) and send it."""
+def approve(request_id, user, password_stdin):
+    """Approve a pending command (as an approver other than the one who asked) and send it."""
+    user = authenticated(user, password_stdin, ("approver",)).name
     store = _store()
     request = store.get(request_id)
     if request is None or request.kind != "commands":
@@ -98,7 +106,7 @@ def approve(request_id, user):
         store.transition(request_id, "expired", user, {"pending-approval"}, "approval came after its expiry")
         _finish_without_reply(store, request, "expired")
         raise RequestStateError(f"command {request_id} expired at {_when(request.expires)}; it will never be sent")
-    if user == request.requested_by:
+    if normalised(user) == normalised(request.requested_by or ""):
         raise RequestStateError(f"{user} asked for command {request_id}; a second, different user must approve it")
     route = routes_from(None).get(request.route)
     request = store.transition(request_id, "requested", user, {"pending-approval"}, "approved", approved_by=user)
@@ -114,9 +122,11 @@ def approve(request_id, user):
 @click.argument("request_id")
 @click.option("--reason", default="", help="Why (kept in the audit trail).")
 @_user
+@password_stdin_option
 @fails_cleanly
-def reject(request_id, reason, user):
+def reject(request_id, reason, user, password_stdin):
     """Reject a pending command: it is never sent."""
+    user = authenticated(user, password_stdin, ("approver",)).name
     store = _store()
     request = store.transition(request_id, "rejected", user, {"pending-approval"}, reason or None)
     _finish_without_reply(store, request, "rejected")
@@ -126,9 +136,11 @@ def reject(request_id, reason, user):
 @commands.command("cancel")
 @click.argument("request_id")
 @_user
+@password_stdin_option
 @fails_cleanly
-def cancel(request_id, user):
+def cancel(request_id, user, password_stdin):
     """Cancel a command that has not been sent yet."""
+    user = authenticated(user, password_stdin, ("approver", "operator")).name
     store = _store()
     request = store.transition(request_id, "cancelled", user, {"pending-approval", "requested"})
     _finish_without_reply(store, request, "cancelled")

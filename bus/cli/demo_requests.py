@@ -55,9 +55,10 @@ def run_requests(env: dict) -> None:
                    "(not executed twice)")
         big = _ask(gateway, key, "commands", {"commandId": f"{command_id}-bulk", "action": "disconnect",
                                               "meters": [f"UPM{n:08d}" for n in range(20001, 20061)]})
-        click.echo(f"disconnect            60 meters: {big['state']}; a second user approves it with")
-        click.echo(f"  gridbus commands approve {big['request_id']} --user <not demo-operator>   "
-                   "(gridbus commands list / show ID)")
+        click.echo(f"disconnect            60 meters: {big['state']}; an approver other than demo-operator "
+                   "approves it with")
+        click.echo("  gridbus operators add NAME --role approver   (once: an account with its own password)")
+        click.echo(f"  gridbus commands approve {big['request_id']} --user NAME   (gridbus commands list / show ID)")
         click.echo(f"requests answered in {time.monotonic() - started:.1f}s")
     finally:
         keys.revoke(key.split(".", 1)[0])

@@ -14,6 +14,7 @@ from bus.cli.dev import dev
 from bus.cli.dlq import dlq
 from bus.cli.gateway import gateway
 from bus.cli.keeper import keeper
+from bus.cli.operators import operators
 from bus.cli.routes import routes_group
 from bus.cli.run import ingress, send, worker
 from bus.cli.trace import recorder, trace
@@ -36,7 +37,7 @@ def cli():
 
 
 for command in (routes_group, worker, ingress, gateway, broker, commands, send, dev, demo, bench, dlq, keeper, recorder,
-                trace):
+                trace, operators):
     cli.add_command(command)
 
 

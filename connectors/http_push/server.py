@@ -26,6 +26,8 @@ import orjson
 from aiohttp import web
 
 from bus import aio
+from bus.errors import ConfigError
+from bus.operators import asserted_user
 from connectors.http_push.app import Gateway, Refusal, reply
 from connectors.http_push.request_loop import RequestLoop
 
@@ -112,10 +114,14 @@ class GatewayServer:
             if route is None:
                 raise Refusal(404, "UNKNOWN_ROUTE", f"no route takes requests at {rest!r}")
             document = self.gateway.body_of(environ, route, "json")
+            try:
+                user = asserted_user(environ.get("HTTP_X_USER"))
+            except ConfigError as exc:
+                raise Refusal(400, "INVALID_USER", str(exc)) from exc
         except Refusal as refused:
             status, code, reason, *extra = refused.args
             return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
-        answer = await self.requests.post(route, system, environ.get("HTTP_X_USER"), document,
+        answer = await self.requests.post(route, system, user, document,
                                           environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_CORRELATION_ID"))
         return _json(answer.status, answer.body, answer.headers)
 

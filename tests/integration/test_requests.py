@@ -239,6 +239,11 @@ def executions(rr, m: str) -> list:
     return requests.get(f"{hes.url}/meters/{m}", timeout=5).json()["executions"]
 
 
+def approve_as(rr, user: str, request_id: str, password: str | None = None):
+    return run_cli({**rr["env"], "GRIDBUS_OPERATOR_PASSWORD": password or f"{user.lower()}-long-password"},
+                   "commands", "approve", request_id, "--user", user)
+
+
 def test_a_disconnect_of_51_meters_waits_for_a_second_user(rr):
     meters = [meter(n) for n in range(1, 52)]
     # When alice at billing-1 asks to disconnect 51 meters
@@ -250,11 +255,20 @@ def test_a_disconnect_of_51_meters_waits_for_a_second_user(rr):
     assert executions(rr, meter(1)) == []
     listed = run_cli(rr["env"], "commands", "list", "--state", "pending-approval").stdout
     assert request_id in listed
-    # When alice tries to approve it herself  Then she is refused
-    own = run_cli(rr["env"], "commands", "approve", request_id, "--user", "alice")
+    # Given operator accounts: Alice and bob are approvers with passwords of their own
+    for name in ("Alice", "bob"):
+        added = run_cli(rr["env"], "operators", "add", name, "--role", "approver", "--password-stdin",
+                        input=f"{name.lower()}-long-password\n")
+        assert added.returncode == 0, added.stderr
+    # When Alice, the requester under another spelling, tries to approve it  Then she is refused
+    own = approve_as(rr, "Alice", request_id)
     assert own.returncode == 1 and "second, different user" in own.stderr
+    # When bob gives a wrong password, or someone with no account tries  Then nothing is sent
+    assert approve_as(rr, "bob", request_id, "guessed-password").returncode == 1
+    assert approve_as(rr, "mallory", request_id, "mallory-long-password").returncode == 1
+    assert status(rr, request_id)["state"] == "pending-approval"
     # When bob approves it  Then it is sent and executed on both HES, once per meter
-    approved = run_cli(rr["env"], "commands", "approve", request_id, "--user", "bob")
+    approved = approve_as(rr, "bob", request_id)
     assert approved.returncode == 0, approved.stderr
     wait_for(lambda: status(rr, request_id)["state"] == "executed", 30, "the approved command executed")
     done = status(rr, request_id)
@@ -274,7 +288,9 @@ def test_an_expired_command_is_never_sent(rr):
     request_id = answer.json()["request_id"]
     # When bob approves it after its expiry
     time.sleep(3)
-    late = run_cli(rr["env"], "commands", "approve", request_id, "--user", "bob")
+    run_cli(rr["env"], "operators", "add", "bob", "--role", "approver", "--password-stdin",
+            input="bob-long-password\n")
+    late = approve_as(rr, "bob", request_id)
     # Then the approval is refused, the command is expired, and no HES ever saw it
     assert late.returncode == 1 and "expired" in late.stderr
     assert status(rr, request_id)["state"] == "expired"
@@ -519,3 +535,25 @@ def test_a_broker_restart_mid_request_loses_no_request(rr, rabbitmq_proc):
         assert after.status_code in (200, 503), after.text[:300]
         return after.status_code == 200 and after.json()["Reply"]["Result"] == "OK"
     wait_for(read_ok, 30, "a read after the restart")
+
+
+def test_a_malformed_x_user_is_a_400_and_never_stored(rr):
+    import http.client
+
+    body = json.dumps({"Header": {}, "Request": {"commandId": "c-user", "action": "connect", "meters": [meter(1)]}})
+    host, port = rr["url"].rsplit("/", 1)[1].split(":")
+    # When billing asserts its user with two headers, 4 KB of name, or a byte outside ASCII
+    # (a header over 8 KB never reaches the gateway: its HTTP parser answers 400 itself)
+    for users in (["alice", "mallory"], ["x" * 4000], ["ren\xe9"]):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.putrequest("POST", "/v1/requests/billing-1/commands")
+        for name, value in (("X-API-Key", rr["keys"]["billing-1"]), ("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))), *(("X-User", u) for u in users)):
+            conn.putheader(name, value.encode("latin-1"))
+        conn.endheaders(body.encode())
+        answer = conn.getresponse()
+        # Then 400 INVALID_USER, and the command never ran
+        assert answer.status == 400, answer.read()[:300]
+        assert json.loads(answer.read())["Reply"]["Error"][0]["code"] == "INVALID_USER"
+        conn.close()
+    assert executions(rr, meter(1)) == []
