@@ -31,6 +31,10 @@ class HttpRequestOptions(Schema):
     approval_above = fields.Integer(load_default=50, validate=validate.Range(min=0))
     disconnects_per_minute = fields.Integer(load_default=1000, validate=validate.Range(min=1))
     default_expiry_s = fields.Integer(load_default=900, validate=validate.Range(min=1, max=7 * 86400))
+    # plausibility: a number past these is refused with the limit named (a credit update of
+    # 1e308 is a bug or an attack, never a top-up); per route, as tariffs and meters differ
+    max_credit_amount = fields.Float(load_default=100_000.0, validate=validate.Range(min=0, max=1e12))
+    max_load_limit_kw = fields.Float(load_default=1_000.0, validate=validate.Range(min=0, max=1e6))
 
 
 class HttpRequestSource:

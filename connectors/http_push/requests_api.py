@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -157,6 +158,15 @@ class RequestApi:
                        else time.time() + options["default_expiry_s"])
             if expires <= time.time():
                 return refusal(400, noun, "EXPIRED", "expiresAt is in the past: a command is never executed late")
+            implausible = _implausible(body, options)
+            if implausible:
+                return refusal(400, noun, "IMPLAUSIBLE_VALUE", implausible)
+            if body["action"] == "disconnect" and len(meters) > options["disconnects_per_minute"]:
+                # the rate bucket never holds this many: waiting would never help
+                per = options["disconnects_per_minute"]
+                return refusal(413, noun, "OVER_DISCONNECT_RATE", f"{len(meters)} meters in one disconnect is more "
+                               f"than this route lets through ({per} a minute): split it into requests of at most "
+                               f"{per} meters, a minute apart")
             if body["action"] == "disconnect":
                 wait = self.disconnects[route.id].take(system, cost=len(meters))
                 if wait:
@@ -295,6 +305,24 @@ def _forwarded(document: dict, expires: float | None) -> dict:
         out["Request"] = {**document["Request"], "expiresAt": dt.datetime.fromtimestamp(
             expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     return out
+
+
+def _implausible(body: dict, options: dict) -> str | None:
+    """Why a command's numbers cannot be meant (the limit named), or None."""
+    params = body.get("params") or {}
+    if body["action"] == "credit-update":
+        amount = params.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) \
+                or abs(amount) > options["max_credit_amount"]:
+            return (f"params.amount {amount!r}: a credit update is a finite number of at most "
+                    f"{options['max_credit_amount']:g} either way (route option max_credit_amount)")
+    if body["action"] == "load-limit":
+        limit = params.get("limit_kw")
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) \
+                or limit > options["max_load_limit_kw"]:
+            return (f"params.limit_kw {limit!r}: a load limit is at most {options['max_load_limit_kw']:g} kW "
+                    f"(route option max_load_limit_kw)")
+    return None
 
 
 def _request_part(document: Any) -> Any:

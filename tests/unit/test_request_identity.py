@@ -108,3 +108,29 @@ def test_a_command_no_hes_took_gives_up_its_id_and_one_that_ran_keeps_it(gateway
     # When it is sent again  Then it is the old answer: final, never run twice
     third = api.take(routes["billing-1-commands"], "billing-1", "alice", disconnect("c-2", METERS[:1]))
     assert third.status == 200 and third.body["duplicate"] and third.body["request_id"] == again.request.id
+
+
+def test_implausible_numbers_and_a_disconnect_no_rate_lets_through_are_refused_with_the_limit(gateway):
+    api, routes = gateway
+    route = routes["billing-2-commands"]
+    # When billing-2 sends a credit update of 1e308, or a negative one past the limit
+    for amount in (1e308, -1e6, True):
+        answer = api.take(route, "billing-2", "ops", {"Header": {}, "Request": {
+            "commandId": f"cr-{amount}", "action": "credit-update", "meters": METERS[:1],
+            "params": {"amount": amount}}})
+        # Then 400 names the limit and its route option, and nothing is taken
+        assert answer.status == 400, answer.body
+        assert answer.body["Reply"]["Error"][0]["code"] in ("IMPLAUSIBLE_VALUE", "INVALID_REQUEST")
+    assert "max_credit_amount" in api.take(route, "billing-2", "ops", {"Header": {}, "Request": {
+        "commandId": "cr-big", "action": "credit-update", "meters": METERS[:1],
+        "params": {"amount": 1e308}}}).body["Reply"]["Error"][0]["reason"]
+    # When a disconnect names more meters than the route's rate ever lets through
+    many = [f"UPM{n:08d}" for n in range(1, 1202)]
+    answer = api.take(route, "billing-2", "ops", disconnect("cut-1201", many))
+    # Then 413 says how to split it, instead of a 429 that could never pass
+    assert answer.status == 413 and answer.body["Reply"]["Error"][0]["code"] == "OVER_DISCONNECT_RATE"
+    assert "at most 1000 meters" in answer.body["Reply"]["Error"][0]["reason"]
+    # and a plausible credit update is taken
+    ok = api.take(route, "billing-2", "ops", {"Header": {}, "Request": {
+        "commandId": "cr-ok", "action": "credit-update", "meters": METERS[:1], "params": {"amount": 500}}})
+    assert isinstance(ok, Taken)
