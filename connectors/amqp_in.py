@@ -3,7 +3,8 @@ with their routing key; the ingress batches them (by count or a short window) in
 one route message, so a burst of 50,000 alarms is a few hundred tasks, not 50,000.
 
 Raw messages are acked only after their batch is confirmed on the route; one
-that is not JSON goes to the route's dead-letter queue with the reason.
+that is not JSON, is over ``max_body_kb`` or nests deeper than the bus takes
+(``bus.documents``) goes to the route's dead-letter queue with the reason, unparsed.
 """
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus import naming, task_message
 from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
+from bus.documents import check_json_depth
 from bus.envelope import Envelope
+from bus.errors import DecodeError
 from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
@@ -34,6 +38,8 @@ class AmqpInOptions(Schema):
     routing_key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]*$"))
     batch_max = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10_000))
     batch_window_ms = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10_000))
+    # the largest raw message taken, as http-push's: a batch holds up to batch_max of them
+    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
 
 
 class AmqpInSource:
@@ -72,6 +78,7 @@ def _bridge_forever(route: Route, settings: Settings, stop: threading.Event) -> 
 def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:
     options = route.source.options
     window = options["batch_window_ms"] / 1000
+    max_bytes = options["max_body_kb"] * 1024
     conn = pika_connect(settings.broker_url, f"gridbus-amqp-in-{route.id}")
     publisher = ConfirmingPublisher(settings.broker_url, f"gridbus-amqp-in-{route.id}")
     try:
@@ -87,9 +94,9 @@ def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:
                     started[0] = time.monotonic()
                 tags.append(method.delivery_tag)
                 try:
-                    item = json.loads(body)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    _dead_letter_raw(publisher, route, body, props, f"not JSON: {exc}")
+                    item = raw_document(body, max_bytes)
+                except DecodeError as exc:
+                    _dead_letter_raw(publisher, route, body, props, str(exc))
                     return
                 batch.extend(item if isinstance(item, list) else [item])
 
@@ -120,13 +127,26 @@ def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:
             pass
 
 
+def raw_document(body: bytes, max_bytes: int) -> Any:
+    """The JSON of a raw message; ``DecodeError`` if it is too large, too deep or not JSON,
+    checked in that order so that nothing too large or too deep is ever parsed."""
+    if len(body) > max_bytes:
+        raise DecodeError(f"too large: {len(body)} bytes; this route takes at most {max_bytes}")
+    check_json_depth(body)
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # not JSON, not UTF-8/16/32, or an integer of over 4,300 digits
+        raise DecodeError(f"not JSON: {exc}") from exc
+
+
 def _dead_letter_raw(publisher: ConfirmingPublisher, route: Route, body: bytes, props, reason: str) -> None:
     now = time.time()
     headers = dict(props.headers or {})
     headers.update({dl.DL_ROUTE: route.id, dl.DL_ERROR_CLASS: "DecodeError", dl.DL_REASON: reason[:1000],
                     dl.DL_ATTEMPTS: 0, dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now,
                     dl.DL_WORKER_HOST: socket.gethostname(), dl.DL_DESTINATION: "",
-                    dl.DL_FINGERPRINT: dl.fingerprint(route.id, "DecodeError", "not JSON")})
+                    # one group per kind of refusal ("not JSON", "too large", ...), not per parser message
+                    dl.DL_FINGERPRINT: dl.fingerprint(route.id, "DecodeError", reason.split(":", 1)[0])})
     publisher.publish(naming.dead_letter_exchange_name(route.id), "", body,
                       {"content_type": props.content_type or "application/octet-stream", "delivery_mode": 2,
                        "message_id": props.message_id or f"raw-{now}"}, headers)

@@ -21,7 +21,8 @@ from typing import Callable, Iterable
 
 from bus import hooks, naming, task_message
 from bus.envelope import Envelope, child_traceparent, new_traceparent
-from bus.errors import BrokerError
+from bus.documents import check_json_depth
+from bus.errors import BrokerError, DecodeError
 from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Route
 from connectors.http_push.check import MAX_REASONS, DocumentCheck
@@ -185,7 +186,8 @@ class Gateway:
 
     @staticmethod
     def body_of(environ, route: Route, fmt: str):
-        """The parsed body (JSON) or its text (XML); ``Refusal`` (415, 411, 413, 400) otherwise."""
+        """The parsed body (JSON, nested at most ``MAX_DEPTH`` levels) or its text (XML);
+        ``Refusal`` (415, 411, 413, 400) otherwise."""
         media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if not media.endswith(fmt):  # application/json, application/xml, text/xml, +json, +xml
             raise Refusal(415, "UNSUPPORTED_MEDIA_TYPE", f"this route takes application/{fmt}")
@@ -205,8 +207,12 @@ class Gateway:
             except UnicodeDecodeError as exc:
                 raise Refusal(400, "MALFORMED_XML", f"send XML in UTF-8: {exc}") from exc
         try:
+            check_json_depth(raw)  # before parsing: the parser recurses once per level
+        except DecodeError as exc:
+            raise Refusal(400, "TOO_DEEP", str(exc)) from exc
+        try:
             return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # not JSON, not UTF-8/16/32, or an integer of over 4,300 digits
             raise Refusal(400, "MALFORMED_JSON", f"body is not JSON: {exc}") from exc
 
     def _fail(self, start_response, status: int, code: str, reason: str, extra: list | None = None):
