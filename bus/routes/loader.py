@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
 from marshmallow import ValidationError as SchemaError
 
 from bus import registry
@@ -12,6 +13,13 @@ from bus.routes.model import Endpoint, QueueOptions, RetryPolicy, Route, RouteTa
 from bus.routes.schema import RouteFileSchema, RouteSchema
 from bus.routes.yaml_lines import interpolate, line_of, load_with_lines
 from bus.settings import environment
+
+# Route files hold plain values: no tag beyond the core schema's, a depth far below the
+# recursion limit of the composer and of every walk after it, and aliases that add at most
+# this many nodes (a 353-byte "billion laughs" of aliases would otherwise expand to gigabytes)
+_CORE_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+MAX_DEPTH = 32
+MAX_ALIAS_NODES = 10_000
 
 
 def route_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -72,7 +80,9 @@ def _schema_errors(messages: Any, path: tuple, lines: dict, file: str, out: list
 def _load_file(file: Path, env: dict[str, str], errors: list[ConfigError]) -> list[Route]:
     name = str(file)
     try:
-        data, lines = load_with_lines(file.read_text(encoding="utf-8"), name)
+        text = file.read_text(encoding="utf-8")
+        refuse_hostile_yaml(text, name)
+        data, lines = load_with_lines(text, name)
     except ConfigError as exc:
         errors.append(exc)
         return []
@@ -105,6 +115,79 @@ def _load_file(file: Path, env: dict[str, str], errors: list[ConfigError]) -> li
         if route:
             routes.append(route)
     return routes
+
+
+def refuse_hostile_yaml(text: str, file: str) -> None:
+    """``ConfigError`` (file:line) for what no route file needs and a hostile one uses: a tag
+    outside the core schema (``!foo``, ``!!python/name:…``), a value its tag cannot read, a key
+    that is not a plain value, nesting deeper than ``MAX_DEPTH``, or aliases adding more than
+    ``MAX_ALIAS_NODES`` nodes.
+
+    It reads the parser's events, neither composing nor recursing: the composer recurses
+    once per level, and the loader walks an alias's node once per use."""
+    loader = yaml.SafeLoader(text)
+    anchors: dict[str, int] = {}  # anchor → nodes of its value, aliases within expanded
+    open_: list[list] = []  # per open collection: [anchor, nodes so far, is a mapping, next is a key]
+    added = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, nodes, _, _ = open_.pop()
+                if anchor:
+                    anchors[anchor] = nodes
+                if open_:
+                    open_[-1][1] += nodes
+                continue
+            if not isinstance(event, yaml.NodeEvent):  # stream and document start or end
+                continue
+            if open_ and open_[-1][2]:
+                if open_[-1][3] and not isinstance(event, yaml.ScalarEvent):
+                    raise ConfigError("a key must be a plain value (not a list, a mapping or an alias)",
+                                      file, line)
+                open_[-1][3] = not open_[-1][3]
+            if isinstance(event, yaml.AliasEvent):
+                nodes = anchors.get(event.anchor, 1)  # an unknown one the composer reports
+                added += nodes
+                if added > MAX_ALIAS_NODES:
+                    raise ConfigError(f"aliases expand to more than {MAX_ALIAS_NODES:,} values "
+                                      f"(at *{event.anchor}); write the values out", file, line)
+                if open_:
+                    open_[-1][1] += nodes
+                continue
+            if event.tag not in _CORE_TAGS:
+                shown = event.tag.replace("tag:yaml.org,2002:", "!!")
+                raise ConfigError(f"YAML tag {shown} is not allowed: route files hold plain values", file, line)
+            if isinstance(event, yaml.ScalarEvent):
+                _scalar(loader, event, file, line)
+                if event.anchor:
+                    anchors[event.anchor] = 1
+                if open_:
+                    open_[-1][1] += 1
+            else:
+                if len(open_) >= MAX_DEPTH:
+                    raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file, line)
+                open_.append([event.anchor, 1, isinstance(event, yaml.MappingStartEvent), True])
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file,
+                          mark.line + 1 if mark else None) from exc
+
+
+def _scalar(loader: yaml.SafeLoader, event: yaml.ScalarEvent, file: str, line: int) -> None:
+    """``ConfigError`` unless the scalar's tag, given or resolved (2024-13-45 is a date), reads it."""
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    try:
+        loader.construct_object(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark))
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise anything from ValueError to AttributeError
+        kind = tag.replace("tag:yaml.org,2002:", "")
+        hint = " (quote it to keep it as text)" if event.tag is None else ""
+        raise ConfigError(f"{event.value[:80]!r} is not a valid {kind}: {exc}{hint}", file, line) from exc
+    finally:
+        loader.constructed_objects.clear()
 
 
 def _endpoint(raw: dict, role: str, file: str, lines: dict, path: tuple,
