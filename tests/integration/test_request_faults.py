@@ -251,8 +251,11 @@ def test_a_gateway_killed_with_callers_waiting_lets_each_find_its_outcome_by_its
     port = rr["url"].rsplit(":", 1)[1]
     rr["procs"].append(Proc("gateway-2", gridbus("gateway", "--port", port), rr["env"], rr["logs"]).start())
     wait_for(lambda: serving(f"{rr['url']}/health"), 30, "the gateway")
-    # Then every caller lost its connection without a request id
-    assert all(isinstance(a, Exception) for a in answers.values()), answers
+    # Then the callers still waiting lost their connection without a request id (one that
+    # waited its 3 s before the kill, on a busy machine, had a 504 pending with its id)
+    lost = [key for key, a in answers.items() if isinstance(a, Exception)]
+    assert lost, answers
+    assert all(a.status_code == 504 and a.json()["pending"] for a in answers.values() if not isinstance(a, Exception))
     # and each finds its outcome by its own MessageID: the values its HES serves
     wrong = {key: wrong_reads(outcome(rr, "billing-1", key)["reply"], ms, set()) for key, ms in reads.items()}
     assert {k: v for k, v in wrong.items() if v} == {}
