@@ -1,16 +1,19 @@
 """`gridbus keeper`: the long-running collector of dead letters into the durable store."""
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
 import click
 
-from bus.cli.common import fails_cleanly, setup_logging
+from bus.cli.common import fails_cleanly, settings, setup_logging
 from bus.cli.dlq import _dlq_names, store_path
-from bus.cli.common import settings
 from bus.deadletters.collect import keep
 from bus.deadletters.store import DeadLetterStore
+from bus.errors import BrokerError
+
+log = logging.getLogger("gridbus.dead-letters")
 
 
 @click.command("keeper")
@@ -20,15 +23,32 @@ from bus.deadletters.store import DeadLetterStore
 def keeper(loglevel, rescan_s):
     """Move dead letters from every route's dead-letter queue into the store, continuously."""
     setup_logging(loglevel)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Collected on this (the main) thread, the one that opens the store: a sqlite3 connection
+    # refuses use from any other thread, and a keeper that handed it to a worker thread
+    # stored nothing and reconnected every 2 s.  Other threads here only set events.
     store = DeadLetterStore(store_path())
-    while not stop.is_set():
-        round_stop = threading.Event()
-        queues = _dlq_names()
-        worker = threading.Thread(target=keep, args=(settings().broker_url, queues, store, round_stop),
-                                  daemon=True)
-        worker.start()
-        stop.wait(rescan_s)  # then pick up dead-letter queues of routes added since
-        round_stop.set()
-        worker.join()
+    stopping = threading.Event()
+    round_over = threading.Event()
+
+    def on_sigterm(*_) -> None:
+        stopping.set()
+        round_over.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    queues: list[str] = []
+    while True:
+        round_over = threading.Event()
+        if stopping.is_set():  # checked after the new round's event exists: no SIGTERM is missed
+            break
+        try:
+            queues = _dlq_names()
+        except BrokerError as exc:  # the management API is down for a while: keep the queues known
+            log.warning("looking for dead-letter queues: %s; collecting from the %d known", exc, len(queues))
+        # a round ends after rescan_s, then picks up dead-letter queues of routes added since
+        rescan = threading.Timer(rescan_s, round_over.set)
+        rescan.daemon = True
+        rescan.start()
+        try:
+            keep(settings().broker_url, queues, store, round_over)
+        finally:
+            rescan.cancel()

@@ -119,11 +119,11 @@ def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
                     break
                 if seen != last_count:
                     last_count, idle_since = seen, time.monotonic()
-                    continue
-                flush()
-                if stop is None and time.monotonic() - idle_since > idle_s:
-                    break
-                if stop is not None and stop.is_set():
+                else:
+                    flush()
+                    if stop is None and time.monotonic() - idle_since > idle_s:
+                        break
+                if stop is not None and stop.is_set():  # also while dead letters keep arriving
                     break
             flush()
     finally:
@@ -139,7 +139,13 @@ def dead_letter_queues(route_ids: list[str]) -> list[str]:
 
 
 def keep(broker_url: str, queues: list[str], store: DeadLetterStore, stop: threading.Event) -> None:
-    """The keeper: collect continuously, reconnecting after broker outages."""
+    """The keeper: collect continuously, reconnecting after broker outages, until ``stop``.
+
+    Run it on the thread that opened ``store``: its sqlite3 connection works on that thread only."""
+    if not queues:  # nothing to consume: wait (``collect`` would return at once, again and again)
+        stop.wait()
+        return
+
     def collected() -> None:
         moved = collect(broker_url, queues, store, stop)
         if moved:
