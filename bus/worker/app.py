@@ -10,6 +10,7 @@ from bus.routes.model import RouteTable
 from bus.settings import Settings
 from bus.topology.compile import ingress_exchange, route_queue
 from bus.worker import task as route_task
+from bus.worker import undecodable
 
 
 def celery_queues(routes: RouteTable) -> list[Queue]:
@@ -25,6 +26,7 @@ def celery_routes(routes: RouteTable) -> dict[str, dict]:
 
 
 def make_app(routes: RouteTable, settings: Settings) -> Celery:
+    undecodable.install()  # a body the worker cannot read is dead-lettered, never dropped
     app = Celery("gridbus", broker=settings.broker_url, set_as_current=True)
     app.conf.update(
         task_queues=celery_queues(routes),
@@ -45,6 +47,7 @@ def make_app(routes: RouteTable, settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_heartbeat=30,
+        worker_consumer="bus.worker.undecodable:DeadLetteringConsumer",
     )
     for route in routes:
         route_task.register(app, route)

@@ -31,12 +31,12 @@ from typing import Any
 
 import aio_pika
 
-from bus import aio, naming, registry, task_message
+from bus import aio, naming, registry
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope
 from bus.errors import BrokerError, GridbusError
 from bus.routes.model import Route
-from bus.worker import pipeline, task
+from bus.worker import pipeline, task, undecodable
 
 log = logging.getLogger("gridbus.worker")
 THREADS = 32  # for the sync paths; a callback POST may wait its whole timeout
@@ -52,9 +52,13 @@ def decoded(route: Route, message: aio_pika.abc.AbstractIncomingMessage) -> tupl
         envelope = Envelope.from_headers(headers.get("id") or message.message_id, headers, message.reply_to)
         if getattr(message, "redelivered", False):
             envelope.extra[naming.H_REDELIVERED] = True
-        return envelope, task_message.decode_body(message.body)
+        body = undecodable.loads(message.body)  # the depth checked before anything is built
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BadMessage(f"route {route.id}: not a route message ({exc.__class__.__name__}: {exc})") from exc
+    reason = undecodable.undecodable(body[0][0])
+    if reason is not None:
+        raise BadMessage(f"route {route.id}: {reason}")
+    return envelope, body[0][0]
 
 
 class LoopWorker:
@@ -96,9 +100,19 @@ class LoopWorker:
         try:
             envelope, payload = decoded(route, message)
         except BadMessage as exc:
-            # the queue's dead-letter exchange keeps it, with the broker's x-death record
+            # dead-lettered as it came, with the reason; if even that fails, the queue's
+            # dead-letter exchange keeps it, with the broker's x-death record
             log.error("%s; dead-lettered", exc)
-            await _quietly(message.reject(requeue=False))
+            try:
+                await asyncio.to_thread(task.dead_letter_raw, message.routing_key,
+                                        {**(message.headers or {}), "gridbus-route": route.id},
+                                        {"message_id": message.message_id, "correlation_id": message.correlation_id,
+                                         "content_type": message.content_type}, message.body, str(exc)[:500])
+            except Exception as dl_error:  # noqa: BLE001 - the broker's dead-lettering is the fallback
+                log.error("not dead-lettered by the worker (%s); rejected to the dead-letter exchange", dl_error)
+                await _quietly(message.reject(requeue=False))
+                return
+            await _quietly(message.ack())
             return
         try:
             if self.asks[route.id] and envelope.reply_to:

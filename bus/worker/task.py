@@ -38,6 +38,7 @@ from bus.requests import replies
 from bus.routes.model import Route
 from bus.settings import Settings
 from bus.worker.pipeline import Outcome, process
+from bus.worker.undecodable import undecodable
 
 log = logging.getLogger("gridbus.worker")
 # one publisher per thread: request-response routes run in a thread pool (a request
@@ -81,7 +82,14 @@ def register(app, route: Route) -> None:
     @app.task(name=route.task_name, bind=True, acks_late=True, ignore_result=True)
     def run(self, payload):
         headers = _headers_of(self.request)
-        envelope = Envelope.from_headers(self.request.id, headers, self.request.reply_to)
+        try:
+            envelope = Envelope.from_headers(self.request.id, headers, self.request.reply_to)
+        except (KeyError, ValueError, TypeError) as exc:  # a body under a task name, but no envelope
+            reason = undecodable(payload) or f"not a route message: no envelope ({exc.__class__.__name__}: {exc})"
+            body = payload["body"].encode() if undecodable(payload) else task_message.encode_body(payload)
+            dead_letter_raw(naming.route_routing_key(route.id), {**headers, "gridbus-route": route.id},
+                            {"message_id": self.request.id}, body, reason)
+            return
         if (self.request.delivery_info or {}).get("redelivered"):
             envelope.extra[naming.H_REDELIVERED] = True
         try:
@@ -139,6 +147,12 @@ def _failed_reply(envelope: Envelope, payload: Any, code: str, reason: str, stat
 
 
 def handle(route: Route, envelope: Envelope, payload: Any) -> None:
+    reason = undecodable(payload)
+    if reason is not None:  # bytes no route can take: dead-lettered as they came, with why
+        log.error("route %s message %s cannot be read (%s); dead-lettered", route.id, envelope.message_id, reason)
+        _body, props, headers = task_message.build(envelope, None)
+        dead_letter_raw(naming.route_routing_key(route.id), headers, props, payload["body"].encode(), reason)
+        return
     if envelope.reply_to and route.method == "request-response":
         return handle_request(route, envelope, payload)
     _handle(route, envelope, payload)
@@ -322,6 +336,31 @@ def dead_letter(route: Route, envelope: Envelope, payload: Any, exc: Exception,
     _publish(naming.dead_letter_exchange_name(route.id), "", body, props, headers)
     hooks.emit("dead-lettered", **trace_fields(envelope), reason=headers[dl.DL_REASON], destinations=owed,
                fingerprint=headers[dl.DL_FINGERPRINT])
+
+
+def dead_letter_raw(routing_key: str | None, headers: dict, properties: dict, body: bytes, reason: str) -> None:
+    """Publish bytes that are not a readable route message to their route's dead-letter
+    exchange, as they came, with the reason (the route from the headers, else the routing key)."""
+    route_id = headers.get("gridbus-route")
+    if isinstance(route_id, bytes):
+        route_id = route_id.decode("utf-8", "replace")
+    if not route_id and routing_key and routing_key.startswith(naming.route_routing_key("")):
+        route_id = routing_key[len(naming.route_routing_key("")):]
+    if not route_id:
+        raise MessageError(f"a message with no route cannot be dead-lettered: {reason}")
+    now = time.time()
+    headers = {k: v for k, v in headers.items() if isinstance(k, str)}
+    headers.update({dl.DL_ROUTE: route_id, dl.DL_DESTINATION: "", dl.DL_ERROR_CLASS: "UndecodableMessage",
+                    dl.DL_REASON: reason, dl.DL_ATTEMPTS: headers.get("gridbus-attempt", 1),
+                    dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now, dl.DL_WORKER_HOST: _HOST,
+                    dl.DL_FINGERPRINT: dl.fingerprint(route_id, "UndecodableMessage", reason.split(":")[0])})
+    props = {k: v for k, v in properties.items()
+             if k in ("message_id", "correlation_id", "content_type", "content_encoding", "app_id", "type",
+                      "timestamp", "reply_to")}
+    props["delivery_mode"] = 2
+    _publish(naming.dead_letter_exchange_name(route_id), "", body, props, headers)
+    hooks.emit("dead-lettered", message_id=props.get("message_id") or headers.get("id"), route=route_id,
+               reason=reason, destinations=None, fingerprint=headers[dl.DL_FINGERPRINT], attempt=1)
 
 
 def reconcile(envelope: Envelope, outcome: Outcome | None, result: str, reason: str = "") -> None:

@@ -65,10 +65,16 @@ def test_the_request_worker_reads_the_message_the_bus_publishes():
     assert payload == {"Request": {"meters": ["M1"]}}
 
 
-@pytest.mark.parametrize("body, headers", [(b"not json", {"id": "m1", "gridbus-route": "r"}),
-                                           (b'[["x"], {}, {}]', {"id": "m1"})])
-def test_a_message_that_is_not_a_route_message_is_refused_with_the_reason(body, headers):
-    # Given a message someone put on a route queue by hand (no JSON body, or no route header)
+@pytest.mark.parametrize("body, headers, why", [
+    (b"not json", {"id": "m1", "gridbus-route": "r"}, "JSONDecodeError"),
+    (b'[["x"], {}, {}]', {"id": "m1"}, "not a route message"),
+    (b"[" * 100_000, {"id": "m1", "gridbus-route": "r"}, "nested 100000 levels"),
+    (b'[[' + b'{"a":' * 900 + b'1' + b'}' * 900 + b'], {}, {}]', {"id": "m1", "gridbus-route": "r"}, "nested 902"),
+    (b'{"args": 1}', {"id": "m1", "gridbus-route": "r"}, "not a route message"),
+])
+def test_a_message_that_is_not_a_route_message_is_refused_with_the_reason(body, headers, why):
+    # Given a message someone put on a route queue by hand (no JSON body, no route header,
+    # nested deeper than the bus takes, another shape)
     # When the event-loop worker decodes it  Then it is refused as a bad message, saying why
-    with pytest.raises(BadMessage, match="not a route message"):
+    with pytest.raises(BadMessage, match=why):
         decoded(SimpleNamespace(id="r"), _message(body, headers))
