@@ -73,4 +73,15 @@ def keep_reply(store: RequestStore, request_id: str | None, reply: dict | None, 
             log.warning("reply for a request this gateway does not hold: %s", request_id)
             return None, None
         kind = request.kind
-    return store.record_reply(request_id, reply, state_of(kind, reply, hinted)), reply
+    state = state_of(kind, reply, hinted)
+    if state == "unknown":
+        reply = without_result(reply)
+    return store.record_reply(request_id, reply, state), reply
+
+
+def without_result(reply: dict) -> dict:
+    """A reply whose outcome is not known (some meter's HES could not say whether it executed
+    the command): kept with its errors but no Result, and marked pending, so that no caller
+    and no system on the way takes FAILED for the answer while the meter may be cut."""
+    body = reply.get("Reply") if isinstance(reply.get("Reply"), dict) else {}
+    return {**reply, "Reply": {k: v for k, v in body.items() if k != "Result"}, "pending": True}

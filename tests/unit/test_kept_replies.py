@@ -45,3 +45,20 @@ def test_the_state_a_worker_names_is_read_as_text_whichever_client_sent_it():
     assert hinted_state({naming.H_REPLY_STATE: b"expired"}) == "expired"
     assert hinted_state({naming.H_REPLY_STATE: "expired"}) == "expired"
     assert hinted_state(None) is None
+
+
+def test_a_reply_whose_outcome_is_unknown_is_kept_without_a_result(tmp_path):
+    from bus.requests.store import RequestStore
+    from connectors.http_push.kept_replies import keep_reply
+
+    store = RequestStore(tmp_path / "requests.sqlite")
+    store.create(id="r1", system="billing-1", requested_by="a", kind="commands", route="billing-1-commands",
+                 client_key="c1", action="disconnect", meters=1, state="sent", expires=None, reply_address=None,
+                 correlation_id=None, document={"Request": {}})
+    # Given a reply saying the HES could not tell whether meter M1 was disconnected
+    reply = {"Reply": {"Result": "FAILED", "Error": [{"code": "OUTCOME_UNKNOWN", "meter": "M1"}]}}
+    # When the gateway keeps it
+    kept, _ = keep_reply(store, "r1", reply, None, "commands")
+    # Then the command is unknown, and its reply has no Result anyone could take for "failed"
+    assert kept.state == "unknown" and kept.result is None
+    assert "Result" not in kept.reply["Reply"] and kept.reply["pending"] is True
