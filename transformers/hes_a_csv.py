@@ -3,17 +3,28 @@
 The profile comes from the header: columns are found by name, in any order,
 and extra columns are ignored.  Bad rows are rejected one by one with their
 line number in the HES file; the rest of the chunk goes on.
+
+Every physical line is its own row: a quote that never closes, a lone carriage
+return or a field over csv's limit costs that line only.  Values are plain
+ASCII decimals (``12``, ``0.125``), at most the route's plausible maximum for
+their column; anything else float() would take (``1_000``, ``１２``, ``1e3``,
+``-0``) rejects the row.
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
-from operator import itemgetter
-from typing import Callable
+import re
+from operator import itemgetter, le
+from typing import Callable, Mapping
+
+from marshmallow import EXCLUDE, Schema, fields, validate, validates
+from marshmallow import ValidationError as SchemaError
 
 from bus.canonical import END_DEVICE_EVENTS, METER_READINGS
-from bus.errors import DecodeError
+from bus.errors import ConfigError, DecodeError
+from bus.registry import did_you_mean
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import ReadingProfile, is15959_events, reading_profiles
 from transformers.gc_pause import gc_paused
@@ -23,6 +34,60 @@ EVENT_LOG = ReadingProfile("event-log", "events", "meter_serial", "event_time", 
 EVENT_LOG_COLUMNS = ("meter_serial", "event_code", "event_time", "hes_received")
 _INF = math.inf
 _UNSEEN = object()
+_BLANKS = " \t\r"
+_PLAIN = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+").fullmatch
+# Far above any consumer meter, far below what a corrupt export writes; block-load values are
+# per 15-minute interval, daily ones cumulative registers.  A route sets its own: options.plausible_max.
+PLAUSIBLE_MAX = {"kwh_imp": 100, "kwh_exp": 100, "kvah_imp": 100, "kvah_exp": 100, "v_avg": 600, "i_avg": 1000,
+                 "kwh_imp_cum": 100_000_000, "kwh_exp_cum": 100_000_000,
+                 "kvah_imp_cum": 100_000_000, "kvah_exp_cum": 100_000_000}
+
+
+def _value_column(name: str) -> None:
+    known = sorted({c for p in reading_profiles() for c, _ in p.columns})
+    if name not in known:
+        raise SchemaError(f"{name!r} is not a value column{did_you_mean(name, known)}")
+
+
+class HesACsvOptions(Schema):
+    """The route ``options`` this decoder reads; the other keys belong to other steps of the chain."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    utc_offset = fields.String(load_default=None)
+    plausible_max = fields.Dict(keys=fields.String(validate=_value_column), load_default=dict,
+                                values=fields.Float(allow_nan=False, validate=validate.Range(min=0)))
+
+    @validates("utc_offset")
+    def _offset(self, value, **_):
+        try:
+            local_zone({"utc_offset": value})
+        except ConfigError as exc:
+            raise SchemaError(str(exc)) from None
+
+
+
+
+def check_options(options: Mapping, route_id: str | None = None) -> dict:
+    """Route options as this decoder reads them; ``ConfigError`` naming the route and the option."""
+    try:
+        return HesACsvOptions().load(dict(options))
+    except SchemaError as exc:
+        where = f"route {route_id}: " if route_id else ""
+        raise ConfigError(where + "; ".join(_flat(exc.messages))) from None
+
+
+def _flat(messages, path: str = "") -> list[str]:
+    if isinstance(messages, dict):
+        return [m for k, v in messages.items()
+                for m in _flat(v, path if k in ("key", "value") else f"{path}.{k}" if path else str(k))]
+    return [f"option {path}: {m}" for m in messages]
+
+
+def _limits(profile: ReadingProfile, options: Mapping) -> tuple[float, ...]:
+    chosen = {**PLAUSIBLE_MAX, **(options.get("plausible_max") or {})}
+    return tuple(float(chosen.get(c, _INF)) for c, _ in profile.columns)
 
 
 def _required(profile: ReadingProfile) -> tuple[str, ...]:
@@ -37,7 +102,10 @@ def parse_header(header_line: str) -> tuple[ReadingProfile, dict[str, int], int]
     Raises ``DecodeError`` naming the columns missing for the closest profile.
     """
     line = header_line.lstrip("\ufeff").strip()
-    names = [n.strip().lower() for n in next(csv.reader([line]), [])]
+    try:
+        names = [n.strip().lower() for n in next(csv.reader([line], strict=True), [])]
+    except csv.Error as exc:
+        raise DecodeError(f"CSV header line is not valid CSV: {_csv_reason(exc)}") from None
     index: dict[str, int] = {}
     for i, n in enumerate(names):
         index.setdefault(n, i)  # the first of repeated names wins
@@ -51,21 +119,81 @@ def parse_header(header_line: str) -> tuple[ReadingProfile, dict[str, int], int]
                       f"closest is {closest.name}, missing columns: {', '.join(missing[closest])}")
 
 
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "a quoted field opens and does not close on this line"
+    if "new-line character" in text:
+        return "a carriage return inside the line"
+    return f"not valid CSV: {text}"
+
+
+def _blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip(_BLANKS))
+
+
+class _OneLineAtATime:
+    """csv rows of a chunk that holds quotes, each parsed from its own line only.
+
+    csv.reader would let a quote that never closes swallow the following lines;
+    here it costs the line it is on.  Unparsable lines are rejected as they are met.
+    """
+
+    def __init__(self, body: str, width: int, rows: "_Rows"):
+        self.lines = iter(body.split("\n"))
+        self.width = width
+        self.rows = rows
+        self.line_num = 0
+        self.refused = 0  # non-blank lines rejected here, never handed out
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[str]:
+        for line in self.lines:
+            self.line_num += 1
+            if not line.strip(_BLANKS):
+                return []
+            try:
+                row = next(csv.reader((line,), strict=True), [])
+            except csv.Error as exc:
+                self._refuse(_csv_reason(exc))
+                continue
+            if _blank(row):  # e.g. "" — not blank as a line, so not a row to skip
+                self._refuse(f"expected {self.width} fields, found 1")
+                continue
+            return row
+        raise StopIteration
+
+    def _refuse(self, reason: str) -> None:
+        self.refused += 1
+        self.rows.reject(reason)
+
+
 class _Rows:
     """Data rows of a chunk: skips blank lines, counts rows, names rejected rows by file line."""
 
-    def __init__(self, body: str, first_line: int, context: TransformContext):
-        self.reader = csv.reader(io.StringIO(body, newline=""))
+    def __init__(self, body: str, first_line: int, context: TransformContext, width: int):
         self.base = first_line - 1
         self.context = context
         self.count = 0
+        self.reader = (_OneLineAtATime(body, width, self) if '"' in body
+                       else csv.reader(io.StringIO(body, newline="\n")))
 
     def __iter__(self):
-        for row in self.reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line: not a row the HES meant to send
-            self.count += 1
-            yield row
+        """Rows, blank lines skipped; a line csv cannot read is rejected and counted here."""
+        while True:
+            try:
+                for row in self.reader:
+                    if _blank(row):
+                        continue  # blank line: not a row the HES meant to send
+                    self.count += 1
+                    yield row
+                break
+            except csv.Error as exc:
+                self.count += 1
+                self.reject(_csv_reason(exc))
+        self.count += getattr(self.reader, "refused", 0)
 
     @property
     def line(self) -> int:
@@ -75,24 +203,30 @@ class _Rows:
         self.context.reject(self.line, reason)
 
 
-def _checked_values(row: list[str], cols: list[tuple[int, str]]) -> tuple[list, str | None]:
+def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple) -> tuple[tuple, str | None]:
     """Slow path for a row the fast path refused: values (None = empty) or the reason."""
     values: list = []
-    for i, name in cols:
-        s = row[i].strip()
+    for (i, name), limit in zip(cols, limits):
+        s = row[i].strip(" \t")
         if not s:
             values.append(None)  # an empty value drops that value only
             continue
+        if _PLAIN(s):
+            v = float(s)
+            if v > limit:
+                return (), f"{name} {s!r} is above the plausible maximum {limit:,g} (route option plausible_max.{name})"
+            values.append(v)
+            continue
+        if s[0] == "-" and _PLAIN(s[1:]):
+            return (), f"{name} {s!r} is negative"
         try:
             v = float(s)
         except ValueError:
-            return values, f"{name} {s!r} is not a number"
-        if v != v or v in (_INF, -_INF):
-            return values, f"{name} {s!r} is not a finite number"
-        if v < 0:
-            return values, f"{name} {s!r} is negative"
-        values.append(v)
-    return values, None
+            return (), f"{name} {s!r} is not a number"
+        if not math.isfinite(v):
+            return (), f"{name} {s!r} is not a finite number"
+        return (), f"{name} {s!r} is not a plain decimal number (ASCII digits and one '.')"
+    return tuple(values), None
 
 
 def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
@@ -101,61 +235,71 @@ def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
     to_utc: Callable = utc_instant if profile.kind == "interval" else utc_day_start
     im, it = index[profile.meter], index[profile.time]
     cols = [(index[c], c) for c, _ in profile.columns]
+    limits = _limits(profile, context.options)
     pick = itemgetter(*(i for i, _ in cols)) if len(cols) > 1 else (lambda r, i=cols[0][0]: (r[i],))
     per_meter: dict[str, list[tuple[str, tuple]]] = {}  # meter → [(utc, values)] in file order
-    first_seen: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    first_seen: dict[tuple[str, str], tuple[int, tuple]] = {}
     utc_of: dict[str, str | None] = {}  # HES files repeat a few timestamps thousands of times
     # the hot loop reads the csv reader itself: a generator in between costs ~5 %
     reader = rows.reader
     base = rows.base
     n = 0
-    for row in reader:
-        n += 1
-        if len(row) != width:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                n -= 1  # a blank line is not a row the HES meant to send
-                continue
-            rows.reject(f"expected {width} fields, found {len(row)}")
-            continue
-        meter = row[im].strip()
-        if not meter:
-            rows.reject(f"empty {profile.meter}")
-            continue
-        raw = row[it]
-        utc = utc_of.get(raw, _UNSEEN)
-        if utc is _UNSEEN:
-            try:
-                utc = utc_of[raw] = to_utc(raw, zone)
-            except ValueError:
-                utc = utc_of[raw] = None
-        if utc is None:
-            context.meters.add(meter)
-            rows.reject(f"meter {meter}: {profile.time} {raw.strip()!r} is not an ISO 8601 time")
-            continue
+    while True:
         try:
-            values = tuple(map(float, pick(row)))
-            # one test for all: min catches negatives, the sum turns nan or inf into not < inf
-            if not (min(values) >= 0.0 and sum(values) < _INF):
-                raise ValueError
-        except ValueError:
-            values, bad = _checked_values(row, cols)
-            if bad:
-                context.meters.add(meter)
-                rows.reject(f"meter {meter}: {bad}")
-                continue
-        key = (meter, utc)
-        first = first_seen.get(key)
-        if first is not None:
-            if first[1] != row:
-                rows.reject(f"meter {meter}: second row for {utc} with other values (first at line {first[0]})")
-            continue  # an exact duplicate collapses into the first row
-        first_seen[key] = (base + reader.line_num, row)
-        entries = per_meter.get(meter)
-        if entries is None:
-            per_meter[meter] = [(utc, values)]
-        else:
-            entries.append((utc, values))
-    rows.count = n
+            for row in reader:
+                n += 1
+                if len(row) != width:
+                    if _blank(row):
+                        n -= 1  # a blank line is not a row the HES meant to send
+                        continue
+                    rows.reject(f"expected {width} fields, found {len(row)}")
+                    continue
+                meter = row[im].strip()
+                if not meter:
+                    rows.reject(f"empty {profile.meter}")
+                    continue
+                raw = row[it]
+                utc = utc_of.get(raw, _UNSEEN)
+                if utc is _UNSEEN:
+                    try:
+                        utc = utc_of[raw] = to_utc(raw, zone)
+                    except ValueError:
+                        utc = utc_of[raw] = None
+                if utc is None:
+                    context.meters.add(meter)
+                    rows.reject(f"meter {meter}: {profile.time} {raw.strip()!r} is not an ISO 8601 time")
+                    continue
+                try:
+                    text = pick(row)
+                    values = tuple(map(float, text))
+                    # plain ASCII decimals only (float() also takes 1_000, １２, 1e3, -0), within limits
+                    joined = "".join(text)
+                    if not (joined.isascii() and joined.replace(".", "").isdigit() and all(map(le, values, limits))):
+                        raise ValueError
+                except ValueError:
+                    values, bad = _checked_values(row, cols, limits)
+                    if bad:
+                        context.meters.add(meter)
+                        rows.reject(f"meter {meter}: {bad}")
+                        continue
+                key = (meter, utc)
+                first = first_seen.get(key)
+                if first is not None:
+                    if first[1] != values:
+                        rows.reject(f"meter {meter}: second row for {utc} with other values "
+                                    f"(first at line {first[0]})")
+                    continue  # a repeat of the same values collapses into the first row
+                first_seen[key] = (base + reader.line_num, values)
+                entries = per_meter.get(meter)
+                if entries is None:
+                    per_meter[meter] = [(utc, values)]
+                else:
+                    entries.append((utc, values))
+            break
+        except csv.Error as exc:  # a line csv cannot read (field over its limit, lone CR): that line only
+            n += 1
+            rows.reject(_csv_reason(exc))
+    rows.count = n + getattr(reader, "refused", 0)
     context.meters.update(per_meter)
     return _meter_readings(profile, per_meter, context)
 
@@ -205,9 +349,8 @@ def _decode_events(index: dict[str, int], width: int, rows: _Rows, context: Tran
             continue
         context.meters.add(meter)
         raw_code = row[ic].strip()
-        try:
-            code = codes[int(raw_code)]
-        except (ValueError, KeyError):
+        code = codes.get(int(raw_code)) if raw_code.isascii() and raw_code.isdigit() else None
+        if code is None:
             rows.reject(f"meter {meter}: unknown IS 15959 event code {raw_code!r}")
             continue
         try:
@@ -230,15 +373,85 @@ def _decode_events(index: dict[str, int], width: int, rows: _Rows, context: Tran
     return {"noun": END_DEVICE_EVENTS, "source": context.source_system, "EndDeviceEvent": events}
 
 
+class RowIdentity:
+    """What the file-drop ingress needs to find rows of one file claiming the same reading.
+
+    Fingerprints are hashes of (meter, UTC time), valid within one process; the
+    ingress compares the values of rows whose fingerprints repeat.
+    """
+
+    def __init__(self, profile: ReadingProfile, index: dict[str, int], options: Mapping):
+        self.profile = profile
+        self.im, self.it = index[profile.meter], index[profile.time]
+        self.meter_of, self.time_of = itemgetter(self.im), itemgetter(self.it)
+        self.cols = [(index[c], c) for c, _ in profile.columns]
+        self.width = max(index.values()) + 1
+        self.zone = local_zone(options)
+        self.to_utc = utc_instant if profile.kind == "interval" else utc_day_start
+        self.utc_of: dict[str, str | None] = {}
+
+    def fingerprints(self, lines: list[str]) -> list[int]:
+        """One int per line: 0 for a blank line, else a hash of the (meter, time) it claims."""
+        try:
+            if '"' in "".join(lines):
+                raise csv.Error("quotes: each line on its own")
+            rows = list(csv.reader(lines))
+            meters, times = list(map(self.meter_of, rows)), list(map(self.time_of, rows))
+        except (csv.Error, IndexError):  # quotes, blank or short lines: one line at a time
+            return [self._one(line) for line in lines]
+        utc_of = self.utc_of
+        for raw in set(times).difference(utc_of):
+            utc_of[raw] = self._utc(raw)
+        return [fp or 2 for fp in map(hash, zip(map(str.strip, meters), map(utc_of.__getitem__, times)))]
+
+    def _one(self, line: str) -> int:
+        if not line.strip(_BLANKS):
+            return 0
+        key = self.key(line)
+        return (hash(key) or 2) if key else 1
+
+    def _utc(self, raw: str) -> str | None:
+        try:
+            return self.to_utc(raw, self.zone)
+        except ValueError:
+            return None
+
+    def key(self, line: str) -> tuple[str, str] | None:
+        """(meter, UTC time) of a line; None if csv cannot read it or either is missing or wrong."""
+        try:
+            row = next(csv.reader((line,), strict=True), [])
+            meter, utc = row[self.im].strip(), self._utc(row[self.it])
+        except (csv.Error, IndexError):
+            return None
+        return (meter, utc) if meter and utc else None
+
+    def values(self, line: str) -> tuple | None:
+        """The numbers of a line as the decoder reads them; None if the decoder would reject it."""
+        try:
+            row = next(csv.reader((line,), strict=True), [])
+        except csv.Error:
+            return None
+        if len(row) < self.width:
+            return None
+        values, bad = _checked_values(row, self.cols, (_INF,) * len(self.cols))
+        return None if bad else values
+
+
 class HesACsvDecoder:
     """``hes_a_csv``: a CSV ``SourceChunk`` from HES-A → MeterReadings or EndDeviceEvents."""
 
     name = "hes_a_csv"
+    check_options = staticmethod(check_options)
 
     def check_header(self, header_line: str) -> str:
         """HeaderProbe: the noun the file will decode to; ``DecodeError`` if no profile matches."""
         profile, _, _ = parse_header(header_line)
         return END_DEVICE_EVENTS if profile is EVENT_LOG else METER_READINGS
+
+    def row_identity(self, header_line: str, options: Mapping | None = None) -> RowIdentity | None:
+        """For the file-drop ingress; None for the event log, whose repeats are the same event."""
+        profile, index, _ = parse_header(header_line)
+        return None if profile is EVENT_LOG else RowIdentity(profile, index, options or {})
 
     def __call__(self, payload: SourceChunk, context: TransformContext) -> dict:
         if not isinstance(payload, SourceChunk) or payload.format != "csv":
@@ -250,7 +463,7 @@ class HesACsvDecoder:
             profile, index, width = parse_header(header)
         except DecodeError as exc:
             raise DecodeError(f"{payload.file_name}: {exc}") from None
-        rows = _Rows(body, payload.first_line, context)
+        rows = _Rows(body, payload.first_line, context, width)
         with gc_paused():
             if profile is EVENT_LOG:
                 doc = _decode_events(index, width, rows, context)
