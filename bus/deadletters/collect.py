@@ -7,70 +7,115 @@ headers; their reason is read from ``x-death``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import sys
 import threading
 import time
+from typing import Iterator
 
 from bus import naming
 from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
-from bus.deadletters.store import DeadLetterStore, dumps
+from bus.deadletters.store import TEXT_CHARS, DeadLetterStore, as_count, as_instant, as_text, dumps
 from bus.envelope import H_ROUTE
 
 log = logging.getLogger("gridbus.dead-letters")
 BATCH = 2000  # rows per transaction: a commit (fsync) per 2,000 dead letters, not per one
+# pika reads header tables recursively, about two Python frames a level: a dead letter with a
+# table nested 600 levels deep (4 KB) failed in pika's decoder at the default limit of 1,000,
+# the connection closed, and the same message came back first after each reconnect.  One
+# frame (128 KiB, what pika negotiates) holds at most about 22,000 levels of 6 bytes.
+DECODE_RECURSION = 50_000
 
 
 def _first_death(headers: dict) -> dict:
-    deaths = headers.get("x-death") or []
-    return deaths[0] if deaths else {}
-
-
-def _epoch(value) -> float | None:
-    if value is None:
-        return None
-    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+    deaths = headers.get("x-death")
+    first = deaths[0] if isinstance(deaths, list) and deaths else None
+    return first if isinstance(first, dict) else {}
 
 
 _PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
                "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id")
 
 
+def _route(headers: dict, queue: str) -> str:
+    """The route a header names, if it names one; else the route whose queue it came from."""
+    for value in (headers.get(dl.DL_ROUTE), headers.get(H_ROUTE)):
+        if type(value) is str and naming.ROUTE_ID_PATTERN.match(value):
+            return value
+    return queue.removeprefix(naming.dead_letter_queue_name(""))
+
+
 def row_of(props, body: bytes, queue: str) -> dict:
-    """A store row for one dead letter as delivered by pika (``props``: BasicProperties)."""
+    """A store row for one dead letter as delivered by pika (``props``: BasicProperties).
+
+    Headers are whatever the publisher sent: each is read as what its column takes
+    (``store.as_text``, ``as_count``, ``as_instant``), never trusted to be one."""
     headers = dict(props.headers or {})
     properties = {k: getattr(props, k) for k in _PROPERTIES if getattr(props, k) is not None}
-    message_id = properties.get("message_id") or headers.get("id") or ""
-    route = headers.get(dl.DL_ROUTE) or headers.get(H_ROUTE) or queue.removeprefix(naming.dead_letter_queue_name(""))
+    message_id = as_text(properties.get("message_id") or headers.get("id"))
+    route = _route(headers, queue)
+    now = time.time()
     if dl.DL_FINGERPRINT in headers:
-        error_class, reason = headers.get(dl.DL_ERROR_CLASS), headers.get(dl.DL_REASON)
-        fingerprint = headers[dl.DL_FINGERPRINT]
+        error_class = as_text(headers.get(dl.DL_ERROR_CLASS))
+        reason = as_text(headers.get(dl.DL_REASON), TEXT_CHARS)
+        fingerprint = as_text(headers[dl.DL_FINGERPRINT]) or dl.fingerprint(route, error_class, reason)
         first, last = headers.get(dl.DL_FIRST_FAILURE), headers.get(dl.DL_LAST_FAILURE)
-        attempts, destination = headers.get(dl.DL_ATTEMPTS), headers.get(dl.DL_DESTINATION)
-        key = f"{message_id}|{destination}|{last}"
+        attempts, destination = headers.get(dl.DL_ATTEMPTS), as_text(headers.get(dl.DL_DESTINATION))
+        key = f"{message_id}|{destination}|{as_text(last)}"
     else:  # dead-lettered by the broker itself
         death = _first_death(headers)
-        why = death.get("reason") or headers.get("x-first-death-reason") or "unknown"
-        count = headers.get("x-delivery-count") or death.get("count")
+        why = as_text(death.get("reason") or headers.get("x-first-death-reason")) or "unknown"
+        count = as_count(headers.get("x-delivery-count") or death.get("count"))
         error_class = "DeliveryLimitExceeded" if why == "delivery_limit" else "BrokerDeadLettered"
         reason = (f"delivered {count or 'too many'} times without an outcome (each time its worker "
                   f"died): quorum-queue delivery limit" if why == "delivery_limit"
                   else f"dead-lettered by the broker: {why}")
         fingerprint = dl.fingerprint(route, error_class, why)
-        first = last = _epoch(death.get("time")) or time.time()
+        first = last = as_instant(death.get("time"), now)
         attempts, destination = count, headers.get(dl.PENDING_DESTINATIONS)
-        destination = ",".join(destination) if isinstance(destination, list) else (destination or "")
-        key = f"{message_id}|x-death|{death.get('time')}|{why}"
-    return {
-        "dl_id": hashlib.sha1(key.encode()).hexdigest()[:16], "message_id": message_id,
-        "correlation_id": properties.get("correlation_id"), "route": route, "destination": destination or "",
+        destination = (",".join(map(as_text, destination)) if isinstance(destination, list)
+                       else as_text(destination))
+        key = f"{message_id}|x-death|{as_text(death.get('time'))}|{why}"
+    return {  # each value made into what its column takes by ``DeadLetterStore.add`` (``storable``)
+        "dl_id": hashlib.sha1(key.encode("utf-8", "replace")).hexdigest()[:16], "message_id": message_id,
+        "correlation_id": properties.get("correlation_id"), "route": route, "destination": destination,
         "fingerprint": fingerprint, "error_class": error_class, "reason": reason,
         "traceback": headers.get(dl.DL_TRACEBACK, ""), "attempts": attempts,
-        "first_failure": first, "last_failure": last, "worker_host": headers.get(dl.DL_WORKER_HOST, ""),
-        "collected_at": time.time(), "body": body,
+        "first_failure": as_instant(first, now), "last_failure": as_instant(last, now),
+        "worker_host": headers.get(dl.DL_WORKER_HOST, ""), "collected_at": now, "body": body,
         "properties": dumps(properties), "headers": dumps(headers),
     }
+
+
+def _row(props, body: bytes, queue: str) -> dict:
+    """``row_of``, or, should reading it fail after all, a row that says so: a message the
+    collector cannot read must still leave the queue, or it comes back first for ever."""
+    try:
+        return row_of(props, body, queue)
+    except Exception as exc:  # noqa: BLE001 - the one message is kept with the reason
+        log.error("dead letter on %s kept as unreadable: %s: %s", queue, exc.__class__.__name__, exc)
+        now = time.time()
+        reason = f"the dead-letter collector could not read its headers: {exc.__class__.__name__}: {exc}"
+        return {
+            "dl_id": hashlib.sha1(body + repr(now).encode()).hexdigest()[:16], "message_id": None,
+            "correlation_id": None, "route": _route({}, queue), "destination": "",
+            "fingerprint": dl.fingerprint(queue, "UnreadableDeadLetter", reason),
+            "error_class": "UnreadableDeadLetter", "reason": reason, "traceback": "", "attempts": None,
+            "first_failure": now, "last_failure": now, "worker_host": "", "collected_at": now, "body": body,
+            "properties": "{}", "headers": "{}"}
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int) -> Iterator[None]:
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
 
 
 def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
@@ -81,8 +126,9 @@ def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
         return 0
     conn = pika_connect(broker_url, "gridbus-dead-letter-collector")
     moved = 0
+    usual = sys.getrecursionlimit()
     try:
-        with pika_errors("collecting dead letters"):
+        with pika_errors("collecting dead letters"), _recursion_limit(max(usual, DECODE_RECURSION)):
             ch = conn.channel()
             ch.basic_qos(prefetch_count=BATCH * 2)
             pending: list[tuple[int, dict]] = []
@@ -100,9 +146,12 @@ def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
 
             def on_message(queue):
                 def handle(channel, method, props, body):
-                    pending.append((method.delivery_tag, row_of(props, body, queue)))
-                    if len(pending) >= BATCH:
-                        flush()
+                    # pika has read the headers; what walks them here gets the usual limit back,
+                    # so that a deep table fails (and is cut) in the encoder, not in C's stack
+                    with _recursion_limit(usual):
+                        pending.append((method.delivery_tag, _row(props, body, queue)))
+                        if len(pending) >= BATCH:
+                            flush()
                 return handle
 
             # a one-off drain takes what is there now; later arrivals wait for the next run
