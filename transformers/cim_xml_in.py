@@ -14,6 +14,7 @@ from defusedxml import DefusedXmlException
 
 from bus.canonical import METER_READINGS
 from bus.canonical.fields import QUALITY, READING_TYPE
+from bus.documents import MAX_DEPTH
 from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.cim import MESSAGE_NS, METER_READINGS_NS, qname
@@ -30,11 +31,17 @@ _TIME, _VALUE = qname(MR, "timeStamp"), qname(MR, "value")
 _QUALITIES, _QUALITY_TYPE = qname(MR, "ReadingQualities"), qname(MR, "ReadingQualityType")
 _METER_IDS = (qname(MR, "Meter", "mRID"), qname(MR, "Meter", "Names", "name"))
 _TYPE_MRID = qname(MR, "ReadingType", "mRID")
+# what the parser raises for text that is no XML it can read: malformed (ParseError), an
+# encoding it does not know (LookupError), a str it cannot encode (a lone surrogate:
+# UnicodeEncodeError, a ValueError) or a multi-byte encoding declared in a str (ValueError)
+_UNREADABLE = (DefusedXmlException, ParseError, ValueError, LookupError)
 
 
 def _refused(exc: Exception) -> DecodeError:
     if isinstance(exc, DefusedXmlException):
         return DecodeError(f"XML refused: DTDs, entities and external references are not accepted ({exc})")
+    if isinstance(exc, LookupError):
+        return DecodeError(f"malformed XML: its declared encoding is unknown ({exc})")
     return DecodeError(f"malformed XML: {exc}")
 
 
@@ -43,7 +50,7 @@ def document_element(text: str | bytes, noun: str, namespace: str) -> Element:
     tag = qname(namespace, noun)
     try:
         root = safe_et.fromstring(text, forbid_dtd=True)
-    except (DefusedXmlException, ParseError) as exc:
+    except _UNREADABLE as exc:
         raise _refused(exc) from exc
     if root.tag == tag:
         return root
@@ -149,6 +156,9 @@ class CimMeterReadingsXmlDecoder:
             if meter is None:
                 context.reject(None, f"MeterReading[{k}]: no Meter/mRID or Meter/Names/name; {n} readings dropped")
                 continue
+            if not meter.isprintable():  # the canonical model takes printable meters only
+                context.reject(None, f"MeterReading[{k}]: meter {meter!r} is not printable; {n} readings dropped")
+                continue
             context.meters.add(meter)
             for b, block in enumerate(mr.iterfind(_INTERVAL_BLOCK)):
                 rt = _type_ref(block)
@@ -225,6 +235,10 @@ def iter_meter_reading_chunks(fileobj: IO, max_readings: int) -> Iterator[tuple[
                     raise DecodeError(f"root element {el.tag} is neither MeterReadings in {MR} "
                                       "nor an IEC 61968-100 message")
                 open_elements.append(el)
+                if len(open_elements) > MAX_DEPTH:
+                    # writing a chunk (tostring) recurses once per level: 1,000 failed with RecursionError
+                    raise DecodeError(f"XML nested more than {MAX_DEPTH} elements deep; at most {MAX_DEPTH} "
+                                      "are taken")
                 continue
             open_elements.pop()
             parent = open_elements[-1] if open_elements else None
@@ -237,7 +251,7 @@ def iter_meter_reading_chunks(fileobj: IO, max_readings: int) -> Iterator[tuple[
                 if count >= max_readings:
                     yield _document(batch), count
                     batch, count = [], 0
-    except (DefusedXmlException, ParseError) as exc:
+    except _UNREADABLE as exc:
         raise _refused(exc) from exc
     if batch:
         yield _document(batch), count

@@ -74,8 +74,11 @@ def _details(raw: Any) -> tuple[dict | None, str]:
 def _code(raw: Any, codes: dict[int, EventCode]) -> EventCode | None:
     if type(raw) is int:
         return codes.get(raw)
-    if type(raw) is str and raw.strip().isdigit() and raw.strip().isascii():
-        return codes.get(int(raw))
+    if type(raw) is str:
+        digits = raw.strip()
+        # an IS 15959 code has a few digits; int() of over 4,300 raises ValueError
+        if digits.isascii() and digits.isdigit() and len(digits) <= 9:
+            return codes.get(int(digits))
     return None
 
 
