@@ -6,6 +6,7 @@ reference is refused whole and nothing in it is expanded or fetched.
 """
 from __future__ import annotations
 
+import re
 from typing import IO, Iterator
 from xml.etree.ElementTree import Element, ParseError, tostring
 
@@ -31,6 +32,13 @@ _TIME, _VALUE = qname(MR, "timeStamp"), qname(MR, "value")
 _QUALITIES, _QUALITY_TYPE = qname(MR, "ReadingQualities"), qname(MR, "ReadingQualityType")
 _METER_IDS = (qname(MR, "Meter", "mRID"), qname(MR, "Meter", "Names", "name"))
 _TYPE_MRID = qname(MR, "ReadingType", "mRID")
+# a value as XML Schema writes an xs:double, in ASCII digits, between XML blanks: float() alone
+# also reads Arabic-Indic or full-width digits (٣ as 3), underscores (1_0 as 10) and Unicode
+# blanks, which no HES writes for a number (INF and NaN are refused as not finite anyway)
+_XS_DOUBLE = re.compile(r"[ \t\r\n]*(?:[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                        r"|[+-]?INF|NaN)[ \t\r\n]*").fullmatch
+
+
 # what the parser raises for text that is no XML it can read: malformed (ParseError), an
 # encoding it does not know (LookupError), a str it cannot encode (a lone surrogate:
 # UnicodeEncodeError, a ValueError) or a multi-byte encoding declared in a str (ValueError)
@@ -102,10 +110,9 @@ class _Reader:
                 utc = self.utc_of[raw] = None
         if utc is None:
             return None, f"timeStamp {raw.strip()!r} is not an ISO 8601 time"
-        try:
-            value = float(raw_value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        if raw_value is None or _XS_DOUBLE(raw_value) is None:
             return None, f"value {raw_value!r} is not a number"
+        value = float(raw_value)
         if value - value != 0:
             return None, f"value {raw_value!r} is not finite"
         if not codes:

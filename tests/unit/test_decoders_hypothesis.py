@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from xml.sax.saxutils import escape, quoteattr
 
 from hypothesis import HealthCheck, example, given, settings
@@ -256,6 +257,26 @@ def one_value(value: str) -> str:
     return (f'<MeterReadings xmlns="{MR_NS}"><MeterReading><Meter><mRID>UPM1</mRID></Meter><Readings>'
             f'<ReadingType ref="{DAILY_KWH}"/><timeStamp>2026-10-31T18:30:00Z</timeStamp>'
             f"<value>{escape(value)}</value></Readings></MeterReading></MeterReadings>")
+
+
+# xs:double as XML Schema writes one (ASCII digits), between XML blanks
+XS_DOUBLE = r"[ \t\r\n]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*"
+
+
+@PROPERTY
+@given(st.one_of(TRICKY.filter(lambda v: isinstance(v, str)), st.text(max_size=12),
+                 st.from_regex(XS_DOUBLE, fullmatch=True),
+                 st.text(st.sampled_from("0123456789.+-eE _\u00a0\u0661\uff11\u2007"), max_size=8)))
+@example("\u0661\u0662\u0663")
+def test_a_reading_value_is_taken_only_when_it_is_a_number_as_xml_schema_writes_one(value):
+    # Given one register reading whose value is the text drawn
+    doc = outcome(CimMeterReadingsXmlDecoder(), SourceChunk(one_value(value), "fuzz.xml", 0, "xml"))
+    taken = [r["value"] for mr in doc["MeterReading"] for r in mr.get("readings", [])] if doc else []
+    # Then it is read only if it is an xs:double in ASCII digits (float() alone also takes
+    # Arabic-Indic and full-width digits, underscores and Unicode blanks), and read as it looks
+    if taken:
+        assert re.fullmatch(XS_DOUBLE, value), (value, taken)
+        assert taken == [float(value)]
 
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)  # lone surrogates too
