@@ -1,13 +1,13 @@
 """File-drop source: pick up complete files from an inbox folder and publish them in batches.
 
-Complete means: not a dot-file or ``*.part``/``*.tmp`` (write-then-rename
-convention), and its size and mtime unchanged over ``settle_s``.  A watchdog
-observer wakes the scanner as soon as a file lands; a periodic scan backs it up
-(events can be missed on network file systems or while the ingress was down).
+Which files are complete, and what happens to links and unusable names, is
+``inbox.py``; one file's way from survey to archive is ``ingest.py``.  A
+watchdog observer wakes the scanner as soon as a file lands; a periodic scan
+backs it up (events can be missed on network file systems or while the
+ingress was down).
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -16,15 +16,18 @@ from pathlib import Path
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from bus.errors import BrokerError
 from bus.publisher import ConfirmingPublisher
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
-from connectors.file_drop.ingest import IngestResult, ingest
+from connectors.file_drop.inbox import Readiness, printable, scan
+from connectors.file_drop.ingest import IngestResult, ingest, reject, staging
 from connectors.file_drop.ledger import Ledger
 from connectors.file_drop.reconcile import Reconciler
+from connectors.file_drop.survey import MAX_LINE_BYTES
 
 log = logging.getLogger("gridbus.file-drop")
-IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial", ".filepart")
+ATTEMPTS = 3  # a file that fails this often for a reason other than the broker goes to rejected/
 
 
 class FileDropOptions(Schema):
@@ -34,7 +37,13 @@ class FileDropOptions(Schema):
     path = fields.String(required=True)
     pattern = fields.String(load_default="*")
     format = fields.String(load_default=None, validate=validate.OneOf(["csv", "xml"]))
-    settle_s = fields.Float(load_default=0.5, validate=validate.Range(min=0, max=600))
+    # without a marker: how long size and mtime must hold still (longer than an upload's longest stall)
+    settle_s = fields.Float(load_default=3.0, validate=validate.Range(min=0, max=3600))
+    # with one: a file is taken once "<name><marker_suffix>" exists, e.g. .done
+    marker_suffix = fields.String(load_default=None, validate=validate.Regexp(
+        r"\.[A-Za-z0-9_-]{1,20}", error="a dot and 1-20 letters, digits, '_' or '-', e.g. .done"))
+    # a CSV file with a longer line goes whole to rejected/
+    max_line_bytes = fields.Integer(load_default=MAX_LINE_BYTES, validate=validate.Range(min=1024, max=64 << 20))
     archive = fields.String(load_default=None)
     rejected = fields.String(load_default=None)
 
@@ -43,43 +52,6 @@ class FileDropOptions(Schema):
         if data["format"] is None:
             data["format"] = "xml" if data["pattern"].lower().endswith(".xml") else "csv"
         return data
-
-
-class StableFiles:
-    """Remembers (size, mtime) per file; a file is ready once they stop changing."""
-
-    def __init__(self, settle_s: float):
-        self.settle_s = settle_s
-        self.seen: dict[Path, tuple[int, int, float]] = {}
-
-    def ready(self, candidates: list[Path]) -> list[Path]:
-        now = time.monotonic()
-        ready = []
-        for path in candidates:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            key = (st.st_size, st.st_mtime_ns)
-            before = self.seen.get(path)
-            if before is None or before[:2] != key:
-                self.seen[path] = (*key, now)
-            elif now - before[2] >= self.settle_s:
-                ready.append(path)
-        self.seen = {p: v for p, v in self.seen.items() if p in set(candidates)}
-        return ready
-
-
-def candidates(endpoint: Endpoint) -> list[Path]:
-    inbox = Path(endpoint.options["path"])
-    try:
-        entries = list(os.scandir(inbox))
-    except FileNotFoundError:
-        return []
-    return sorted(Path(e.path) for e in entries
-                  if e.is_file() and not e.name.startswith(".")
-                  and not e.name.endswith(IN_PROGRESS_SUFFIXES)
-                  and fnmatch.fnmatch(e.name, endpoint.options["pattern"]))
 
 
 class FileDropSource:
@@ -104,14 +76,23 @@ class FileDropSource:
         observer = _watch([Path(r.source.options["path"]) for r in routes], wake)
         ledger = Ledger(ledger_path)
         publisher = ConfirmingPublisher(settings.broker_url, "gridbus-file-drop")
-        stable = {r.id: StableFiles(r.source.options["settle_s"]) for r in routes}
+        readiness = {r.id: Readiness(r.source.options["settle_s"], r.source.options.get("marker_suffix"))
+                     for r in routes}
+        for route in routes:
+            _clear_staging(route)
+        failures: dict[tuple[str, Path], int] = {}
         try:
             while not stop.is_set():
                 busy = False
                 for route in routes:
-                    for path in stable[route.id].ready(candidates(route.source)):
-                        result = self._ingest_one(route, path, publisher, ledger)
-                        busy = True
+                    options = route.source.options
+                    found = scan(Path(options["path"]), options["pattern"], options.get("marker_suffix"))
+                    results = [_refuse_link(route, link) for link in found.links]
+                    for path in readiness[route.id].ready(found.files):
+                        results.append(self._ingest_one(route, path, publisher, ledger, readiness[route.id],
+                                                        failures))
+                    busy = busy or bool(results)
+                    for result in results:
                         if on_result:
                             on_result(result)
                 if not busy:
@@ -122,14 +103,43 @@ class FileDropSource:
                 observer.stop()
             publisher.close()
 
-    def _ingest_one(self, route, path, publisher, ledger) -> IngestResult | None:
+    def _ingest_one(self, route: Route, path: Path, publisher: ConfirmingPublisher, ledger: Ledger,
+                    readiness: Readiness, failures: dict) -> IngestResult | None:
+        marker = readiness.marker(path)
         try:
-            return ingest(route, path, publisher, ledger)
-        except Exception as exc:  # broker down: leave the file in the inbox, try again later
-            log.error("route %s: %s not ingested yet: %s", route.id, path.name, exc)
+            result = ingest(route, path, publisher, ledger, marker)
+        except BrokerError as exc:  # broker down: leave the file in the inbox, try again later
+            log.error("route %s: %s not ingested yet: %s", route.id, printable(path.name), exc)
             publisher.close()
             time.sleep(1)
             return None
+        except Exception as exc:  # noqa: BLE001 - the loop's boundary: one file must not stop the others
+            tries = failures[(route.id, path)] = failures.get((route.id, path), 0) + 1
+            log.exception("route %s: %s failed (%d of %d attempts)", route.id, printable(path.name), tries, ATTEMPTS)
+            readiness.forget(path)
+            if tries < ATTEMPTS or not os.path.lexists(path):
+                return None
+            del failures[(route.id, path)]
+            return reject(route, path, f"failed {ATTEMPTS} times: {exc.__class__.__name__}: {exc}", marker)
+        failures.pop((route.id, path), None)
+        if result.again:
+            readiness.forget(path)
+        return result
+
+
+def _refuse_link(route: Route, link: Path) -> IngestResult:
+    try:
+        to = printable(os.readlink(link))
+    except OSError:
+        to = "?"
+    return reject(route, link, f"a symbolic link (to {to}): links are not followed; drop the file itself")
+
+
+def _clear_staging(route: Route) -> None:
+    """Copies left by an ingress that stopped mid-file; the file itself is still in the inbox."""
+    folder = staging(route)
+    for left in folder.iterdir() if folder.exists() else ():
+        left.unlink(missing_ok=True)
 
 
 def _watch(folders: list[Path], wake: threading.Event):

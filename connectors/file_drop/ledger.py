@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS chunk_outcomes (
     route TEXT NOT NULL, checksum TEXT NOT NULL, chunk INTEGER NOT NULL, result TEXT NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (route, checksum, chunk));
+CREATE TABLE IF NOT EXISTS chunk_lines (
+    route TEXT NOT NULL, checksum TEXT NOT NULL, chunk INTEGER NOT NULL, first_line INTEGER,
+    last_line INTEGER, rows INTEGER NOT NULL, PRIMARY KEY (route, checksum, chunk));
+CREATE TABLE IF NOT EXISTS file_survey (
+    route TEXT NOT NULL, checksum TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (route, checksum));
 """
 
 
@@ -37,10 +42,23 @@ class Ledger:
         self.db.execute("INSERT OR REPLACE INTO files (route, checksum, name, state, received_at) "
                         "VALUES (?, ?, ?, 'publishing', ?)", (route, checksum, name, time.time()))
 
-    def published(self, route: str, checksum: str, chunks: int, rows: int, archive_path: str) -> None:
-        self.db.execute("UPDATE files SET state='published', chunks=?, rows=?, archive_path=?, "
-                        "published_at=? WHERE route=? AND checksum=?",
-                        (chunks, rows, archive_path, time.time(), route, checksum))
+    def published(self, route: str, checksum: str, chunks: int, rows: int, archive_path: str,
+                  chunk_lines: list[tuple] = (), survey: dict | None = None) -> None:
+        """The file is out: its chunks (index, first line, last line, rows the decoder must account
+        for) and what the ingress found itself (blank lines, rejected lines), in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO chunk_lines VALUES (?, ?, ?, ?, ?, ?)",
+                                [(route, checksum, *c) for c in chunk_lines])
+            self.db.execute("INSERT OR REPLACE INTO file_survey VALUES (?, ?, ?)",
+                            (route, checksum, json.dumps(survey or {})))
+            self.db.execute("UPDATE files SET state='published', chunks=?, rows=?, archive_path=?, "
+                            "published_at=? WHERE route=? AND checksum=?",
+                            (chunks, rows, archive_path, time.time(), route, checksum))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def record_outcome(self, record: dict) -> None:
         # the first outcome of a chunk wins: a redelivered chunk reports the same thing again
@@ -62,6 +80,17 @@ class Ledger:
         return [json.loads(r[0]) for r in self.db.execute(
             "SELECT record FROM chunk_outcomes WHERE route=? AND checksum=? ORDER BY chunk",
             (route, checksum))]
+
+    def chunk_lines(self, route: str, checksum: str) -> list[dict]:
+        keys = ("chunk", "first_line", "last_line", "rows")
+        return [dict(zip(keys, r)) for r in self.db.execute(
+            "SELECT chunk, first_line, last_line, rows FROM chunk_lines WHERE route=? AND checksum=? "
+            "ORDER BY chunk", (route, checksum))]
+
+    def survey(self, route: str, checksum: str) -> dict:
+        row = self.db.execute("SELECT record FROM file_survey WHERE route=? AND checksum=?",
+                              (route, checksum)).fetchone()
+        return json.loads(row[0]) if row else {}
 
     def reported(self, route: str, checksum: str) -> None:
         self.db.execute("UPDATE files SET state='reported', reported_at=? WHERE route=? AND checksum=?",

@@ -18,18 +18,40 @@ from bus.publisher import ConfirmingPublisher
 from connectors.file_drop.ledger import Ledger
 
 log = logging.getLogger("gridbus.file-drop")
+REPORT_RETRY_S = 60
 
 
-def build_report(file: dict, outcomes: list[dict]) -> dict:
-    rejected = [r for o in outcomes for r in o.get("rejected", [])]
-    rows_in = sum(o.get("rows_in") or 0 for o in outcomes)
+def build_report(file: dict, outcomes: list[dict], chunks: list[dict] = (), survey: dict | None = None) -> dict:
+    """The file's report.  It says ``delivered`` only if every line is accounted for: each chunk
+    delivered with as many rows decoded as the ingress cut into it, and (CSV) rows read =
+    accepted + rejected.  Otherwise ``incomplete``, naming the lines nobody accounted for."""
+    survey = survey or {}
+    cut = {c["chunk"]: c for c in chunks}
+    ingress_rejected = survey.get("rejected", [])
+    rejected = [r for o in outcomes for r in o.get("rejected", [])] + ingress_rejected
+    accepted, unaccounted = 0, []
+    for o in outcomes:
+        c = cut.get(o["chunk"], {})
+        decoded = o.get("rows_in")
+        rows = c.get("rows", decoded)
+        if o["result"] == "delivered" and decoded is not None and decoded == rows:
+            accepted += decoded - len(o.get("rejected", []))
+        else:
+            unaccounted.append({"chunk": o["chunk"], "first_line": c.get("first_line"),
+                                "last_line": c.get("last_line"), "rows": rows, "rows_decoded": decoded,
+                                "result": o["result"]})
+    by_line = bool(chunks) and all(c.get("first_line") is not None for c in chunks)  # CSV: rows are lines
+    balanced = not unaccounted and (not by_line or accepted + len(rejected) == file["rows"])
     dead = [o for o in outcomes if o["result"] == "dead-lettered"]
     return {
         "route": file["route"], "file": file["name"], "checksum": file["checksum"],
         "archived_as": file["archive_path"], "received_at": file["received_at"], "reported_at": time.time(),
-        "rows_read": file["rows"], "rows_accepted": rows_in - len(rejected), "rows_rejected": len(rejected),
+        "status": "delivered" if balanced else "incomplete",
+        "rows_read": file["rows"], "rows_accepted": accepted, "rows_rejected": len(rejected),
         "rejections": sorted(rejected, key=lambda r: (r["line"] is None, r["line"] or 0)),
-        "chunks": file["chunks"], "chunks_delivered": file["chunks"] - len(dead),
+        "unaccounted": unaccounted,
+        **({"lines": survey["lines"], "blank_lines": survey["blank_lines"]} if "lines" in survey else {}),
+        "chunks": file["chunks"], "chunks_delivered": len(outcomes) - len(unaccounted),
         "chunks_dead_lettered": [{"chunk": o["chunk"], "message_id": o["message_id"], "reason": o["reason"]}
                                  for o in dead],
         "readings_delivered": sum(o.get("readings") or 0 for o in outcomes if o["result"] == "delivered"),
@@ -42,15 +64,26 @@ class Reconciler:
         self.broker_url = broker_url
         self.ledger_path = ledger_path
         self.sources = sources   # route id -> source system, for the event's routing key
+        self.failed: dict[tuple[str, str], float] = {}  # (route, checksum) -> when to try its report again
 
     def write_reports(self, ledger: Ledger, publisher: ConfirmingPublisher) -> int:
         written = 0
         for file in ledger.complete_files():
-            report = build_report(file, ledger.outcomes(file["route"], file["checksum"]))
+            key = (file["route"], file["checksum"])
+            if self.failed.get(key, 0) > time.monotonic():
+                continue
+            report = build_report(file, ledger.outcomes(*key), ledger.chunk_lines(*key), ledger.survey(*key))
             target = Path(file["archive_path"] + ".report.json")
             partial = target.with_name(f".{target.name}.part")
-            partial.write_text(json.dumps(report, indent=2))
-            partial.replace(target)  # whole or absent: readers never see half a report
+            try:
+                partial.write_text(json.dumps(report, indent=2))
+                partial.replace(target)  # whole or absent: readers never see half a report
+            except OSError as exc:  # this file's report only: the others are still written
+                log.error("route %s: the report of %s cannot be written (%s); trying again in %ds",
+                          file["route"], file["name"], exc, REPORT_RETRY_S)
+                self.failed[key] = time.monotonic() + REPORT_RETRY_S
+                continue
+            self.failed.pop(key, None)
             source = self.sources.get(file["route"], "unknown")
             publisher.publish(naming.EVENTS_EXCHANGE,
                               naming.events_routing_key("FileReconciliation", "created", source),
@@ -60,8 +93,11 @@ class Reconciler:
                                "type": "created.FileReconciliation"}, {"gridbus-route": file["route"]})
             publisher.flush()
             ledger.reported(file["route"], file["checksum"])
-            log.info("route %s: %s reconciled: %d rows, %d accepted, %d rejected", file["route"],
-                     file["name"], report["rows_read"], report["rows_accepted"], report["rows_rejected"])
+            log.log(logging.INFO if report["status"] == "delivered" else logging.ERROR,
+                    "route %s: %s reconciled, %s: %d rows, %d accepted, %d rejected%s", file["route"], file["name"],
+                    report["status"], report["rows_read"], report["rows_accepted"], report["rows_rejected"],
+                    "".join(f"; lines {u['first_line']}-{u['last_line']} not accounted for ({u['result']}, "
+                            f"{u['rows_decoded']} of {u['rows']} rows decoded)" for u in report["unaccounted"]))
             written += 1
         return written
 

@@ -1,16 +1,18 @@
 """Hostile HES-A CSV input (issue 16): every line accounted for, numbers that are what they look like.
 
-The decoder is tested on its own: a chunk in, readings and rejections out.
+The decoder is tested on its own (a chunk in, readings and rejections out) and
+behind the file-drop survey and chunker (bytes of a file in), without a broker.
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bus.errors import ConfigError, RouteValidationError
+from bus.errors import ConfigError, DecodeError, RouteValidationError
 from bus.routes import load_routes
 from bus.transform import SourceChunk, TransformContext
 from transformers.hes_a_csv import HesACsvDecoder
@@ -236,3 +238,227 @@ def test_any_chunk_decodes_with_every_nonblank_line_accepted_or_rejected_once(li
     assert len(set(rejected)) == len(rejected) and set(rejected) <= set(data_lines)
     assert all(r.reason for r in context.rejections)
     assert len(readings(doc)) <= 6 * (len(data_lines) - len(rejected))
+
+
+# ------------------------------------------------------------- property: bytes of a file through the ingress
+
+def file_bytes() -> st.SearchStrategy[bytes]:
+    line = st.one_of(LINE.map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary(max_size=20))
+    body = st.lists(line, max_size=30)
+    header = st.sampled_from([HEADER.encode(), b"\xef\xbb\xbf" + HEADER.encode(), b"serial,when", b"",
+                              HEADER.encode() + b',"extra'])
+    eol = st.sampled_from([b"\n", b"\r\n"])
+    return st.one_of(st.builds(lambda h, b, e, end: e.join([h, *b]) + (e if end else b""),
+                               header, body, eol, st.booleans()),
+                     st.binary(max_size=200))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=file_bytes(), batch=st.integers(1, 7))
+@example(data=(HEADER + "\n" + row() + "\n" + row("M2") + "\n" + row(kwh="0.9") + "\n").encode(), batch=1)
+@example(data=(HEADER + "\n" + row() + "\nM2,\xff\n").encode("latin-1"), batch=2)
+def test_any_file_is_rejected_whole_naming_a_line_or_every_data_line_is_accepted_or_rejected(tmp_path, data, batch,
+                                                                                              memory):
+    from connectors.file_drop import split
+    from connectors.file_drop.survey import survey_csv
+    # Given any bytes in a .csv file
+    path = tmp_path / "any.csv"
+    path.write_bytes(data)
+    decoder = HesACsvDecoder()
+    # When the ingress surveys it
+    try:
+        survey = survey_csv(path, max_line_bytes=4096, decoder=decoder)
+    except DecodeError as exc:
+        # Then either the whole file is refused with a reason that names the line
+        assert re.search(r"line \d+|header|empty", str(exc)), str(exc)
+        return
+    # or it is cut into chunks and decoded: rows read = accepted + rejected, each rejection on its own line
+    decoded, ingress_rejected, rejected = 0, 0, []
+    for chunk in split.csv_chunks(path, batch, survey, decoder=decoder):
+        context = TransformContext("r", "hes-a", "m", "c")
+        decoder(chunk.source, context)
+        assert context.rows_in == chunk.rows
+        decoded += chunk.rows
+        ingress_rejected += len(chunk.rejections)
+        rejected += [r.line for r in context.rejections] + [r["line"] for r in chunk.rejections]
+        assert all(r.reason for r in context.rejections) and all(r["reason"] for r in chunk.rejections)
+    assert decoded + ingress_rejected == survey.data_rows
+    assert len(set(rejected)) == len(rejected)
+    assert all(2 <= line <= survey.lines for line in rejected)
+
+
+# ------------------------------------------------------------- the file-drop ingress, without a broker
+
+def write_csv(tmp_path: Path, lines: list[str], name: str = "f.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(params=["remembered", "read-twice"])
+def memory(request, monkeypatch):
+    """The chunker remembers every fingerprint, or (a file over TRACKED_ROWS) only those that repeat,
+    found by a second read in segments of EXACT_FINGERPRINTS."""
+    if request.param == "read-twice":
+        monkeypatch.setattr("connectors.file_drop.split.TRACKED_ROWS", 10)
+        monkeypatch.setattr("connectors.file_drop.survey.EXACT_FINGERPRINTS", 64)
+    return request.param
+
+
+def test_conflicting_rows_far_apart_reject_the_later_one_naming_both_lines(tmp_path, memory):
+    from connectors.file_drop import split
+    from connectors.file_drop.survey import survey_csv
+    # Given 2,500 rows in chunks of 1,000, where line 1,300 repeats line 100's meter and interval with another value
+    lines = [row(f"M{i:04d}") for i in range(2500)]
+    lines[1298] = row("M0098", kwh="0.900")
+    path = write_csv(tmp_path, lines)
+    decoder = HesACsvDecoder()
+    # When the ingress surveys and cuts the file and the chunks are decoded
+    survey = survey_csv(path, decoder=decoder)
+    chunks = list(split.csv_chunks(path, 1000, survey, decoder=decoder))
+    values = {}
+    for chunk in chunks:
+        values.update(readings(HesACsvDecoder()(chunk.source, TransformContext("r", "hes-a", "m", "c"))))
+    # Then the later row is rejected, naming the earlier line, and never reaches the decoder
+    assert [r for c in chunks for r in c.rejections] == [
+        {"line": 1300, "reason": "meter M0098: second row for 2026-10-31T18:45:00Z with other values "
+                                 "(first at line 100)"}]
+    assert [c.rows for c in chunks] == [1000, 999, 500]
+    assert values[("M0098", KWH_IMP, "2026-10-31T18:45:00Z")] == 0.1
+
+
+def test_the_first_row_the_decoder_takes_wins_and_later_ones_are_compared_with_it(tmp_path, memory):
+    from connectors.file_drop import split
+    from connectors.file_drop.survey import survey_csv
+    # Given M0001 at 00:15 on line 3 with a value that is not a number, then with 0.5 on line 1,200, then
+    # again with 0.5 (a repeat) on line 1,500 and with 0.7 (a conflict) on line 2,400, in chunks of 1,000
+    lines = [row(f"M{i:04d}", minute=0, hour=1) for i in range(2500)]
+    lines[1], lines[1198], lines[1498], lines[2398] = (row("M0001", kwh="x"), row("M0001", kwh="0.5"),
+                                                       row("M0001", kwh="0.500"), row("M0001", kwh="0.7"))
+    path = write_csv(tmp_path, lines)
+    decoder = HesACsvDecoder()
+    # When surveyed and cut
+    chunks = list(split.csv_chunks(path, 1000, survey_csv(path, decoder=decoder), decoder=decoder))
+    # Then only line 2,400 is rejected by the ingress, naming line 1,200 (line 3 is the decoder's to reject)
+    assert [r for c in chunks for r in c.rejections] == [
+        {"line": 2400, "reason": "meter M0001: second row for 2026-10-31T18:45:00Z with other values "
+                                 "(first at line 1200)"}]
+
+
+def test_a_repeat_far_apart_with_the_same_values_is_not_a_conflict(tmp_path, memory):
+    from connectors.file_drop import split
+    from connectors.file_drop.survey import survey_csv
+    # Given line 1,300 repeating line 100 exactly, only spelled 0.1 instead of 0.100
+    lines = [row(f"M{i:04d}") for i in range(1500)]
+    lines[1298] = row("M0098", kwh="0.1")
+    path = write_csv(tmp_path, lines)
+    # When surveyed and cut
+    survey = survey_csv(path, decoder=HesACsvDecoder())
+    chunks = list(split.csv_chunks(path, 1000, survey, decoder=HesACsvDecoder()))
+    # Then nothing is rejected
+    assert [r for c in chunks for r in c.rejections] == [] and sum(c.rows for c in chunks) == 1500
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    from connectors.file_drop.survey import survey_csv
+    # Given a byte 0xff on line 4
+    path = tmp_path / "latin.csv"
+    path.write_bytes((HEADER + "\n" + row() + "\n" + row("M2") + "\n").encode() + b"M3,\xff\xfe\n" + row().encode())
+    # When surveyed / Then the reason names line 4, not an offset within some block
+    with pytest.raises(DecodeError, match=r"not UTF-8 text: line 4, byte 4"):
+        survey_csv(path, decoder=HesACsvDecoder())
+
+
+def test_a_line_longer_than_the_maximum_refuses_the_file(tmp_path):
+    from connectors.file_drop.survey import survey_csv
+    # Given a file of one 20,000-byte line
+    path = tmp_path / "one-line.csv"
+    path.write_bytes(b"x," * 10_000)
+    # When surveyed with max_line_bytes 4,096 / Then it is refused naming the line and the limit
+    with pytest.raises(DecodeError, match=r"line 1 is longer than max_line_bytes \(4096\)"):
+        survey_csv(path, max_line_bytes=4096, decoder=HesACsvDecoder())
+
+
+def test_the_survey_counts_physical_lines_and_blank_lines(tmp_path):
+    from connectors.file_drop.survey import survey_csv
+    # Given CRLF lines, a blank line, a whitespace line and no newline at the end
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(("\ufeff" + HEADER + "\r\n" + row() + "\r\n\r\n  \r\n" + row("M2")).encode())
+    # When surveyed
+    survey = survey_csv(path, decoder=HesACsvDecoder())
+    # Then lines, data rows and blank lines are those of the file
+    assert (survey.lines, survey.data_rows, survey.blank_lines) == (5, 2, 2)
+    assert survey.header.startswith("meter_serial")
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("ok\udcff.csv", "not UTF-8"),
+    ("x" * 237 + ".csv", "longer than"),
+    ("new\nline.csv", "control character"),
+])
+def test_file_names_that_cannot_be_archived_are_named_as_such(name, problem):
+    from connectors.file_drop.inbox import name_problem, safe_name
+    # Given a name with a byte that is not UTF-8, one too long for the archive's names, one with a newline
+    # Then each has a problem, and its safe name is short printable ASCII, different for different names
+    assert problem in name_problem(name)
+    safe = safe_name(name)
+    assert safe.isascii() and safe.isprintable() and len(safe) <= 120 and safe != safe_name(name + "x")
+    assert name_problem("UPM-2026-11-01_block-load.csv") is None
+
+
+def test_a_file_is_ready_only_when_unchanged_for_the_settle_time_or_when_its_marker_is_there(tmp_path):
+    from connectors.file_drop.inbox import Readiness
+    # Given a clock we move by hand, a file still being written and a file with its marker
+    now = [100.0]
+    growing, marked = tmp_path / "growing.csv", tmp_path / "marked.csv"
+    growing.write_text("a\n")
+    marked.write_text("a\n")
+    (tmp_path / "marked.csv.done").write_text("")
+    plain = Readiness(settle_s=5, clock=lambda: now[0])
+    with_marker = Readiness(settle_s=5, marker_suffix=".done", clock=lambda: now[0])
+    # When the growing file changes within the settle time
+    assert plain.ready([growing]) == []
+    now[0] += 4
+    growing.write_text("a\nb\n")
+    now[0] += 4
+    # Then it is not ready; once unchanged for 5 s it is
+    assert plain.ready([growing]) == []
+    now[0] += 5
+    assert plain.ready([growing]) == [growing]
+    # and with a marker suffix, only a file whose marker exists is ready, at once
+    assert with_marker.ready([growing, marked]) == [marked]
+
+
+def test_symlinks_are_not_candidates_but_are_reported(tmp_path):
+    from connectors.file_drop.inbox import scan
+    # Given a CSV, a link to a CSV outside the inbox, and a file in the middle of an upload
+    outside = tmp_path / "outside.csv"
+    outside.write_text(HEADER + "\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "real.csv").write_text(HEADER + "\n")
+    (inbox / "link.csv").symlink_to(outside)
+    (inbox / "upload.csv.part").write_text("")
+    # When the inbox is scanned
+    found = scan(inbox, "*.csv")
+    # Then only the real file is a candidate, and the link is set apart
+    assert found.files == [inbox / "real.csv"] and found.links == [inbox / "link.csv"]
+
+
+def test_a_report_does_not_call_a_file_delivered_unless_every_line_is_accounted_for():
+    from connectors.file_drop.reconcile import build_report
+    # Given a 1,000-row chunk of which the decoder saw 10 rows (the stray-quote symptom), and a balanced file
+    file = {"route": "r", "name": "f.csv", "checksum": "c" * 64, "archive_path": "/a/f.csv", "received_at": 0,
+            "rows": 1000, "chunks": 1}
+    chunks = [{"chunk": 0, "first_line": 2, "last_line": 1001, "rows": 1000}]
+    short = [{"chunk": 0, "result": "delivered", "rows_in": 10, "rejected": [{"line": 11, "reason": "bad"}],
+              "readings": 54, "message_id": "m0", "reason": ""}]
+    whole = [{**short[0], "rows_in": 1000}]
+    # When the reports are built
+    bad, good = build_report(file, short, chunks, {}), build_report(file, whole, chunks, {})
+    # Then the first is not delivered and names the lines nobody accounted for; the second balances
+    assert bad["status"] == "incomplete" and bad["chunks_delivered"] == 0
+    assert bad["unaccounted"] == [{"chunk": 0, "first_line": 2, "last_line": 1001, "rows": 1000,
+                                   "rows_decoded": 10, "result": "delivered"}]
+    assert good["status"] == "delivered" and good["rows_accepted"] + good["rows_rejected"] == 1000
