@@ -15,8 +15,9 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
-from bus.errors import PermanentDeliveryError, TransientDeliveryError, ValidationError
+from bus.errors import TransientDeliveryError, ValidationError
 from bus.routes.model import Endpoint
+from connectors.http_outcome import message_headers, refused
 from connectors.http_session import ThreadSessions
 
 
@@ -66,15 +67,11 @@ class CallbackDestination:
         started = time.perf_counter()
         try:
             answer = self.sessions.get().post(address, data=json.dumps(document["reply"]), timeout=endpoint.options[
-                "timeout_s"], headers={"Content-Type": "application/json", "X-Request-ID": document["request_id"],
-                                       "X-Correlation-ID": envelope.correlation})
+                "timeout_s"], headers=message_headers(envelope, **{"X-Request-ID": document["request_id"]}))
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
             raise TransientDeliveryError(f"callback {address}: {exc.__class__.__name__}", "callback") from exc
-        if answer.status_code >= 500 or answer.status_code in (408, 429):
-            raise TransientDeliveryError(f"callback {address} answered {answer.status_code}", "callback",
-                                         answer.status_code)
         if answer.status_code >= 300:
-            raise PermanentDeliveryError(f"callback {address} answered {answer.status_code}: {answer.text[:200]}",
-                                         "callback", answer.status_code)
+            raise refused("callback", answer.status_code, f"callback {address} answered {answer.status_code}: "
+                          f"{answer.text[:200]}", answer.headers.get("Retry-After"))
         return DeliveryReceipt("callback", str(answer.status_code), time.perf_counter() - started, address)

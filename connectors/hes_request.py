@@ -26,6 +26,7 @@ from bus.errors import ConfigError, ValidationError
 from bus.requests import replies
 from bus.requests.replies import error, merge
 from bus.routes.model import Endpoint
+from connectors.http_outcome import message_headers, never_connected, retry_after, transient
 from connectors.http_session import LoopSessions, ThreadSessions
 
 OPERATIONS = {"meter-readings": "MeterReadings", "commands": "EndDeviceControls"}
@@ -158,11 +159,10 @@ class HesRequestDestination:
                                                       headers=step.headers)
                     answer = Heard("answered", got.status_code, got.content, got.headers.get("Retry-After"))
                 except requests.Timeout as exc:
-                    answer = Heard("not-sent" if isinstance(exc, requests.ConnectTimeout) else "timeout",
-                                   reason=exc.__class__.__name__)
+                    answer = Heard("not-sent" if never_connected(exc) else "timeout", reason=exc.__class__.__name__)
                 except requests.RequestException as exc:
                     self.sessions.drop()  # a broken pool is not reused
-                    answer = Heard("not-sent" if _refused_connection(exc) else "broken", reason=exc.__class__.__name__)
+                    answer = Heard("not-sent" if never_connected(exc) else "broken", reason=exc.__class__.__name__)
         except StopIteration as done:
             return done.value
 
@@ -187,10 +187,8 @@ class HesRequestDestination:
                         answer = Heard("answered", got.status, await got.read(), got.headers.get("Retry-After"))
                 except asyncio.TimeoutError:
                     answer = Heard("timeout", reason="TimeoutError")
-                except aiohttp.ClientConnectorError as exc:  # the connection was never made: nothing was sent
-                    answer = Heard("not-sent", reason=exc.__class__.__name__)
                 except aiohttp.ClientError as exc:
-                    answer = Heard("broken", reason=exc.__class__.__name__)
+                    answer = Heard("not-sent" if never_connected(exc) else "broken", reason=exc.__class__.__name__)
         except StopIteration as done:
             return done.value
 
@@ -209,7 +207,6 @@ class HesRequestDestination:
 #   OUTCOME_UNKNOWN and the request ``unknown``, never ``failed``;
 # - a meter is executed only if its HES said so; read values only from the HES's answer.
 
-TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 STATUS_POLL_S = 1.0
 # errors that say the HES did not take the command: a resend of the same command id may run
 NOT_TAKEN = {"HES_UNAVAILABLE", "HES_UNREACHABLE"}
@@ -239,20 +236,6 @@ class Heard:
         self.kind, self.status, self.content, self.retry_after, self.reason = kind, status, content, retry_after, reason
 
 
-def _refused_connection(exc: Exception) -> bool:
-    """A requests error raised before anything was sent (the connection was never made)."""
-    from urllib3.exceptions import NewConnectionError
-
-    seen, cause = set(), exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, NewConnectionError):
-            return True
-        cause = getattr(cause, "reason", None) or (cause.args[0] if cause.args and isinstance(cause.args[0],
-                                                                                               Exception) else None)
-    return False
-
-
 def expiry_of(document: dict) -> float | None:
     """The command's expiresAt (epoch seconds), as the gateway settled it; None without one."""
     value = (document.get("Request") or {}).get("expiresAt") if isinstance(document, dict) else None
@@ -275,11 +258,11 @@ def asking(hes: str, base: str, options: dict, document: dict, meters: list[str]
         budget_end = min(budget_end, expires)
     while True:
         heard = yield Call("POST", url, body, headers, options["timeout_s"])
-        if heard.kind == "answered" and heard.status not in TRANSIENT_STATUS:
+        if heard.kind == "answered" and not transient(heard.status):
             return _interpret(hes, heard.status, heard.content, meters, commands)
         if heard.kind in ("answered", "not-sent"):  # the HES did not take it: worth asking again
             why = f"answered {heard.status}" if heard.kind == "answered" else f"not reachable ({heard.reason})"
-            wait = max(1.0, _seconds(heard.retry_after) or 0.0)
+            wait = max(1.0, retry_after(heard.retry_after) or 0.0)
             if time.time() + wait >= budget_end:
                 return None, [error("HES_UNAVAILABLE", f"{hes} {why}; asked until "
                                     f"{'the command expired' if expires and budget_end == expires else 'the retry budget ran out'}",
@@ -348,21 +331,11 @@ def _outcomes(hes: str, content: bytes, meters: list[str], expires: float | None
     return known
 
 
-def _seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def _call(base: str, options: dict, document: dict, meters: list[str], envelope: Envelope):
     """(url, body, headers) of asking an HES for its ``meters``."""
     sub = {**document, "Request": {**document["Request"], "meters": meters}}
     return (f"{base.rstrip('/')}/requests/{options['operation']}", orjson.dumps(sub),
-            {"Content-Type": "application/json", "X-Correlation-ID": envelope.correlation,
-             "X-Message-ID": envelope.message_id, "traceparent": envelope.traceparent})
+            message_headers(envelope))
 
 
 def _timed_out(hes: str, options: dict, meters: list[str]) -> list[dict]:

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import time
-from email.utils import parsedate_to_datetime
 
 import requests
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
-from bus.errors import PermanentDeliveryError, TransientDeliveryError
+from bus.errors import TransientDeliveryError
 from bus.routes.model import Endpoint
-from connectors.http_session import ThreadSessions
 from bus.transform import Outbound
-
-# 408 and 429 are the destination asking us to come back later
-RETRYABLE_4XX = {408, 429}
+from connectors.http_outcome import message_headers, not_answered, refused
+from connectors.http_session import ThreadSessions
 
 
 class RestOptions(Schema):
@@ -25,18 +22,6 @@ class RestOptions(Schema):
     url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
     timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 class RestDestination:
@@ -54,9 +39,7 @@ class RestDestination:
 
     def deliver(self, outbound: Outbound, envelope: Envelope, endpoint: Endpoint) -> DeliveryReceipt:
         url = endpoint.options["url"]
-        headers = {**endpoint.options.get("headers", {}), "Content-Type": outbound.content_type,
-                   "X-Message-ID": envelope.message_id, "X-Correlation-ID": envelope.correlation,
-                   "traceparent": envelope.traceparent}
+        headers = {**endpoint.options.get("headers", {}), **message_headers(envelope, outbound.content_type)}
         started = time.perf_counter()
         try:
             response = self.sessions.get().post(url, data=outbound.body, headers=headers,
@@ -66,13 +49,9 @@ class RestDestination:
                                          f"{endpoint.options['timeout_s']}s", endpoint.system) from exc
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
-            raise TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}",
-                                         endpoint.system) from exc
+            raise not_answered(endpoint.system, exc, maybe_sent=True) from exc
         status = response.status_code
         if status < 300:
             return DeliveryReceipt(endpoint.system, str(status), time.perf_counter() - started)
-        detail = f"{endpoint.system} answered {status}: {response.text[:300]}"
-        if status >= 500 or status in RETRYABLE_4XX:
-            raise TransientDeliveryError(detail, endpoint.system, status,
-                                         _retry_after(response.headers.get("Retry-After")))
-        raise PermanentDeliveryError(detail, endpoint.system, status)
+        raise refused(endpoint.system, status, f"{endpoint.system} answered {status}: {response.text[:300]}",
+                      response.headers.get("Retry-After"))

@@ -22,6 +22,8 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
 from bus.routes.model import Endpoint
+from connectors.http_outcome import message_headers, never_connected, not_answered, refused, transient
+from connectors.http_outcome import retry_after as http_retry_after
 from connectors.http_session import LoopSessions, ThreadSessions
 
 
@@ -51,9 +53,7 @@ class RestRequestDestination:
 
     @staticmethod
     def _headers(envelope: Envelope, endpoint: Endpoint) -> dict:
-        return {**endpoint.options["headers"], "Content-Type": "application/json",
-                "X-Message-ID": envelope.message_id, "X-Correlation-ID": envelope.correlation,
-                "traceparent": envelope.traceparent}
+        return {**endpoint.options["headers"], **message_headers(envelope)}
 
     def request(self, document: dict, envelope: Envelope, endpoint: Endpoint) -> dict:
         """The destination's IEC reply; 5xx and no answer are worth a retry, a non-reply 4xx is not."""
@@ -63,8 +63,7 @@ class RestRequestDestination:
                                               timeout=endpoint.options["timeout_s"])
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
-            raise _not_answered(endpoint, exc, maybe_sent=not isinstance(exc, requests.ConnectTimeout)
-                                and not _refused(exc)) from exc
+            raise not_answered(endpoint.system, exc, maybe_sent=not never_connected(exc)) from exc
         return _interpret(endpoint, answer.status_code, answer.content, answer.headers.get("Retry-After"))
 
     async def close_async(self) -> None:
@@ -81,7 +80,7 @@ class RestRequestDestination:
                     timeout=aiohttp.ClientTimeout(total=endpoint.options["timeout_s"])) as answer:
                 status, content, retry_after = answer.status, await answer.read(), answer.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _not_answered(endpoint, exc, maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError)) from exc
+            raise not_answered(endpoint.system, exc, maybe_sent=not never_connected(exc)) from exc
         return _interpret(endpoint, status, content, retry_after)
 
 
@@ -93,34 +92,12 @@ def _body(document: dict, envelope: Envelope) -> str:
     return json.dumps(document)
 
 
-def _refused(exc: Exception) -> bool:
-    """A requests error raised before anything was sent: the connection was never made."""
-    from urllib3.exceptions import NewConnectionError
-
-    cause = exc.args[0] if exc.args else None
-    return isinstance(getattr(cause, "reason", None), NewConnectionError) or isinstance(cause, NewConnectionError)
-
-
-def _not_answered(endpoint: Endpoint, exc: Exception, maybe_sent: bool) -> TransientDeliveryError:
-    error = TransientDeliveryError(f"{endpoint.system}: {exc.__class__.__name__}: {exc}", endpoint.system)
-    error.maybe_sent = maybe_sent
-    return error
-
-
-# statuses that say the destination did not take the request (it may be asked again and
-# cannot have acted on it); any other 5xx, or no answer, may come after it acted
-NOT_TAKEN = {429, 502, 503}
-
-
 def _interpret(endpoint: Endpoint, status: int, content: bytes, retry_after: str | None = None) -> dict:
     """The destination's IEC reply; 5xx, 408 and 429 are worth a retry, a non-reply 4xx is not;
     an acknowledgement (202, or a Reply without a Result) is not a reply."""
     text = content[:300].decode("utf-8", "replace")
-    if status >= 500 or status in (408, 429):
-        error = TransientDeliveryError(f"{endpoint.system} answered {status}: {text}", endpoint.system, status,
-                                       _seconds(retry_after))
-        error.maybe_sent = status not in NOT_TAKEN
-        raise error
+    if transient(status):
+        raise refused(endpoint.system, status, f"{endpoint.system} answered {status}: {text}", retry_after)
     try:
         reply = json.loads(content)
     except ValueError:
@@ -132,14 +109,7 @@ def _interpret(endpoint: Endpoint, status: int, content: bytes, retry_after: str
         # taken, not answered: asked again, a deduplicating destination answers with the outcome
         error = TransientDeliveryError(f"{endpoint.system} answered {status}: taken but not answered yet "
                                        f"(state {reply.get('state', '?')})", endpoint.system, status,
-                                       _seconds(retry_after) or 2.0)
+                                       http_retry_after(retry_after) or 2.0)
         error.maybe_sent = True
         raise error
     return reply  # a FAILED reply (4xx or 200) is the answer, not a delivery failure
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
