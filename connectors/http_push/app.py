@@ -81,8 +81,8 @@ class Gateway:
         self.keys = keys
         self._local = threading.local()
         self.validator = DocumentCheck()
-        self.openapi = openapi_document(sorted(self.routes), {p: r.source.options["kind"]
-                                                               for p, r in self.request_routes.items()})
+        self.openapi = openapi_document({p: r.source.options.get("format", "json") for p, r in self.routes.items()},
+                                        {p: r.source.options["kind"] for p, r in self.request_routes.items()})
 
     def _publisher(self) -> ConfirmingPublisher:
         pub = getattr(self._local, "publisher", None)

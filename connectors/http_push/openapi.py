@@ -8,58 +8,101 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from connectors.http_push.request_schemas import BODIES, RequestHeaderSchema
-from connectors.http_push.schemas import ReplySchema
+from connectors.http_push.schemas import (
+    ReplySchema,
+    RequestAnswerSchema,
+    RequestsFoundSchema,
+    RequestStatusSchema,
+)
 
 
-def openapi_document(push_paths: list[str], request_paths: dict[str, str] | None = None) -> dict:
-    """``request_paths``: path → kind (meter-readings, billing-determinants, commands)."""
+def _answers(schema: str, statuses: tuple[tuple[int, str], ...]) -> dict:
+    return {str(code): {"description": text, "content": {"application/json": {"schema": schema}}}
+            for code, text in statuses}
+
+
+# every answer the gateway gives, with its reason in a Reply (a FAILED one for 4xx and 5xx)
+_PUSH_ANSWERS = (
+    (202, "accepted: on the bus, confirmed by the broker (PARTIAL: items left out, each named)"),
+    (400, "not JSON (or not UTF-8 XML), nested over 64 levels, or no document the route's decoder reads"),
+    (401, "no or unknown API key"), (403, "this system is not the route's source"), (404, "no such route"),
+    (411, "no Content-Length"), (413, "body larger than the route takes"),
+    (415, "not the route's media type"), (429, "over the system's rate; retry after Retry-After"),
+    (503, "the bus cannot take it now (BROKER_UNAVAILABLE); retry after Retry-After"))
+_REQUEST_ANSWERS = (
+    (200, "the reply (Result OK, PARTIAL or FAILED; per-meter errors)"),
+    (202, "asynchronous, or pending approval: request_id and state, no Result yet"),
+    (400, "not a valid request: not JSON, nested over 64 levels, an integer beyond 64 bits, fields wrong, "
+          "an invalid X-User, a command expired or implausible"),
+    (401, "no or unknown API key"), (403, "this system may not send this request"),
+    (409, "the MessageID or commandId names another request"), (411, "no Content-Length"),
+    (413, "body too large, more meters than the route takes, or a disconnect over the rate a route ever "
+          "lets through"),
+    (415, "not application/json"), (429, "over the rate (or disconnects per minute); retry after Retry-After"),
+    (503, "the bus cannot take it now (BROKER_UNAVAILABLE), or too many of this system's requests wait "
+          "(BUSY); retry after Retry-After"),
+    (504, "no reply in time (TIMEOUT): pending, the reply is kept; GET the request_id"))
+_LOOKUP_REFUSALS = ((401, "no or unknown API key"), (429, "over the system's rate; retry after Retry-After"))
+
+
+def openapi_document(push_paths: list[str] | dict[str, str],
+                     request_paths: dict[str, str] | None = None) -> dict:
+    """``push_paths``: the paths (JSON), or path → format (json, xml); ``request_paths``:
+    path → kind (meter-readings, billing-determinants, commands)."""
     spec = APISpec(title="gridbus gateway", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "Pushes from source systems onto gridbus routes. "
+                   info={"description": "Pushes from source systems onto gridbus routes, and requests. "
                                         "Authenticate with `X-API-Key: <key>`."})
     spec.components.schema("Reply", schema=ReplySchema)
     spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
-    answers = {str(code): {"description": text, "content": {"application/json": {"schema": "Reply"}}}
-               for code, text in ((202, "accepted: on the bus, confirmed by the broker"),
-                                  (400, "not JSON"), (401, "no or unknown API key"),
-                                  (403, "this system is not the route's source"), (404, "no such route"),
-                                  (413, "body too large"), (415, "not application/json"),
-                                  (429, "over the system's rate; retry after Retry-After"),
-                                  (503, "the bus cannot take it now; retry after Retry-After"))}
-    for path in push_paths:
+    formats = push_paths if isinstance(push_paths, dict) else dict.fromkeys(push_paths, "json")
+    for path, fmt in sorted(formats.items()):
+        body = ({"application/xml": {"schema": {"type": "string", "description": "IEC 61968-9 XML in UTF-8, "
+                                                "bare or in an IEC 61968-100 message; no DTD"}}}
+                if fmt == "xml" else
+                {"application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array"}]}}})
         spec.path(path=f"/v1/push/{path}", operations={"post": {
             "summary": f"push a document onto the route at {path}", "security": [{"ApiKey": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "oneOf": [{"type": "object"}, {"type": "array"}]}}}},
-            "responses": answers}})
+            "requestBody": {"required": True, "content": body},
+            "responses": _answers("Reply", _PUSH_ANSWERS)}})
+    if request_paths:
+        _request_operations(spec, request_paths)
+    return spec.to_dict()
+
+
+def _request_operations(spec: APISpec, request_paths: dict[str, str]) -> None:
     for name, schema in BODIES.items():
         spec.components.schema(f"Request.{name}", schema=schema)
     spec.components.schema("RequestHeader", schema=RequestHeaderSchema)
-    request_answers = {str(code): {"description": text, "content": {"application/json": {"schema": "Reply"}}}
-                       for code, text in ((200, "the reply (Result OK, PARTIAL or FAILED; per-meter errors)"),
-                                          (202, "asynchronous, or pending approval: request_id and state"),
-                                          (400, "not a valid request"), (401, "no or unknown API key"),
-                                          (403, "this system may not send this request"),
-                                          (429, "over the rate (or disconnects per minute)"),
-                                          (503, "bus unavailable, or too many requests waiting"),
-                                          (504, "no reply in time: the reply is kept, GET the request_id"))}
-    for path, kind in sorted((request_paths or {}).items()):
+    spec.components.schema("RequestAnswer", schema=RequestAnswerSchema)
+    spec.components.schema("RequestStatus", schema=RequestStatusSchema)
+    spec.components.schema("RequestsFound", schema=RequestsFoundSchema)
+    security = [{"ApiKey": []}]
+    for path, kind in sorted(request_paths.items()):
         spec.path(path=f"/v1/requests/{path}", operations={"post": {
             "summary": f"{kind} request (sync, or async with Header.AsyncReplyFlag and ReplyAddress)",
-            "security": [{"ApiKey": []}],
+            "security": security,
             "parameters": [{"in": "header", "name": "X-User", "schema": {"type": "string"},
                             "description": "the person asking (audit; a second user must approve large commands)"}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"Header": {"$ref": "#/components/schemas/RequestHeader"},
                                                  "Request": {"$ref": f"#/components/schemas/Request.{kind}"}},
                 "required": ["Request"]}}}},
-            "responses": request_answers}})
-    if request_paths:
-        spec.path(path="/v1/requests/{request_id}", operations={"get": {
-            "summary": "state, reply and audit trail of one of your requests", "security": [{"ApiKey": []}],
-            "parameters": [{"in": "path", "name": "request_id", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the request"}, "404": {"description": "no such request of yours"}}}})
-    return spec.to_dict()
+            "responses": _answers("RequestAnswer", _REQUEST_ANSWERS)}})
+    spec.path(path="/v1/requests/{request_id}", operations={"get": {
+        "summary": "state, reply and audit trail of one of your requests", "security": security,
+        "parameters": [{"in": "path", "name": "request_id", "required": True, "schema": {"type": "string"}}],
+        "responses": {**_answers("RequestStatus", ((200, "the request"),)),
+                      **_answers("RequestAnswer", ((404, "no such request of yours"), *_LOOKUP_REFUSALS))}}})
+    spec.path(path="/v1/requests", operations={"get": {
+        "summary": "your requests that carried a MessageID or commandId (one per route), newest first",
+        "security": security,
+        "parameters": [{"in": "query", "name": name, "schema": {"type": "string"},
+                        "description": f"the {name} you sent (give exactly one of messageId, commandId)"}
+                       for name in ("messageId", "commandId")],
+        "responses": {**_answers("RequestsFound", ((200, "the requests found (maybe none)"),)),
+                      **_answers("RequestAnswer", ((400, "not exactly one of messageId, commandId"),
+                                                   *_LOOKUP_REFUSALS))}}})
 
 
 def docs_page(document: dict) -> str:
