@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from typing import Callable, Iterable
 
@@ -211,7 +212,19 @@ class Gateway:
         except DecodeError as exc:
             raise Refusal(400, "TOO_DEEP", str(exc)) from exc
         try:
-            return json.loads(raw)
+            text = raw.decode(json.detect_encoding(raw))  # what json.loads does, without its surrogatepass
+        except UnicodeDecodeError as exc:
+            raise Refusal(400, "MALFORMED_JSON", f"body is not JSON in UTF-8 (or UTF-16/32): {exc}") from exc
+        lone = _lone_surrogate(text)
+        if lone:
+            # no character, so no UTF-8 either: storing or publishing it was a 500
+            raise Refusal(400, "MALFORMED_JSON", f"body is not JSON: {lone} is half of a UTF-16 pair, no character")
+        try:
+            # a request is stored and sent on with orjson, which takes no integer beyond 64 bits
+            # (one in any field was a 500); a push travels with the standard library's too
+            return json.loads(text, parse_int=_int64 if route.source.connector == "http-request" else None)
+        except DecodeError as exc:  # from _int64: json.loads passes what parse_int raises on
+            raise Refusal(400, "NUMBER_OUT_OF_RANGE", str(exc)) from exc
         except ValueError as exc:  # not JSON, not UTF-8/16/32, or an integer of over 4,300 digits
             raise Refusal(400, "MALFORMED_JSON", f"body is not JSON: {exc}") from exc
 
@@ -224,6 +237,31 @@ class Gateway:
         start_response(f"{status} {STATUS_TEXT.get(status, '')}",
                        [("Content-Type", content_type), ("Content-Length", str(len(data))), *(extra or [])])
         return [data]
+
+
+# an escape of a high surrogate with the low one that makes it a pair, or one half on its own
+_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+                        r"|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first ``\\uXXXX`` escape of JSON text that is half a surrogate pair, if any."""
+    if "\\ud" not in text and "\\uD" not in text:
+        return None
+    # escaped backslashes go first, as the parser pairs them: JSON \\ud800 is a backslash, then "ud800"
+    for escape in _SURROGATE.findall(text.replace("\\\\", "")):
+        if len(escape) == 6:
+            return escape
+    return None
+
+
+def _int64(text: str) -> int:
+    """An integer of a request body: signed or unsigned 64 bits, what orjson writes."""
+    value = int(text) if len(text) <= 21 else None
+    if value is None or not -2 ** 63 <= value < 2 ** 64:
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+        raise DecodeError(f"integer {shown} is beyond 64 bits, where a request's integers must fit")
+    return value
 
 
 def _bearer(value: str | None) -> str | None:
