@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bus import aio
 from bus.errors import ConfigError
@@ -74,6 +75,22 @@ def call_wsgi(app, environ: dict) -> tuple[int, list, bytes]:
             chunks.close()
     headers = [(k, v) for k, v in started["headers"] if k.lower() != "content-length"]
     return int(started["status"].split(" ", 1)[0]), headers, data
+
+
+class MalformedHttpInOneLine(logging.Filter):
+    """aiohttp answers a request it cannot parse (a header with a control character, a bad
+    request line) with a plain 400 before any handler runs (no hook: aio-libs/aiohttp#3287),
+    and logs it at ERROR with a traceback.  That is the caller's mistake, not ours: one
+    WARNING line saying what was wrong, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 500) < 500:
+            what = " ".join(str(exc.message).split())[:300]  # aiohttp's message spans lines
+            record.msg, record.args = "malformed HTTP request refused with %s: %s", (exc.code, what)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _json(status: int, body: dict, headers: list | None = None) -> web.Response:
@@ -138,6 +155,7 @@ class GatewayServer:
     async def run(self, host: str, port: int) -> None:
         if self.requests is not None:
             await self.requests.start()
+        logging.getLogger("aiohttp.server").addFilter(MalformedHttpInOneLine())
         app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         # on SIGTERM, requests still waiting get 5 s to be answered; their replies are kept anyway
