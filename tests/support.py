@@ -75,7 +75,10 @@ def serving(url: str) -> bool:
 
 
 def gridbus(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bus.cli.main", *args]
+    """The command line of a gridbus process: this checkout's code, or with $GRIDBUS_BIN an
+    installed ``gridbus`` (CI runs a flow from the built wheel that way: .ci/wheel-check)."""
+    installed = os.environ.get("GRIDBUS_BIN")
+    return [installed, *args] if installed else [sys.executable, "-m", "bus.cli.main", *args]
 
 
 class Mdms:
