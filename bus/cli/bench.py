@@ -1,13 +1,12 @@
 """`gridbus bench ...`: benchmarks (never timed unit tests)."""
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from bus.cli.common import fails_cleanly, table
+from bus.cli.common import Progress, fails_cleanly, table
 
 
 @click.group("bench")
@@ -38,14 +37,15 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
     for n in sizes:
         work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-{n}-"))
 
+        line = Progress()
+
         def progress(stored, expected):
-            sys.stderr.write(f"\r  {stored:>12,} / {expected:,} readings stored")
-            sys.stderr.flush()
+            line.show(f"{stored:>12,} / {expected:,} readings stored")
 
         modes = {"on": (True,), "off": (False,), "both": (True, False)}[tracing]
         runs = bench_ingest(n, batch_size, concurrency, work, not no_baseline,
                             lambda m: click.echo(m, err=True), progress, modes)
-        sys.stderr.write("\n")
+        line.done()
         all_runs.extend(runs)
         base = runs[-1] if not no_baseline else None
         traced = [r for r in runs if "tracing on" in r.pipeline]
@@ -99,15 +99,16 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
     for i, mode in enumerate(["rest", "amqp"] if via == "both" else [via]):
         work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-alarms-{mode}-"))
 
+        line = Progress()
+
         def progress(state):
-            sys.stderr.write("\r  " + "  ".join(f"{s} {n:,}/{e:,}" for s, (n, e) in state.items()) + "   ")
-            sys.stderr.flush()
+            line.show("  ".join(f"{s} {n:,}/{e:,}" for s, (n, e) in state.items()))
 
         last = i == (1 if via == "both" else 0)
         runs += bench_alarms(count, mode, work, baseline=last and not no_baseline, concurrency=concurrency,
                              batch=batch, echo=lambda m: click.echo(m, err=True), progress=progress,
                              per_message=per_message)
-        sys.stderr.write("\n")
+        line.done()
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
         else:

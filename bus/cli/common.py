@@ -59,3 +59,33 @@ def parse_duration(text: str) -> float:
         return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d)") from exc
+
+
+class Progress:
+    """A progress line on stderr: rewritten in place on a terminal; into a pipe or a log file a
+    plain line at most every ``every_s`` (a ``\\r`` there made one 300 kB line of the log)."""
+
+    def __init__(self, every_s: float = 10.0, stream=None):
+        import time
+
+        self._clock = time.monotonic
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every_s, self._last, self._shown = every_s, float("-inf"), False
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            self.stream.write(f"\r  {text}   ")
+        elif self._clock() - self._last >= self.every_s:
+            self._last = self._clock()
+            self.stream.write(f"  {text}\n")
+        else:
+            return
+        self._shown = True
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._shown = False

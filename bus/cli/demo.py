@@ -13,7 +13,7 @@ import click
 import requests
 
 from bus import devstack
-from bus.cli.common import fails_cleanly
+from bus.cli.common import Progress, fails_cleanly
 from bus.cli.demo_alarms import run_alarms
 from bus.cli.demo_metrics import run_metrics
 from bus.cli.demo_requests import run_requests
@@ -112,6 +112,7 @@ def _wait(summaries: list[dict], timeout: float, started: float) -> list[dict]:
     """Every dropped file's reconciliation report (written once each chunk has an outcome)."""
     pending = {s["dropped_as"]: s for s in summaries}
     found: dict[str, dict] = {}
+    line = Progress()
     while time.monotonic() - started < timeout:
         for dropped in list(pending):
             name = Path(dropped).name
@@ -121,10 +122,8 @@ def _wait(summaries: list[dict], timeout: float, started: float) -> list[dict]:
                 pending.pop(dropped)
                 break
         if not pending:
-            sys.stderr.write("\n")
+            line.done()
             return [found[s["dropped_as"]] for s in summaries]
-        sys.stderr.write(f"\r  {len(found)}/{len(summaries)} files reconciled, "
-                         f"{time.monotonic() - started:.0f}s")
-        sys.stderr.flush()
+        line.show(f"{len(found)}/{len(summaries)} files reconciled, {time.monotonic() - started:.0f}s")
         time.sleep(0.5)
     raise GridbusError(f"not reconciled within {timeout}s: {', '.join(Path(p).name for p in pending)}")
