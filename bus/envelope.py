@@ -160,7 +160,3 @@ class Envelope:
             meters=tuple(headers.get(H_METERS) or ()), context=headers.get(H_CONTEXT, "PRODUCTION"),
             extra=extra,
         )
-
-
-def worker_identity() -> str:
-    return f"{_HOST}:{os.getpid()}"

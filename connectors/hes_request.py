@@ -379,11 +379,3 @@ def _confirmed(reply: dict, commands: bool) -> set:
     blocks = (payload.get("MeterReadings") or {}).get("MeterReading") or []
     return {b.get("meter") for b in blocks if isinstance(b, dict) and (b.get("readings") or b.get("intervalBlocks")
                                                                        or b.get("Readings"))}
-
-
-def assignment_file(path: Path, rows: dict[str, str]) -> None:
-    """Write an assignment table (used by the demo, tests and benchmarks)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["meter", "hes"])
-        w.writerows(sorted(rows.items()))
