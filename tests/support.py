@@ -112,3 +112,10 @@ def run_cli(env: dict, *args: str, input: str | None = None, timeout: float = 12
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+# the addresses the shipped routes name, for tests that load them without a running stack
+ROUTE_ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
+             "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
+             "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
+             "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}

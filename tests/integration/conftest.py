@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bus.broker_admin import BrokerAdmin
+from tests.integration.request_stack import request_stack
 from tests.support import Mdms, Proc, ROOT, gridbus, wait_for
 
 ROUTES = ROOT / "routes" / "uc1-meter-data-files.yaml"  # the use-case-1 routes only
@@ -86,3 +87,9 @@ def uc1(bus_env, tmp_path):
     stack = Uc1Stack(dict(bus_env), tmp_path)
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+def rr(bus_env, tmp_path):
+    """The request stack of use cases 6-8 (tests/integration/request_stack.py)."""
+    yield from request_stack(bus_env, tmp_path)

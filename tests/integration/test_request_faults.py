@@ -19,8 +19,7 @@ import pytest
 import requests
 
 from simulators.hes import DEFAULT_READING_TYPES, register_value
-from tests.integration.test_requests import (WAITING_ROUTES, ask, command, hes_control, meter,  # noqa: F401
-                                             rr)
+from tests.integration.request_stack import WAITING_ROUTES, ask, command, hes_control, meter
 from tests.support import Mdms, Proc, gridbus, run_cli, serving, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

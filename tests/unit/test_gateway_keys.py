@@ -12,8 +12,7 @@ from bus.routes import load_routes
 from bus.tracing.metrics import TraceMetrics
 from connectors.http_push.app import Gateway, Refusal
 from connectors.http_push.keys import KeyStore
-from tests.support import ROOT
-from tests.unit.test_route_validation import ENV
+from tests.support import ROUTE_ENV as ENV, ROOT
 
 
 def test_a_key_revoked_from_the_command_line_stops_working_within_the_recheck_interval(tmp_path):

@@ -6,8 +6,7 @@ import pytest
 from bus.requests.store import RequestStore
 from bus.routes import load_routes
 from connectors.http_push.requests_api import RequestApi
-from tests.support import ROOT
-from tests.unit.test_route_validation import ENV
+from tests.support import ROUTE_ENV as ENV, ROOT
 
 DISCONNECT = {"Header": {}, "Request": {"commandId": "c-1", "action": "disconnect", "meters": ["UPM00000001"]}}
 

@@ -11,8 +11,7 @@ from bus.requests import replies
 from bus.requests.store import RequestStore
 from bus.routes import load_routes
 from connectors.http_push.requests_api import Following, RequestApi, Taken
-from tests.support import ROOT
-from tests.unit.test_route_validation import ENV
+from tests.support import ROUTE_ENV as ENV, ROOT
 
 METERS = [f"UPM{n:08d}" for n in range(1, 61)]
 

@@ -10,11 +10,9 @@ import pytest
 
 from bus.errors import RouteValidationError
 from bus.routes import load_routes
+from tests.support import ROUTE_ENV
 
-ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
-       "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
-       "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
-       "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
+ENV = ROUTE_ENV
 
 GOOD = """\
 use_case: 1
