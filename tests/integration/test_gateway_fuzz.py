@@ -200,7 +200,8 @@ def test_every_documented_operation_answers_as_documented_and_never_500(gateway)
 PLAIN = "aiohttp's own plain 400"
 BEYOND_64_BITS = str(2 ** 64)  # one more than orjson, which stores and sends requests, writes
 READ = '{"Header": {%s}, "Request": {"meters": ["UPM00000001"]%s}}'
-COMMAND = '{"Request": {"commandId": "corpus-7f3a-%s", "action": "credit-update", "meters": ["UPM00000001"], "params": %s}}'
+COMMAND = ('{"Request": {"commandId": "corpus-7f3a-%s", "action": "credit-update", "meters": ["UPM00000001"], '
+           '"params": %s}}')
 ALARM = ('{"alarm_id": "a-1", "meter": "UPM00000001", "code": 101, "occurred_at": "2026-11-01T10:15:02+05:30"%s}')
 EDE = "http://iec.ch/TC57/2011/EndDeviceEvents#"
 XML_ALARM = (f'<EndDeviceEvents xmlns="{EDE}"><EndDeviceEvent><mRID>hes-c-1</mRID><createdDateTime>'
