@@ -24,6 +24,7 @@ commit wrote (README, "bench rpc"), and told nothing the row does not.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -108,14 +109,26 @@ class Request:
 
 
 def _dumps(value: Any) -> str:
-    # orjson: a request's document and reply are written on every request (NaN becomes null)
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    # orjson: a request's document and reply are written on every request (NaN becomes null);
+    # the standard library for what orjson refuses (an integer beyond 64 bits, a lone surrogate
+    # in a string), so a reply a destination sent is always kept, never requeued for ever
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # written by the fallback of _dumps (a lone surrogate)
+        return json.loads(text)
 
 
 def _row(row) -> Request:
     d = dict(zip(COLUMNS, row))
-    d["document"] = orjson.loads(d["document"])
-    d["reply"] = orjson.loads(d["reply"]) if d["reply"] else None
+    d["document"] = _loads(d["document"])
+    d["reply"] = _loads(d["reply"]) if d["reply"] else None
     return Request(**d)
 
 

@@ -180,3 +180,12 @@ def test_pruning_an_empty_store_or_one_with_nothing_old_deletes_nothing(store):
     _made_at(store, "r1", "meter-readings", time.time())
     assert store.prune(time.time() - 60) == 0
     assert store.get("r1") is not None
+
+
+def test_a_reply_orjson_cannot_write_is_kept_all_the_same(store):
+    # Given a request, and a reply carrying an integer beyond 64 bits and a lone surrogate
+    new(store)
+    reply = {"Reply": {"Result": "OK"}, "Payload": {"big": 2 ** 70, "text": "\ud800"}}
+    # When it is kept  Then it is stored (never an error that would requeue it for ever)
+    kept = store.record_reply("r1", reply, "executed")
+    assert kept.state == "executed" and store.get("r1").reply["Payload"]["big"] == 2 ** 70
