@@ -63,7 +63,7 @@ def test_messages_no_worker_can_read_are_dead_lettered_with_the_reason_and_the_r
                 return None
             letters = DeadLetterStore(store_path).select(route=ROUTE)
             return letters if len(letters) >= len(hostile) else None
-        letters = wait_for(stored, 90, f"{len(hostile)} dead letters in the store (worker log: "
+        letters = wait_for(stored, 150, f"{len(hostile)} dead letters in the store (worker log: "
                                        f"{uc1.worker.log()[-1500:]}; keeper log: {keeper.log()[-1000:]})")
         by_id = {letter.message_id: letter for letter in letters}
         assert set(by_id) == {f"hostile-{name}" for name in hostile}, sorted(by_id)
@@ -78,7 +78,7 @@ def test_messages_no_worker_can_read_are_dead_lettered_with_the_reason_and_the_r
         block = uc1.generate("--profile", "block-load", "--meters", "5", "--days", "1", "--first-serial", "7100",
                              "--malformed-rows", "0")
         uc1.drop(Path(block["path"]))
-        report = uc1.report(Path(block["path"]).name)
+        report = uc1.report(Path(block["path"]).name, timeout_s=150)
         assert report["chunks_dead_lettered"] == [] and report["rows_rejected"] == 0, report
         assert report["readings_delivered"] > 0, report
     finally:
