@@ -107,7 +107,7 @@ def _chunk(header: str, name: str, lines: list[bytes], first_line: int, rows: in
 class _Conflicts:
     """Each row's (meter, time) against the rows of earlier chunks; the first row the decoder takes wins.
 
-    Remembered: a set of fingerprints and the list of them by line, about 70 bytes a row.  A file of
+    Remembered: a set of fingerprints and the list of them by line, about 90 bytes a row.  A file of
     more than TRACKED_ROWS rows is read once more first (``find_repeats``): then only the rows whose
     fingerprint repeats somewhere are remembered, and memory stays bounded whatever the file's size.
     """

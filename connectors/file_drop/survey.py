@@ -26,7 +26,7 @@ from bus.errors import DecodeError
 from connectors.file_drop.lines import Copy, LineTooLong, complete_lines, read_stable, split_lines
 
 MAX_LINE_BYTES = 1 << 20
-TRACKED_ROWS = 1 << 21                    # the chunker's own memory of fingerprints: about 150 MB at most
+TRACKED_ROWS = 1 << 21                    # the chunker's own memory of fingerprints: about 190 MB at most
 EXACT_FINGERPRINTS = 1 << 19              # beyond: segments of about 30 MB as a set
 
 
