@@ -119,3 +119,12 @@ ROUTE_ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", 
              "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
              "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
              "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
+
+
+def start_gateway(env: dict, log_dir: Path, *args: str, timeout_s: float = 30) -> tuple[Proc, str]:
+    """A real ``gridbus gateway`` on a free loopback port, once it answers /health: (process, url)."""
+    port = free_port()
+    server = Proc("gateway", gridbus("gateway", "--port", str(port), *args), env, log_dir).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: serving(f"{url}/health"), timeout_s, f"the gateway (log: {server.log()[-1500:]})")
+    return server, url

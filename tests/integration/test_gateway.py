@@ -8,7 +8,7 @@ import requests
 
 from pathlib import Path
 
-from tests.support import Mdms, Proc, free_port, gridbus, run_cli, wait_for
+from tests.support import Mdms, Proc, gridbus, run_cli, start_gateway, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -52,17 +52,8 @@ def gateway(bus_env, tmp_path):
         """))
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
     keys = {system: run_cli(env, "gateway", "keys", "add", system).stdout.strip() for system in ("hes-a", "hes-b", "hes-c")}
-    port = free_port()
-    server = Proc("gateway", gridbus("gateway", "--port", str(port), "--rate-per-system", "5"), env, logs).start()
     worker = Proc("worker", gridbus("worker", "-c", "1"), env, logs).start()
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-    wait_for(up, 30, f"the gateway (log: {server.log()[-1500:]})")
+    server, url = start_gateway(env, logs, "--rate-per-system", "5")
     yield {"url": url, "keys": keys, "mdms": mdms, "env": env}
     for p in (server, worker):
         p.stop()

@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bus.routes import load_routes
-from tests.support import ROOT, Proc, free_port, gridbus, run_cli, wait_for
+from tests.support import ROOT, run_cli, start_gateway
 
 pytestmark = pytest.mark.broker
 
@@ -89,17 +89,8 @@ def gateway(module_env):
     systems = {r.source.options["path"]: r.source.system for r in load_routes([routes], env)
                if r.source.connector in ("http-push", "http-request")}
     keys = {s: run_cli(env, "gateway", "keys", "add", s).stdout.strip() for s in set(systems.values())}
-    port = free_port()
     # no rate limit: a 429 would depend on how fast this machine is, and CI must see the same answers
-    server = Proc("gateway", gridbus("gateway", "--port", str(port), "--rate-per-system", "0"), env, logs).start()
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-    wait_for(up, 60, f"the gateway (log: {server.log()[-1500:]})")
+    server, url = start_gateway(env, logs, "--rate-per-system", "0", timeout_s=60)
     yield {"url": url, "systems": systems, "keys": keys, "server": server}
     server.stop()
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from bus.documents import MAX_DEPTH
-from tests.support import Proc, free_port, gridbus, run_cli, wait_for
+from tests.support import run_cli, start_gateway
 
 pytestmark = pytest.mark.broker
 
@@ -44,16 +44,7 @@ def gateway(bus_env, tmp_path):
         """))
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
     keys = {s: run_cli(env, "gateway", "keys", "add", s).stdout.strip() for s in ("hes-a", "billing-1")}
-    port = free_port()
-    server = Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start()
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-    wait_for(up, 30, f"the gateway (log: {server.log()[-1500:]})")
+    server, url = start_gateway(env, logs)
     yield {"url": url, "keys": keys, "env": env, "server": server}
     server.stop()
 
