@@ -13,7 +13,7 @@ import click
 
 from bus import naming, task_message
 from bus.broker_admin import BrokerAdmin
-from bus.cli.common import fails_cleanly, settings, table
+from bus.cli.common import Progress, echo_json, echo_list, fails_cleanly, json_option, quiet_option, settings, utc_clock
 from bus.deadletters import replay as replays
 from bus.deadletters.collect import collect
 from bus.deadletters.store import DeadLetter, DeadLetterStore
@@ -68,24 +68,24 @@ def dlq():
 @dlq.command("list")
 @click.option("--route", help="Only this route.")
 @click.option("--group", is_flag=True, help="Group by fingerprint (route + error class + normalised message).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @fails_cleanly
 def list_(route, group, as_json):
-    """Counts per route (or per failure group) with the age of the oldest."""
+    """Counts per route (or per failure group) with the age of the oldest.
+
+    \b
+    Examples:
+      gridbus dlq list --group
+      gridbus dlq list --json | jq -r '.[] | select(.count > 100) | .route'
+    """
     rows = open_store().summary(route, group)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no dead letters")
-        return
     if group:
-        click.echo(table([[r["route"], r["fingerprint"], r["count"], _age(r["oldest"]), r["error_class"],
-                           (r["reason"] or "")[:70]] for r in rows],
-                         ["route", "fingerprint", "count", "oldest", "error", "example reason"]))
+        columns = {"route": "route", "fingerprint": "fingerprint", "count": "count",
+                   "oldest": lambda r: _age(r["oldest"]), "error": "error_class",
+                   "example reason": lambda r: (r["reason"] or "")[:70]}
     else:
-        click.echo(table([[r["route"], r["count"], _age(r["oldest"])] for r in rows],
-                         ["route", "dead letters", "oldest"]))
+        columns = {"route": "route", "dead letters": "count", "oldest": lambda r: _age(r["oldest"])}
+    echo_list(rows, as_json, columns, "no dead letters")
 
 
 def _one(store: DeadLetterStore, ident: str, states=("dead", "replaying", "replayed")) -> DeadLetter:
@@ -122,12 +122,28 @@ def body_from_text(letter: DeadLetter, text: str) -> bytes:
 @dlq.command("show")
 @click.argument("ident")
 @click.option("--raw", is_flag=True, help="Write the body bytes exactly as stored, nothing else.")
+@json_option
 @fails_cleanly
-def show(ident, raw):
-    """Headers, error, traceback and body (pretty-printed) of one dead letter."""
+def show(ident, raw, as_json):
+    """Headers, error, traceback and body (pretty-printed) of one dead letter.
+
+    IDENT is its dead-letter id or its message id.
+
+    \b
+    Examples:
+      gridbus dlq show 5f0c2a9e
+      gridbus dlq show 5f0c2a9e --json | jq -r .reason
+      gridbus dlq show 5f0c2a9e --raw > body.bin
+    """
     letter = _one(open_store(), ident)
     if raw:
         sys.stdout.buffer.write(letter.body)
+        return
+    if as_json:
+        echo_json({**_record(letter), "correlation_id": letter.correlation_id, "state": letter.state,
+                   "worker_host": letter.worker_host, "traceback": letter.traceback,
+                   "replay_id": letter.replay_id, "replayed_at": letter.replayed_at,
+                   "replayed_by": letter.replayed_by})
         return
     click.echo(f"dead letter   {letter.dl_id}  ({letter.state})")
     click.echo(f"message id    {letter.message_id}\ncorrelation   {letter.correlation_id}")
@@ -161,13 +177,21 @@ def show(ident, raw):
 @click.option("--edit", is_flag=True, help="Open the body in $EDITOR and replay the edited copy.")
 @click.option("--body-file", type=click.File("rb"), help="Replay with this body instead (same form as --edit).")
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; send nothing.")
+@quiet_option
 @fails_cleanly
-def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
+def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run, quiet):
     """Send dead letters back onto their route (new message id, same correlation id,
     `gridbus-replayed-from`, attempt count reset).
 
     Each dead letter is sent by one run only: a letter another replay (running at the
-    same time) marked first is not sent again, and is listed as not replayed."""
+    same time) marked first is not sent again, and is listed as not replayed.
+
+    \b
+    Examples:
+      gridbus dlq replay 5f0c2a9e
+      gridbus dlq replay --all --route hes-a-csv-to-mdms-1 --dry-run
+      gridbus dlq replay --fingerprint 3b1d9c --quiet
+    """
     if not (idents or all_ or fingerprint):
         raise ConfigError("say which: IDS..., --all [--route R], or --fingerprint F")
     store = open_store()
@@ -203,8 +227,15 @@ def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
             rid = replays.replay_edited(store, pub, letter, body_from_text(letter, text), run)
             click.echo(f"replayed edited {letter.dl_id} as {rid} (original kept in the audit trail)")
             return
-        with click.progressbar(length=len(letters), label="replaying", file=sys.stderr) as bar:
-            result = replays.replay(store, pub, letters, bar.update, run)
+        progress, sent = Progress(quiet=quiet), 0
+
+        def replayed(n: int) -> None:
+            nonlocal sent
+            sent += n
+            progress.show(f"replaying: {sent} / {len(letters)}")
+
+        result = replays.replay(store, pub, letters, replayed, run)
+        progress.done()
     for letter, rid in result.done[:20]:
         click.echo(f"{letter.dl_id} -> {rid}")
     click.echo(f"replayed {len(result.done)} dead letter(s)")
@@ -221,7 +252,12 @@ def replay_cmd(idents, route, all_, fingerprint, edit, body_file, dry_run):
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @fails_cleanly
 def purge(route, yes):
-    """Delete dead letters, after writing them to an archive (JSON lines)."""
+    """Delete dead letters, after writing them to an archive (JSON lines).
+
+    \b
+    Example:
+      gridbus dlq purge --route hes-a-csv-to-mdms-1 --yes
+    """
     store = open_store()
     letters = store.select(route=route)
     if not letters:
@@ -243,7 +279,15 @@ def purge(route, yes):
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: standard output).")
 @fails_cleanly
 def export(route, output):
-    """Write dead letters as JSON lines (body as text, or base64 when not UTF-8)."""
+    """Write dead letters as JSON lines (body as text, or base64 when not UTF-8).
+
+    One object a line, as `dlq show --json` writes one: a stream to archive or to split,
+    where `--json` of the list commands is one document.
+
+    \b
+    Example:
+      gridbus dlq export --route hes-a-csv-to-mdms-1 -o hes-a.jsonl
+    """
     letters = open_store().select(route=route)
     if output:
         _write_jsonl(Path(output), letters)
@@ -255,13 +299,26 @@ def export(route, output):
 
 @dlq.command("audit")
 @click.argument("ident", required=False)
+@json_option
 @fails_cleanly
-def audit(ident):
-    """Who replayed, edited or purged what, and when."""
+def audit(ident, as_json):
+    """Who replayed, edited or purged what, and when (of one dead letter, or of all).
+
+    \b
+    Examples:
+      gridbus dlq audit 5f0c2a9e
+      gridbus dlq audit --json | jq '.[] | select(.action == "purge")'
+    """
     store = open_store(collect_first=False)
     dl_id = _one(store, ident).dl_id if ident else None
-    for entry in store.audit_trail(dl_id):
-        click.echo(json.dumps({**entry, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))}))
+    echo_list(store.audit_trail(dl_id), as_json,
+              {"at": lambda e: utc_clock(e["at"]), "action": "action", "who": "who", "dead letter": "dl_id",
+               "detail": lambda e: _detail(e["detail"])}, "no audit entries")
+
+
+def _detail(detail: dict) -> str:
+    """An audit entry's detail on one line of a table (an edited body is in `--json`)."""
+    return ", ".join(f"{k}={v}" for k, v in detail.items() if k != "original_body")[:80]
 
 
 def _record(letter: DeadLetter) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from bus.broker_admin import BrokerAdmin
-from bus.cli.common import fails_cleanly, routes_from, settings, table
+from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, routes_from, settings
 from bus.topology import compile_topology
 from bus.topology.apply import apply as apply_plan
 from bus.topology.plan import make_plan
@@ -19,40 +19,89 @@ def routes_group():
 @click.argument("paths", nargs=-1, type=click.Path())
 @fails_cleanly
 def validate(paths):
-    """Check route files (default: $GRIDBUS_ROUTES or ./routes); print file:line errors, exit 1 on any."""
+    """Check route files (default: $GRIDBUS_ROUTES or ./routes); print file:line errors, exit 1 on any.
+
+    \b
+    Example:
+      gridbus routes validate routes/ && gridbus routes apply routes/
+    """
     table_ = routes_from(paths)
     click.echo(f"{len(table_)} route(s) valid")
 
 
+def _route_record(r) -> dict:
+    return {"id": r.id, "use_case": r.use_case, "description": r.description, "method": r.method,
+            "kind": "requests" if r.waits_on_destination else "deliveries",  # as `worker --kind` names them
+            "source": {"system": r.source.system, "connector": r.source.connector},
+            "transform": list(r.transform),
+            "destinations": [{"system": d.system, "connector": d.connector} for d in r.destinations],
+            "retry": {"attempts": r.retry.attempts, "max_delay_s": r.retry.max_delay_s},
+            "queue": r.queue_name, "file": r.file, "line": r.line}
+
+
 @routes_group.command("list")
 @click.argument("paths", nargs=-1, type=click.Path())
+@json_option
 @fails_cleanly
-def list_routes(paths):
-    """Table of routes: use case, source, method, transform chain, destinations, queue."""
-    rows = [[r.use_case or "", r.id, f"{r.source.system} ({r.source.connector})", r.method,
-             " > ".join(r.transform), ", ".join(f"{d.system} ({d.connector})" for d in r.destinations),
-             f"{r.retry.attempts}x/{r.retry.max_delay_s:g}s", r.queue_name]
-            for r in routes_from(paths)]
-    click.echo(table(rows, ["uc", "route", "source", "method", "transform", "destinations",
-                            "retry", "queue"]))
+def list_routes(paths, as_json):
+    """Table of routes: use case, source, method, transform chain, destinations, queue.
+
+    \b
+    Examples:
+      gridbus routes list
+      gridbus routes list --json | jq -r '.[] | select(.source.connector == "file-drop") | .id'
+    """
+    echo_list([_route_record(r) for r in routes_from(paths)], as_json, {
+        "uc": lambda r: r["use_case"] or "", "route": "id",
+        "source": lambda r: f"{r['source']['system']} ({r['source']['connector']})", "method": "method",
+        "transform": lambda r: " > ".join(r["transform"]),
+        "destinations": lambda r: ", ".join(f"{d['system']} ({d['connector']})" for d in r["destinations"]),
+        "retry": lambda r: f"{r['retry']['attempts']}x/{r['retry']['max_delay_s']:g}s", "queue": "queue"},
+        "no routes")
+
+
+def _plan_record(p) -> dict:
+    def binding(b) -> dict:
+        return {"source": b.source, "destination": b.destination, "destination_type": b.destination_type,
+                "routing_key": b.routing_key}
+
+    def changed(pairs) -> list[dict]:
+        return [{"name": name, "why": why} for name, why in pairs]
+
+    return {"in_sync": p.in_sync, "to_declare": p.to_declare,
+            "missing": {"exchanges": p.missing_exchanges, "queues": p.missing_queues,
+                        "bindings": [binding(b) for b in p.missing_bindings]},
+            "differing": {"exchanges": changed(p.changed_exchanges), "queues": changed(p.changed_queues)},
+            "broker_only": {"exchanges": p.extra_exchanges, "queues": p.extra_queues,
+                            "bindings": [binding(b) for b in p.extra_bindings]}}
 
 
 @routes_group.command("plan")
 @click.argument("paths", nargs=-1, type=click.Path())
+@json_option
 @fails_cleanly
-def plan(paths):
+def plan(paths, as_json):
     """Show what `apply` would change on the live broker; changes nothing.
 
-    Exit 0 when the broker matches the routes, 2 when something differs."""
+    Exit 0 when the broker matches the routes, 2 when something differs (with --json too).
+
+    \b
+    Examples:
+      gridbus routes plan
+      gridbus routes plan --json | jq '.missing.queues'
+    """
     p = make_plan(compile_topology(routes_from(paths)), BrokerAdmin(settings().management_url, settings().vhost))
-    if p.in_sync:
+    if as_json:
+        echo_json(_plan_record(p))
+    elif p.in_sync:
         click.echo("broker matches the routes: nothing to change")
-        return
-    click.echo("\n".join(p.lines()))
-    click.echo(f"\n{p.to_declare} to declare, {len(p.changed_queues) + len(p.changed_exchanges)} "
-               f"differing, {len(p.extra_queues) + len(p.extra_exchanges) + len(p.extra_bindings)} "
-               "on the broker only")
-    raise SystemExit(2)
+    else:
+        click.echo("\n".join(p.lines()))
+        click.echo(f"\n{p.to_declare} to declare, {len(p.changed_queues) + len(p.changed_exchanges)} "
+                   f"differing, {len(p.extra_queues) + len(p.extra_exchanges) + len(p.extra_bindings)} "
+                   "on the broker only")
+    if not p.in_sync:
+        raise SystemExit(2)
 
 
 @routes_group.command("apply")
@@ -62,7 +111,13 @@ def apply(paths):
     """Declare the missing exchanges, queues and bindings (idempotent).
 
     Never deletes and never redeclares a queue whose arguments differ: that
-    would lose its messages; the plan shows such queues for the operator."""
+    would lose its messages; the plan shows such queues for the operator.
+    Prints one line when done (no progress: it takes seconds).
+
+    \b
+    Example:
+      gridbus routes plan || gridbus routes apply
+    """
     s = settings()
     topology = compile_topology(routes_from(paths))
     p = make_plan(topology, BrokerAdmin(s.management_url, s.vhost))

@@ -10,7 +10,7 @@ import time
 
 import click
 
-from bus.cli.common import fails_cleanly, parse_duration, settings, setup_logging
+from bus.cli.common import echo_json, fails_cleanly, json_option, parse_duration, settings, setup_logging
 from bus.errors import ConfigError
 from bus.tracing.store import TraceStore, open_store
 
@@ -149,7 +149,7 @@ def outcome_of(events: list[dict]) -> str:
 @click.option("--failed", is_flag=True, help="Messages dead-lettered (with --route, since --since).")
 @click.option("--since", help="ISO time or an age (24h).")
 @click.option("--until", help="ISO time or an age.")
-@click.option("--json", "as_json", is_flag=True, help="Events as JSON, for scripts.")
+@json_option
 @click.option("--seconds", type=float, default=None, help="With tail: stop after this long.")
 @fails_cleanly
 def trace(ident, meter, route, failed, since, until, as_json, seconds):
@@ -160,6 +160,14 @@ def trace(ident, meter, route, failed, since, until, as_json, seconds):
     gridbus trace --meter SERIAL [--since T] [--until T]
     gridbus trace --route R --failed [--since T]
     gridbus trace tail [--route R]      follow live
+
+    With --json: the events as one JSON list (each with `kind`, `at` in epoch seconds,
+    `message_id`, `correlation_id`, `route`); `tail --json` writes one event a line as
+    it comes, since a stream never ends to close a list.
+
+    \b
+    Example:
+      gridbus trace --route hes-a-csv-to-mdms-1 --failed --since 24h --json | jq -r '.[].message_id'
     """
     store = trace_store()
     if ident == "tail":
@@ -169,34 +177,36 @@ def trace(ident, meter, route, failed, since, until, as_json, seconds):
         if not events:
             raise ConfigError(f"no trace of {ident!r} (is `gridbus recorder` running? events older than the "
                               "retention are pruned)")
-        click.echo(json.dumps(events, indent=2, default=str) if as_json else "\n".join(render_tree(events)))
+        if as_json:
+            echo_json(events)
+        else:
+            click.echo("\n".join(render_tree(events)))
     elif meter:
         ids = store.messages_for_meter(meter, parse_time(since), parse_time(until))
         events = store.events_of(ids)
         if as_json:
-            click.echo(json.dumps(events, indent=2, default=str))
-            return
-        if not ids:
+            echo_json(events)
+        elif not ids:
             click.echo(f"no message touched meter {meter}" + (" in that period" if since or until else ""))
-            return
-        for message_id in dict.fromkeys(ids):
-            evs = [e for e in events if e["message_id"] == message_id]
-            if evs:
-                click.echo(f"{_clock(evs[0]['at'])}  {message_id}  {evs[0].get('route')}  "
-                           f"{evs[0].get('noun', '')}  {outcome_of(evs)}")
+        else:
+            for message_id in dict.fromkeys(ids):
+                evs = [e for e in events if e["message_id"] == message_id]
+                if evs:
+                    click.echo(f"{_clock(evs[0]['at'])}  {message_id}  {evs[0].get('route')}  "
+                               f"{evs[0].get('noun', '')}  {outcome_of(evs)}")
     elif failed or route:
         events = store.route_events(route, parse_time(since), ("dead-lettered",) if failed else None)
         if as_json:
-            click.echo(json.dumps(events, indent=2, default=str))
-            return
-        for e in events:
-            click.echo(f"{_clock(e['at'])}  {e.get('message_id')}  {e.get('route')}  {e['kind']}  {describe(e)}")
-        if not events:
-            click.echo("nothing")
+            echo_json(events)
+        else:
+            for e in events:
+                click.echo(f"{_clock(e['at'])}  {e.get('message_id')}  {e.get('route')}  {e['kind']}  {describe(e)}")
+            if not events:
+                click.echo("nothing")
     else:
         raise ConfigError("say what to trace: an id, --meter SERIAL, --route R --failed, or tail")
     dropped = store.dropped_total()
-    if dropped and not as_json:
+    if dropped:  # on stderr: with --json too, a script's log says the trace may have gaps
         click.echo(f"note: {dropped} trace events were dropped (recorder away and the trace queue full); "
                    "traces may have gaps", err=True)
 
