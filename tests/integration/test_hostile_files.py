@@ -39,6 +39,16 @@ def write(uc1, name: str, lines: list[str] | bytes) -> Path:
     return path
 
 
+def witness(uc1, name: str, marker_suffix: str = "") -> dict:
+    """Drop a small clean file (5 rows, 30 readings) and return its report.  Once it is reported,
+    the ingress has scanned the inbox and settled files again since the moment of the call: a
+    test that checks something did *not* happen to an earlier file waits for this, not a fixed time."""
+    path = uc1.drop(write(uc1, name, block_lines(uc1, 5, name, seed=7)))
+    if marker_suffix:
+        path.with_name(path.name + marker_suffix).write_text("")
+    return uc1.report(name)
+
+
 def utc(local: str) -> str:
     return dt.datetime.fromisoformat(local).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -101,13 +111,14 @@ def test_bug_3_a_file_written_in_place_with_pauses_is_taken_only_when_complete(u
     report = uc1.report("slow.csv")
     # Then the file was taken once, whole: one report, 10 rows read, the archived file has them all
     archive = uc1.inbox / "hes-a" / "archive"
-    time.sleep(3)  # a second, premature pick-up would have left its traces by now
-    assert [p.name for p in archive.rglob("*.report.json")] == ["slow.csv.report.json"]
+    witness(uc1, "witness.csv")  # a second, premature pick-up would have left its traces by now
+    assert sorted(p.name for p in archive.rglob("*.report.json")) == ["slow.csv.report.json",
+                                                                     "witness.csv.report.json"]
     assert not list(archive.rglob("*.duplicate"))
     assert report["rows_read"] == 10 and report["status"] == "delivered"
     assert len(Path(report["archived_as"]).read_text().splitlines()) == 11
-    # and the MDMS holds all 60 readings
-    assert uc1.mdms.stats()["readings"] == 60
+    # and the MDMS holds all 60 readings (and the witness's 30)
+    assert uc1.mdms.stats()["readings"] == 60 + 30
 
 
 def test_bug_3_with_a_marker_convention_a_file_waits_for_its_marker(uc1, tmp_path):
@@ -121,13 +132,14 @@ def test_bug_3_with_a_marker_convention_a_file_waits_for_its_marker(uc1, tmp_pat
     lines = block_lines(uc1, 20, "marked.csv")
     # When the file lands without its marker and stays there well past the settle time
     dropped = uc1.drop(write(uc1, "marked.csv", lines))
-    time.sleep(6)  # longer than the settle time: without a marker it must still wait
-    assert dropped.exists() and uc1.mdms.stats()["readings"] == 0
+    # (a file dropped after it, with its marker, is taken and reported: the settle time has passed)
+    witness(uc1, "witness.csv", marker_suffix=".done")
+    assert dropped.exists() and uc1.mdms.stats()["readings"] == 30
     # and then its marker arrives
     dropped.with_name("marked.csv.done").write_text("")
     report = uc1.report("marked.csv")
     # Then it is delivered whole and the marker is gone from the inbox
-    assert report["status"] == "delivered" and uc1.mdms.stats()["readings"] == 120
+    assert report["status"] == "delivered" and uc1.mdms.stats()["readings"] == 120 + 30
     assert not dropped.with_name("marked.csv.done").exists()
 
 
@@ -153,8 +165,8 @@ def test_bug_7_files_that_can_never_be_read_go_to_rejected_once_and_block_nothin
     assert any("longer than" in r for r in reasons)
     assert all(os.fsencode(p.name).isascii() for p in (uc1.inbox / "hes-a" / "rejected").iterdir())
     assert sorted(p.name for p in (uc1.inbox / "hes-a").iterdir() if p.is_file()) == []
-    # and the 20 MB file was read once, not every second
-    time.sleep(3)
+    # and the 20 MB file was read once, not at every scan of the inbox since
+    witness(uc1, "witness.csv")
     assert uc1.ingress.log().count("one-line.csv") <= 2
 
 
