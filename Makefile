@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`.  Each installs what it needs:
-# a virtual environment with the package, and Debian's rabbitmq-server when it is missing.
+# a virtual environment with the package and its development tools (dev/: stand-ins, demo,
+# benchmarks), and Debian's rabbitmq-server when it is missing.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -30,10 +31,12 @@ postgresql:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# the runtime (gridbus) and the development tools (gridbus-dev, dev/), both editable, in one
+# resolution so gridbus-dev's `gridbus` requirement is this checkout's
+$(VENV)/.installed: setup.cfg pyproject.toml dev/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e ./dev
 	touch $@
 
 demo: setup

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli.demo_metrics import scrape
+from gridbus_dev.cli.demo_metrics import scrape
 from tests.integration.conftest import Uc1Stack
 from tests.integration.test_retries_and_dead_letters import CSV, READINGS_PER_FILE, RetryStack
 from tests.postgres import postgres_url  # noqa: F401  (fixture)

@@ -8,9 +8,9 @@ import time
 import click
 import pytest
 
-from bus.bench.procs import CpuMeter
-from bus.bench.rpc import RpcRun, runs_within_target, within_target
-from bus.cli.bench import _rates
+from gridbus_dev.bench.procs import CpuMeter
+from gridbus_dev.bench.rpc import RpcRun, runs_within_target, within_target
+from gridbus_dev.cli.bench import _rates
 
 
 def run(pipeline, rate, latencies, errors=0):

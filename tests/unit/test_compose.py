@@ -9,7 +9,7 @@ import click
 import pytest
 import yaml
 
-from bus.cli.dev import SERVICES
+from gridbus_dev.cli.dev import SERVICES
 from bus.cli.main import cli as gridbus
 from bus.routes import load_routes
 
@@ -70,3 +70,16 @@ def test_the_shipped_routes_load_with_the_environment_compose_gives_gridbus():
     for var, url in env.items():
         if var.endswith("_URL") and not var.startswith("GRIDBUS_"):
             assert url.split("//")[1].split(":")[0] in COMPOSE, var
+
+
+def test_gridbus_services_run_the_runtime_image_and_stand_ins_the_development_one():
+    # Given the Dockerfile's stages: the runtime wheel alone, and the stand-ins with gridbus-dev
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    runtime = dockerfile.split("AS runtime")[1]
+    assert "gridbus-*.whl" in runtime and "gridbus_dev" not in runtime and "/dist/dev" not in runtime
+    assert "gridbus_dev-*.whl" in dockerfile.split("AS stand-ins")[1].split("AS runtime")[0]
+    # Then every gridbus role builds the runtime target and every stand-in the stand-ins target
+    for name in GRIDBUS_ROLES:
+        assert COMPOSE[name]["build"]["target"] == "runtime", name
+    for name in STAND_INS:
+        assert COMPOSE[name]["build"]["target"] == "stand-ins", name

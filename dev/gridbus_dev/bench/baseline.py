@@ -5,8 +5,8 @@ same batch size, same MDMS stand-in, same JSON the MDMS stores.  No envelope,
 no validation, no reconciliation, no retries, no dead letters: what gridbus
 costs is the difference.
 
-    python -m bus.bench.baseline publish AMQP_URL QUEUE FILE BATCH CONSUMERS
-    python -m bus.bench.baseline consume AMQP_URL QUEUE MDMS_URL
+    python -m gridbus_dev.bench.baseline publish AMQP_URL QUEUE FILE BATCH CONSUMERS
+    python -m gridbus_dev.bench.baseline consume AMQP_URL QUEUE MDMS_URL
 """
 from __future__ import annotations
 

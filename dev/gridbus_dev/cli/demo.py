@@ -12,13 +12,13 @@ from pathlib import Path
 import click
 import requests
 
-from bus import devstack
 from bus.cli.common import Progress, fails_cleanly
-from bus.cli.demo_alarms import run_alarms
-from bus.cli.demo_metrics import run_metrics
-from bus.cli.demo_requests import run_requests
 from bus.errors import GridbusError
 from bus.settings import DEV_AMQP_PORT, environment
+from gridbus_dev import devstack
+from gridbus_dev.cli.demo_alarms import run_alarms
+from gridbus_dev.cli.demo_metrics import run_metrics
+from gridbus_dev.cli.demo_requests import run_requests
 
 # (inbox folder, generator arguments); distinct meter ranges so every file adds new reads
 DEMO_FILES = [

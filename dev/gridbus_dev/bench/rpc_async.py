@@ -1,7 +1,7 @@
 """An asyncio baseline for `gridbus bench rpc`: the same round trip as rpc_pika, without threads.
 
-    python -m bus.bench.rpc_async front PORT URL REQUEST_QUEUE REPLY_QUEUE
-    python -m bus.bench.rpc_async worker URL REQUEST_QUEUE HES_A_URL HES_B_URL
+    python -m gridbus_dev.bench.rpc_async front PORT URL REQUEST_QUEUE REPLY_QUEUE
+    python -m gridbus_dev.bench.rpc_async worker URL REQUEST_QUEUE HES_A_URL HES_B_URL
 
 The same guarantees as the pika baseline (persistent messages confirmed by
 the broker, quorum queues, manual acks) on one event loop per process:
@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from bus import aio
-from bus.bench.rpc_pika import hes_of
+from gridbus_dev.bench.rpc_pika import hes_of
 
 QUORUM = {"x-queue-type": "quorum"}
 

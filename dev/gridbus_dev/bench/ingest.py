@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from bus.bench.procs import PeakRss, free_port, spawn, terminate, wait_http
+from gridbus_dev.bench.procs import PeakRss, free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
@@ -141,14 +141,14 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
         if baseline:
             requests.post(f"{mdms_url}/_reset", timeout=10).raise_for_status()
             queue = "baseline.reads"
-            consumers = [spawn([sys.executable, "-m", "bus.bench.baseline", "consume", url, queue, mdms_url],
+            consumers = [spawn([sys.executable, "-m", "gridbus_dev.bench.baseline", "consume", url, queue, mdms_url],
                                env, work / f"baseline-consumer-{i}.log") for i in range(concurrency)]
             procs.extend(consumers)
             time.sleep(1.0)
             echo("baseline: publishing ...")
             started = time.perf_counter()
             with PeakRss(consumers[0].pid) as rss:
-                procs.append(spawn([sys.executable, "-m", "bus.bench.baseline", "publish", url, queue,
+                procs.append(spawn([sys.executable, "-m", "gridbus_dev.bench.baseline", "publish", url, queue,
                                     str(archived), str(batch_size), str(concurrency)], env,
                                    work / "baseline-publisher.log"))
                 _wait_readings(mdms_url, expected, timeout, progress)

@@ -1,7 +1,7 @@
 """The hand-written baseline for `gridbus bench rpc`: the least an HTTP → RabbitMQ → HES round trip costs.
 
-    python -m bus.bench.rpc_pika front PORT URL REQUEST_QUEUE REPLY_QUEUE
-    python -m bus.bench.rpc_pika worker URL REQUEST_QUEUE HES_A_URL HES_B_URL THREADS
+    python -m gridbus_dev.bench.rpc_pika front PORT URL REQUEST_QUEUE REPLY_QUEUE
+    python -m gridbus_dev.bench.rpc_pika worker URL REQUEST_QUEUE HES_A_URL HES_B_URL THREADS
 
 ``front`` is an HTTP server (waitress, a thread per request, as the gateway was until it moved to an event loop) whose request threads
 publish the posted document, persistent and confirmed, to a quorum queue with

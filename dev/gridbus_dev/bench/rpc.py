@@ -23,10 +23,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-from bus.bench import open_loop
-from bus.bench.ingest import _vhost_url, _wait_consumers
-from bus.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
-from bus.bench.rpc_pika import hes_of
+from gridbus_dev.bench import open_loop
+from gridbus_dev.bench.ingest import _vhost_url, _wait_consumers
+from gridbus_dev.bench.procs import CpuMeter, broker_pid, free_port, spawn, terminate, wait_http
+from gridbus_dev.bench.rpc_pika import hes_of
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
@@ -168,7 +168,7 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
             sends[f"gridbus: {system} → {shape}"] = _poster(f"{urls['gateway']}/v1/requests/{system}/meter-readings",
                                                             {"X-API-Key": keys[system]})
         if baseline:
-            for kind, module, extra in (("pika", "bus.bench.rpc_pika", ["8"]), ("async", "bus.bench.rpc_async", [])):
+            for kind, module, extra in (("pika", "gridbus_dev.bench.rpc_pika", ["8"]), ("async", "gridbus_dev.bench.rpc_async", [])):
                 queues = (f"rpc-{kind}.requests", f"rpc-{kind}.replies")
                 named[f"{kind}-front"] = spawn([sys.executable, "-m", module, "front", str(ports[kind]), url, *queues],
                                                env, work / f"{kind}-front.log")

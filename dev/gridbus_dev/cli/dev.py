@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from bus import devstack, registry
+from bus import registry
 from bus.cli.common import fails_cleanly, routes_from, settings
-from bus.devstack import ProcessSet, Service
 from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
+from gridbus_dev import devstack
+from gridbus_dev.devstack import ProcessSet, Service
 
 SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker-requests", "worker",
             *(s[0] for s in devstack.STAND_INS))

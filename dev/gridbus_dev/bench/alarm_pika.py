@@ -1,7 +1,7 @@
 """Plain pika for `gridbus bench alarms`: the HES that publishes alarms over AMQP, and the baseline.
 
-    python -m bus.bench.alarm_pika publish URL EXCHANGE KEY|KEYS_FILE ALARMS_FILE [PER_MESSAGE]
-    python -m bus.bench.alarm_pika consume URL QUEUE EXPECTED
+    python -m gridbus_dev.bench.alarm_pika publish URL EXCHANGE KEY|KEYS_FILE ALARMS_FILE [PER_MESSAGE]
+    python -m gridbus_dev.bench.alarm_pika consume URL QUEUE EXPECTED
 
 ``publish`` sends every alarm as its own persistent message, as an HES does
 (or PER_MESSAGE alarms in one JSON array, as an HES that packs a burst does):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import requests
 
-from bus.bench.ingest import _vhost_url, _wait_consumers, generate
-from bus.bench.procs import free_port, spawn, terminate, wait_http
+from gridbus_dev.bench.ingest import _vhost_url, _wait_consumers, generate
+from gridbus_dev.bench.procs import free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 

@@ -31,8 +31,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 
 from bus.amqp_client import connect
-from bus.bench.ingest import _vhost_url, _wait_consumers
-from bus.bench.procs import free_port, spawn, terminate, wait_http
+from gridbus_dev.bench.ingest import _vhost_url, _wait_consumers
+from gridbus_dev.bench.procs import free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
@@ -202,7 +202,7 @@ def bench_alarms(count: int, via: str, work: Path, baseline: bool, concurrency: 
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         else:
             hes_url = _as_user(url, HES, password)
-            sender = subprocess.Popen([sys.executable, "-m", "bus.bench.alarm_pika", "publish", hes_url,
+            sender = subprocess.Popen([sys.executable, "-m", "gridbus_dev.bench.alarm_pika", "publish", hes_url,
                                        "gridbus.hes-ingress", f"{HES}.alarms", str(burst), str(per_message)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         per = _wait_all(urls, expected, started, timeout, progress)
@@ -242,12 +242,12 @@ def _baseline(settings: Settings, admin: BrokerAdmin, work: Path, burst: Path, c
         conn.close()
         for system in SUBSCRIBERS:
             consumers.append(subprocess.Popen(
-                [sys.executable, "-m", "bus.bench.alarm_pika", "consume", url, f"baseline.{system}",
+                [sys.executable, "-m", "gridbus_dev.bench.alarm_pika", "consume", url, f"baseline.{system}",
                  str(expected[system])], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         time.sleep(1.0)
         echo("baseline (pika): publishing ...")
         started_wall = time.time()
-        publisher = subprocess.run([sys.executable, "-m", "bus.bench.alarm_pika", "publish", url,
+        publisher = subprocess.run([sys.executable, "-m", "gridbus_dev.bench.alarm_pika", "publish", url,
                                     "baseline.alarms", str(work / "code-classes.json"), str(burst),
                                     str(per_message)],
                                    env=env, capture_output=True, text=True, timeout=600)

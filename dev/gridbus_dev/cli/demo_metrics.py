@@ -8,7 +8,7 @@ import click
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus import devstack
+from gridbus_dev import devstack
 
 SETTLE_S = 1.0  # trace events arrive in batches every 50 ms; the recorder is niced
 

@@ -29,7 +29,7 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
 
     Needs a RabbitMQ node with the management plugin (`gridbus dev up`); runs in
     a throw-away virtual host of it."""
-    from bus.bench.ingest import bench_ingest
+    from gridbus_dev.bench.ingest import bench_ingest
 
     sizes = [int(x.replace("_", "")) for x in reads.split(",")]
     rows = []
@@ -93,7 +93,7 @@ def alarms_bench(count, via, batch, per_message, concurrency, no_baseline, keep)
     Needs a RabbitMQ node with the management plugin (`gridbus dev up`)."""
     import shutil
 
-    from bus.bench.alarms import bench_alarms
+    from gridbus_dev.bench.alarms import bench_alarms
 
     runs = []
     for i, mode in enumerate(["rest", "amqp"] if via == "both" else [via]):
@@ -153,7 +153,7 @@ def rpc_bench(rates, seconds, no_baseline, path, keep):
     management plugin (`gridbus dev up`)."""
     import shutil
 
-    from bus.bench.rpc import TARGET_P99_MS, bench_rpc, runs_within_target, within_target
+    from gridbus_dev.bench.rpc import TARGET_P99_MS, bench_rpc, runs_within_target, within_target
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-rpc-"))
     try:
@@ -198,7 +198,7 @@ def dlq_bench(count, keep):
     """`dlq list --group` and `dlq replay --all` over COUNT real dead letters, timed as commands."""
     import shutil
 
-    from bus.bench.dlq import bench_dlq
+    from gridbus_dev.bench.dlq import bench_dlq
 
     work = Path(tempfile.mkdtemp(prefix=f"gridbus-bench-dlq-{count}-"))
     result = bench_dlq(count, work, lambda m: click.echo(m, err=True))
@@ -225,7 +225,7 @@ def trace_bench(events, keep):
     """`trace --meter` over a store holding EVENTS read events (filled as the recorder fills it)."""
     import shutil
 
-    from bus.bench.trace_query import bench_trace
+    from gridbus_dev.bench.trace_query import bench_trace
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-trace-"))
     r = bench_trace(events, work, lambda m: click.echo(m, err=True))
