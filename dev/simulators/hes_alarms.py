@@ -20,6 +20,7 @@ import argparse
 import collections
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import os
 import random
@@ -35,7 +36,9 @@ import requests
 import yaml
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-EVENTS_FILE = Path(__file__).resolve().parents[1] / "transformers" / "data" / "is15959_events.yaml"
+# found, not imported: find_spec locates the installed package without running its code
+EVENTS_FILE = (Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
+               / "data" / "is15959_events.yaml")
 CLASSES = ("critical", "health", "fraud", "outage")
 NO_CLASS = "none"                       # codes that only go to the MDMS
 DEFAULT_MIX = {"critical": 0.05, "health": 0.5, "fraud": 0.15, "outage": 0.3}

@@ -30,7 +30,7 @@ from gridbus_dev.bench.rpc_pika import hes_of
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
 
-ROUTES_FILE = Path(__file__).resolve().parents[2] / "routes" / "uc6-7-8-requests.yaml"
+ROUTES_FILE = Path(__file__).resolve().parents[3] / "routes" / "uc6-7-8-requests.yaml"  # benchmarks run from a checkout
 METERS = [f"UPM{n:08d}" for n in range(1, 1001)]
 
 
@@ -168,7 +168,8 @@ def bench_rpc(rates: list[float], seconds: float, work: Path, baseline: bool, pa
             sends[f"gridbus: {system} → {shape}"] = _poster(f"{urls['gateway']}/v1/requests/{system}/meter-readings",
                                                             {"X-API-Key": keys[system]})
         if baseline:
-            for kind, module, extra in (("pika", "gridbus_dev.bench.rpc_pika", ["8"]), ("async", "gridbus_dev.bench.rpc_async", [])):
+            for kind, module, extra in (("pika", "gridbus_dev.bench.rpc_pika", ["8"]),
+                                        ("async", "gridbus_dev.bench.rpc_async", [])):
                 queues = (f"rpc-{kind}.requests", f"rpc-{kind}.replies")
                 named[f"{kind}-front"] = spawn([sys.executable, "-m", module, "front", str(ports[kind]), url, *queues],
                                                env, work / f"{kind}-front.log")
