@@ -5,7 +5,7 @@ import click
 
 from bus.broker_admin import BrokerAdmin
 from bus.broker_users import SourceUsers
-from bus.cli.common import fails_cleanly, routes_from, settings, table
+from bus.cli.common import echo_list, fails_cleanly, json_option, routes_from, settings, table
 
 
 def _users(paths) -> SourceUsers:
@@ -51,12 +51,18 @@ def sync(paths):
 
 @users.command("list")
 @_routes_dir
+@json_option
 @fails_cleanly
-def list_users(paths):
-    """The gridbus-made users and what each may publish (never a password)."""
-    rows = _users(paths).listing()
-    click.echo(table([[r["system"], r["write"], r["routing_keys"]] for r in rows],
-                     ["system", "exchanges", "routing keys"]) if rows else "no gridbus users")
+def list_users(paths, as_json):
+    """The gridbus-made users and what each may publish (never a password).
+
+    \b
+    Examples:
+      gridbus broker users list
+      gridbus broker users list --json | jq -r '.[].system'
+    """
+    echo_list(_users(paths).listing(), as_json,
+              {"system": "system", "exchanges": "write", "routing keys": "routing_keys"}, "no gridbus users")
 
 
 @users.command("remove")

@@ -11,13 +11,11 @@ longer be approved.  Every step is in the audit trail (`commands show ID`).
 """
 from __future__ import annotations
 
-import datetime as dt
 import getpass
-import json
 
 import click
 
-from bus.cli.common import fails_cleanly, routes_from, settings, table
+from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, routes_from, settings, utc_clock
 from bus.cli.operators import authenticated, password_stdin_option
 from bus.operators import normalised
 from bus.errors import ConfigError
@@ -29,10 +27,6 @@ from bus.requests.store import RequestStateError, RequestStore, requests_path
 
 def _store() -> RequestStore:
     return RequestStore(requests_path(settings().state_dir))
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
 
 
 _user = click.option("--user", default=getpass.getuser, show_default="the login name",
@@ -47,32 +41,43 @@ def commands():
 @commands.command("list")
 @click.option("--state", help="Only this state, e.g. pending-approval.")
 @click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @fails_cleanly
 def list_commands(state, limit, as_json):
-    """The latest commands, newest first (pending ones past their expiry are shown expired)."""
+    """The latest commands, newest first (pending ones past their expiry are shown expired).
+
+    \b
+    Examples:
+      gridbus commands list --state pending-approval
+      gridbus commands list --json | jq -r '.[] | select(.meters > 1000) | .request_id'
+    """
     store = _store()
     store.expire_overdue()
-    rows = store.listing("commands", state, limit)
-    if as_json:
-        click.echo(json.dumps([r.summary() for r in rows], indent=2))
-        return
-    click.echo(table([[r.id, r.action, r.meters, r.system, r.requested_by, r.state, r.result or "",
-                       _when(r.created), _when(r.expires), r.approved_by or ""] for r in rows],
-                     ["id", "action", "meters", "system", "by", "state", "result", "created", "expires",
-                      "approved by"]) if rows else "no commands")
+    echo_list([r.summary() for r in store.listing("commands", state, limit)], as_json, {
+        "id": "request_id", "action": "action", "meters": "meters", "system": "system", "by": "requested_by",
+        "state": "state", "result": "result", "created": lambda r: utc_clock(r["created"]),
+        "expires": lambda r: utc_clock(r["expires"]), "approved by": "approved_by"}, "no commands")
 
 
 @commands.command("show")
 @click.argument("request_id")
+@json_option
 @fails_cleanly
-def show(request_id):
-    """One command: what, who, its state, its reply and the audit trail."""
+def show(request_id, as_json):
+    """One command: what, who, its state, its reply and the audit trail, as JSON.
+
+    Always the JSON object (--json is accepted, for scripts that pass it to every show
+    command); times are seconds since the epoch (UTC).
+
+    \b
+    Example:
+      gridbus commands show 0b6f3c1e --json | jq '.audit[] | [.who, .event]'
+    """
     request = _store().get(request_id)
     if request is None:
         raise ConfigError(f"no request {request_id}")
-    click.echo(json.dumps({**request.summary(), "request": request.document.get("Request"),
-                           "reply": request.reply, "audit": _store().trail(request)}, indent=2))
+    echo_json({**request.summary(), "request": request.document.get("Request"), "reply": request.reply,
+               "audit": _store().trail(request)})
 
 
 def _finish_without_reply(store: RequestStore, request, state: str) -> None:
@@ -105,7 +110,7 @@ def approve(request_id, user, password_stdin):
     if request.expired:
         store.transition(request_id, "expired", user, {"pending-approval"}, "approval came after its expiry")
         _finish_without_reply(store, request, "expired")
-        raise RequestStateError(f"command {request_id} expired at {_when(request.expires)}; it will never be sent")
+        raise RequestStateError(f"command {request_id} expired at {utc_clock(request.expires)}; it will never be sent")
     if normalised(user) == normalised(request.requested_by or ""):
         raise RequestStateError(f"{user} asked for command {request_id}; a second, different user must approve it")
     route = routes_from(None).get(request.route)

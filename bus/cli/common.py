@@ -87,7 +87,8 @@ def echo_json(document) -> None:
     The one shape for every list and show command: a list of objects for a list command
     (``[]`` when there is nothing, never a sentence), an object for a show command; times
     as seconds since the epoch (UTC), as numbers, as the stores keep them."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=_jsonable))
+    # ASCII (\u escapes): a lone surrogate in a stored reply prints too, whatever the locale
+    click.echo(json.dumps(document, indent=2, default=_jsonable))
 
 
 def echo_list(records: list[dict], as_json: bool, columns: dict[str, str | Callable[[dict], object]],

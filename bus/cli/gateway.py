@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from bus import registry
-from bus.cli.common import fails_cleanly, parse_duration, routes_from, settings, setup_logging, table
+from bus.cli.common import (echo_list, fails_cleanly, json_option, parse_duration, routes_from, settings,
+                            setup_logging, utc_clock)
 from bus.errors import ConfigError
 from bus.requests.store import Retention
 from bus.topology import compile_topology
@@ -34,7 +35,15 @@ def _push_connector():
 @click.pass_context
 @fails_cleanly
 def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_every, paths, loglevel):
-    """Serve the REST gateway for every route whose source is http-push or http-request (aiohttp)."""
+    """Serve the REST gateway for every route whose source is http-push or http-request (aiohttp).
+
+    Runs until stopped; its log goes to stderr.
+
+    \b
+    Examples:
+      gridbus gateway --host 0.0.0.0 --port 8080
+      gridbus gateway keys add billing-1
+    """
     if ctx.invoked_subcommand:
         return
     setup_logging(loglevel)
@@ -59,23 +68,40 @@ def keys():
 @click.argument("system")
 @fails_cleanly
 def add(system):
-    """Make a key for SYSTEM; it is printed once and only its hash is kept."""
+    """Make a key for SYSTEM; it is printed once and only its hash is kept.
+
+    \b
+    Example:
+      gridbus gateway keys add billing-1 > billing-1.key
+    """
     click.echo(_push_connector().key_store(settings()).add(system))
 
 
 @keys.command("list")
+@json_option
 @fails_cleanly
-def list_keys():
-    """Key ids and their systems (never the keys)."""
-    rows = _push_connector().key_store(settings()).listing()
-    click.echo(table([[k["key_id"], k["system"]] for k in rows], ["key id", "system"]) if rows else "no keys")
+def list_keys(as_json):
+    """Key ids and their systems (never the keys).
+
+    \b
+    Examples:
+      gridbus gateway keys list
+      gridbus gateway keys list --json | jq -r '.[] | select(.system == "billing-1") | .key_id'
+    """
+    echo_list(_push_connector().key_store(settings()).listing(), as_json,
+              {"key id": "key_id", "system": "system", "created": lambda k: utc_clock(k.get("created"))}, "no keys")
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 @fails_cleanly
 def revoke(key_id):
-    """Revoke a key by its id; the gateway stops accepting it at once."""
+    """Revoke a key by its id; the gateway stops accepting it at once.
+
+    \b
+    Example:
+      gridbus gateway keys revoke 3f9a1c2b
+    """
     if not _push_connector().key_store(settings()).revoke(key_id):
         raise ConfigError(f"no key {key_id!r}")
     click.echo(f"revoked {key_id}")

@@ -21,7 +21,14 @@ log = logging.getLogger("gridbus.dead-letters")
 @click.option("--rescan-s", default=30.0, show_default=True, help="How often to look for new dead-letter queues.")
 @fails_cleanly
 def keeper(loglevel, rescan_s):
-    """Move dead letters from every route's dead-letter queue into the store, continuously."""
+    """Move dead letters from every route's dead-letter queue into the store, continuously.
+
+    Runs until stopped (SIGTERM); its log goes to stderr; `gridbus dlq list` reads what it kept.
+
+    \b
+    Example:
+      gridbus keeper --rescan-s 60
+    """
     setup_logging(loglevel)
     # Collected on this (the main) thread, the one that opens the store: a sqlite3 connection
     # refuses use from any other thread, and a keeper that handed it to a worker thread

@@ -1,13 +1,12 @@
 """`gridbus operators`: the accounts that may approve, reject and cancel commands."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 
 import click
 
-from bus.cli.common import fails_cleanly, settings, table
+from bus.cli.common import echo_list, fails_cleanly, json_option, settings, utc_clock
 from bus.errors import ConfigError
 from bus.operators import ROLES, Operator, OperatorStore, operators_path
 
@@ -67,9 +66,16 @@ def remove(name):
 
 
 @operators.command("list")
+@json_option
 @fails_cleanly
-def list_operators():
-    """The operators and their roles."""
-    rows = operator_store().listing()
-    click.echo(table([[n, r, dt.datetime.fromtimestamp(c, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")]
-                      for n, r, c in rows], ["name", "role", "added"]) if rows else "no operators")
+def list_operators(as_json):
+    """The operators and their roles.
+
+    \b
+    Examples:
+      gridbus operators list
+      gridbus operators list --json | jq -r '.[] | select(.role == "approver") | .name'
+    """
+    rows = [{"name": n, "role": r, "added": c} for n, r, c in operator_store().listing()]
+    echo_list(rows, as_json, {"name": "name", "role": "role", "added": lambda r: utc_clock(r["added"])},
+              "no operators")

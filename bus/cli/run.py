@@ -34,7 +34,15 @@ from bus.topology.apply import declare_all
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
 def worker(only, paths, concurrency, pool, kind, loglevel):
-    """Worker for the routes: decode, transform, deliver, retry, dead-letter."""
+    """Worker for the routes: decode, transform, deliver, retry, dead-letter.
+
+    Runs until stopped (SIGTERM); its log goes to stderr.
+
+    \b
+    Examples:
+      gridbus worker -c 4 --kind deliveries
+      gridbus worker --kind requests --pool asyncio
+    """
     table_ = routes_from(paths, only).of_kind(kind)
     if not len(table_):
         raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
@@ -44,7 +52,7 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
         from bus.worker import event_loop
 
         setup_logging(loglevel)
-        click.echo(f"worker (event loop): {', '.join(r.id for r in table_)}")
+        click.echo(f"worker (event loop): {', '.join(r.id for r in table_)}", err=True)
         event_loop.run(list(table_), s.broker_url, prefetch=concurrency or 64)
         return
     from bus.worker.app import make_app  # celery is heavy; only the Celery worker needs it
@@ -64,7 +72,14 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
 def ingress(only, paths, loglevel):
-    """Run the source connectors (file drop) and the per-file reconciliation."""
+    """Run the source connectors (file drop) and the per-file reconciliation.
+
+    Runs until stopped (SIGTERM); its log goes to stderr.
+
+    \b
+    Example:
+      gridbus ingress --routes hes-a-csv-to-mdms-1,hes-a-xml-to-mdms-1
+    """
     setup_logging(loglevel)
     table_ = routes_from(paths, only)
     s = settings()
@@ -82,7 +97,7 @@ def ingress(only, paths, loglevel):
         t = threading.Thread(target=connector.serve, args=(group, s, stop), name=name, daemon=True)
         t.start()
         threads.append(t)
-        click.echo(f"ingress: {name} serving {', '.join(r.id for r in group)}")
+        click.echo(f"ingress: {name} serving {', '.join(r.id for r in group)}", err=True)
     if not threads:
         raise ConfigError("no route has a source connector the ingress can run")
     try:
@@ -103,7 +118,13 @@ def ingress(only, paths, loglevel):
 def send(route_id, file, noun, correlation_id, paths):
     """Publish one message (a canonical JSON document, or raw text for a file-batch route) to ROUTE.
 
-    FILE is a path or - for standard input.  Prints the message id."""
+    FILE is a path or - for standard input.  Prints the message id (only that, on stdout).
+
+    \b
+    Examples:
+      gridbus send hes-a-csv-to-mdms-1 readings.csv
+      id=$(gridbus send hes-a-alarms alarms.json) && gridbus trace "$id"
+    """
     route = routes_from(paths).get(route_id)
     raw = file.read()
     try:

@@ -212,7 +212,7 @@ def test_an_edited_replay_delivers_the_edited_body_and_the_audit_keeps_the_origi
     assert got["count"] == READINGS_PER_FILE
     assert requests.get(f"{s.mdms.url}/readings?meter=BADMETER1", timeout=5).json()["count"] == 0
     # and the audit trail names who edited it and keeps the original body
-    trail = [json.loads(line) for line in s.cli("dlq", "audit", message_id).stdout.splitlines()]
+    trail = json.loads(s.cli("dlq", "audit", message_id, "--json").stdout)
     [entry] = [t for t in trail if t["action"] == "edit"]
     assert entry["who"] == "operator-a" and "BADMETER1" in entry["detail"]["original_body"]
 
