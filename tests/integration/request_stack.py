@@ -85,6 +85,11 @@ def status(rr, request_id: str, system: str = "billing-1") -> dict:
                         headers={"X-API-Key": rr["keys"][system]}).json()
 
 
+def hes_asked(rr) -> int:
+    """Requests the two HES have received, answered or not."""
+    return sum(requests.get(f"{rr[h].url}/stats", timeout=5).json()["arrivals"] for h in ("hes-a", "hes-b"))
+
+
 def hes_control(hes, **faults) -> None:
     requests.post(f"{hes.url}/_meters", json=faults, timeout=5).raise_for_status()
 

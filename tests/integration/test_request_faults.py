@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from simulators.hes import DEFAULT_READING_TYPES, register_value
-from tests.integration.request_stack import WAITING_ROUTES, ask, command, hes_control, meter
+from tests.integration.request_stack import WAITING_ROUTES, ask, command, hes_asked, hes_control, meter
 from tests.support import Mdms, Proc, gridbus, run_cli, serving, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -136,8 +136,9 @@ def test_a_request_worker_killed_with_reads_and_commands_in_flight_gives_no_wron
     calls.update({key: (lambda key=key, ms=ms: ask(rr, "billing-1/commands", command(key, "disconnect", ms)))
                   for key, ms in disconnects.items()})
     answers, threads = in_threads(calls)
-    # When the request worker is killed (SIGKILL) 2 s in, and started again
-    time.sleep(2)
+    # When the request worker is killed (SIGKILL) once both HES hold requests of it in flight,
+    # and started again
+    wait_for(lambda: hes_asked(rr) >= 20, 30, "the HES to hold requests in flight")
     restart_request_worker(rr)
     for t in threads:
         t.join(60)

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import json
 import math
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import requests
 
 from bus.requests import replies
 from bus.requests.store import RequestStore, requests_path
-from tests.integration.request_stack import IST, WAITING_ROUTES, ask, command, hes_control, meter, status
+from tests.integration.request_stack import IST, WAITING_ROUTES, ask, command, hes_asked, hes_control, meter, status
 from tests.support import Proc, ROOT, free_port, gridbus, run_cli, serving, wait_for
 
 pytestmark = pytest.mark.broker
@@ -104,8 +105,29 @@ class Callback:
         self.url = f"http://127.0.0.1:{self.port}/replies"
         self.received: list[tuple[str, dict]] = []
         self.server = None
+        self.refused = 0
+        self._down: socket.socket | None = None
+
+    def go_down(self):
+        """Down as a crashed server is: connections are taken and closed unanswered (counted,
+        so that a test can wait for the bus to have tried rather than sleep)."""
+        self._down = socket.create_server(("127.0.0.1", self.port))
+
+        def refuse():
+            while True:
+                try:
+                    conn, _ = self._down.accept()
+                except OSError:  # closed by start()
+                    return
+                self.refused += 1
+                conn.close()
+        threading.Thread(target=refuse, daemon=True).start()
 
     def start(self):
+        if self._down is not None:
+            self._down.shutdown(socket.SHUT_RDWR)  # wakes the accept() above; close() alone does not
+            self._down.close()
+            self._down = None
         received = self.received
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,6 +152,7 @@ class Callback:
 def test_an_async_reply_is_posted_to_the_callback_and_waits_while_it_is_down(rr):
     # Given the billing system's callback address is down
     callback = Callback()
+    callback.go_down()
     try:
         # When billing asks asynchronously
         answer = ask(rr, "billing-1/meter-readings", {"meters": [meter(5), meter(6)]},
@@ -138,12 +161,13 @@ def test_an_async_reply_is_posted_to_the_callback_and_waits_while_it_is_down(rr)
         assert answer.status_code == 202, answer.text
         request_id = answer.json()["request_id"]
         wait_for(lambda: status(rr, request_id)["state"] == "replied", 30, "the reply in the store")
-        time.sleep(3)  # the callback route retries meanwhile
+        # and the callback route has tried it twice (the first attempt and a retry from the broker)
+        wait_for(lambda: callback.refused >= 2, 30, "two attempts at the callback while it is down")
         # When the callback comes back
         callback.start()
         # Then the reply is POSTed to it, once, with the request id
         wait_for(lambda: len(callback.received) >= 1, 60, "the reply at the callback")
-        time.sleep(2)
+        time.sleep(2)  # a quiet period, not a wait for something: a second POST would come within it
         assert len(callback.received) == 1
         got_id, reply = callback.received[0]
         assert got_id == request_id and reply["Reply"]["Result"] == "OK"
@@ -207,14 +231,16 @@ def test_an_expired_command_is_never_sent(rr):
     answer = ask(rr, "billing-1/commands", command("cmd-exp", "disconnect", meters, expiresAt=expires))
     request_id = answer.json()["request_id"]
     # When bob approves it after its expiry
-    time.sleep(3)
+    wait_for(lambda: dt.datetime.now(dt.timezone.utc).isoformat() > expires, 10, "the command's expiry")
     run_cli(rr["env"], "operators", "add", "bob", "--role", "approver", "--password-stdin",
             input="bob-long-password\n")
     late = approve_as(rr, "bob", request_id)
     # Then the approval is refused, the command is expired, and no HES ever saw it
     assert late.returncode == 1 and "expired" in late.stderr
-    assert status(rr, request_id)["state"] == "expired"
-    time.sleep(1)
+    expired = status(rr, request_id)
+    assert expired["state"] == "expired"
+    # (never sent: the audit says so, and so does every HES, which would have executed it at once)
+    assert "sent" not in [a["event"] for a in expired["audit"]]
     assert all(executions(rr, m) == [] for m in meters)
     # and a command whose expiry is already past is refused at the door
     past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()
@@ -323,11 +349,6 @@ def test_billing_determinants_of_reads_ingested_through_use_case_1_match_an_inde
 
 
 # --- failures: the request worker killed, the broker restarted, mid-request ------------------
-
-def hes_asked(rr) -> int:
-    """Requests the two HES have received, answered or not."""
-    return sum(requests.get(f"{rr[h].url}/stats", timeout=5).json()["arrivals"] for h in ("hes-a", "hes-b"))
-
 
 def reads_in_flight(rr, count: int, latency_ms: int) -> tuple[dict, list]:
     """``count`` sync on-demand reads from MDMS-1 (one meter each), returned once both HES
