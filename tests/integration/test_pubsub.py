@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import requests
 
-from tests.support import Mdms, Proc, free_port, gridbus, run_cli, wait_for
+from tests.support import Mdms, Proc, gridbus, run_cli, start_gateway, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -50,17 +50,8 @@ def pubsub(bus_env, tmp_path):
         """))
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes)}
     key = run_cli(env, "gateway", "keys", "add", "hes-a").stdout.strip()
-    port = free_port()
-    procs = [Proc("gateway", gridbus("gateway", "--port", str(port)), env, logs).start(),
-             Proc("worker", gridbus("worker", "-c", "2"), env, logs).start()]
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-    wait_for(up, 30, "the gateway")
+    gateway, url = start_gateway(env, logs)
+    procs = [gateway, Proc("worker", gridbus("worker", "-c", "2"), env, logs).start()]
     yield {"url": url, "key": key, "wfm": wfm, "fms": fms, "env": env}
     for p in procs:
         p.stop()
