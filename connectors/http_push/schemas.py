@@ -33,11 +33,6 @@ class ReplySchema(Schema):
                                                           "published again)"})
 
 
-class PushBodySchema(Schema):
-    """A JSON document the route's first transformer reads: a canonical document, a vendor
-    alarm document, or an array of alarms."""
-
-
 # --- the request endpoints (/v1/requests/...) ---------------------------------------------
 # Their replies come from the systems asked (the MDMS, an HES through the MDMS) and are passed
 # on as those wrote them, so these schemas name what gridbus relies on and let the rest through.
