@@ -36,7 +36,12 @@ _routes_dir = click.option("--routes-dir", "paths", multiple=True, type=click.Pa
 @_routes_dir
 @fails_cleanly
 def add(system, paths):
-    """Create SYSTEM's user (or give it a new password); prints the password once."""
+    """Create SYSTEM's user (or give it a new password); prints the password once.
+
+    \b
+    Example:
+      gridbus broker users add hes-b > hes-b.password
+    """
     click.echo(_users(paths).add(system))
 
 
@@ -44,7 +49,12 @@ def add(system, paths):
 @_routes_dir
 @fails_cleanly
 def sync(paths):
-    """Re-apply every gridbus-made user's permissions from the current routes."""
+    """Re-apply every gridbus-made user's permissions from the current routes.
+
+    \b
+    Example:
+      gridbus routes apply && gridbus broker users sync
+    """
     done = _users(paths).sync()
     click.echo(table([list(d) for d in done], ["system", "may publish"]) if done else "no gridbus users")
 
@@ -70,6 +80,11 @@ def list_users(paths, as_json):
 @_routes_dir
 @fails_cleanly
 def remove(system, paths):
-    """Delete SYSTEM's user: its connections are refused from now on."""
+    """Delete SYSTEM's user: its connections are refused from now on.
+
+    \b
+    Example:
+      gridbus broker users remove hes-b
+    """
     _users(paths).remove(system)
     click.echo(f"removed {system}")

@@ -99,7 +99,12 @@ def _finish_without_reply(store: RequestStore, request, state: str) -> None:
 @password_stdin_option
 @fails_cleanly
 def approve(request_id, user, password_stdin):
-    """Approve a pending command (as an approver other than the one who asked) and send it."""
+    """Approve a pending command (as an approver other than the one who asked) and send it.
+
+    \b
+    Example:
+      gridbus commands approve 0b6f3c1e --user bob
+    """
     user = authenticated(user, password_stdin, ("approver",)).name
     store = _store()
     request = store.get(request_id)
@@ -130,7 +135,12 @@ def approve(request_id, user, password_stdin):
 @password_stdin_option
 @fails_cleanly
 def reject(request_id, reason, user, password_stdin):
-    """Reject a pending command: it is never sent."""
+    """Reject a pending command: it is never sent.
+
+    \b
+    Example:
+      gridbus commands reject 0b6f3c1e --user bob --reason "wrong feeder"
+    """
     user = authenticated(user, password_stdin, ("approver",)).name
     store = _store()
     request = store.transition(request_id, "rejected", user, {"pending-approval"}, reason or None)
@@ -144,7 +154,12 @@ def reject(request_id, reason, user, password_stdin):
 @password_stdin_option
 @fails_cleanly
 def cancel(request_id, user, password_stdin):
-    """Cancel a command that has not been sent yet."""
+    """Cancel a command that has not been sent yet.
+
+    \b
+    Example:
+      echo "$PASSWORD" | gridbus commands cancel 0b6f3c1e --user carol --password-stdin
+    """
     user = authenticated(user, password_stdin, ("approver", "operator")).name
     store = _store()
     request = store.transition(request_id, "cancelled", user, {"pending-approval", "requested"})

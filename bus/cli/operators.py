@@ -50,7 +50,12 @@ def operators():
 @password_stdin_option
 @fails_cleanly
 def add(name, role, password_stdin):
-    """Add an operator; the password (12 characters or more) is stored as a scrypt hash."""
+    """Add an operator; the password (12 characters or more) is stored as a scrypt hash.
+
+    \b
+    Example:
+      gridbus operators add bob --role approver
+    """
     added = operator_store().add(name, role, password(password_stdin, confirm=True))
     click.echo(f"operator {added.name} added ({added.role})")
 
@@ -59,7 +64,12 @@ def add(name, role, password_stdin):
 @click.argument("name")
 @fails_cleanly
 def remove(name):
-    """Remove an operator."""
+    """Remove an operator.
+
+    \b
+    Example:
+      gridbus operators remove bob
+    """
     if not operator_store().remove(name):
         raise ConfigError(f"no operator {name}")
     click.echo(f"operator {name} removed")

@@ -48,7 +48,14 @@ def parse_time(text: str | None) -> float | None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
 def recorder(retention, prune_every, nice, metrics_port, metrics_host, loglevel):
-    """Record trace events from the bus into the trace store ($GRIDBUS_HOME/state/trace.sqlite)."""
+    """Record trace events from the bus into the trace store ($GRIDBUS_HOME/state/trace.sqlite).
+
+    Runs until stopped (SIGTERM); its log goes to stderr; `gridbus trace` reads what it recorded.
+
+    \b
+    Example:
+      gridbus recorder --retention 14d --metrics-port 9464
+    """
     from bus.tracing.recorder import serve
 
     setup_logging(loglevel)

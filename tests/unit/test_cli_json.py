@@ -20,8 +20,10 @@ from bus.cli import dlq as dlq_cli
 from bus.cli import routes as routes_cli
 from bus.cli.commands import commands
 from bus.cli.gateway import gateway
+from bus.cli.keeper import keeper
 from bus.cli.operators import operators
-from bus.cli.trace import trace
+from bus.cli.run import ingress, send, worker
+from bus.cli.trace import recorder, trace
 from bus.deadletters import headers as dl
 from bus.deadletters.store import DeadLetterStore, dumps
 from bus.operators import OperatorStore, operators_path
@@ -231,16 +233,29 @@ def _commands(group: click.Group, path: str = ""):
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
             yield from _commands(command, f"{path}{name} ")
-        yield f"{path}{name}", command
+        else:
+            yield f"{path}{name}", command
 
 
-def test_every_list_and_show_command_takes_json_and_says_how_to_use_it():
-    # Given every runtime command group
-    groups = [dlq_cli.dlq, commands, routes_cli.routes_group, operators, broker_cli.broker, gateway]
-    found = [(name, c) for g in groups for name, c in _commands(g, f"{g.name} ")
-             if name.split()[-1] in ("list", "show") or name.endswith(" plan") or name.endswith(" audit")]
-    # Then each list and show command has --json, and its help an example
-    assert len(found) >= 10
-    for name, command in found + [("trace", trace)]:
+RUNTIME_GROUPS = (dlq_cli.dlq, commands, routes_cli.routes_group, operators, broker_cli.broker, gateway)
+
+
+def runtime_commands() -> list[tuple[str, click.Command]]:
+    return [(name, c) for g in RUNTIME_GROUPS for name, c in _commands(g, f"{g.name} ")] + [
+        ("trace", trace), ("recorder", recorder), ("keeper", keeper), ("worker", worker), ("ingress", ingress),
+        ("send", send)]
+
+
+def test_every_list_and_show_command_takes_json():
+    # Given every list and show command of the runtime (a routes plan and an audit trail are shown too)
+    found = [(name, c) for name, c in runtime_commands()
+             if name.split()[-1] in ("list", "show", "plan", "audit", "trace")]
+    # Then each takes --json
+    assert len(found) >= 11
+    for name, command in found:
         assert "--json" in {o for p in command.params for o in p.opts}, name
-        assert "gridbus " in (command.help or ""), f"{name}: no example in --help"
+
+
+def test_every_runtime_command_says_in_its_help_what_it_does_with_an_example():
+    for name, command in runtime_commands():
+        assert command.help and "gridbus " in command.help, f"{name}: no example in --help"
