@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 import time
-from pathlib import Path
 
-import pika
 import pytest
-import requests
 
 from bus import naming
 from bus.deadletters import headers as dl
-from bus.deadletters.store import HEADER_DEPTH, DeadLetterStore
+from bus.deadletters.store import HEADER_DEPTH
 from bus.publisher import ConfirmingPublisher
-from tests.support import Proc, gridbus, run_cli, wait_for
+from tests.integration.keeper_stack import KeeperStack
+from tests.support import run_cli, wait_for
 
 pytestmark = pytest.mark.broker
 ROUTE = "keeper-hostile"
@@ -90,86 +87,45 @@ def arrays(depth: int) -> list:
     return value
 
 
-class Keeper:
-    """One route with its topology applied, the keeper as a process, and the store file it writes."""
+def publish(keeper: KeeperStack, letters: dict[str, dict]) -> None:
+    """To the route's dead-letter exchange as a worker publishes dead letters (confirmed); bytes
+    travel as a long string, so bytes that are not UTF-8 reach the keeper as bytes."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 50_000))  # py-amqp's encoder recurses once per level too
+    try:
+        with ConfirmingPublisher(keeper.env["GRIDBUS_BROKER_URL"], "test-hostile-dead-letters") as publisher:
+            for message_id, headers in letters.items():
+                publisher.publish(naming.dead_letter_exchange_name(ROUTE), "",
+                                  f"body of {message_id}".encode(),
+                                  {"message_id": message_id, "delivery_mode": 2}, headers)
+            publisher.flush()
+    finally:
+        sys.setrecursionlimit(limit)
 
-    def __init__(self, env: dict, tmp: Path):
-        self.logs = tmp / "logs"
-        self.logs.mkdir()
-        routes = tmp / "routes"
-        routes.mkdir()
-        (routes / "keeper.yaml").write_text(textwrap.dedent(f"""\
-            use_case: 1
-            routes:
-              - id: {ROUTE}
-                source: {{system: hes-t, connector: file-drop, path: "{tmp / 'inbox'}", pattern: "*.csv"}}
-                method: file-batch
-                transform: ["hes_a_csv", "to_mdms_json"]
-                destinations:
-                  - {{system: mdms-t, connector: rest, url: "http://127.0.0.1:9/messages", timeout_s: 2}}
-            """))
-        self.env = {**env, "GRIDBUS_ROUTES": str(routes)}
-        applied = run_cli(self.env, "routes", "apply")
-        assert applied.returncode == 0, applied.stderr
-        self.store_path = Path(env["GRIDBUS_HOME"]) / "state" / "dead-letters.sqlite"
-        self.proc = Proc("keeper", gridbus("keeper"), self.env, self.logs).start()
-        wait_for(lambda: self._consumers() > 0, 30, f"the keeper to consume (log: {self.proc.log()[-2000:]})")
-        self._store: DeadLetterStore | None = None
 
-    def _consumers(self) -> int:
-        vhost = self.env["GRIDBUS_BROKER_URL"].rsplit("/", 1)[1]
-        api = self.env["GRIDBUS_MANAGEMENT_URL"].replace("guest:guest@", "")
-        r = requests.get(f"{api}/api/queues/{vhost}/{naming.dead_letter_queue_name(ROUTE)}",
-                         auth=("guest", "guest"), timeout=5)
-        return r.json().get("consumers", 0) if r.ok else 0
-
-    def publish(self, letters: dict[str, dict]) -> None:
-        """To the route's dead-letter exchange as a worker publishes dead letters (confirmed); bytes
-        travel as a long string, so bytes that are not UTF-8 reach the keeper as bytes."""
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 50_000))  # py-amqp's encoder recurses once per level too
-        try:
-            with ConfirmingPublisher(self.env["GRIDBUS_BROKER_URL"], "test-hostile-dead-letters") as publisher:
-                for message_id, headers in letters.items():
-                    publisher.publish(naming.dead_letter_exchange_name(ROUTE), "",
-                                      f"body of {message_id}".encode(),
-                                      {"message_id": message_id, "delivery_mode": 2}, headers)
-                publisher.flush()
-        finally:
-            sys.setrecursionlimit(limit)
-
-    def stored(self) -> dict:
-        """message id → row, for every row in the store file (opened once the keeper made it)."""
-        if self._store is None and self.store_path.exists():
-            self._store = DeadLetterStore(self.store_path)
-        return {r.message_id: r for r in self._store.select()} if self._store else {}
-
-    def ready(self) -> int:
-        conn = pika.BlockingConnection(pika.URLParameters(self.env["GRIDBUS_BROKER_URL"]))
-        try:
-            return conn.channel().queue_declare(naming.dead_letter_queue_name(ROUTE),
-                                                passive=True).method.message_count
-        finally:
-            conn.close()
+def stored(keeper: KeeperStack) -> dict:
+    """message id → row, for every row in the store file."""
+    return {r.message_id: r for r in keeper.stored()}
 
 
 @pytest.fixture
 def keeper(bus_env, tmp_path):
-    k = Keeper(dict(bus_env), tmp_path)
+    k = KeeperStack(dict(bus_env), tmp_path, route=ROUTE)
+    k.start_keeper()
     yield k
-    k.proc.stop()
+    k.stop()
 
 
 def test_hostile_dead_letters_and_a_normal_one_after_them_all_reach_the_store(keeper):
     # Given a keeper running on a route's dead-letter queue
     hostile = hostile_letters()
     # When dead letters with headers of every wrong type and size are published, then a normal one
-    keeper.publish(hostile)
-    keeper.publish({"normal-after-them": gridbus_headers("normal-after-them")})
+    publish(keeper, hostile)
+    publish(keeper, {"normal-after-them": gridbus_headers("normal-after-them")})
     # Then every one of them is a row in the store, the normal one as the worker described it
-    rows = wait_for(lambda: (r := keeper.stored()) and len(r) == len(hostile) + 1 and r, 60,
-                    f"{len(hostile) + 1} rows in the store (have {sorted(keeper.stored())}; "
-                    f"keeper log: {keeper.proc.log()[-3000:]})")
+    rows = wait_for(lambda: (r := stored(keeper)) and len(r) == len(hostile) + 1 and r, 60,
+                    f"{len(hostile) + 1} rows in the store (have {sorted(stored(keeper))}; "
+                    f"keeper log: {keeper.keeper.log()[-3000:]})")
     normal = rows["normal-after-them"]
     assert (normal.route, normal.reason, normal.attempts) == (ROUTE, REASON, 1)
     # and each hostile one with what it carried: its body and headers as sent, its columns readable
@@ -197,5 +153,5 @@ def test_hostile_dead_letters_and_a_normal_one_after_them_all_reach_the_store(ke
     assert exported.returncode == 0 and len(exported.stdout.splitlines()) == len(hostile) + 1, exported.stderr
     # and nothing is left in the queue, with the keeper never going round a reconnect loop
     assert keeper.ready() == 0
-    assert keeper.proc.popen.poll() is None
-    assert "reconnecting in" not in keeper.proc.log(), keeper.proc.log()[-3000:]
+    assert keeper.keeper.popen.poll() is None
+    assert "reconnecting in" not in keeper.keeper.log(), keeper.keeper.log()[-3000:]
