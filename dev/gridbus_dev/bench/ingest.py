@@ -3,6 +3,12 @@
 Both pipelines run in the same invocation, on the same generated file, against
 the same MDMS stand-in (reset between them) and the same RabbitMQ node (each in
 a throw-away virtual host), so the ratio means something on a noisy machine.
+
+Each run also counts the CPU seconds every process involved spent from the drop
+(or the baseline's first publish) until the MDMS stored the last read, as
+``bench rpc`` does per request (``procs.CpuMeter``): where a row's cost goes.
+Processes started before that moment are counted from it (their start-up is not
+part of the run), except the baseline publisher, which starts with the run.
 """
 from __future__ import annotations
 
@@ -12,14 +18,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import requests
 
-from gridbus_dev.bench.procs import PeakRss, free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
 from bus.settings import Settings
+from gridbus_dev.bench.procs import CpuMeter, PeakRss, broker_pid, free_port, spawn, terminate, wait_http
 
 ROUTE_ID = "bench-ingest"
 
@@ -31,10 +38,22 @@ class Run:
     readings: int       # values the MDMS stored (6 per valid row)
     seconds: float
     peak_rss_mb: float | None = None
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds spent in the run
 
     @property
     def reads_per_s(self) -> float:
         return self.reads / self.seconds
+
+    def cpu_s_per_1000_rows(self) -> dict[str, float]:
+        return {name: 1000 * s / self.reads for name, s in self.cpu_s.items()} if self.reads else {}
+
+    def summary(self) -> dict:
+        """The run as the JSON output of ``gridbus bench ingest --json`` gives it."""
+        return {"pipeline": self.pipeline, "reads": self.reads, "readings": self.readings,
+                "seconds": round(self.seconds, 3), "reads_per_s": round(self.reads_per_s, 1),
+                "peak_rss_mb": round(self.peak_rss_mb, 1) if self.peak_rss_mb else None,
+                "cpu_s": {n: round(v, 3) for n, v in self.cpu_s.items()},
+                "cpu_s_per_1000_rows": {n: round(v, 4) for n, v in self.cpu_s_per_1000_rows().items()}}
 
 
 def _vhost_url(broker_url: str, vhost: str) -> str:
@@ -94,9 +113,12 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
     try:
         port = free_port()
         mdms_url = f"http://127.0.0.1:{port}"
-        procs.append(spawn([sys.executable, "-m", "simulators.mdms", "--port", str(port), "--name", "mdms-bench"],
-                           env, work / "mdms.log"))
+        mdms = spawn([sys.executable, "-m", "simulators.mdms", "--port", str(port), "--name", "mdms-bench"],
+                     env, work / "mdms.log")
+        procs.append(mdms)
         wait_http(f"{mdms_url}/health")
+        shared = {"rabbitmq": broker_pid(urlparse(settings.broker_url).port or 5672), "MDMS stand-in": mdms.pid}
+        shared = {name: pid for name, pid in shared.items() if pid}  # rabbitmq: unless on another host
         echo(f"generating {reads:,} block-load rows ...")
         summary = generate(staging, reads, echo)
         expected = summary["expected_readings"]
@@ -116,21 +138,29 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
                 worker = spawn([sys.executable, "-m", "bus.cli.main", "worker", "-c", str(concurrency),
                                 "--loglevel", "WARNING"], run_env, work / f"worker-{tracing}.log")
                 run_procs.append(worker)
-                run_procs.append(spawn([sys.executable, "-m", "bus.cli.main", "ingress", "--loglevel", "WARNING"],
-                                       run_env, work / f"ingress-{tracing}.log"))
+                ingress = spawn([sys.executable, "-m", "bus.cli.main", "ingress", "--loglevel", "WARNING"],
+                                run_env, work / f"ingress-{tracing}.log")
+                run_procs.append(ingress)
+                # the worker's tree: Celery's main process and its forked pool children
+                pids = {"ingress": ingress.pid, "worker": worker.pid}
                 if tracing:  # the recorder shares the machine: its CPU is part of what tracing costs
-                    run_procs.append(spawn([sys.executable, "-m", "bus.cli.main", "recorder", "--loglevel",
-                                            "WARNING"], run_env, work / "recorder.log"))
+                    recorder = spawn([sys.executable, "-m", "bus.cli.main", "recorder", "--loglevel",
+                                      "WARNING"], run_env, work / "recorder.log")
+                    run_procs.append(recorder)
+                    pids["recorder"] = recorder.pid
                 _wait_consumers(admin_v, f"gridbus.route.{ROUTE_ID}", 60)
                 time.sleep(1.0)  # let the pool children finish importing
                 requests.post(f"{mdms_url}/_reset", timeout=10).raise_for_status()
                 echo(f"{label}: dropping the file ...")
+                cpu = CpuMeter({**pids, **shared})
                 started = time.perf_counter()
+                before = cpu.snapshot()
                 with PeakRss(worker.pid) as rss:
                     os.replace(source, inbox / source.name)
                     _wait_readings(mdms_url, expected, timeout, progress)
                     seconds = time.perf_counter() - started
-                runs.append(Run(label, summary["rows_written"], expected, seconds, rss.peak / 2 ** 20))
+                cpu_s = cpu.delta(before, cpu.snapshot())
+                runs.append(Run(label, summary["rows_written"], expected, seconds, rss.peak / 2 ** 20, cpu_s))
             finally:
                 for p in reversed(run_procs):
                     terminate(p)
@@ -146,15 +176,22 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
             procs.extend(consumers)
             time.sleep(1.0)
             echo("baseline: publishing ...")
+            cpu = CpuMeter({"baseline consumers": tuple(c.pid for c in consumers), **shared})
             started = time.perf_counter()
+            before = cpu.snapshot()
             with PeakRss(consumers[0].pid) as rss:
-                procs.append(spawn([sys.executable, "-m", "gridbus_dev.bench.baseline", "publish", url, queue,
-                                    str(archived), str(batch_size), str(concurrency)], env,
-                                   work / "baseline-publisher.log"))
+                publisher = spawn([sys.executable, "-m", "gridbus_dev.bench.baseline", "publish", url, queue,
+                                   str(archived), str(batch_size), str(concurrency)], env,
+                                  work / "baseline-publisher.log")
+                procs.append(publisher)
+                # counted from its start (nothing before it); its CPU stays readable once it has
+                # exited, until terminate() below waits for it
+                cpu.pids["baseline publisher"] = publisher.pid
                 _wait_readings(mdms_url, expected, timeout, progress)
                 seconds = time.perf_counter() - started
+            cpu_s = cpu.delta(before, cpu.snapshot())
             runs.append(Run("baseline (pika)", summary["rows_written"], expected, seconds,
-                            rss.peak / 2 ** 20))
+                            rss.peak / 2 ** 20, cpu_s))
     finally:
         for p in reversed(procs):
             terminate(p)

@@ -91,8 +91,8 @@ class CpuMeter:
     Per-process CPU, not wall time, is what says where a round trip's cost goes on a
     machine that other work shares: the figures add up whatever else is running."""
 
-    def __init__(self, pids: dict[str, int], alone: set[str] = frozenset()):
-        self.pids = pids
+    def __init__(self, pids: dict[str, int | tuple[int, ...]], alone: set[str] = frozenset()):
+        self.pids = pids  # a name may stand for several processes (a baseline's consumers): their sum
         self.alone = alone  # processes counted without their children (the bench itself spawned the rest)
 
     @staticmethod
@@ -111,7 +111,11 @@ class CpuMeter:
             return 0.0
 
     def snapshot(self) -> dict[str, float]:
-        return {name: self._tree_cpu(pid, name not in self.alone) for name, pid in self.pids.items()}
+        """CPU seconds so far, by name.  A child that has exited but not been waited for (a zombie)
+        still counts: take the last snapshot before anything polls or terminates it."""
+        return {name: sum(self._tree_cpu(pid, name not in self.alone)
+                          for pid in (pids if isinstance(pids, tuple) else (pids,)))
+                for name, pids in self.pids.items()}
 
     @staticmethod
     def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

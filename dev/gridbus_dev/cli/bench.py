@@ -23,12 +23,15 @@ def bench():
 @click.option("--tracing", type=click.Choice(["on", "off", "both"]), default="on", show_default=True,
               help="both: gridbus with and without trace events, side by side.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs, archive, reports).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (with CPU by process) instead of tables.")
 @fails_cleanly
-def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
+def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep, as_json):
     """File drop → MDMS has stored every read; beside csv.reader → pika → HTTP POST.
 
-    Needs a RabbitMQ node with the management plugin (`gridbus dev up`); runs in
-    a throw-away virtual host of it."""
+    Reports throughput, the gridbus/baseline ratio, peak memory and the CPU seconds
+    per 1,000 rows each process spent (ingress, worker with its pool, recorder,
+    RabbitMQ, the MDMS stand-in, the baseline's processes).  Needs a RabbitMQ node
+    with the management plugin (`gridbus dev up`); runs in a throw-away virtual host of it."""
     from gridbus_dev.bench.ingest import bench_ingest
 
     sizes = [int(x.replace("_", "")) for x in reads.split(",")]
@@ -63,14 +66,31 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep):
             import shutil
             shutil.rmtree(work, ignore_errors=True)
         else:
-            click.echo(f"work folder kept: {work}")
+            click.echo(f"work folder kept: {work}", err=True)
+    if as_json:
+        import json
+        click.echo(json.dumps({"runs": [r.summary() for r in all_runs]}, indent=2))
+        return
     click.echo(table(rows, ["pipeline", "reads", "readings", "s", "reads/s", "readings/s",
                             "gridbus/baseline", "peak RSS MB"]))
+    click.echo("\nCPU s per 1,000 rows, by process:")
+    click.echo(cpu_table(all_runs))
     gridbus_runs = [r for r in all_runs if r.pipeline == "gridbus"]
     if len(gridbus_runs) > 1:
         small, large = gridbus_runs[0], gridbus_runs[-1]
         click.echo(f"worker peak RSS {large.reads:,} reads vs {small.reads:,}: "
                    f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x")
+
+
+def cpu_table(runs) -> str:
+    """CPU seconds per 1,000 rows: a row per run, a column per process (blank: not in that run)."""
+    names = list(dict.fromkeys(n for r in runs for n in r.cpu_s))
+    rows = []
+    for r in runs:
+        per = r.cpu_s_per_1000_rows()
+        rows.append([r.pipeline, f"{r.reads:,}", *(f"{per[n]:.4f}" if n in per else "" for n in names),
+                     f"{sum(per.values()):.4f}"])
+    return table(rows, ["pipeline", "reads", *names, "total"])
 
 
 @bench.command("alarms")
