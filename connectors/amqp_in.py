@@ -18,12 +18,11 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus import naming, task_message
-from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
 from bus.documents import check_json_depth
 from bus.envelope import Envelope
 from bus.errors import DecodeError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import BatchConsumer, ConfirmingPublisher, Delivery
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
@@ -72,59 +71,45 @@ class AmqpInSource:
 
 
 def _bridge_forever(route: Route, settings: Settings, stop: threading.Event) -> None:
-    until_stopped(f"route {route.id}: AMQP ingress", lambda: _bridge(route, settings, stop), stop)
-
-
-def _bridge(route: Route, settings: Settings, stop: threading.Event) -> None:
     options = route.source.options
-    window = options["batch_window_ms"] / 1000
-    max_bytes = options["max_body_kb"] * 1024
-    conn = pika_connect(settings.broker_url, f"gridbus-amqp-in-{route.id}")
     publisher = ConfirmingPublisher(settings.broker_url, f"gridbus-amqp-in-{route.id}")
+    consumer = BatchConsumer(settings.broker_url, [naming.inbound_queue_name(route.id)],
+                             lambda batch: _bridge(route, publisher, batch), name=f"gridbus-amqp-in-{route.id}",
+                             batch_max=options["batch_max"], window_s=options["batch_window_ms"] / 1000)
     try:
-        with pika_errors("bridging raw messages"):
-            ch = conn.channel()
-            ch.basic_qos(prefetch_count=options["batch_max"] * 2)
-            batch: list = []
-            tags: list[int] = []
-            started = [0.0]
-
-            def on_message(channel, method, props, body):
-                if not batch and not tags:
-                    started[0] = time.monotonic()
-                tags.append(method.delivery_tag)
-                try:
-                    item = raw_document(body, max_bytes)
-                except DecodeError as exc:
-                    _dead_letter_raw(publisher, route, body, props, str(exc))
-                    return
-                batch.extend(item if isinstance(item, list) else [item])
-
-            ch.basic_consume(naming.inbound_queue_name(route.id), on_message)
-            while not stop.is_set():
-                conn.process_data_events(time_limit=min(window, 0.05))
-                due = tags and (len(batch) >= options["batch_max"] or time.monotonic() - started[0] >= window)
-                if due:
-                    # take the batch out first: pika may deliver more while we publish and ack,
-                    # and those belong to the next batch
-                    items, last_tag = list(batch), tags[-1]
-                    batch.clear()
-                    tags.clear()
-                    if items:
-                        envelope = Envelope(route_id=route.id, source=route.source.system,
-                                            verb=route.message.get("verb", "created"),
-                                            noun=route.message.get("noun", "EndDeviceEvents"))
-                        body, props, headers = task_message.build(envelope, items)
-                        publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id),
-                                          body, props, headers)
-                    publisher.flush()  # the batch (and any dead letters) confirmed: now ack the raw ones
-                    ch.basic_ack(last_tag, multiple=True)
+        consumer.serve(stop, after_failure=publisher.close)
     finally:
         publisher.close()
+
+
+def _bridge(route: Route, publisher: ConfirmingPublisher, batch: list[Delivery]) -> None:
+    """Publish a batch of raw messages as route messages (a new one each time ``batch_max``
+    items are reached, at a message's end) and what cannot be read as dead letters, then
+    wait for the broker's confirms: only then does the consumer ack the raw ones."""
+    options = route.source.options
+    max_bytes = options["max_body_kb"] * 1024
+    items: list = []
+    for delivery in batch:
         try:
-            conn.close()
-        except Exception:
-            pass
+            item = raw_document(delivery.body, max_bytes)
+        except DecodeError as exc:
+            _dead_letter_raw(publisher, route, delivery, str(exc))
+            continue
+        items.extend(item if isinstance(item, list) else [item])
+        if len(items) >= options["batch_max"]:
+            _publish(route, publisher, items)
+            items = []
+    if items:
+        _publish(route, publisher, items)
+    publisher.flush()
+
+
+def _publish(route: Route, publisher: ConfirmingPublisher, items: list) -> None:
+    envelope = Envelope(route_id=route.id, source=route.source.system,
+                        verb=route.message.get("verb", "created"),
+                        noun=route.message.get("noun", "EndDeviceEvents"))
+    body, props, headers = task_message.build(envelope, items)
+    publisher.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
 
 
 def raw_document(body: bytes, max_bytes: int) -> Any:
@@ -139,14 +124,14 @@ def raw_document(body: bytes, max_bytes: int) -> Any:
         raise DecodeError(f"not JSON: {exc}") from exc
 
 
-def _dead_letter_raw(publisher: ConfirmingPublisher, route: Route, body: bytes, props, reason: str) -> None:
+def _dead_letter_raw(publisher: ConfirmingPublisher, route: Route, delivery: Delivery, reason: str) -> None:
     now = time.time()
-    headers = dict(props.headers or {})
+    headers, props = delivery.headers, delivery.properties
     headers.update({dl.DL_ROUTE: route.id, dl.DL_ERROR_CLASS: "DecodeError", dl.DL_REASON: reason[:1000],
                     dl.DL_ATTEMPTS: 0, dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now,
                     dl.DL_WORKER_HOST: socket.gethostname(), dl.DL_DESTINATION: "",
                     # one group per kind of refusal ("not JSON", "too large", ...), not per parser message
                     dl.DL_FINGERPRINT: dl.fingerprint(route.id, "DecodeError", reason.split(":", 1)[0])})
-    publisher.publish(naming.dead_letter_exchange_name(route.id), "", body,
-                      {"content_type": props.content_type or "application/octet-stream", "delivery_mode": 2,
-                       "message_id": props.message_id or f"raw-{now}"}, headers)
+    publisher.publish(naming.dead_letter_exchange_name(route.id), "", delivery.body,
+                      {"content_type": props.get("content_type") or "application/octet-stream", "delivery_mode": 2,
+                       "message_id": props.get("message_id") or f"raw-{now}"}, headers)

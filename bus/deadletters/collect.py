@@ -7,19 +7,16 @@ headers; their reason is read from ``x-death``.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import sys
 import threading
 import time
-from typing import Iterator
 
 from bus import naming
-from bus.amqp_client import pika_connect, pika_errors, until_stopped
 from bus.deadletters import headers as dl
 from bus.deadletters.store import TEXT_CHARS, DeadLetterStore, as_count, as_instant, as_text, dumps
 from bus.envelope import H_ROUTE
+from bus.messaging import BatchConsumer, Delivery, until_stopped
 
 log = logging.getLogger("gridbus.dead-letters")
 BATCH = 2000  # rows per transaction: a commit (fsync) per 2,000 dead letters, not per one
@@ -36,10 +33,6 @@ def _first_death(headers: dict) -> dict:
     return first if isinstance(first, dict) else {}
 
 
-_PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-               "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id")
-
-
 def _route(headers: dict, queue: str) -> str:
     """The route a header names, if it names one; else the route whose queue it came from."""
     for value in (headers.get(dl.DL_ROUTE), headers.get(H_ROUTE)):
@@ -48,13 +41,13 @@ def _route(headers: dict, queue: str) -> str:
     return queue.removeprefix(naming.dead_letter_queue_name(""))
 
 
-def row_of(props, body: bytes, queue: str) -> dict:
-    """A store row for one dead letter as delivered by pika (``props``: BasicProperties).
+def row_of(delivery: Delivery) -> dict:
+    """A store row for one dead letter as delivered.
 
     Headers are whatever the publisher sent: each is read as what its column takes
     (``store.as_text``, ``as_count``, ``as_instant``), never trusted to be one."""
-    headers = dict(props.headers or {})
-    properties = {k: getattr(props, k) for k in _PROPERTIES if getattr(props, k) is not None}
+    headers, properties = delivery.headers, delivery.properties
+    body, queue = delivery.body, delivery.queue
     message_id = as_text(properties.get("message_id") or headers.get("id"))
     route = _route(headers, queue)
     now = time.time()
@@ -90,11 +83,12 @@ def row_of(props, body: bytes, queue: str) -> dict:
     }
 
 
-def _row(props, body: bytes, queue: str) -> dict:
+def _row(delivery: Delivery) -> dict:
     """``row_of``, or, should reading it fail after all, a row that says so: a message the
     collector cannot read must still leave the queue, or it comes back first for ever."""
+    queue, body = delivery.queue, delivery.body
     try:
-        return row_of(props, body, queue)
+        return row_of(delivery)
     except Exception as exc:  # noqa: BLE001 - the one message is kept with the reason
         log.error("dead letter on %s kept as unreadable: %s: %s", queue, exc.__class__.__name__, exc)
         now = time.time()
@@ -108,14 +102,15 @@ def _row(props, body: bytes, queue: str) -> dict:
             "properties": "{}", "headers": "{}"}
 
 
-@contextlib.contextmanager
-def _recursion_limit(limit: int) -> Iterator[None]:
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(limit)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
+def _consumer(broker_url: str, queues: list[str], store: DeadLetterStore) -> BatchConsumer:
+    def add(batch: list[Delivery]) -> None:
+        rows = [_row(d) for d in batch]
+        with store.transaction():
+            store.add(rows)
+        # the consumer acks only once this returns: rows committed, so a crash redelivers, never loses
+
+    return BatchConsumer(broker_url, queues, add, name="gridbus-dead-letter-collector", batch_max=BATCH,
+                         window_s=0.1, decode_recursion=DECODE_RECURSION)
 
 
 def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
@@ -124,67 +119,8 @@ def collect(broker_url: str, queues: list[str], store: DeadLetterStore,
     or when ``stop`` is set (the keeper's long-running mode)."""
     if not queues:
         return 0
-    conn = pika_connect(broker_url, "gridbus-dead-letter-collector")
-    moved = 0
-    usual = sys.getrecursionlimit()
-    try:
-        with pika_errors("collecting dead letters"), _recursion_limit(max(usual, DECODE_RECURSION)):
-            ch = conn.channel()
-            ch.basic_qos(prefetch_count=BATCH * 2)
-            pending: list[tuple[int, dict]] = []
-
-            def flush() -> None:
-                nonlocal moved
-                if not pending:
-                    return
-                with store.transaction():
-                    store.add(row for _tag, row in pending)
-                # acked only once the rows are committed: a crash here redelivers, never loses
-                ch.basic_ack(pending[-1][0], multiple=True)
-                moved += len(pending)
-                pending.clear()
-
-            def on_message(queue):
-                def handle(channel, method, props, body):
-                    # pika has read the headers; what walks them here gets the usual limit back,
-                    # so that a deep table fails (and is cut) in the encoder, not in C's stack
-                    with _recursion_limit(usual):
-                        pending.append((method.delivery_tag, _row(props, body, queue)))
-                        if len(pending) >= BATCH:
-                            flush()
-                return handle
-
-            # a one-off drain takes what is there now; later arrivals wait for the next run
-            waiting = sum(ch.queue_declare(q, passive=True).method.message_count for q in queues)
-            if stop is None and waiting == 0:
-                return 0
-            for queue in queues:
-                ch.basic_consume(queue, on_message(queue))
-            last_count, idle_since = -1, time.monotonic()
-            while True:
-                conn.process_data_events(time_limit=0.1)
-                seen = moved + len(pending)
-                if stop is None and seen >= waiting:
-                    break
-                if seen != last_count:
-                    last_count, idle_since = seen, time.monotonic()
-                else:
-                    flush()
-                    if stop is None and time.monotonic() - idle_since > idle_s:
-                        break
-                if stop is not None and stop.is_set():  # also while dead letters keep arriving
-                    break
-            flush()
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass
-    return moved
-
-
-def dead_letter_queues(route_ids: list[str]) -> list[str]:
-    return [naming.dead_letter_queue_name(r) for r in route_ids]
+    consumer = _consumer(broker_url, queues, store)
+    return consumer.drain(idle_s) if stop is None else consumer.consume(stop)
 
 
 def keep(broker_url: str, queues: list[str], store: DeadLetterStore, stop: threading.Event) -> None:
@@ -194,10 +130,11 @@ def keep(broker_url: str, queues: list[str], store: DeadLetterStore, stop: threa
     if not queues:  # nothing to consume: wait (``collect`` would return at once, again and again)
         stop.wait()
         return
+    consumer = _consumer(broker_url, queues, store)
 
     def collected() -> None:
-        moved = collect(broker_url, queues, store, stop)
+        moved = consumer.consume(stop)
         if moved:
             log.info("collected %d dead letters", moved)
 
-    until_stopped("dead-letter collector", collected, stop)
+    until_stopped("dead-letter collector", collected, stop, backoff=consumer.backoff)

@@ -31,7 +31,7 @@ from bus.deadletters import headers as dl
 from bus.deadletters.store import DeadLetter, DeadLetterStore, ReplayRun
 from bus.errors import GridbusError
 from bus.envelope import H_ATTEMPT, H_TRACEPARENT, child_traceparent
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 
 BATCH = 500
 # broker annotations and retry bookkeeping that must not follow a replay

@@ -9,7 +9,7 @@ from __future__ import annotations
 from bus import naming, task_message
 from bus.envelope import Envelope, new_traceparent
 from bus.errors import BrokerError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from bus.requests.store import Request, RequestStore
 from bus.routes.model import Route
 

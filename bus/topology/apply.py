@@ -1,7 +1,7 @@
 """Declare a topology on the broker: only what the plan says is missing."""
 from __future__ import annotations
 
-from bus.amqp_client import broker_errors, connect
+from bus.messaging import amqp_errors, connect
 from bus.topology.model import Topology
 from bus.topology.plan import Plan
 
@@ -15,7 +15,7 @@ def apply(topology: Topology, plan: Plan, broker_url: str) -> int:
     conn = connect(broker_url, "gridbus-routes-apply")
     declared = 0
     try:
-        with broker_errors("declaring topology"):
+        with amqp_errors("declaring topology"):
             ch = conn.channel()
             for name in plan.missing_exchanges:
                 spec = topology.exchanges[name]
@@ -33,7 +33,7 @@ def apply(topology: Topology, plan: Plan, broker_url: str) -> int:
                     ch.queue_bind(b.destination, b.source, b.routing_key)
                 declared += 1
     finally:
-        with broker_errors("closing"):
+        with amqp_errors("closing"):
             conn.close()
     return declared
 

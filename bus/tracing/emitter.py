@@ -23,7 +23,7 @@ import amqp
 import orjson
 
 from bus import naming
-from bus.amqp_client import connect
+from bus.messaging import connect
 from bus.envelope import new_event_id
 from bus.settings import Settings
 

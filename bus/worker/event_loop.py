@@ -123,7 +123,7 @@ class LoopWorker:
             # the outcome (reply, retry or dead letter) was not confirmed: back to its queue,
             # where the delivery limit bounds how often this repeats
             log.error("route %s message %s: %s; returned to the queue", route.id, envelope.message_id,
-                      exc if isinstance(exc, (BrokerError, aio_pika.exceptions.AMQPException)) else repr(exc))
+                      exc if isinstance(exc, BrokerError) else repr(exc))
             await _quietly(message.nack(requeue=True))
             return
         await _quietly(message.ack())

@@ -33,7 +33,7 @@ from bus import hooks, naming, task_message
 from bus.deadletters import headers as dl
 from bus.envelope import Envelope, H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM
 from bus.errors import BrokerError, MessageError, PermanentDeliveryError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from bus.requests import replies
 from bus.routes.model import Route
 from bus.settings import Settings

@@ -17,7 +17,7 @@ from pathlib import Path
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from bus.errors import BrokerError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from connectors.file_drop.inbox import Readiness, printable, scan

@@ -28,7 +28,7 @@ from bus import hooks, naming, registry, task_message
 from bus.envelope import (H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM, Envelope,
                           file_chunk_message_id, new_traceparent)
 from bus.errors import MessageError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Route
 from bus.worker.pipeline import chunk_payload
 from connectors.file_drop import lines, split

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from bus import naming
-from bus.amqp_client import broker_errors, connect, until_stopped
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import BatchConsumer, ConfirmingPublisher, Delivery
 from connectors.file_drop.ledger import Ledger
 
 log = logging.getLogger("gridbus.file-drop")
@@ -102,37 +101,19 @@ class Reconciler:
         return written
 
     def serve(self, stop) -> None:
-        """Consume outcomes until ``stop`` is set; reconnects after a broker outage."""
+        """Consume outcomes until ``stop`` is set; reconnects after a broker outage.  Reports
+        are written between reads, whether or not outcomes came."""
         ledger = Ledger(self.ledger_path)
         publisher = ConfirmingPublisher(self.broker_url, "gridbus-reconciler")
-        until_stopped("reconciliation consumer", lambda: self._consume(ledger, publisher, stop), stop,
-                      after_failure=publisher.close)
 
-    def _consume(self, ledger: Ledger, publisher: ConfirmingPublisher, stop) -> None:
-        conn = connect(self.broker_url, "gridbus-reconciler")
+        def record(batch: list[Delivery]) -> None:
+            for delivery in batch:  # acked (by the consumer) once the ledger has them (SQLite autocommit)
+                ledger.record_outcome(json.loads(delivery.body))
+
+        consumer = BatchConsumer(self.broker_url, [naming.RECONCILIATION_QUEUE], record, name="gridbus-reconciler",
+                                 batch_max=200, window_s=0.5, prefetch=200,
+                                 between=lambda: self.write_reports(ledger, publisher))
         try:
-            with broker_errors("consuming reconciliation records"):
-                ch = conn.channel()
-                ch.basic_qos(0, 200, False)
-                pending = []
-
-                def on_message(message):
-                    ledger.record_outcome(json.loads(message.body))
-                    pending.append(message.delivery_tag)
-
-                ch.basic_consume(naming.RECONCILIATION_QUEUE, callback=on_message)
-                while not stop.is_set():
-                    try:
-                        conn.drain_events(timeout=0.5)
-                    except TimeoutError:
-                        pass
-                    # ack after the ledger has the record (SQLite autocommit)
-                    if pending:
-                        ch.basic_ack(pending[-1], multiple=True)
-                        pending.clear()
-                    self.write_reports(ledger, publisher)
+            consumer.serve(stop, after_failure=publisher.close)
         finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
+            publisher.close()

@@ -24,7 +24,7 @@ from bus import hooks, naming, task_message
 from bus.envelope import Envelope, child_traceparent, new_traceparent
 from bus.documents import check_json_depth
 from bus.errors import BrokerError, DecodeError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Route
 from connectors.http_push.check import MAX_REASONS, DocumentCheck
 from connectors.http_push.keys import KeyStore

@@ -44,6 +44,7 @@ import aio_pika
 
 from bus import aio, hooks, naming
 from bus.envelope import child_traceparent
+from bus.errors import BrokerError
 from bus.requests.dispatch import NOUNS, callback_message, request_message
 from bus.requests.store import PRUNE_CHUNK, Request, Retention
 from bus.routes.model import Route
@@ -130,7 +131,7 @@ class RequestLoop:
             try:
                 await self.publisher.publish(*request_message(route, request,
                                                      child_traceparent(traceparent) if traceparent else None))
-            except Exception as exc:  # the broker is away or refused it: nothing was sent
+            except BrokerError as exc:  # the broker is away or refused it: nothing was sent
                 log.error("request %s not published: %s", request.id, exc)
                 _trace("dead-lettered", route, request, traceparent, reason=f"not published: {exc}")
                 await self.stored(self.api.store.transition, request.id, "failed", "gridbus", {"sent"},

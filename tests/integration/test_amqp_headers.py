@@ -7,7 +7,7 @@ import time
 import amqp
 
 from bus import aio
-from bus.amqp_client import connect, pika_connect
+from bus.messaging import connect, pika_connect
 
 
 def test_an_epoch_time_header_published_by_aio_pika_arrives_to_the_microsecond(bus_env):

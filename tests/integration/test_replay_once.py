@@ -18,11 +18,10 @@ import amqp
 import pytest
 
 from bus import naming
-from bus.amqp_client import connect
 from bus.deadletters import headers as dl
 from bus.deadletters import replay as replays
 from bus.deadletters.store import DeadLetterStore, dumps
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher, connect
 from bus.topology.compile import ingress_exchange
 from tests.support import run_cli
 

@@ -15,7 +15,7 @@ import pytest
 from bus import naming, task_message
 from bus.deadletters.store import DeadLetterStore
 from bus.envelope import Envelope
-from bus.publisher import ConfirmingPublisher
+from bus.messaging import ConfirmingPublisher
 from tests.support import Proc, gridbus, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -1,0 +1,89 @@
+"""Connections to the first broker of the setting that answers (``addresses``).
+
+py-amqp for publishing (Celery's kombu needs it anyway) and pika for the batch
+consumer (docs/messaging.md says why, with the measurement).  Each address is
+tried in turn; ``BrokerError`` only when none took the connection.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Callable, TypeVar
+
+from bus.errors import BrokerError
+from bus.messaging.addresses import BrokerAddress, broker_addresses
+from bus.messaging.errors import amqp_errors, pika_errors
+
+log = logging.getLogger("gridbus.amqp")
+CONNECT_TIMEOUT_S = 10
+T = TypeVar("T")
+
+
+def first_answering(broker_url: str, open_one: Callable[[BrokerAddress], T]) -> T:
+    """``open_one`` on each address in turn; the first connection made, else ``BrokerError``
+    naming why each address failed."""
+    failures = []
+    for address in broker_addresses(broker_url):
+        try:
+            return open_one(address)
+        except BrokerError as exc:
+            failures.append(str(exc))
+            log.debug("%s", exc)
+    raise BrokerError("; ".join(failures))
+
+
+def connect(broker_url: str, name: str = "gridbus"):
+    """A py-amqp connection (heartbeats off: a blocked publisher must not lose it)."""
+    import amqp
+
+    def open_one(address: BrokerAddress) -> amqp.Connection:
+        with amqp_errors(f"connecting to {address}"):
+            conn = amqp.Connection(host=f"{address.host}:{address.port}", userid=address.userid,
+                                   password=address.password, virtual_host=address.virtual_host,
+                                   client_properties={"connection_name": name},
+                                   heartbeat=0, connect_timeout=CONNECT_TIMEOUT_S)
+            conn.connect()
+            return conn
+
+    return first_answering(broker_url, open_one)
+
+
+def pika_connect(broker_url: str, name: str = "gridbus"):
+    """A pika BlockingConnection to the first broker that answers."""
+    import pika
+
+    precise_pika_doubles()
+
+    def open_one(address: BrokerAddress) -> pika.BlockingConnection:
+        params = pika.ConnectionParameters(
+            host=address.host, port=address.port, virtual_host=address.virtual_host,
+            credentials=pika.PlainCredentials(address.userid, address.password),
+            client_properties={"connection_name": name}, heartbeat=0, blocked_connection_timeout=60,
+            socket_timeout=CONNECT_TIMEOUT_S, connection_attempts=1)
+        with pika_errors(f"connecting to {address}"):
+            return pika.BlockingConnection(params)
+
+    return first_answering(broker_url, open_one)
+
+
+def precise_pika_doubles() -> None:
+    """Make pika read an AMQP double header ('d') as the float it is.
+
+    pika decodes a double as ``long(value)``: a failure time such as
+    ``gridbus-dl-last-failure`` arrived cut to the whole second, so the
+    dead-letter store showed times a second off and two failures of one message
+    within a second looked like one.  py-amqp and aio-pika read it exactly.
+    Patched once, at the boundary, before the first connection."""
+    from pika import data
+
+    if getattr(data.decode_value, "gridbus_doubles", False):
+        return
+    original = data.decode_value
+
+    def decode_value(encoded: bytes, offset: int):
+        if encoded[offset:offset + 1] == b"d":
+            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
+        return original(encoded, offset)
+
+    decode_value.gridbus_doubles = True
+    data.decode_value = decode_value  # decode_table looks it up here, for nested tables too
