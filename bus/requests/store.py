@@ -20,7 +20,7 @@ result: the 2020 lesson).  A read's or determinants request's trail is its
 own row: taken and sent at ``created`` by ``requested_by``, answered at
 ``updated`` with ``result``; ``trail`` shows it in the same shape.  At 200
 on-demand reads/s, three audit rows per read were a third of the pages every
-commit wrote (README, "bench rpc"), and told nothing the row does not.
+commit wrote (docs/benchmarks.md, "bench rpc"), and told nothing the row does not.
 """
 from __future__ import annotations
 

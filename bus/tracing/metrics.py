@@ -5,7 +5,7 @@ ingress, the gateway, `dlq replay`) already sends each hop of each message to
 the recorder.  Counting there gives one endpoint to scrape for all of them,
 instead of an endpoint per process and prometheus_client's multiprocess mode
 for Celery's forked children.  What that costs, said where operators read it
-(README, "Metrics"):
+(docs/operations.md, "Metrics"):
 
 - with tracing off (``GRIDBUS_TRACING=off``) there are no metrics either;
 - events the emitters dropped under overload are not counted, but their

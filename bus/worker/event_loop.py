@@ -3,7 +3,7 @@
 A request spends nearly all its time waiting on its destination (an HES, the
 MDMS).  In Celery's thread pool each waiting request holds a thread; at 200
 requests/s on two cores the threads of the gateway and the worker queued for
-the GIL and every stage of a round trip slowed down together (README, "bench
+the GIL and every stage of a round trip slowed down together (docs/benchmarks.md, "bench
 rpc").  Here one loop waits on all of them: aio-pika consumes the route
 queues, the destination is asked with aiohttp (a connector's ``request_async``),
 and the reply is published with a publisher confirm.

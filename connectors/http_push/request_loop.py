@@ -2,7 +2,7 @@
 
 A request waiting for its reply is a future here, not a gateway thread: at
 200 on-demand reads/s on two cores, 48 waitress threads queuing for the GIL
-were where a round trip's time went (README, "bench rpc").  What is checked and
+were where a round trip's time went (docs/benchmarks.md, "bench rpc").  What is checked and
 stored before a request leaves (command safety, idempotency) is decided by
 ``RequestApi.take``, unchanged.
 

@@ -7,7 +7,7 @@
 Why aiohttp rather than waitress: a billing request waits for its reply, and
 under waitress each wait held one of 48 threads; at 200 requests/s on two
 cores the threads queued for the GIL and every stage of a round trip slowed
-down together (README, "bench rpc").  aiohttp parses HTTP in C and waits on
+down together (docs/benchmarks.md, "bench rpc").  aiohttp parses HTTP in C and waits on
 one loop.  Pushes need no waiting and keep their tested WSGI code.
 
 Headers a proxy would set (``Forwarded``, ``X-Forwarded-*``) are not passed on:

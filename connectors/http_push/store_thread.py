@@ -11,7 +11,7 @@ that settles every awaiting future.  A request is published, and a reply
 acked, only after the commit that stored it.  At a trickle a batch is one
 piece of work, as before; at 200 requests/s the cost of a commit and of a
 thread hand-over is shared, so the store gets cheaper per request just when
-the gateway is busiest instead of building a queue (README, "bench rpc").
+the gateway is busiest instead of building a queue (docs/benchmarks.md, "bench rpc").
 """
 from __future__ import annotations
 
