@@ -5,6 +5,11 @@ The shapes are those of docs/alarm-formats.md (``alarm_id``, ``meter``, ``code``
 ``+05:30`` offset.  Everything is deterministic for a seed, so a benchmark or a
 test can regenerate exactly the alarms it sent.
 
+The network is either regular (``Network.build``: feeders "F01", DTs "F01-DT001",
+meters "UPM%08d" in a row) or taken from the generated GIS network of
+``simulators.network`` (``Network.from_model``, or ``Network.load`` of its snapshot
+CSV), so alarms hang under the same DTs and feeders the bus's network store holds.
+
     feeder_trip   every meter under the tripped feeders sends a last gasp (101),
                   optionally a first breath (102) when the feeder is restored
     burst         a trip of as many feeders as needed, cut to exactly N alarms
@@ -34,6 +39,8 @@ from typing import Any, Iterable
 
 import requests
 import yaml
+
+from simulators.network import NetworkModel
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 # found, not imported: find_spec locates the installed package without running its code
@@ -76,6 +83,30 @@ class Network:
                 tree[feeder][f"{feeder}-DT{d:03d}"] = [f"UPM{m:08d}" for m in range(n, n + meters_per_dt)]
                 n += meters_per_dt
         return cls(tree, seed)
+
+    @classmethod
+    def from_model(cls, model: NetworkModel, seed: int | None = None) -> "Network":
+        """The consumer meters of a generated GIS network as they hang now: feeder "FDR-0001",
+        DT "DT-000001", meters "UPM%08d" (the model's ground truth, ``model.where(meter)``)."""
+        return cls({f: d for f, d in model.feeder_tree().items() if d}, model.seed if seed is None else seed)
+
+    @classmethod
+    def from_snapshot(cls, path: str | os.PathLike, seed: int = 1) -> "Network":
+        """From a consumer-indexing snapshot CSV (simulators.network SNAPSHOT_HEADER): its
+        feeder, dt and meter columns, in file order."""
+        import csv
+        tree: dict[str, dict[str, list[str]]] = {}
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"feeder", "dt", "meter"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path}: a snapshot needs the columns feeder, dt and meter; missing {sorted(missing)}")
+            for row in reader:
+                tree.setdefault(row["feeder"], {}).setdefault(row["dt"], []).append(row["meter"])
+        network = cls(tree, seed)
+        if len(network._index()) != len(network):
+            raise ValueError("a meter appears under more than one DT")
+        return network
 
     def _index(self) -> dict[str, tuple[str, str]]:
         if self._where is None:
@@ -151,6 +182,9 @@ class Network:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
+        """A network file of ``save``, or a snapshot CSV of the GIS stand-in (by its .csv name)."""
+        if str(path).endswith(".csv"):
+            return cls.from_snapshot(path)
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
@@ -342,6 +376,8 @@ def _parse_mix(text: str) -> dict[str, float]:
 def _network_of(a: argparse.Namespace) -> Network:
     if a.network:
         return Network.load(a.network)
+    if a.consumers:
+        return Network.from_model(NetworkModel.generate(a.consumers, seed=a.gis_seed), a.seed)
     return Network.build(a.feeders, a.dts, a.meters, seed=a.seed if a.seed is not None else 1)
 
 
@@ -369,8 +405,12 @@ def _classes_of(codes) -> dict[str, list[str]]:
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", help="network file written by the 'network' command; without it "
-                                     "a regular network of --feeders x --dts x --meters is built")
+    p.add_argument("--network", help="network file written by the 'network' command, or a GIS snapshot "
+                                     "CSV; without it a regular network of --feeders x --dts x --meters "
+                                     "is built (or a generated one with --consumers)")
+    p.add_argument("--consumers", type=int, help="without --network: the generated GIS network of "
+                                                 "simulators.network with this many consumers")
+    p.add_argument("--gis-seed", type=int, default=1, help="seed of the generated GIS network (default 1)")
     p.add_argument("--feeders", type=int, default=10, help="without --network (default 10)")
     p.add_argument("--dts", type=int, default=20, help="DTs per feeder without --network (default 20)")
     p.add_argument("--meters", type=int, default=250, help="meters per DT without --network (default 250)")
@@ -388,12 +428,16 @@ def main(argv: list[str] | None = None) -> int:
 
     net = sub.add_parser("network", help="write a network file (feeders -> DTs -> meters)",
                          description="Write a regular network: meters UPM%%08d numbered in a row, "
-                                     "feeders F01.., DTs F01-DT001..")
+                                     "feeders F01.., DTs F01-DT001.. ; or, with --consumers, the "
+                                     "generated GIS network's feeders, DTs and consumer meters")
     net.add_argument("--feeders", type=int, default=10)
     net.add_argument("--dts", type=int, default=20, help="DTs per feeder")
     net.add_argument("--meters", type=int, default=250, help="meters per DT")
     net.add_argument("--first-meter", type=int, default=1, help="number of the first meter serial")
     net.add_argument("--seed", type=int, default=1, help="default seed of alarms generated on it")
+    net.add_argument("--consumers", type=int, help="instead of the regular network: the generated GIS "
+                                                   "network (simulators.network) with this many consumers")
+    net.add_argument("--gis-seed", type=int, default=1, help="seed of the generated GIS network (default 1)")
     net.add_argument("--out", required=True, help="network JSON file to write")
 
     b = sub.add_parser("burst", help="exactly --count last gasps (101): a trip of whole feeders, "
@@ -432,10 +476,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if a.command == "network":
-            network = Network.build(a.feeders, a.dts, a.meters, a.seed, a.first_meter)
+            if a.consumers:
+                network = Network.from_model(NetworkModel.generate(a.consumers, seed=a.gis_seed,
+                                                                   first_meter=a.first_meter), a.seed)
+            else:
+                network = Network.build(a.feeders, a.dts, a.meters, a.seed, a.first_meter)
             network.save(a.out)
             meters = network.meters
-            json.dump({"out": a.out, "feeders": len(network.feeders), "dts": a.feeders * a.dts,
+            json.dump({"out": a.out, "feeders": len(network.feeders),
+                       "dts": sum(len(dts) for dts in network.feeders.values()),
                        "meters": len(meters), "first_meter": meters[0], "last_meter": meters[-1]},
                       sys.stdout, indent=2)
             sys.stdout.write("\n")
