@@ -19,6 +19,7 @@ from bus.cli.commands import commands
 from bus.cli.dlq import dlq
 from bus.cli.gateway import gateway
 from bus.cli.keeper import keeper
+from bus.cli.network import network
 from bus.cli.operators import operators
 from bus.cli.routes import routes_group
 from bus.cli.run import ingress, send, worker
@@ -83,7 +84,7 @@ def cli():
 
 
 for command in (routes_group, worker, ingress, gateway, broker, commands, send, dlq, keeper, recorder,
-                trace, operators):
+                trace, operators, network):
     cli.add_command(command)
 
 

@@ -1,0 +1,129 @@
+"""The two databases behind the network store, behind one small interface: ``rows``, ``stream``,
+``execute``, ``executemany`` and ``writing()`` (one writer at a time, one transaction).
+
+sqlite3 and psycopg errors are translated here, and only here, into NetworkStoreError.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bus.errors import ConfigError, GridbusError
+from bus.network.schema import INDEXES, TABLES, PostgresDialect, SqliteDialect
+from bus.sqlite_local import ThreadConnections
+
+# the PostgreSQL advisory lock every writer of the network store takes ("GRIDNET" in ASCII)
+ADVISORY_LOCK_KEY = 0x475249444E4554
+
+
+class NetworkStoreError(GridbusError):
+    """The network store's database failed (disk full, locked too long, connection lost)."""
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise NetworkStoreError(f"network store ({what}): {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise NetworkStoreError(f"network store ({what}): {exc}") from exc
+        raise
+
+
+class SqliteDb:
+    dialect = SqliteDialect()
+
+    def __init__(self, path: Path):
+        self.location = str(path)
+        with _translated(self.location):
+            self._conns = ThreadConnections(path, ";\n".join(TABLES + INDEXES) + ";")
+            self._conns().execute("PRAGMA cache_size=-131072")  # 128 MB: a 1M-consumer tree's indexes stay in memory
+
+    def rows(self, sql: str, args=()) -> list[tuple]:
+        with _translated(self.location):
+            return self._conns().execute(sql, args).fetchall()
+
+    def stream(self, sql: str, args=()) -> Iterator[tuple]:
+        with _translated(self.location):
+            yield from self._conns().execute(sql, args)
+
+    def execute(self, sql: str, args=()) -> None:
+        with _translated(self.location):
+            self._conns().execute(sql, args)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            with _translated(self.location):
+                self._conns().executemany(sql, rows)
+
+    @contextmanager
+    def writing(self) -> Iterator["SqliteDb"]:
+        """BEGIN IMMEDIATE: the one writer (other processes wait up to 30 s); committed, or rolled
+        back on any error.  Reads through ``self`` inside see the transaction's own writes."""
+        with _translated(self.location), self._conns.batch():
+            yield self
+
+
+class PostgresDb:
+    dialect = PostgresDialect()
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ConfigError("a postgresql:// network store needs psycopg: pip install 'psycopg[binary]'") from exc
+        self.location = url.split("@")[-1]  # never the password
+        try:
+            # reads and the writer on connections of their own: a read of another thread never
+            # lands inside the writer's transaction
+            self._read = psycopg.connect(url, autocommit=True)
+            self._write = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise ConfigError(f"network store {self.location}: {exc}") from exc
+        self._read_lock, self._write_lock = threading.Lock(), threading.Lock()
+        self._in_write = threading.local()
+        with self.writing():
+            for statement in TABLES + INDEXES:
+                self._write.execute(statement)
+
+    def _conn(self):
+        return self._write if getattr(self._in_write, "on", False) else self._read
+
+    def rows(self, sql: str, args=()) -> list[tuple]:
+        with _translated(self.location):
+            if getattr(self._in_write, "on", False):
+                cur = self._write.execute(self.dialect.sql(sql), args)
+                return cur.fetchall() if cur.description else []
+            with self._read_lock:
+                cur = self._read.execute(self.dialect.sql(sql), args)
+                return cur.fetchall() if cur.description else []
+
+    def stream(self, sql: str, args=()) -> Iterator[tuple]:
+        with _translated(self.location):
+            with self._read.cursor() as cur:
+                yield from cur.stream(self.dialect.sql(sql), args)
+
+    def execute(self, sql: str, args=()) -> None:
+        with _translated(self.location):
+            self._conn().execute(self.dialect.sql(sql), args)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            with _translated(self.location), self._conn().cursor() as cur:
+                cur.executemany(self.dialect.sql(sql), rows)
+
+    @contextmanager
+    def writing(self) -> Iterator["PostgresDb"]:
+        """One transaction holding the store's advisory lock: one writer across every machine."""
+        with self._write_lock, _translated(self.location), self._write.transaction():
+            self._write.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            self._in_write.on = True
+            try:
+                yield self
+            finally:
+                self._in_write.on = False

@@ -1,0 +1,64 @@
+"""The network store's tables, one set for SQLite and PostgreSQL, and what differs between them.
+
+Effective dating: an element is a series of rows (``version`` 1, 2, ...), each valid over
+[valid_from, valid_to).  A change closes the element's open row at its effectiveFrom and opens the
+next one; a retire closes it and opens none.  Rows are never edited otherwise, so the store can
+answer "as of T" for any T.  An open row has ``valid_to = OPEN`` (not NULL): "as of T" is then one
+range condition, ``valid_from <= T AND valid_to > T``, that an index serves.
+
+Times are epoch seconds (UTC), as in every other store of the bus.
+"""
+from __future__ import annotations
+
+OPEN = 253402300800.0  # 10000-01-01T00:00:00Z: "still valid"
+
+TABLES = [
+    # one row per version of an element; meter = the element's own meter serial (consumer meter,
+    # DT meter, feeder-head meter) so a meter → element lookup is an index range scan
+    """CREATE TABLE IF NOT EXISTS elements (
+        mrid TEXT NOT NULL, version INTEGER NOT NULL, type TEXT NOT NULL, parent TEXT, name TEXT,
+        meter TEXT, attributes TEXT NOT NULL, valid_from DOUBLE PRECISION NOT NULL,
+        valid_to DOUBLE PRECISION NOT NULL, born DOUBLE PRECISION NOT NULL, change_id TEXT NOT NULL,
+        PRIMARY KEY (mrid, version))""",
+    # every change applied (refused ones are not: a corrected resend under the same id is tried again)
+    """CREATE TABLE IF NOT EXISTS changes (
+        change_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL, mrid TEXT NOT NULL, kind TEXT NOT NULL,
+        type TEXT NOT NULL, effective_from DOUBLE PRECISION NOT NULL, applied_at DOUBLE PRECISION NOT NULL,
+        document TEXT, body TEXT NOT NULL)""",
+    # the last consumer-path version handed to the outbox, per consumer
+    "CREATE TABLE IF NOT EXISTS path_versions (consumer TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    # the transactional outbox: written in the transaction of the change, published later
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id BIGINT PRIMARY KEY, consumer TEXT NOT NULL, version BIGINT NOT NULL, change_id TEXT NOT NULL,
+        effective_from DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, published_at DOUBLE PRECISION)""",
+]
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS elements_parent ON elements (parent, valid_to, valid_from)",
+    "CREATE INDEX IF NOT EXISTS elements_meter ON elements (meter, valid_to, valid_from) WHERE meter IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS changes_mrid ON changes (mrid, sequence)",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL",
+]
+# the indexes a bulk load drops and builds again after (the first load into an empty store)
+BULK_INDEXES = ("elements_parent", "elements_meter", "changes_mrid")
+ELEMENT_COLUMNS = ("mrid", "version", "type", "parent", "name", "meter", "attributes", "valid_from", "valid_to",
+                   "born", "change_id")
+
+
+class Dialect:
+    """What the two databases spell differently.  Statements are written with ``?`` placeholders."""
+
+    placeholder = "?"
+    # a whole list of values as one parameter (a JSON array): one statement whatever its length
+    values_of = "SELECT value FROM json_each(?)"
+
+    def sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+
+class SqliteDialect(Dialect):
+    pass
+
+
+class PostgresDialect(Dialect):
+    placeholder = "%s"
+    values_of = "SELECT json_array_elements_text(?::json)"
