@@ -19,7 +19,7 @@ from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, rou
 from bus.cli.operators import authenticated, password_stdin_option
 from bus.operators import normalised
 from bus.errors import ConfigError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging.publisher import ConfirmingPublisher
 from bus.requests.dispatch import publish_callback, publish_request
 from bus.requests.replies import failed
 from bus.requests.store import RequestStateError, RequestStore, requests_path

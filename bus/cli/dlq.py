@@ -18,7 +18,7 @@ from bus.deadletters import replay as replays
 from bus.deadletters.collect import collect
 from bus.deadletters.store import DeadLetter, DeadLetterStore
 from bus.errors import BrokerError, ConfigError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging.publisher import ConfirmingPublisher
 from bus.worker.pipeline import SOURCE_CHUNK
 
 

@@ -13,7 +13,7 @@ from bus import naming, registry, task_message
 from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging
 from bus.envelope import Envelope
 from bus.errors import ConfigError
-from bus.publisher import ConfirmingPublisher
+from bus.messaging.publisher import ConfirmingPublisher
 from bus.routes.model import ROUTE_KINDS
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all

@@ -7,7 +7,7 @@ from pathlib import Path
 import requests
 
 from bus import naming
-from bus.amqp_client import connect
+from bus.messaging.connect import connect
 from bus.deadletters.store import DeadLetter, DeadLetterStore
 from tests.support import Mdms, Proc, gridbus, run_cli, wait_for
 

@@ -19,7 +19,7 @@ import pytest
 from bus import naming
 from bus.deadletters import headers as dl
 from bus.deadletters.store import HEADER_DEPTH
-from bus.publisher import ConfirmingPublisher
+from bus.messaging.publisher import ConfirmingPublisher
 from tests.integration.keeper_stack import KeeperStack
 from tests.support import run_cli, wait_for
 

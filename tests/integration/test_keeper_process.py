@@ -16,7 +16,7 @@ import pytest
 
 from bus import naming
 from bus.deadletters import headers as dl
-from bus.publisher import ConfirmingPublisher
+from bus.messaging.publisher import ConfirmingPublisher
 from tests.integration.keeper_stack import ROUTE, KeeperStack
 from tests.support import wait_for
 

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from bus.amqp_client import connect
+from bus.messaging.connect import connect
 from gridbus_dev.bench.ingest import _vhost_url, _wait_consumers
 from gridbus_dev.bench.procs import free_port, spawn, terminate, wait_http
 from bus.broker_admin import BrokerAdmin
