@@ -141,7 +141,7 @@ class Applier:
                        f"VALUES ({', '.join('?' * len(ELEMENT_COLUMNS))})", self.inserts)
         db.executemany("UPDATE elements SET valid_to = ? WHERE mrid = ? AND version = ?", self.closes)
         db.executemany("INSERT INTO changes (change_id, sequence, mrid, kind, type, effective_from, applied_at, "
-                       "document, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.change_rows)
+                       "document) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.change_rows)
         db.executemany("INSERT INTO outbox (id, consumer, version, change_id, effective_from, body) "
                        "VALUES (?, ?, ?, ?, ?, ?)", self.outbox_rows)
         db.executemany("INSERT INTO path_versions (consumer, version) VALUES (?, ?) ON CONFLICT (consumer) "
@@ -200,10 +200,8 @@ class Applier:
             return problem
         self.done_ids.add(c.change_id)
         self.last_seq[c.mrid] = c.sequence
-        body = {"changeId": c.change_id, "sequence": c.sequence, "effectiveFrom": c.effective_text, "kind": c.kind,
-                "type": c.type, "mrid": c.mrid, "parent": c.parent, "name": c.name, "attributes": c.attributes}
         self.change_rows.append((c.change_id, c.sequence, c.mrid, c.kind, c.type, c.effective_from, self.now,
-                                 self.document_id, _dumps(body)))
+                                 self.document_id))
         self._paths(c)
         return applied(c)
 
@@ -217,8 +215,9 @@ class Applier:
             known = self._latest(parent_id)
             detail = "is not known" if known is None else f"does not exist at {c.effective_text}"
             return refused(c, Reason.UNKNOWN_PARENT, f"parent {parent_id} {detail}")
-        # walk up from the new parent: meeting the element itself would make a cycle
-        seen, up = 0, parent
+        # walk up from the new parent: meeting the element itself would make a cycle (a new
+        # element has no descendants yet)
+        seen, up = 0, parent if c.kind == "move" else None
         while up is not None and seen < 8:
             if up.mrid == c.mrid:
                 return refused(c, Reason.CYCLE, f"{c.mrid} would hang under its own descendant {parent_id}")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bus.errors import ConfigError, GridbusError
-from bus.network.schema import INDEXES, TABLES, PostgresDialect, SqliteDialect
+from bus.network.schema import PostgresDialect, SqliteDialect
 from bus.sqlite_local import ThreadConnections
 
 # the PostgreSQL advisory lock every writer of the network store takes ("GRIDNET" in ASCII)
@@ -41,7 +41,7 @@ class SqliteDb:
     def __init__(self, path: Path):
         self.location = str(path)
         with _translated(self.location):
-            self._conns = ThreadConnections(path, ";\n".join(TABLES + INDEXES) + ";")
+            self._conns = ThreadConnections(path, ";\n".join(self.dialect.schema()) + ";")
             self._conns().execute("PRAGMA cache_size=-131072")  # 128 MB: a 1M-consumer tree's indexes stay in memory
 
     def rows(self, sql: str, args=()) -> list[tuple]:
@@ -88,7 +88,7 @@ class PostgresDb:
         self._read_lock, self._write_lock = threading.Lock(), threading.Lock()
         self._in_write = threading.local()
         with self.writing():
-            for statement in TABLES + INDEXES:
+            for statement in self.dialect.schema():
                 self._write.execute(statement)
 
     def _conn(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,13 +64,7 @@ class Change:
     parent: str | None
     name: str | None
     attributes: dict[str, Any]
-
-    @property
-    def meter(self) -> str | None:
-        """The meter serial this change gives the element, if it names one."""
-        key = METER_ATTRIBUTE.get(self.type)
-        value = self.attributes.get(key) if key else None
-        return value if isinstance(value, str) and value else None
+    meter: str | None = None  # the meter serial this change gives the element, if it names one
 
 
 @dataclass(frozen=True)
@@ -147,6 +142,7 @@ def _kind(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
+@functools.lru_cache(maxsize=4096)  # a document's changes mostly share a few instants
 def parse_time(text: str) -> float:
     """ISO 8601 with a UTC offset ('Z' or +05:30) → epoch seconds; a time without an offset is
     refused: a GIS in IST and a bus in UTC would otherwise disagree by 5.5 hours."""
@@ -167,6 +163,12 @@ def _attributes(raw: Any) -> dict[str, Any]:
     if len(raw) > ATTRIBUTES_MAX:
         raise _Invalid(f"attributes has {len(raw):,} keys (at most {ATTRIBUTES_MAX})")
     for key, value in raw.items():
+        kind = type(value)
+        if (kind is int or (kind is str and len(value) <= ATTRIBUTE_VALUE_MAX)) and type(key) is str \
+                and len(key) <= ATTRIBUTE_KEY_MAX:
+            continue  # the common case, checked in one line
+        if not isinstance(key, str):
+            raise _Invalid(f"attribute names are strings, not {_kind(key)}")
         if len(key) > ATTRIBUTE_KEY_MAX:
             raise _Invalid(f"an attribute name is {len(key):,} characters long (at most {ATTRIBUTE_KEY_MAX})")
         if isinstance(value, (dict, list)):
@@ -178,8 +180,51 @@ def _attributes(raw: Any) -> dict[str, Any]:
     return raw
 
 
+_KINDS = frozenset(KINDS)
+
+
+def _fast(raw: Any, index: int) -> Change | None:
+    """The common well-formed change, checked with few calls (a snapshot import is a million of
+    them); None sends anything unusual to the full check, which also says what is wrong."""
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    change_id, mrid, sequence, kind, type_ = get("changeId"), get("mrid"), get("sequence"), get("kind"), get("type")
+    text, parent, name, attributes = get("effectiveFrom"), get("parent"), get("name"), get("attributes")
+    if not (type(change_id) is str and 0 < len(change_id) <= CHANGE_ID_MAX and type(mrid) is str
+            and 0 < len(mrid) <= MRID_MAX and type(sequence) is int and 0 <= sequence <= SEQUENCE_MAX
+            and type(kind) is str and kind in _KINDS and type(type_) is str and type_ in PARENT_TYPE
+            and type(text) is str and len(text) <= TIME_TEXT_MAX and name is None and type(attributes) is dict
+            and (parent is None or (type(parent) is str and 0 < len(parent) <= MRID_MAX))
+            and mrid.strip() and change_id.strip()):
+        return None
+    if kind in ("create", "move") and PARENT_TYPE[type_] and parent is None or kind == "move" and parent is None:
+        return None
+    if len(attributes) > ATTRIBUTES_MAX:
+        return None
+    for key, value in attributes.items():
+        if not ((type(value) is int or (type(value) is str and len(value) <= ATTRIBUTE_VALUE_MAX))
+                and type(key) is str and len(key) <= ATTRIBUTE_KEY_MAX):
+            return None
+    meter_key = METER_ATTRIBUTE.get(type_)
+    meter = attributes.get(meter_key) if meter_key else None
+    if meter is not None and not (0 < len(meter) <= MRID_MAX and meter.strip()):
+        return None
+    if type_ == "consumer" and kind == "create" and not meter:
+        return None
+    try:
+        effective_from = parse_time(text)
+    except _Invalid:
+        return None
+    return Change(index, change_id, sequence, effective_from, text, kind, type_, mrid, parent, None, attributes,
+                  meter)
+
+
 def parse_change(raw: Any, index: int) -> Change | Outcome:
     """One entry of ``Payload.changes``: a Change, or an INVALID Outcome saying what is wrong."""
+    change = _fast(raw, index)
+    if change is not None:
+        return change
     change_id = mrid = None
     try:
         if not isinstance(raw, dict):
@@ -205,10 +250,9 @@ def parse_change(raw: Any, index: int) -> Change | Outcome:
         name = _text(raw, "name", NAME_MAX, required=False)
         attributes = _attributes(raw.get("attributes"))
         meter_key = METER_ATTRIBUTE.get(type_)
-        if meter_key and meter_key in attributes:
-            meter = attributes[meter_key]
-            if meter is not None and (not isinstance(meter, str) or not meter.strip() or len(meter) > MRID_MAX):
-                raise _Invalid(f"attribute {meter_key} must be a meter serial (a string of 1 to {MRID_MAX} characters)")
+        meter = attributes.get(meter_key) if meter_key else None
+        if meter is not None and (not isinstance(meter, str) or not meter.strip() or len(meter) > MRID_MAX):
+            raise _Invalid(f"attribute {meter_key} must be a meter serial (a string of 1 to {MRID_MAX} characters)")
         if kind == "create" and type_ == "consumer" and not attributes.get("meter"):
             raise _Invalid("a consumer is created with its meter serial (attributes.meter)")
         if kind == "update" and type_ == "consumer" and "meter" in attributes and not attributes["meter"]:
@@ -216,7 +260,7 @@ def parse_change(raw: Any, index: int) -> Change | Outcome:
     except _Invalid as exc:
         return Outcome(index, change_id, mrid, "refused", Reason.INVALID, str(exc))
     return Change(index, change_id, sequence, effective_from, effective_text, kind, type_, mrid, parent, name,
-                  attributes)
+                  attributes, meter)
 
 
 def read_document(data: bytes | str) -> tuple[list, dict]:

@@ -20,16 +20,17 @@ TABLES = [
         meter TEXT, attributes TEXT NOT NULL, valid_from DOUBLE PRECISION NOT NULL,
         valid_to DOUBLE PRECISION NOT NULL, born DOUBLE PRECISION NOT NULL, change_id TEXT NOT NULL,
         PRIMARY KEY (mrid, version))""",
-    # every change applied (refused ones are not: a corrected resend under the same id is tried again)
+    # every change applied (refused ones are not: a corrected resend under the same id is tried again);
+    # what it did is in the element rows it wrote (elements.change_id), or the row it closed (retire)
     """CREATE TABLE IF NOT EXISTS changes (
         change_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL, mrid TEXT NOT NULL, kind TEXT NOT NULL,
         type TEXT NOT NULL, effective_from DOUBLE PRECISION NOT NULL, applied_at DOUBLE PRECISION NOT NULL,
-        document TEXT, body TEXT NOT NULL)""",
+        document TEXT){WITHOUT_ROWID}""",
     # the last consumer-path version handed to the outbox, per consumer
-    "CREATE TABLE IF NOT EXISTS path_versions (consumer TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS path_versions (consumer TEXT PRIMARY KEY, version BIGINT NOT NULL){WITHOUT_ROWID}",
     # the transactional outbox: written in the transaction of the change, published later
     """CREATE TABLE IF NOT EXISTS outbox (
-        id BIGINT PRIMARY KEY, consumer TEXT NOT NULL, version BIGINT NOT NULL, change_id TEXT NOT NULL,
+        id {ID_KEY}, consumer TEXT NOT NULL, version BIGINT NOT NULL, change_id TEXT NOT NULL,
         effective_from DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, published_at DOUBLE PRECISION)""",
 ]
 INDEXES = [
@@ -38,8 +39,6 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS changes_mrid ON changes (mrid, sequence)",
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL",
 ]
-# the indexes a bulk load drops and builds again after (the first load into an empty store)
-BULK_INDEXES = ("elements_parent", "elements_meter", "changes_mrid")
 ELEMENT_COLUMNS = ("mrid", "version", "type", "parent", "name", "meter", "attributes", "valid_from", "valid_to",
                    "born", "change_id")
 
@@ -48,11 +47,17 @@ class Dialect:
     """What the two databases spell differently.  Statements are written with ``?`` placeholders."""
 
     placeholder = "?"
+    # SQLite: tables keyed by text are stored in key order (no second copy of the key in an index);
+    # INTEGER PRIMARY KEY is the rowid itself
+    ddl = {"WITHOUT_ROWID": " WITHOUT ROWID", "ID_KEY": "INTEGER PRIMARY KEY"}
     # a whole list of values as one parameter (a JSON array): one statement whatever its length
     values_of = "SELECT value FROM json_each(?)"
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def schema(self) -> list[str]:
+        return [statement.format(**self.ddl) for statement in TABLES] + INDEXES
 
 
 class SqliteDialect(Dialect):
@@ -61,4 +66,5 @@ class SqliteDialect(Dialect):
 
 class PostgresDialect(Dialect):
     placeholder = "%s"
+    ddl = {"WITHOUT_ROWID": "", "ID_KEY": "BIGINT PRIMARY KEY"}
     values_of = "SELECT json_array_elements_text(?::json)"

@@ -187,9 +187,11 @@ class NetworkStore:
                 "outboxPending": int(pending), "store": self.location}
 
     def change(self, change_id: str) -> dict | None:
-        """An applied change as the GIS sent it, with when it was applied."""
-        rows = self._rows("SELECT body, applied_at, document FROM changes WHERE change_id = ?", (change_id,))
-        return {**json.loads(rows[0][0]), "appliedAt": rows[0][1], "document": rows[0][2]} if rows else None
+        """An applied change: what it was, when it was applied, from which document."""
+        cols = ("changeId", "sequence", "mrid", "kind", "type", "effectiveFrom", "appliedAt", "document")
+        rows = self._rows("SELECT change_id, sequence, mrid, kind, type, effective_from, applied_at, document "
+                          "FROM changes WHERE change_id = ?", (change_id,))
+        return dict(zip(cols, rows[0])) if rows else None
 
     # -- the outbox ---------------------------------------------------------------------------
     def pending_updates(self, limit: int = 1000) -> list[PathUpdate]:
