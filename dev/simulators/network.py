@@ -627,3 +627,77 @@ def _fit(counts: list[int], total: int) -> None:
 
 def _rating_for(consumers: int) -> int:
     return min(RATINGS_KVA, key=lambda r: abs(r * CONSUMERS_PER_KVA - consumers))
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _measure(consumers: int, seed: int, work: Path) -> dict[str, Any]:
+    """Seconds and peak memory of generating the network, its snapshot, its creates and streams."""
+    import resource
+    import time
+
+    def timed(what: str, fn: Any) -> Any:
+        started = time.perf_counter()
+        value = fn()
+        out[what + "_s"] = round(time.perf_counter() - started, 2)
+        return value
+    out: dict[str, Any] = {"consumers": consumers}
+    model = timed("generate", lambda: NetworkModel.generate(consumers, seed))
+    out.update(model.stats())
+    out["rss_after_generate_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    out["snapshot_rows"] = timed("snapshot", lambda: model.write_snapshot(work / "snapshot.csv"))
+    out["snapshot_mb"] = round((work / "snapshot.csv").stat().st_size / 1e6, 1)
+    out["creates"] = timed("full_document", lambda: write_document(work / "full.json", model.creates()))
+    out["full_document_mb"] = round((work / "full.json").stat().st_size / 1e6, 1)
+    out["dt_moves_100_consumers"] = timed("dt_moves_100", lambda: sum(
+        len(model.consumers_of_dt(model.index_of(c["mrid"])[1])) for c in model.dt_moves(100)))
+    drifted = timed("copy", model.copy)
+    out["drift_changes"] = len(timed("drift_1pct", lambda: drifted.drift(0.01)))
+    timed("where_1000", lambda: [model.where(f"UPM{model.first_meter + i * 997:08d}") for i in range(1000)])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+    import tempfile
+    p = argparse.ArgumentParser(prog="python -m simulators.network",
+                                description="Write the generated network's snapshot CSV or change documents, "
+                                            "or measure generation at scale.")
+    p.add_argument("command", choices=("snapshot", "document", "stream", "measure"))
+    p.add_argument("--consumers", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", help="file to write (snapshot, document, stream)")
+    p.add_argument("--fraction", type=float, default=1.0, help="snapshot: keep this share of the rows")
+    p.add_argument("--drift", type=float, help="snapshot: first change this share of the consumers")
+    p.add_argument("--stream", choices=STREAMS, help="stream: which change stream")
+    p.add_argument("--count", type=int, help="stream: how many (DTs for retirements)")
+    a = p.parse_args(argv)
+    model = NetworkModel.generate(a.consumers, a.seed)
+    if a.command == "measure":
+        with tempfile.TemporaryDirectory() as work:
+            result = _measure(a.consumers, a.seed, Path(work))
+    elif not a.out:
+        p.error("--out is needed")
+    elif a.command == "snapshot":
+        drift = len(model.drift(a.drift)) if a.drift else 0
+        result = {"out": a.out, "rows": model.write_snapshot(a.out, a.fraction), "drift_changes": drift}
+    elif a.command == "document":
+        result = {"out": a.out, "changes": write_document(a.out, model.creates())}
+    else:
+        if not a.stream:
+            p.error("stream needs --stream")
+        options = {} if a.count is None else {"dts" if a.stream == "retirements" else "share" if a.stream == "drift"
+                                              else "count": a.count}
+        changes = model.stream(a.stream, **options)
+        write_then_rename(a.out, [orjson.dumps(change_document(changes))])
+        result = {"out": a.out, "changes": len(changes)}
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
