@@ -208,7 +208,7 @@ def _fast(raw: Any, index: int) -> Change | None:
             return None
     meter_key = METER_ATTRIBUTE.get(type_)
     meter = attributes.get(meter_key) if meter_key else None
-    if meter is not None and not (0 < len(meter) <= MRID_MAX and meter.strip()):
+    if meter is not None and not (type(meter) is str and 0 < len(meter) <= MRID_MAX and meter.strip()):
         return None
     if type_ == "consumer" and kind == "create" and not meter:
         return None

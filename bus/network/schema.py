@@ -52,6 +52,7 @@ class Dialect:
     ddl = {"WITHOUT_ROWID": " WITHOUT ROWID", "ID_KEY": "INTEGER PRIMARY KEY"}
     # a whole list of values as one parameter (a JSON array): one statement whatever its length
     values_of = "SELECT value FROM json_each(?)"
+    ids_of = values_of  # the same for a list of whole numbers
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
@@ -68,3 +69,4 @@ class PostgresDialect(Dialect):
     placeholder = "%s"
     ddl = {"WITHOUT_ROWID": "", "ID_KEY": "BIGINT PRIMARY KEY"}
     values_of = "SELECT json_array_elements_text(?::json)"
+    ids_of = "SELECT CAST(json_array_elements_text(?::json) AS BIGINT)"

@@ -207,7 +207,7 @@ class NetworkStore:
         now = time.time()
         with self.db.writing() as db:
             for i in range(0, len(ids), 10_000):
-                db.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({self.dialect.values_of}) "
+                db.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({self.dialect.ids_of}) "
                            "AND published_at IS NULL", (now, json.dumps(ids[i:i + 10_000])))
         return len(ids)
 
