@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -77,22 +78,23 @@ def baseline(path: Path, consumers: int) -> float:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"CREATE TABLE snapshot ({', '.join(SNAPSHOT_COLUMNS)})")
     start = time.perf_counter()
+    cpu = time.process_time()
     db.execute("BEGIN")
     db.executemany(f"INSERT INTO snapshot VALUES ({', '.join('?' * len(SNAPSHOT_COLUMNS))})",
                    snapshot_rows(consumers))
     db.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     db.close()
-    return elapsed
+    return elapsed, cpu_s
 
 
 def bench_network(consumers: int = 1_000_000, lookups: int = 10_000, workdir: Path | None = None) -> dict:
     work = Path(workdir or tempfile.mkdtemp(prefix="gridbus-bench-network-"))
     work.mkdir(parents=True, exist_ok=True)
     store = open_store(work / "network.sqlite")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = store.apply(creates(consumers), document_id="bench")
-    import_s = time.perf_counter() - start
+    import_s, import_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     meters = [f"M{i:08d}" for i in random.Random(1).sample(range(consumers), min(lookups, consumers))]
     store.dts_of(meters[:10])  # warm the connection, not the pages
     start = time.perf_counter()
@@ -101,13 +103,15 @@ def bench_network(consumers: int = 1_000_000, lookups: int = 10_000, workdir: Pa
     start = time.perf_counter()
     store.dts_of(meters)
     lookup_warm_s = time.perf_counter() - start
-    baseline_s = baseline(work / "baseline.sqlite", consumers)
+    baseline_s, baseline_cpu_s = baseline(work / "baseline.sqlite", consumers)
+    load = os.getloadavg()[0]
     counts = store.counts()
     size_mb = sum(p.stat().st_size for p in work.glob("network.sqlite*")) / 1e6
     if workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return {"consumers": consumers, "elements": counts, "applied": result.count("applied"),
             "refused": len(result.refused), "updates": result.updates, "import_s": round(import_s, 2),
+            "import_cpu_s": round(import_cpu_s, 2), "baseline_cpu_s": round(baseline_cpu_s, 2), "load_average": load,
             "import_per_s": round(sum(counts.values()) / import_s), "baseline_executemany_s": round(baseline_s, 2),
             "lookups": len(meters), "found": len(found), "dts_of_s": round(lookup_s, 4),
             "dts_of_warm_s": round(lookup_warm_s, 4), "store_mb": round(size_mb, 1)}
@@ -126,9 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     total = sum(out["elements"].values())
     print(f"import of {total:,} creates ({out['consumers']:,} consumers): {out['import_s']:.1f} s "
+          f"({out['import_cpu_s']:.1f} s CPU) "
           f"({out['import_per_s']:,}/s), {out['updates']:,} consumer-path updates, store {out['store_mb']} MB")
     print(f"baseline, executemany of {out['consumers']:,} snapshot rows into a bare SQLite table: "
-          f"{out['baseline_executemany_s']:.1f} s")
+          f"{out['baseline_executemany_s']:.1f} s ({out['baseline_cpu_s']:.1f} s CPU); load average "
+          f"{out['load_average']:.1f} on {os.cpu_count()} cores")
     print(f"dts_of {out['lookups']:,} meters: {out['dts_of_s'] * 1000:.0f} ms cold, "
           f"{out['dts_of_warm_s'] * 1000:.0f} ms warm ({out['found']:,} found)")
 
