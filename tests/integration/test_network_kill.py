@@ -18,7 +18,7 @@ from bus.network import open_store
 pytestmark = pytest.mark.slow
 
 T = "2026-11-01T00:00:00+05:30"
-CONSUMERS = 15_000  # three chunks of 5,000: the kill lands after the first
+CONSUMERS = 10_000  # two chunks of 5,000 and the moves: the kill lands after the first
 
 
 def change(n, kind, type_, mrid, parent=None, at=T, **attributes):
