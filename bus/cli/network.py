@@ -1,17 +1,21 @@
-"""`gridbus network show|stats|export|apply`: the bus's network model (substation → feeder → DT →
-consumer), effective-dated, for operators and the GIS team."""
+"""`gridbus network show|stats|export|apply|snapshot|held|approve|discard`: the bus's network model
+(substation → feeder → DT → consumer), effective-dated, for operators and the GIS team."""
 from __future__ import annotations
 
+import getpass
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from bus.cli.common import Progress, echo_json, fails_cleanly, json_option, quiet_option, table
+from bus.cli.operators import authenticated, password_stdin_option
 from bus.cli.trace import parse_time
 from bus.errors import ConfigError
 from bus.network.export import write_snapshot
 from bus.network.model import read_document
+from bus.network.snapshot_apply import DEFAULT_MAX_RETIRE_SHARE, approve_held, discard_held, import_snapshot
 from bus.network.store import NetworkStore, open_store
 
 at_option = click.option("--at", "at", metavar="TIME",
@@ -147,3 +151,109 @@ def apply(file, show_all, as_json, quiet):
                    f"{s['updates']:,} consumer-path updates written")
     if result.refused:
         sys.exit(1)
+
+
+def _echo_snapshot(outcome, as_json) -> None:
+    report = outcome.report()
+    if as_json:
+        echo_json(report)
+        return
+    for item in report["rejectedLines"]:
+        click.echo(f"line {item['line']}: rejected: {item['reason']}")
+    for item in report.get("refusedChanges", []):
+        click.echo(f"{item['changeId']} {item['mrid']}: {item['code']}: {item['reason']}")
+    kinds = ", ".join(f"{n:,} {k}" for k, n in report["byKind"].items()) or "no change"
+    click.echo(f"{report['status']}: {report['rowsRead']:,} rows read, {report['rowsAccepted']:,} accepted, "
+               f"{report['rowsRejected']:,} rejected; {kinds}")
+    if outcome.held_id:
+        click.echo(f"held as {outcome.held_id}: {outcome.held_reason}; "
+                   f"gridbus network approve {outcome.held_id} --user NAME")
+
+
+@network.command("snapshot")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@at_option
+@click.option("--max-retire-share", type=click.FloatRange(0, 1), default=DEFAULT_MAX_RETIRE_SHARE, show_default=True,
+              help="Hold the snapshot for approval if it would retire more than this share of the consumers.")
+@json_option
+@quiet_option
+@fails_cleanly
+def snapshot(file, at, max_retire_share, as_json, quiet):
+    """Diff a GIS consumer-indexing snapshot CSV against the store as of TIME (default now) and
+    apply only the real changes; one that would retire too much of the network is held.
+
+    \b
+    Example:
+      gridbus network snapshot gis-export-2026-11-03.csv --at 2026-11-03T00:00+05:30
+    """
+    progress = Progress(quiet=quiet or not sys.stderr.isatty())
+    t = parse_time(at) if at else time.time()
+    outcome = import_snapshot(_store(), file, t, max_retire_share,
+                              progress=lambda n: progress.show(f"{n:,} changes"))
+    progress.done()
+    _echo_snapshot(outcome, as_json)
+
+
+@network.command("held")
+@json_option
+@fails_cleanly
+def held(as_json):
+    """Snapshots held for a human: they would retire more than the allowed share of the network.
+
+    \b
+    Example:
+      gridbus network held --json
+    """
+    found = _store().held()
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no snapshot is held")
+        return
+    click.echo(table([[d["id"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d["received"])),
+                       f"{d['counts'].get('rowsRead', 0):,}", f"{d['counts'].get('changes', 0):,}", d["reason"]]
+                      for d in found], ["id", "received", "rows", "changes", "reason"]))
+
+
+@network.command("approve")
+@click.argument("held_id")
+@click.option("--user", default=getpass.getuser, show_default="the login name",
+              help="The approver (an operator account with the approver role).")
+@password_stdin_option
+@json_option
+@fails_cleanly
+def approve(held_id, user, password_stdin, as_json):
+    """Apply a held snapshot (diffed again as of its instant), as an approver.
+
+    \b
+    Example:
+      gridbus network approve snapshot-984beb9e7ecbfdde --user bob
+    """
+    user = authenticated(user, password_stdin, ("approver",)).name
+    outcome = approve_held(_store(), held_id, user)
+    _echo_snapshot(outcome, as_json)
+    if not as_json:
+        click.echo(f"approved {held_id} by {user}")
+
+
+@network.command("discard")
+@click.argument("held_id")
+@click.option("--user", default=getpass.getuser, show_default="the login name",
+              help="The approver (an operator account with the approver role).")
+@password_stdin_option
+@fails_cleanly
+def discard(held_id, user, password_stdin):
+    """Drop a held snapshot: nothing of it is applied (its file stays where it was archived).
+
+    \b
+    Example:
+      gridbus network discard snapshot-984beb9e7ecbfdde --user bob
+    """
+    user = authenticated(user, password_stdin, ("approver",)).name
+    discard_held(_store(), held_id, user)
+    click.echo(f"discarded {held_id} by {user}")
+
+
+# other command groups of the network register here
+import bus.cli.network_delivery  # noqa: E402,F401  (publish, deliver)

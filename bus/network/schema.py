@@ -32,6 +32,12 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS outbox (
         id {ID_KEY}, consumer TEXT NOT NULL, version BIGINT NOT NULL, change_id TEXT NOT NULL,
         effective_from DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, published_at DOUBLE PRECISION)""",
+    # snapshots held for a human (they would retire too much of the network): the file is kept and
+    # diffed again, as of the same instant, when approved
+    """CREATE TABLE IF NOT EXISTS held_documents (
+        id TEXT PRIMARY KEY, received DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, counts TEXT NOT NULL,
+        snapshot TEXT NOT NULL, effective_from DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
+        decided_by TEXT, decided_at DOUBLE PRECISION)""",
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS elements_parent ON elements (parent, valid_to, valid_from)",

@@ -217,6 +217,43 @@ class NetworkStore:
                           (consumer,))
         return [PathUpdate(int(i), c, int(v), json.loads(b)) for i, c, v, b in rows]
 
+    # -- snapshots held for a human ---------------------------------------------------------------
+    def last_sequence(self) -> int:
+        """The highest GIS sequence applied so far (0 for an empty store)."""
+        return int(self._rows("SELECT COALESCE(MAX(sequence), 0) FROM changes")[0][0])
+
+    def hold(self, held_id: str, reason: str, counts: dict, snapshot: str, effective_from: float) -> None:
+        """Keep a snapshot for a human to approve or discard (again: the first hold stays)."""
+        with self.db.writing() as db:
+            if not db.rows("SELECT 1 FROM held_documents WHERE id = ?", (held_id,)):
+                db.execute("INSERT INTO held_documents (id, received, reason, counts, snapshot, effective_from, "
+                           "state) VALUES (?, ?, ?, ?, ?, ?, 'held')",
+                           (held_id, time.time(), reason, json.dumps(counts), snapshot, effective_from))
+
+    def held(self, held_id: str | None = None, state: str | None = "held") -> list[dict]:
+        """Held documents, oldest first (one, by id; every state when ``state`` is None)."""
+        sql = "SELECT id, received, reason, counts, snapshot, effective_from, state, decided_by, decided_at " \
+              "FROM held_documents WHERE 1 = 1"
+        args: list = []
+        if held_id is not None:
+            sql, args = sql + " AND id = ?", [*args, held_id]
+        if state is not None:
+            sql, args = sql + " AND state = ?", [*args, state]
+        cols = ("id", "received", "reason", "counts", "snapshot", "effectiveFrom", "state", "decidedBy", "decidedAt")
+        out = [dict(zip(cols, r)) for r in self._rows(sql + " ORDER BY received, id", tuple(args))]
+        for d in out:
+            d["counts"] = json.loads(d["counts"])
+        return out
+
+    def decide_held(self, held_id: str, state: str, user: str) -> bool:
+        """Mark a held document approved or discarded; False if it was no longer held."""
+        with self.db.writing() as db:
+            if not db.rows("SELECT 1 FROM held_documents WHERE id = ? AND state = 'held'", (held_id,)):
+                return False
+            db.execute("UPDATE held_documents SET state = ?, decided_by = ?, decided_at = ? WHERE id = ?",
+                       (state, user, time.time(), held_id))
+        return True
+
     def export_rows(self, at=None) -> Iterator[dict]:
         """One snapshot row per consumer live at ``at`` (see export.py), streamed."""
         from bus.network.export import snapshot_rows

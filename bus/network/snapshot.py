@@ -1,0 +1,411 @@
+"""A GIS consumer-indexing snapshot (CSV, docs/network-formats.md) diffed against the store as of
+the snapshot's instant: only the real changes, each as if the GIS had pushed it.
+
+One pass over the file, line by line (a line that cannot be read is rejected with its number and
+a reason, never an exception).  Held in memory: one small integer per consumer of the store (a
+hash of its row: consumer, meter, admin codes, DT), the meters and consumers seen, and the DTs,
+feeders and substations (≈ 1 % of the rows).  The consumer changes are spooled to a temporary
+file, so a 1,000,000-row first import never holds a million changes in memory.
+
+Order of the changes: creates and updates of substations, feeders, DTs (parents first); consumer
+retirements (their meters become free); consumer creates, updates and moves in file order; then
+the DTs, feeders and substations the snapshot emptied.  Change ids are ``snap-<checksum>-...``
+(so a snapshot read twice gives the same ids, which the store acknowledges as DUPLICATE);
+sequences continue above the highest the store has applied.
+
+A row rejected for any reason never retires its consumer: its consumer, if readable, is kept as
+the store has it.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from bus.network.export import SNAPSHOT_COLUMNS
+from bus.network.model import ATTRIBUTE_VALUE_MAX, MRID_MAX
+from bus.network.store import NetworkStore, iso
+
+MAX_LINE_BYTES = 64 * 1024
+REQUIRED = ("consumer", "meter", "dt", "feeder", "substation")
+CONSUMER_FIELDS = ("consumer_no", "meter", "category", "circle", "division", "subdivision")
+KEEP_REJECTED = 1000  # rejected lines listed in the report; the count is always whole
+CHUNK = 5_000
+
+
+class SnapshotError(ValueError):
+    """The file as a whole cannot be read as a snapshot (no header, a column missing)."""
+
+
+@dataclass
+class SnapshotDiff:
+    """What a snapshot read against the store amounts to; ``changes()`` yields them, in order."""
+
+    checksum: str
+    effective_from: float
+    rows: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejected_lines: list[tuple[int, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)      # "create consumer": n, ...
+    store_consumers: int = 0
+    structure: list[dict] = field(default_factory=list)       # substation/feeder/DT creates and updates
+    consumer_retires: list[str] = field(default_factory=list)
+    element_retires: list[tuple[str, str]] = field(default_factory=list)  # (type, mrid), children first
+    spool: Path | None = None                                 # consumer creates/updates/moves, JSON lines
+    first_sequence: int = 1
+
+    @property
+    def retired_consumers(self) -> int:
+        return len(self.consumer_retires)
+
+    @property
+    def retire_share(self) -> float:
+        return self.retired_consumers / self.store_consumers if self.store_consumers else 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict:
+        return {"checksum": self.checksum, "effectiveFrom": iso(self.effective_from), "rowsRead": self.rows,
+                "rowsAccepted": self.accepted, "rowsRejected": self.rejected, "changes": self.total,
+                "byKind": dict(sorted(self.counts.items())), "storeConsumers": self.store_consumers,
+                "retireShare": round(self.retire_share, 4)}
+
+    def changes(self) -> Iterator[dict]:
+        """Every change, as the GIS would have pushed it (sequences and ids assigned here)."""
+        seq = self.first_sequence
+        when = iso(self.effective_from)
+        prefix = f"snap-{self.checksum[:16]}"
+
+        def stamp(change: dict, suffix: str) -> dict:
+            nonlocal seq
+            change.update(changeId=f"{prefix}-{suffix}", sequence=seq, effectiveFrom=when)
+            seq += 1
+            return change
+
+        for change in self.structure:
+            yield stamp(change, change.pop("_id"))
+        for mrid in self.consumer_retires:
+            yield stamp({"kind": "retire", "type": "consumer", "mrid": mrid}, f"retire-{mrid}")
+        if self.spool is not None:
+            with open(self.spool, "rb") as f:
+                for line in f:
+                    change = orjson.loads(line)
+                    yield stamp(change, change.pop("_id"))
+        for type_, mrid in self.element_retires:
+            yield stamp({"kind": "retire", "type": type_, "mrid": mrid}, f"retire-{mrid}")
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+            self.spool = None
+
+    def __enter__(self) -> "SnapshotDiff":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def checksum_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _row_hash(values) -> int:
+    return hash(tuple(values)) & ((1 << 62) - 1)
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _attrs(pairs) -> dict:
+    """Snapshot text → attributes: blank is absent (null in an update), kVA and kV numbers."""
+    return {k: (None if v == "" else (_number(v) if k in NUMERIC_ATTRS else v)) for k, v in pairs}
+
+
+NUMERIC_ATTRS = ("rating_kva", "voltage_kv")
+
+
+class _Reader:
+    """The diff's one pass; see the module docstring."""
+
+    def __init__(self, store: NetworkStore, path: Path, at: float, diff: SnapshotDiff):
+        self.store, self.path, self.t, self.diff = store, path, at, diff
+        self.state: dict[str, int] = {}      # consumer → hash of its store row, or -line once read
+        self.store_dt_of: dict[str, str] = {}
+        self.meters: dict[str, int] = {}     # meter → line of the row that has it
+        self.dts: dict[str, tuple] = {}      # dt → (feeder, rating, dt_meter, line)
+        self.feeders: dict[str, tuple] = {}  # feeder → (substation, kv, head_meter, line)
+        self.substations: dict[str, int] = {}
+        self.protected: set[str] = set()     # consumers of rejected rows: never retired
+
+    # -- the store as of t ---------------------------------------------------------------------
+    def load_store(self) -> None:
+        store_dts_used: set[str] = set()
+        interned: dict[str, str] = {}
+        for r in self.store.export_rows(self.t):
+            dt_ = interned.setdefault(r["dt"], r["dt"])
+            self.state[r["consumer"]] = _row_hash([r[k] for k in CONSUMER_FIELDS] + [dt_])
+            store_dts_used.add(dt_)
+        self.diff.store_consumers = len(self.state)
+        self.store_dts_used = store_dts_used
+        t = self.t
+        self.store_elements: dict[str, tuple] = {}  # mrid → (type, parent, attributes text)
+        for mrid, type_, parent, attrs in self.store.db.rows(
+                "SELECT mrid, type, parent, attributes FROM elements WHERE type <> 'consumer' "
+                "AND valid_from <= ? AND valid_to > ?", (t, t)):
+            self.store_elements[mrid] = (type_, parent, orjson.loads(attrs))
+
+    # -- the file ------------------------------------------------------------------------------
+    def read(self, spool) -> None:
+        with open(self.path, "rb") as f:
+            header = f.readline(MAX_LINE_BYTES + 1)
+            try:
+                names = next(csv.reader([header.decode("utf-8-sig").rstrip("\r\n")]))
+            except (UnicodeDecodeError, StopIteration, csv.Error) as exc:
+                raise SnapshotError(f"line 1: the header cannot be read ({exc})") from exc
+            missing = [c for c in SNAPSHOT_COLUMNS if c not in names]
+            if missing:
+                raise SnapshotError(f"line 1: the header lacks {', '.join(missing)}")
+            index = [names.index(c) for c in SNAPSHOT_COLUMNS]
+            width = len(names)
+            line_no = 1
+            while True:
+                raw = f.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                line_no += 1
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
+                        raw = f.readline(MAX_LINE_BYTES + 1)
+                    self._reject(line_no, f"longer than {MAX_LINE_BYTES:,} bytes", None)
+                    continue
+                if not raw.strip():
+                    continue
+                self.diff.rows += 1
+                self._row(line_no, raw, index, width, spool)
+
+    def _reject(self, line_no: int, reason: str, consumer: str | None) -> None:
+        d = self.diff
+        d.rejected += 1
+        if len(d.rejected_lines) < KEEP_REJECTED:
+            d.rejected_lines.append((line_no, reason))
+        if consumer and len(consumer) <= MRID_MAX and consumer in self.state:
+            self.protected.add(consumer)  # kept as the store has it: a bad row never retires
+
+    def _row(self, line_no: int, raw: bytes, index: list[int], width: int, spool) -> None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            first = raw.decode("utf-8", "replace").split(",", 1)[0].strip()
+            self._reject(line_no, f"not UTF-8 (byte {exc.start})", first if "\ufffd" not in first else None)
+            return
+        try:
+            cells = next(csv.reader([text.rstrip("\r\n")]))
+        except (csv.Error, StopIteration) as exc:
+            self._reject(line_no, f"not a CSV row ({exc})", None)
+            return
+        if len(cells) != width:
+            self._reject(line_no, f"{len(cells)} fields, the header has {width}", cells[0].strip() if cells else None)
+            return
+        row = dict(zip(SNAPSHOT_COLUMNS, (cells[i].strip() for i in index)))
+        consumer = row["consumer"]
+        problem = self._problem(row, line_no)
+        if problem:
+            self._reject(line_no, problem, consumer)
+            return
+        self.diff.accepted += 1
+        self.meters[row["meter"]] = line_no
+        self._structure(row, line_no)
+        key = [row[k] for k in CONSUMER_FIELDS] + [row["dt"]]
+        before = self.state.get(consumer)
+        self.state[consumer] = -line_no
+        if before is None:
+            self._spool(spool, "create", row, line_no)
+        elif _row_hash(key) != before:
+            self._spool(spool, "changed", row, line_no)
+
+    def _problem(self, row: dict, line_no: int) -> str | None:
+        for name in REQUIRED:
+            if not row[name]:
+                return f"{name} is blank"
+        for name, value in row.items():
+            limit = MRID_MAX if name in ("consumer", "dt", "feeder", "substation") else ATTRIBUTE_VALUE_MAX
+            if len(value) > limit:
+                return f"{name} is {len(value):,} characters long (at most {limit})"
+        before = self.state.get(row["consumer"])
+        if before is not None and before < 0:
+            return f"consumer {row['consumer']} is on line {-before} already"
+        holder = self.meters.get(row["meter"])
+        if holder is not None:
+            return f"meter {row['meter']} is on line {holder} already, for another consumer"
+        dt_ = self.dts.get(row["dt"])
+        if dt_ and dt_[:3] != (row["feeder"], row["dt_rating_kva"], row["dt_meter"]):
+            return (f"DT {row['dt']} is given as feeder {dt_[0]}, {dt_[1]} kVA, meter {dt_[2]} on line {dt_[3]}; "
+                    f"here feeder {row['feeder']}, {row['dt_rating_kva']} kVA, meter {row['dt_meter']}")
+        feeder = self.feeders.get(row["feeder"])
+        if feeder and feeder[:3] != (row["substation"], row["feeder_kv"], row["feeder_head_meter"]):
+            return (f"feeder {row['feeder']} is given as substation {feeder[0]}, {feeder[1]} kV, head meter "
+                    f"{feeder[2]} on line {feeder[3]}; here {row['substation']}, {row['feeder_kv']} kV, "
+                    f"{row['feeder_head_meter']}")
+        return None
+
+    def _structure(self, row: dict, line_no: int) -> None:
+        self.substations.setdefault(row["substation"], line_no)
+        self.feeders.setdefault(row["feeder"], (row["substation"], row["feeder_kv"], row["feeder_head_meter"],
+                                                line_no))
+        self.dts.setdefault(row["dt"], (row["feeder"], row["dt_rating_kva"], row["dt_meter"], line_no))
+
+    def _spool(self, spool, what: str, row: dict, line_no: int) -> None:
+        spool.write(orjson.dumps([what, line_no, row]) + b"\n")
+
+    # -- after the pass ------------------------------------------------------------------------
+    def structure_changes(self) -> list[dict]:
+        out: list[dict] = []
+        for ss, line_no in self.substations.items():
+            self._element(out, "substation", ss, None, {}, line_no)
+        for fdr, (ss, kv, head, line_no) in self.feeders.items():
+            self._element(out, "feeder", fdr, ss, {"voltage_kv": kv, "head_meter": head}, line_no)
+        for dt_, (fdr, kva, meter, line_no) in self.dts.items():
+            self._element(out, "dt", dt_, fdr, {"rating_kva": kva, "dt_meter": meter}, line_no)
+        return out
+
+    def _element(self, out: list, type_: str, mrid: str, parent: str | None, text: dict, line_no: int) -> None:
+        known = self.store_elements.get(mrid)
+        if known is None:
+            attrs = {k: v for k, v in _attrs(text.items()).items() if v is not None}
+            change = {"kind": "create", "type": type_, "mrid": mrid, "attributes": attrs, "_id": f"{line_no}-{type_}"}
+            if parent:
+                change["parent"] = parent
+            self._count(out, change)
+            return
+        _, old_parent, old_attrs = known
+        differ = [(k, v) for k, v in text.items() if _text(old_attrs.get(k)) != v]
+        if old_parent == parent and not differ:
+            return
+        change = {"kind": "move" if old_parent != parent else "update", "type": type_, "mrid": mrid,
+                  "attributes": _attrs(differ), "_id": f"{line_no}-{type_}"}
+        if old_parent != parent:
+            change["parent"] = parent
+        self._count(out, change)
+
+    def _count(self, out: list | None, change: dict) -> None:
+        key = f"{change['kind']} {change['type']}"
+        self.diff.counts[key] = self.diff.counts.get(key, 0) + 1
+        if out is not None:
+            out.append(change)
+
+    def consumer_changes(self, pending: Path, spool) -> None:
+        """The spooled rows → changes: creates as they are; changed rows against the store's row."""
+        batch: list = []
+        with open(pending, "rb") as f:
+            for line in f:
+                batch.append(orjson.loads(line))
+                if len(batch) == CHUNK:
+                    self._consumer_batch(batch, spool)
+                    batch = []
+        if batch:
+            self._consumer_batch(batch, spool)
+
+    def _consumer_batch(self, batch: list, spool) -> None:
+        changed = [row["consumer"] for what, _, row in batch if what == "changed"]
+        current = {}
+        if changed:
+            t = self.t
+            for mrid, parent, attrs in self.store.db.rows(
+                    f"SELECT mrid, parent, attributes FROM elements WHERE mrid IN ({self.store.dialect.values_of}) "
+                    "AND valid_from <= ? AND valid_to > ?", (orjson.dumps(changed).decode(), t, t)):
+                current[mrid] = (parent, orjson.loads(attrs))
+        for what, line_no, row in batch:
+            text = {k: row[k] for k in CONSUMER_FIELDS}
+            if what == "create":
+                change = {"kind": "create", "type": "consumer", "mrid": row["consumer"], "parent": row["dt"],
+                          "attributes": {k: v for k, v in text.items() if v != ""}}
+            else:
+                parent, attrs = current[row["consumer"]]
+                differ = [(k, v) for k, v in text.items() if _text(attrs.get(k)) != v]
+                change = {"kind": "move" if parent != row["dt"] else "update", "type": "consumer",
+                          "mrid": row["consumer"], "attributes": _attrs(differ)}
+                if parent != row["dt"]:
+                    change["parent"] = row["dt"]
+            change["_id"] = str(line_no)
+            self._count(None, change)
+            spool.write(orjson.dumps(change) + b"\n")
+
+    def retirements(self) -> None:
+        d = self.diff
+        d.consumer_retires = sorted(c for c, v in self.state.items() if v >= 0 and c not in self.protected)
+        d.counts["retire consumer"] = len(d.consumer_retires) if d.consumer_retires else 0
+        if not d.consumer_retires:
+            d.counts.pop("retire consumer")
+        # an element is retired only if the snapshot emptied it: a DT that had consumers in the store
+        # and has none in the file; a feeder all of whose DTs go; a substation all of whose feeders go
+        gone_dts = [m for m in sorted(self.store_dts_used) if m not in self.dts and m in self.store_elements]
+        children: dict[str, list[str]] = {}
+        for mrid, (type_, parent, _) in self.store_elements.items():
+            if parent:
+                children.setdefault(parent, []).append(mrid)
+        gone = set(gone_dts)
+        gone_feeders = [f for f, (type_, _, _) in sorted(self.store_elements.items()) if type_ == "feeder"
+                        and f not in self.feeders and children.get(f) and all(c in gone for c in children[f])]
+        gone.update(gone_feeders)
+        gone_ss = [s for s, (type_, _, _) in sorted(self.store_elements.items()) if type_ == "substation"
+                   and s not in self.substations and children.get(s) and all(c in gone for c in children[s])]
+        for type_, mrids in (("dt", gone_dts), ("feeder", gone_feeders), ("substation", gone_ss)):
+            for mrid in mrids:
+                d.element_retires.append((type_, mrid))
+                self._count(None, {"kind": "retire", "type": type_})
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def diff_snapshot(store: NetworkStore, path: str | os.PathLike, at: float) -> SnapshotDiff:
+    """Read the snapshot at ``path`` against the store as of ``at`` (epoch seconds).  Raises
+    SnapshotError if the file as a whole is not a snapshot; bad rows are counted and listed."""
+    path = Path(path)
+    diff = SnapshotDiff(checksum=checksum_of(path), effective_from=at)
+    reader = _Reader(store, path, at, diff)
+    reader.load_store()
+    fd, pending_name = tempfile.mkstemp(prefix="gridbus-snapshot-", suffix=".rows")
+    pending = Path(pending_name)
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            reader.read(spool)
+        fd2, out_name = tempfile.mkstemp(prefix="gridbus-snapshot-", suffix=".changes")
+        diff.spool = Path(out_name)
+        with os.fdopen(fd2, "wb") as spool:
+            reader.consumer_changes(pending, spool)
+    except BaseException:
+        diff.close()
+        raise
+    finally:
+        pending.unlink(missing_ok=True)
+    diff.structure = reader.structure_changes()
+    reader.retirements()
+    diff.first_sequence = store.last_sequence() + 1
+    return diff
