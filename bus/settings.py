@@ -53,9 +53,18 @@ class Settings:
 
     @property
     def vhost(self) -> str:
-        """The virtual host of the broker URL ('/' when the URL names none)."""
-        path = self.broker_url.split("://", 1)[-1].partition("/")[2]
-        return unquote(path) if path and path != "/" else "/"
+        """The virtual host of the broker URL ('/' when the URL names none).  A setting that
+        names several nodes (``;``-separated, for failover) must name one vhost on all of them."""
+        from bus.messaging.addresses import broker_urls
+
+        vhosts = set()
+        for url in broker_urls(self.broker_url):
+            path = url.split("://", 1)[-1].partition("/")[2]
+            vhosts.add(unquote(path) if path and path != "/" else "/")
+        if len(vhosts) > 1:
+            raise ConfigError(f"GRIDBUS_BROKER_URL names several virtual hosts ({', '.join(sorted(vhosts))}); "
+                              "the nodes of one bus share one")
+        return vhosts.pop()
 
     @classmethod
     def load(cls) -> "Settings":
