@@ -12,6 +12,7 @@ from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 
 PUSH = "http-push"
+SERVED = (PUSH, "http-request", "gis-push")  # the sources whose routes the gateway serves
 
 
 def _push_connector():
@@ -35,7 +36,7 @@ def _push_connector():
 @click.pass_context
 @fails_cleanly
 def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_every, paths, loglevel):
-    """Serve the REST gateway for every route whose source is http-push or http-request (aiohttp).
+    """Serve the REST gateway for every route whose source is http-push, http-request or gis-push (aiohttp).
 
     Runs until stopped; its log goes to stderr.
 
@@ -49,9 +50,9 @@ def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_ever
     setup_logging(loglevel)
     retention = Retention(parse_duration(keep_requests), parse_duration(prune_every))
     table_ = routes_from(paths)
-    routes = [r for r in table_ if r.source.connector in (PUSH, "http-request")]
+    routes = [r for r in table_ if r.source.connector in SERVED]
     if not routes:
-        raise ConfigError("no route has an http-push or http-request source: nothing for the gateway to serve")
+        raise ConfigError(f"no route has an {', '.join(SERVED)} source: nothing for the gateway to serve")
     s = settings()
     declare_all(compile_topology(routes_from(paths)), s.broker_url)
     click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "

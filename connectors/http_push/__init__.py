@@ -58,6 +58,13 @@ class HttpPushSource:
             api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir),
                                                                 checkpoint_s=CHECKPOINT_S))
             requests = RequestLoop(api, settings.broker_url, list(all_routes or routes), retention)
+        network = None
+        network_routes = [r for r in routes if r.source.connector == "gis-push"]
+        if network_routes:
+            from bus.network import open_store
+            from connectors.http_push.gis_push import NetworkPush
+
+            network = NetworkPush(network_routes, gateway, open_store())
         # the largest body any route takes; each route's own limit is checked by the gateway
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
-        serve(gateway, requests, host, port, threads, max_body)
+        serve(gateway, requests, host, port, threads, max_body, network)

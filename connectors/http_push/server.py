@@ -99,8 +99,9 @@ def _json(status: int, body: dict, headers: list | None = None) -> web.Response:
 
 
 class GatewayServer:
-    def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int):
+    def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int, network=None):
         self.gateway, self.requests, self.max_body = gateway, requests, max_body
+        self.network = network  # gis_push.NetworkPush: GIS change documents, applied before the answer
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="gateway")
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -108,6 +109,8 @@ class GatewayServer:
             # never read: the same refusal the WSGI application gives a body over its route's limit
             return _json(413, reply("FAILED", errors=[("TOO_LARGE", f"{request.content_length} bytes; the "
                                                        f"largest this gateway takes is {self.max_body}")]))
+        if self.network is not None and self.network.serves(request.path):
+            return await self.network.handle(request)  # reads the body itself, once the caller is known
         body = await request.read()
         environ = environ_of(request, body)
         path = request.path
@@ -172,9 +175,11 @@ class GatewayServer:
             await runner.cleanup()
             if self.requests is not None:
                 await self.requests.close()
+            if self.network is not None:
+                await asyncio.to_thread(self.network.close)
             self.executor.shutdown(wait=False)
 
 
 def serve(gateway: Gateway, requests: RequestLoop | None, host: str, port: int, threads: int,
-          max_body: int) -> None:
-    aio.run(GatewayServer(gateway, requests, threads, max_body).run(host, port))
+          max_body: int, network=None) -> None:
+    aio.run(GatewayServer(gateway, requests, threads, max_body, network).run(host, port))
