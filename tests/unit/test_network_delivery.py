@@ -1,0 +1,93 @@
+"""Pure parts of the network delivery: slots and partitions, rounds, what is dropped, the
+billing routes file, the refusal's consumers (no broker)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bus.errors import RouteValidationError
+from bus.network.delivery import Update, newer_only, rounds
+from bus.network.delivery_routes import load_billing_routes
+from bus.network.delivery_topology import SLOTS, partition_of, partition_slots, slot_of
+from bus.network.publish import message_of
+from bus.network.store import PathUpdate
+from connectors.network_delivery import consumers_named
+from tests.support import ROOT
+
+
+def update(consumer: str, version: int) -> Update:
+    return Update(delivery=None, path={"consumer": consumer, "version": version})
+
+
+def test_a_consumer_has_one_slot_and_every_slot_one_partition():
+    # Given consumers and 4 partitions
+    # When their slots and partitions are computed twice
+    # Then they are the same each time, and the partitions' slots cover every slot once
+    assert [slot_of(f"CON-{i}") for i in range(100)] == [slot_of(f"CON-{i}") for i in range(100)]
+    covered = sorted(s for p in range(4) for s in partition_slots(p, 4))
+    assert covered == list(range(SLOTS))
+    assert slot_of("CON-7") in partition_slots(partition_of("CON-7", 4), 4)
+
+
+def test_the_outbox_message_is_persistent_and_routed_by_the_consumers_slot():
+    # Given an outbox update
+    u = PathUpdate(12, "CON-1", 3, {"consumer": "CON-1", "version": 3})
+    # When it becomes a message
+    key, body, properties, headers = message_of(u)
+    # Then it is persistent, keyed by the slot, and carries the path unchanged
+    assert key == f"slot.{slot_of('CON-1')}" and properties["delivery_mode"] == 2
+    assert json.loads(body) == u.body and properties["message_id"] == "CON-1@3"
+
+
+def test_rounds_hold_at_most_one_version_per_consumer_in_order():
+    # Given a batch with three versions of A and one of B
+    batch = [update("A", 1), update("B", 4), update("A", 2), update("A", 3)]
+    # When it is split into rounds
+    out = [[(u.consumer, u.version) for u in r] for r in rounds(batch)]
+    # Then each round has one version per consumer, in version order
+    assert out == [[("A", 1), ("B", 4)], [("A", 2)], [("A", 3)]]
+
+
+def test_versions_not_newer_than_delivered_or_than_earlier_ones_are_dropped():
+    # Given A delivered up to 2, and a batch that repeats versions (a republished outbox)
+    batch = [update("A", 2), update("A", 3), update("B", 1), update("A", 3), update("B", 1), update("A", 1)]
+    # When the batch is filtered
+    keep, dropped = newer_only(batch, {"A": 2})
+    # Then only A 3 and B 1 remain, once each
+    assert [(u.consumer, u.version) for u in keep] == [("A", 3), ("B", 1)]
+    assert len(dropped) == 4
+
+
+def test_the_shipped_billing_routes_load():
+    # Given the shipped file and addresses
+    env = {"BILLING_1_URL": "http://127.0.0.1:9", "BILLING_2_URL": "http://127.0.0.1:9"}
+    # When it is loaded
+    routes = load_billing_routes(ROOT / "routes" / "ordered" / "uc9-billing.yaml", env)
+    # Then both billing systems have a route with their own transformer
+    assert {r.system: r.transform for r in routes} == {"billing-1": "billing_network_json",
+                                                       "billing-2": "billing_network_xml"}
+
+
+def test_a_bad_billing_route_is_named_with_file_and_line(tmp_path):
+    # Given a route with an unknown key, an unknown transformer and too many partitions
+    f = tmp_path / "b.yaml"
+    f.write_text("routes:\n  - id: r-1\n    transfrom: x\n    transform: billing_network_jsn\n"
+                 "    destination: {system: b, connector: billing-rest, url: http://x}\n    partitions: 500\n")
+    # When it is loaded
+    with pytest.raises(RouteValidationError) as caught:
+        load_billing_routes(f, {})
+    # Then every problem is reported with its line
+    text = str(caught.value)
+    assert "transfrom" in text and "billing_network_jsn" in text and "partitions" in text and ":3" in text
+
+
+def test_a_refusal_names_its_consumers_in_json_and_xml():
+    # Given billing refusals as the stand-ins answer them
+    j = json.dumps({"Reply": {"Result": "FAILED", "Error": [{"code": "CONSUMER_REFUSED", "consumer": "C-1"}]}})
+    x = (b"<ResponseMessage xmlns='http://iec.ch/TC57/2011/schema/message'><Reply><Result>FAILED</Result>"
+         b"<Error><code>STALE_VERSION</code><details>C-2</details></Error></Reply></ResponseMessage>")
+    # Then the consumers are read from both; an unreadable body names none
+    assert consumers_named(j.encode(), "application/json") == ["C-1"]
+    assert consumers_named(x, "application/xml") == ["C-2"]
+    assert consumers_named(b"<!DOCTYPE x><x/>", "application/xml") == []
