@@ -94,7 +94,8 @@ class Uc9Stack:
         self.store = open_store(Path(env["GRIDBUS_HOME"]) / "state" / "network.sqlite")
         self.procs: list[Proc] = []
         self.deliverers = [self.start("deliver-1", "deliver"), self.start("deliver-2", "deliver")]
-        self.publisher = self.start("publish", "publish", "--poll-s", "0.2")
+        self.publishers = [self.start("publish-1", "publish", "--poll-s", "0.2"),
+                           self.start("publish-2", "publish", "--poll-s", "0.2")]
 
     def start(self, name: str, *args: str) -> Proc:
         proc = Proc(name, gridbus("network", *args, "--routes", str(ROUTES)), self.env, self.logs).start()
@@ -151,7 +152,7 @@ def assert_in_order(stack: Uc9Stack, expected: dict[str, int]) -> None:
 
 
 def test_200_consumers_with_several_versions_reach_both_billing_systems_in_order(uc9):
-    # Given two delivery processes and a publisher, and 200 consumers with 5 versions each
+    # Given two delivery processes, two publishers, and 200 consumers with 5 versions each
     expected = fill(uc9, consumers=200, dts=10, rounds=2)
     assert set(expected.values()) == {5}
     # When the outbox is published
@@ -159,6 +160,10 @@ def test_200_consumers_with_several_versions_reach_both_billing_systems_in_order
     uc9.delivered_everywhere(expected)
     assert_in_order(uc9, expected)
     assert uc9.store.stats()["outboxPending"] == 0
+    # And of the two publishers one led; the other waited for the lease
+    logs = [p.log() for p in uc9.publishers]
+    assert sum("published" in log for log in logs) == 1, logs
+    assert sum("not publishing" in log and "RESOURCE_LOCKED" in log for log in logs) == 1, logs
 
 
 def test_billing_1_down_for_a_while_then_back_gets_everything_in_order(uc9):
