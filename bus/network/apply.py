@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
+from bus.network.bulk import BULK_CHUNK, BulkState, store_is_empty
 from bus.network.model import (METER_ATTRIBUTE, PARENT_TYPE, ApplyResult, Change, Outcome, Reason, applied,
                                parse_change, refused)
 from bus.network.schema import ELEMENT_COLUMNS, OPEN
@@ -71,6 +72,9 @@ class Applier:
         self.next_id = int(db.rows("SELECT COALESCE(MAX(id), 0) FROM outbox")[0][0]) + 1
         self.result = ApplyResult()
         self._forget()
+        # into an empty store: state kept in memory, indexes built once at the end (bulk.py)
+        self.bulk = BulkState(db) if store_is_empty(db) else None
+        self.used_bulk = self.bulk is not None
 
     def _forget(self) -> None:
         self.rows: dict[str, Row | None] = {}
@@ -89,19 +93,32 @@ class Applier:
         chunk: list = []
         for index, raw in enumerate(changes):
             chunk.append(parse_change(raw, index))
-            if len(chunk) == CHUNK:
+            if len(chunk) >= (BULK_CHUNK if self.bulk else CHUNK):
                 self._chunk(chunk)
                 chunk = []
         if chunk:
             self._chunk(chunk)
+        self._end_bulk()
         return self.result
+
+    def _end_bulk(self) -> None:
+        if self.bulk is not None:
+            self.bulk.end()
+            self.bulk = None
 
     def _chunk(self, parsed: list) -> None:
         good = [c for c in parsed if isinstance(c, Change)]
-        self._prefetch(good)
+        if self.bulk is not None and any(c.kind != "create" for c in good):
+            self._end_bulk()  # the ordinary path, on the indexes, for the rest of the document
+        if self.bulk is not None:
+            self.bulk.prefetch(self, good)
+        else:
+            self._prefetch(good)
         for item in parsed:
             self.result.outcomes.append(item if isinstance(item, Outcome) else self._one(item))
         self._flush()
+        if self.bulk is not None:
+            self.bulk.remember(self)
         self._forget()
         if self.progress:
             self.progress(len(self.result.outcomes))

@@ -80,7 +80,11 @@ class NetworkStore:
         from bus.network.apply import Applier
 
         with self.db.writing() as db:
-            return Applier(db, document_id, progress).run(changes)
+            applier = Applier(db, document_id, progress)
+            result = applier.run(changes)
+        if applier.used_bulk:
+            self.db.checkpoint()  # a bulk load's WAL (GBs for a million consumers) back to nothing
+        return result
 
     # -- elements -----------------------------------------------------------------------------
     def element(self, mrid: str, at=None) -> dict | None:
