@@ -262,3 +262,29 @@ def trace_bench(events, keep):
         click.echo(f"work folder kept: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@bench.command("network")
+@click.option("--consumers", default=1_000_000, show_default=True, help="Consumers in the network.")
+@click.option("--lookups", default=10_000, show_default=True, help="Meters in the dts_of batch.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (the stores and snapshots).")
+@click.option("--json", "as_json", is_flag=True, help="The run as JSON.")
+@fails_cleanly
+def network_bench(consumers, lookups, keep, as_json):
+    """Issue 18: CONSUMERS into an empty network store (a change document of creates, and a snapshot
+    CSV), a 1 % changed snapshot diffed and applied, dts_of, beside a plain executemany baseline."""
+    import json
+    import shutil
+
+    from gridbus_dev.bench.network import bench_network, table_rows
+
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-network-"))
+    r = bench_network(consumers, lookups, work, say=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        click.echo(table(table_rows(r), ["measure", "value"]))
+    if keep:
+        click.echo(f"work folder kept: {work}", err=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
