@@ -2,6 +2,8 @@
 
     publish   the outbox publisher (one leads at a time; others wait for the lease)
     deliver   the billing routes' delivery process (run two: each partition is taken by one)
+    parked    consumers parked behind a dead letter, with their held updates
+    release   let parked consumers flow again (their held updates in order)
 """
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import threading
 
 import click
 
-from bus.cli.common import echo_json, fails_cleanly, settings, setup_logging
+from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, settings, setup_logging, utc_clock
 from bus.cli.network import network
+from bus.messaging import ConfirmingPublisher
 from bus.network import delivery
+from bus.network.delivery_state import DeliveryState
 from bus.network.delivery_routes import load_billing_routes
-from bus.network.delivery_topology import declare
+from bus.network.delivery_topology import declare, replays_queue_name
 from bus.network.publish import OutboxPublisher
 from bus.network.store import open_store
 
@@ -78,3 +82,42 @@ def deliver(routes_file, only, loglevel):
     if not routes:
         raise click.UsageError(f"no route among {', '.join(only)}")
     delivery.serve(routes, settings().broker_url, _stopped_by_sigterm())
+
+
+@network.command("parked")
+@click.option("--route", help="Only this route.")
+@json_option
+@fails_cleanly
+def parked(route, as_json):
+    """Consumers parked behind a dead letter, per billing route: their later updates are held by
+    the bus until the dead letter is replayed (`gridbus dlq replay`) or the consumer released.
+
+    \b
+    Example:
+      gridbus network parked --route network-to-billing-1
+    """
+    rows = DeliveryState().parked(route)
+    echo_list(rows, as_json, {"route": "route", "consumer": "consumer",
+                              "dead-lettered version": "deadLetteredVersion", "held": "held",
+                              "since": lambda r: utc_clock(r["since"]), "reason": lambda r: r["reason"][:60]},
+              "no consumer is parked")
+
+
+@network.command("release")
+@click.argument("route")
+@click.argument("consumers", nargs=-1, required=True)
+@fails_cleanly
+def release(route, consumers):
+    """Let parked CONSUMERS of ROUTE flow again without replaying their dead letter (it was
+    discarded, or billing was fixed by hand): their held updates go out in version order.
+
+    \b
+    Example:
+      gridbus network release network-to-billing-1 CON-00000017
+    """
+    with ConfirmingPublisher(settings().broker_url, name="gridbus-network-release") as pub:
+        for consumer in consumers:
+            pub.publish("", replays_queue_name(route), b"{}", {"delivery_mode": 2},
+                        {delivery.H_RELEASE: consumer})
+        pub.flush()
+    click.echo(f"released {len(consumers)} consumer(s) of {route}")

@@ -13,6 +13,10 @@ is one ordered stream, handled one batch at a time:
   behind later updates of the same consumers);
 - a permanent refusal naming consumers (422, 409) dead-letters those consumers' updates of the
   batch, with the reason, and sends the rest again; one naming nobody (400) dead-letters the batch;
+- a consumer with a dead letter is *parked* on that route: its later updates are held in the
+  delivery state, not sent, while other consumers flow.  Replaying the dead letter (``gridbus dlq
+  replay``: it comes back on the route's replays queue) or ``gridbus network release`` sends it
+  and the held ones in version order, and the consumer flows again;
 - a batch goes out as rounds of one version per consumer (``rounds``), each recorded in the
   delivery state after billing's 200; then the batch is acked.
 """
@@ -35,6 +39,7 @@ from bus.network.delivery_state import DeliveryState
 from bus.transform import TransformContext
 
 log = logging.getLogger("gridbus.network.deliver")
+H_RELEASE = "gridbus-network-release"  # on a release message: the consumer to release
 HOLD_S = 600.0  # retrying in place longer than this starts over from the queue (RabbitMQ's
                 # consumer timeout, 30 min by default, would otherwise close the channel)
 
@@ -45,8 +50,15 @@ class Stopping(TransientDeliveryError):
 
 @dataclass
 class Update:
-    delivery: Delivery
     path: dict
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    properties: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, d: Delivery) -> "Update":
+        """The update a delivery carries; ValueError if it is not one."""
+        return cls(decode(d.body), d.body, d.headers, d.properties)
 
     @property
     def consumer(self) -> str:
@@ -57,9 +69,9 @@ class Update:
         return self.path["version"]
 
 
-def decode(delivery: Delivery) -> dict:
+def decode(body: bytes) -> dict:
     """The consumer path a message carries; ValueError if it is not one."""
-    path = json.loads(delivery.body)
+    path = json.loads(body)
     if not isinstance(path, dict) or not isinstance(path.get("consumer"), str) \
             or type(path.get("version")) is not int:
         raise ValueError("not a consumer path (consumer and version are required)")
@@ -107,7 +119,8 @@ class PartitionDelivery:
     stop: threading.Event
     sender: object = None
     transformer: object = None
-    counts: dict = field(default_factory=lambda: {"sent": 0, "dropped": 0, "dead_lettered": 0, "retries": 0})
+    counts: dict = field(default_factory=lambda: {"sent": 0, "dropped": 0, "dead_lettered": 0, "retries": 0,
+                                                  "parked": 0})
 
     def __post_init__(self) -> None:
         self.sender = self.sender or registry.connector(self.route.destination["connector"])
@@ -118,24 +131,31 @@ class PartitionDelivery:
         updates: list[Update] = []
         for d in batch:
             try:
-                updates.append(Update(d, decode(d)))
+                updates.append(Update.of(d))
             except ValueError as exc:
-                self._dead_letter([d], "DecodeError", f"undecodable update: {exc}")
+                self._dead_letter([Update({}, d.body, d.headers, d.properties)], "DecodeError",
+                                  f"undecodable update: {exc}")
         delivered = self.state.delivered(self.route.id, {u.consumer for u in updates})
         updates, dropped = newer_only(updates, delivered)
         self.counts["dropped"] += len(dropped)
         for round_ in rounds(updates):
+            parked = self.state.hold_if_parked(self.route.id, round_)
+            if parked:
+                self.counts["parked"] += sum(u.consumer in parked for u in round_)
+                round_ = [u for u in round_ if u.consumer not in parked]
             self._deliver(round_)
         self._dead_letters.flush()
 
-    def _deliver(self, updates: list[Update]) -> None:
-        """One POST (one version per consumer), retried in place; refused consumers dead-lettered."""
+    def _deliver(self, updates: list[Update]) -> set[str]:
+        """One POST (one version per consumer), retried in place; the consumers refused are
+        dead-lettered, parked, and returned."""
         held_since = time.monotonic()
         backoff = Backoff(first_s=self.route.first_delay_s, cap_s=self.route.max_delay_s)
+        refused_consumers: set[str] = set()
         while updates:
             try:
                 self._send(updates)
-                return
+                break
             except TransientDeliveryError as exc:
                 if time.monotonic() - held_since > HOLD_S:
                     raise
@@ -149,8 +169,51 @@ class PartitionDelivery:
             except PermanentDeliveryError as exc:
                 named = set(getattr(exc, "consumers", None) or ()) & {u.consumer for u in updates}
                 refused = [u for u in updates if not named or u.consumer in named]
-                self._dead_letter([u.delivery for u in refused], exc.__class__.__name__, str(exc), exc.status)
+                reason = str(exc)
+                self._dead_letter(refused, exc.__class__.__name__, reason, exc.status)
+                self._dead_letters.flush()  # in the queue before its consumer is parked
+                for u in refused:
+                    self.state.park(self.route.id, u.consumer, u.version, reason)
+                refused_consumers |= {u.consumer for u in refused}
                 updates = [u for u in updates if named and u.consumer not in named]
+        return refused_consumers
+
+    # -- replays and releases -------------------------------------------------------------
+    def release(self, batch: list[Delivery]) -> None:
+        """``handle`` of the route's replays queue: a dead letter replayed (``gridbus dlq replay``)
+        or a release (``gridbus network release``): deliver it, then the consumer's parked
+        updates in version order, then let the consumer flow."""
+        first: dict[str, list[Update]] = {}
+        for d in batch:
+            consumer = d.headers.get(H_RELEASE)
+            if isinstance(consumer, str):
+                first.setdefault(consumer, [])
+                continue
+            try:
+                u = Update.of(d)
+            except ValueError as exc:
+                self._dead_letter([Update({}, d.body, d.headers, d.properties)], "DecodeError",
+                                  f"undecodable update: {exc}")
+                continue
+            first.setdefault(u.consumer, []).append(u)
+        for consumer, replayed in first.items():
+            self._release(consumer, replayed)
+        self._dead_letters.flush()
+
+    def _release(self, consumer: str, replayed: list[Update]) -> None:
+        while True:
+            parked = [Update(decode(b), b, h, p) for _, b, h, p in self.state.parked_updates(self.route.id, consumer)]
+            up_to = max((u.version for u in parked), default=-1)
+            todo = sorted(replayed + parked, key=lambda u: u.version)
+            replayed = []
+            todo, _ = newer_only(todo, self.state.delivered(self.route.id, [consumer]))
+            for u in todo:
+                if self._deliver([u]):  # refused again: dead-lettered, the consumer stays parked
+                    self.state.unpark(self.route.id, consumer, u.version, stay=True)
+                    return
+            if self.state.unpark(self.route.id, consumer, up_to):
+                log.info("%s: consumer %s released (%d update(s) sent)", self.route.id, consumer, len(todo))
+                return
 
     def _send(self, updates: list[Update]) -> None:
         first = updates[0]
@@ -165,9 +228,9 @@ class PartitionDelivery:
         self.state.record(self.route.id, versions)
         self.counts["sent"] += len(updates)
 
-    def _dead_letter(self, deliveries: list[Delivery], error_class: str, reason: str,
+    def _dead_letter(self, deliveries: list[Update], error_class: str, reason: str,
                      status: int | None = None) -> None:
-        """Each delivery to the route's dead-letter queue, original body and headers kept."""
+        """Each update to the route's dead-letter queue, original body and headers kept."""
         now = time.time()
         for d in deliveries:
             headers = {**d.headers, dl.DL_ROUTE: self.route.id, dl.DL_DESTINATION: self.route.system,
@@ -206,8 +269,11 @@ def serve(routes: list[BillingRoute], broker_url: str, stop: threading.Event,
             stop.wait(2.0)
     threads, handlers = [], []
     for route in routes:
-        for p in range(route.partitions):
-            consumer, handler = consumer_of(route, p, broker_url, state, stop)
+        consumers = [consumer_of(route, p, broker_url, state, stop) for p in range(route.partitions)]
+        releaser = PartitionDelivery(route, -1, broker_url, state, stop)
+        consumers.append((BatchConsumer(broker_url, [topo.replays_queue_name(route.id)], releaser.release,
+                                        name=f"gridbus-deliver-{route.id}-replays", batch_max=100), releaser))
+        for consumer, handler in consumers:
             handlers.append(handler)
             t = threading.Thread(target=consumer.serve, args=(stop,), name=consumer.name, daemon=True)
             t.start()

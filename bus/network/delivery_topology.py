@@ -41,6 +41,12 @@ def partition_queue_name(route_id: str, partition: int) -> str:
     return f"{naming.PREFIX}.ordered.{route_id}.{partition}"
 
 
+def replays_queue_name(route_id: str) -> str:
+    """Where ``gridbus dlq replay`` of the route's dead letters (published to the ingress exchange
+    with the route's key) and ``gridbus network release`` land."""
+    return f"{naming.PREFIX}.ordered.{route_id}.replays"
+
+
 def partition_slots(partition: int, partitions: int) -> list[int]:
     return [s for s in range(SLOTS) if s % partitions == partition]
 
@@ -57,9 +63,14 @@ def declare(broker_url: str, routes: list[tuple[str, int]]) -> None:
         with amqp_errors("declaring the network delivery topology"):
             ch = conn.channel()
             ch.exchange_declare(UPDATES_EXCHANGE, "direct", durable=True, auto_delete=False)
+            ch.exchange_declare(naming.INGRESS_EXCHANGE, "topic", durable=True, auto_delete=False,
+                                arguments={"alternate-exchange": naming.UNROUTABLE_EXCHANGE})
             for route_id, partitions in routes:
                 ch.queue_declare(naming.dead_letter_queue_name(route_id), durable=True, auto_delete=False,
                                  arguments=DEAD_LETTER_QUEUE_ARGS)
+                replays = replays_queue_name(route_id)
+                ch.queue_declare(replays, durable=True, auto_delete=False, arguments=PARTITION_QUEUE_ARGS)
+                ch.queue_bind(replays, naming.INGRESS_EXCHANGE, naming.route_binding_key(route_id))
                 for p in range(partitions):
                     queue = partition_queue_name(route_id, p)
                     ch.queue_declare(queue, durable=True, auto_delete=False, arguments=PARTITION_QUEUE_ARGS)

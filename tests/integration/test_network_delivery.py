@@ -9,6 +9,7 @@ zero out-of-order deliveries.
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from bus.network import open_store
-from tests.support import Proc, ROOT, free_port, gridbus, serving, wait_for
+from tests.support import Proc, ROOT, free_port, gridbus, run_cli, serving, wait_for
 
 
 ROUTES = ROOT / "routes" / "ordered" / "uc9-billing.yaml"
@@ -192,3 +193,29 @@ def test_a_delivery_process_killed_mid_batch_loses_nothing(uc9):
     # Then nothing is lost and nothing arrives out of order
     uc9.delivered_everywhere(expected)
     assert_in_order(uc9, expected)
+
+
+def test_a_consumer_refused_for_good_is_parked_while_others_flow_and_a_replay_releases_it_in_order(uc9):
+    # Given billing-1 refusing one consumer for good (422)
+    uc9.billing1.control(fail_consumer="CON-00003")
+    # When 200 consumers get 3 versions each
+    expected = fill(uc9, consumers=200, dts=10, rounds=1)
+    others = {c: v for c, v in expected.items() if c != "CON-00003"}
+    # Then every other consumer reaches billing-1, and all reach billing-2
+    wait_for(lambda: uc9.billing1.versions() == others and uc9.billing2.versions() == expected, 60,
+             f"the other consumers at billing-1, all at billing-2 ({uc9.log()})", every_s=0.5)
+    # And the refused update is a dead letter, its consumer parked with its two later updates held
+    parked = json.loads(run_cli(uc9.env, "network", "parked", "--json").stdout)
+    assert [(p["route"], p["consumer"], p["deadLetteredVersion"], p["held"]) for p in parked] == [
+        ("network-to-billing-1", "CON-00003", 1, 2)]
+    dead = json.loads(run_cli(uc9.env, "dlq", "list", "--json").stdout)
+    assert [(d["route"], d["count"]) for d in dead] == [("network-to-billing-1", 1)]
+    # When billing-1 takes the consumer again and the dead letter is replayed
+    uc9.billing1.control(fail_consumers=[])
+    replayed = run_cli(uc9.env, "dlq", "replay", "--all", "--route", "network-to-billing-1")
+    assert replayed.returncode == 0, replayed.stderr
+    # Then the consumer's updates reach billing-1 in order, and nothing is parked any more
+    uc9.delivered_everywhere(expected, timeout_s=30)
+    assert uc9.billing1.consumer("CON-00003")["versions"] == [1, 2, 3]
+    assert_in_order(uc9, expected)
+    assert json.loads(run_cli(uc9.env, "network", "parked", "--json").stdout) == []

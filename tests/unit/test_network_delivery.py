@@ -17,7 +17,7 @@ from tests.support import ROOT
 
 
 def update(consumer: str, version: int) -> Update:
-    return Update(delivery=None, path={"consumer": consumer, "version": version})
+    return Update(path={"consumer": consumer, "version": version})
 
 
 def test_a_consumer_has_one_slot_and_every_slot_one_partition():
@@ -91,3 +91,22 @@ def test_a_refusal_names_its_consumers_in_json_and_xml():
     assert consumers_named(j.encode(), "application/json") == ["C-1"]
     assert consumers_named(x, "application/xml") == ["C-2"]
     assert consumers_named(b"<!DOCTYPE x><x/>", "application/xml") == []
+
+
+def test_a_parked_consumers_updates_are_held_and_released_in_version_order(tmp_path):
+    # Given consumer A parked on route r after its version 1 was dead-lettered
+    from bus.network.delivery_state import DeliveryState
+    state = DeliveryState(tmp_path / "d.sqlite")
+    state.park("r", "A", 1, "billing refuses consumer A")
+    held = [Update({"consumer": "A", "version": v}, b'{"v": %d}' % v, {"h": v}, {}) for v in (3, 2)]
+    # When A's later updates and one of B's arrive
+    parked = state.hold_if_parked("r", held + [update("B", 1)])
+    # Then A's are held in version order, B's are not, and the listing says so
+    assert parked == {"A"}
+    assert [v for v, *_ in state.parked_updates("r", "A")] == [2, 3]
+    assert [(p["consumer"], p["held"], p["lastHeldVersion"]) for p in state.parked("r")] == [("A", 2, 3)]
+    # When only version 2 was sent before another arrived, the consumer stays parked
+    assert state.unpark("r", "A", 2) is False
+    # And once all are sent it flows again
+    assert state.unpark("r", "A", 3) is True and state.parked() == []
+    assert state.hold_if_parked("r", held) == set()
