@@ -219,3 +219,22 @@ def test_a_consumer_refused_for_good_is_parked_while_others_flow_and_a_replay_re
     assert uc9.billing1.consumer("CON-00003")["versions"] == [1, 2, 3]
     assert_in_order(uc9, expected)
     assert json.loads(run_cli(uc9.env, "network", "parked", "--json").stdout) == []
+
+
+def test_a_discarded_dead_letter_and_a_release_let_the_held_updates_go_in_order(uc9):
+    # Given one of 20 consumers refused for good by billing-1, parked with its later updates held
+    uc9.billing1.control(fail_consumer="CON-00003")
+    expected = fill(uc9, consumers=20, dts=2, rounds=1)
+    wait_for(lambda: json.loads(run_cli(uc9.env, "network", "parked", "--json").stdout), 30,
+             f"CON-00003 parked ({uc9.log()})")
+    wait_for(lambda: uc9.billing2.versions() == expected, 30, "billing-2 to have everything")
+    # When the dead letter is discarded and the consumer released
+    uc9.billing1.control(fail_consumers=[])
+    assert run_cli(uc9.env, "dlq", "purge", "--route", "network-to-billing-1", "--yes").returncode == 0
+    released = run_cli(uc9.env, "network", "release", "network-to-billing-1", "CON-00003")
+    assert released.returncode == 0, released.stderr
+    # Then its held updates reach billing-1 in order (the discarded version 1 never), zero 409s
+    uc9.delivered_everywhere(expected, timeout_s=30)
+    assert uc9.billing1.consumer("CON-00003")["versions"] == [2, 3]
+    assert_in_order(uc9, expected)
+    assert json.loads(run_cli(uc9.env, "network", "parked", "--json").stdout) == []
