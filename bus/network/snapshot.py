@@ -8,8 +8,9 @@ feeders and substations (≈ 1 % of the rows).  The consumer changes are spooled
 file, so a 1,000,000-row first import never holds a million changes in memory.
 
 Order of the changes: creates and updates of substations, feeders, DTs (parents first); consumer
-retirements (their meters become free); consumer creates, updates and moves in file order; then
-the DTs, feeders and substations the snapshot emptied.  Change ids are ``snap-<checksum>-...``
+retirements (their meters become free); consumer updates and moves (a replaced meter is free before
+a new consumer takes it), then creates, each in file order; then the DTs, feeders and substations
+the snapshot emptied.  Change ids are ``snap-<checksum>-...``
 (so a snapshot read twice gives the same ids, which the store acknowledges as DUPLICATE);
 sequences continue above the highest the store has applied.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import operator
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,7 +60,7 @@ class SnapshotDiff:
     structure: list[dict] = field(default_factory=list)       # substation/feeder/DT creates and updates
     consumer_retires: list[str] = field(default_factory=list)
     element_retires: list[tuple[str, str]] = field(default_factory=list)  # (type, mrid), children first
-    spool: Path | None = None                                 # consumer creates/updates/moves, JSON lines
+    spools: list[Path] = field(default_factory=list)          # consumer updates/moves, then creates: JSON lines
     first_sequence: int = 1
 
     @property
@@ -95,8 +97,8 @@ class SnapshotDiff:
             yield stamp(change, change.pop("_id"))
         for mrid in self.consumer_retires:
             yield stamp({"kind": "retire", "type": "consumer", "mrid": mrid}, f"retire-{mrid}")
-        if self.spool is not None:
-            with open(self.spool, "rb") as f:
+        for spool in self.spools:
+            with open(spool, "rb") as f:
                 for line in f:
                     change = orjson.loads(line)
                     yield stamp(change, change.pop("_id"))
@@ -104,9 +106,9 @@ class SnapshotDiff:
             yield stamp({"kind": "retire", "type": type_, "mrid": mrid}, f"retire-{mrid}")
 
     def close(self) -> None:
-        if self.spool is not None:
-            self.spool.unlink(missing_ok=True)
-            self.spool = None
+        for spool in self.spools:
+            spool.unlink(missing_ok=True)
+        self.spools = []
 
     def __enter__(self) -> "SnapshotDiff":
         return self
@@ -123,8 +125,8 @@ def checksum_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _row_hash(values) -> int:
-    return hash(tuple(values)) & ((1 << 62) - 1)
+_KEY = operator.itemgetter(*CONSUMER_FIELDS, "dt")  # what a consumer's row is compared on
+_MASK = (1 << 62) - 1
 
 
 def _number(text: str):
@@ -162,9 +164,16 @@ class _Reader:
     def load_store(self) -> None:
         store_dts_used: set[str] = set()
         interned: dict[str, str] = {}
-        for r in self.store.export_rows(self.t):
-            dt_ = interned.setdefault(r["dt"], r["dt"])
-            self.state[r["consumer"]] = _row_hash([r[k] for k in CONSUMER_FIELDS] + [dt_])
+        state, t, loads = self.state, self.t, orjson.loads
+        # the consumers' own rows, no join: a value of another JSON type than the file's text (a
+        # number) hashes differently and is compared again, exactly, in _consumer_batch
+        for mrid, meter, parent, attrs in self.store.db.stream(
+                "SELECT mrid, meter, parent, attributes FROM elements WHERE type = 'consumer' "
+                "AND valid_from <= ? AND valid_to > ?", (t, t)):
+            a = loads(attrs)
+            dt_ = interned.setdefault(parent, parent) if parent else ""
+            state[mrid] = hash((a.get("consumer_no", ""), meter, a.get("category", ""), a.get("circle", ""),
+                                a.get("division", ""), a.get("subdivision", ""), dt_)) & _MASK
             store_dts_used.add(dt_)
         self.diff.store_consumers = len(self.state)
         self.store_dts_used = store_dts_used
@@ -176,7 +185,8 @@ class _Reader:
             self.store_elements[mrid] = (type_, parent, orjson.loads(attrs))
 
     # -- the file ------------------------------------------------------------------------------
-    def read(self, spool) -> None:
+    def read(self, pending, creates) -> None:
+        """The pass over the file: new consumers' creates to ``creates``, changed rows to ``pending``."""
         with open(self.path, "rb") as f:
             header = f.readline(MAX_LINE_BYTES + 1)
             try:
@@ -187,6 +197,7 @@ class _Reader:
             if missing:
                 raise SnapshotError(f"line 1: the header lacks {', '.join(missing)}")
             index = [names.index(c) for c in SNAPSHOT_COLUMNS]
+            index = None if index == list(range(len(SNAPSHOT_COLUMNS))) else index  # the usual order
             width = len(names)
             line_no = 1
             while True:
@@ -202,7 +213,7 @@ class _Reader:
                 if not raw.strip():
                     continue
                 self.diff.rows += 1
-                self._row(line_no, raw, index, width, spool)
+                self._row(line_no, raw, index, width, pending, creates)
 
     def _reject(self, line_no: int, reason: str, consumer: str | None) -> None:
         d = self.diff
@@ -212,43 +223,52 @@ class _Reader:
         if consumer and len(consumer) <= MRID_MAX and consumer in self.state:
             self.protected.add(consumer)  # kept as the store has it: a bad row never retires
 
-    def _row(self, line_no: int, raw: bytes, index: list[int], width: int, spool) -> None:
+    def _row(self, line_no: int, raw: bytes, index: list[int] | None, width: int, pending, creates) -> None:
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             first = raw.decode("utf-8", "replace").split(",", 1)[0].strip()
             self._reject(line_no, f"not UTF-8 (byte {exc.start})", first if "\ufffd" not in first else None)
             return
-        try:
-            cells = next(csv.reader([text.rstrip("\r\n")]))
-        except (csv.Error, StopIteration) as exc:
-            self._reject(line_no, f"not a CSV row ({exc})", None)
-            return
+        if '"' in text:
+            try:
+                cells = next(csv.reader([text]))
+            except (csv.Error, StopIteration) as exc:
+                self._reject(line_no, f"not a CSV row ({exc})", None)
+                return
+        else:
+            cells = text.split(",")  # the common row: no quoting, no need for the csv module
         if len(cells) != width:
             self._reject(line_no, f"{len(cells)} fields, the header has {width}", cells[0].strip() if cells else None)
             return
-        row = dict(zip(SNAPSHOT_COLUMNS, (cells[i].strip() for i in index)))
+        if index is not None:
+            cells = [cells[i] for i in index]
+        if " " in text or "\t" in text:
+            cells = [c.strip() for c in cells]
+        row = dict(zip(SNAPSHOT_COLUMNS, cells))
         consumer = row["consumer"]
-        problem = self._problem(row, line_no)
+        problem = self._problem(row, cells, line_no)
         if problem:
             self._reject(line_no, problem, consumer)
             return
         self.diff.accepted += 1
         self.meters[row["meter"]] = line_no
         self._structure(row, line_no)
-        key = [row[k] for k in CONSUMER_FIELDS] + [row["dt"]]
         before = self.state.get(consumer)
         self.state[consumer] = -line_no
         if before is None:
-            self._spool(spool, "create", row, line_no)
-        elif _row_hash(key) != before:
-            self._spool(spool, "changed", row, line_no)
+            change = {"kind": "create", "type": "consumer", "mrid": consumer, "parent": row["dt"],
+                      "attributes": {k: row[k] for k in CONSUMER_FIELDS if row[k] != ""}, "_id": str(line_no)}
+            self._count(None, change)
+            creates.write(orjson.dumps(change) + b"\n")
+        elif hash(_KEY(row)) & _MASK != before:
+            pending.write(orjson.dumps([line_no, row]) + b"\n")
 
-    def _problem(self, row: dict, line_no: int) -> str | None:
+    def _problem(self, row: dict, cells: list[str], line_no: int) -> str | None:
         for name in REQUIRED:
             if not row[name]:
                 return f"{name} is blank"
-        for name, value in row.items():
+        for name, value in row.items() if max(map(len, cells)) > MRID_MAX else ():
             limit = MRID_MAX if name in ("consumer", "dt", "feeder", "substation") else ATTRIBUTE_VALUE_MAX
             if len(value) > limit:
                 return f"{name} is {len(value):,} characters long (at most {limit})"
@@ -274,9 +294,6 @@ class _Reader:
         self.feeders.setdefault(row["feeder"], (row["substation"], row["feeder_kv"], row["feeder_head_meter"],
                                                 line_no))
         self.dts.setdefault(row["dt"], (row["feeder"], row["dt_rating_kva"], row["dt_meter"], line_no))
-
-    def _spool(self, spool, what: str, row: dict, line_no: int) -> None:
-        spool.write(orjson.dumps([what, line_no, row]) + b"\n")
 
     # -- after the pass ------------------------------------------------------------------------
     def structure_changes(self) -> list[dict]:
@@ -315,7 +332,8 @@ class _Reader:
             out.append(change)
 
     def consumer_changes(self, pending: Path, spool) -> None:
-        """The spooled rows → changes: creates as they are; changed rows against the store's row."""
+        """The changed rows, spooled by the pass, compared with the store's rows a chunk at a time:
+        an update of the attributes that differ, a move if the DT differs (with them)."""
         batch: list = []
         with open(pending, "rb") as f:
             for line in f:
@@ -327,7 +345,7 @@ class _Reader:
             self._consumer_batch(batch, spool)
 
     def _consumer_batch(self, batch: list, spool) -> None:
-        changed = [row["consumer"] for what, _, row in batch if what == "changed"]
+        changed = [row["consumer"] for _, row in batch]
         current = {}
         if changed:
             t = self.t
@@ -335,18 +353,15 @@ class _Reader:
                     f"SELECT mrid, parent, attributes FROM elements WHERE mrid IN ({self.store.dialect.values_of}) "
                     "AND valid_from <= ? AND valid_to > ?", (orjson.dumps(changed).decode(), t, t)):
                 current[mrid] = (parent, orjson.loads(attrs))
-        for what, line_no, row in batch:
-            text = {k: row[k] for k in CONSUMER_FIELDS}
-            if what == "create":
-                change = {"kind": "create", "type": "consumer", "mrid": row["consumer"], "parent": row["dt"],
-                          "attributes": {k: v for k, v in text.items() if v != ""}}
-            else:
-                parent, attrs = current[row["consumer"]]
-                differ = [(k, v) for k, v in text.items() if _text(attrs.get(k)) != v]
-                change = {"kind": "move" if parent != row["dt"] else "update", "type": "consumer",
-                          "mrid": row["consumer"], "attributes": _attrs(differ)}
-                if parent != row["dt"]:
-                    change["parent"] = row["dt"]
+        for line_no, row in batch:
+            parent, attrs = current[row["consumer"]]
+            differ = [(k, row[k]) for k in CONSUMER_FIELDS if _text(attrs.get(k)) != row[k]]
+            if not differ and parent == row["dt"]:
+                continue  # the same row, spelled differently (e.g. 11.0 for 11)
+            change = {"kind": "move" if parent != row["dt"] else "update", "type": "consumer",
+                      "mrid": row["consumer"], "attributes": _attrs(differ)}
+            if parent != row["dt"]:
+                change["parent"] = row["dt"]
             change["_id"] = str(line_no)
             self._count(None, change)
             spool.write(orjson.dumps(change) + b"\n")
@@ -384,6 +399,12 @@ def _text(value) -> str:
     return str(value)
 
 
+def _temporary(suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="gridbus-snapshot-", suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
 def diff_snapshot(store: NetworkStore, path: str | os.PathLike, at: float) -> SnapshotDiff:
     """Read the snapshot at ``path`` against the store as of ``at`` (epoch seconds).  Raises
     SnapshotError if the file as a whole is not a snapshot; bad rows are counted and listed."""
@@ -391,15 +412,13 @@ def diff_snapshot(store: NetworkStore, path: str | os.PathLike, at: float) -> Sn
     diff = SnapshotDiff(checksum=checksum_of(path), effective_from=at)
     reader = _Reader(store, path, at, diff)
     reader.load_store()
-    fd, pending_name = tempfile.mkstemp(prefix="gridbus-snapshot-", suffix=".rows")
-    pending = Path(pending_name)
+    pending = _temporary(".rows")
     try:
-        with os.fdopen(fd, "wb") as spool:
-            reader.read(spool)
-        fd2, out_name = tempfile.mkstemp(prefix="gridbus-snapshot-", suffix=".changes")
-        diff.spool = Path(out_name)
-        with os.fdopen(fd2, "wb") as spool:
-            reader.consumer_changes(pending, spool)
+        diff.spools = [_temporary(".updates"), _temporary(".creates")]
+        with open(pending, "wb") as rows, open(diff.spools[1], "wb") as creates:
+            reader.read(rows, creates)
+        with open(diff.spools[0], "wb") as updates:
+            reader.consumer_changes(pending, updates)
     except BaseException:
         diff.close()
         raise
