@@ -34,7 +34,7 @@ def _report(inbox: Path, name: str, ingress: Proc) -> dict:
 
 def test_snapshots_dropped_into_the_inbox_are_diffed_applied_or_held(bus_env, tmp_path):
     # Given a store holding the generated network and the ingress serving the snapshot route
-    env = {**bus_env, "GRIDBUS_ROUTES": str(ROOT / "routes" / "uc9-snapshots.yaml"),
+    env = {**bus_env, "GRIDBUS_ROUTES": str(ROOT / "routes" / "uc9-network.yaml"),
            "GRIDBUS_NETWORK_STORE": str(tmp_path / "network.sqlite")}
     model = NetworkModel.generate(CONSUMERS, seed=11)
     store = open_store(env["GRIDBUS_NETWORK_STORE"])
