@@ -167,8 +167,9 @@ def table_rows(out: dict) -> list[list[str]]:
     n = out["consumers"]
     total = sum(out["elements"].values())
     return [
-        ["change document of creates into an empty store", f"{out['import_s']:.1f} s ({out['import_cpu_s']:.1f} s CPU), "
-         f"{total:,} elements, {out['import_per_s']:,}/s, store {out['store_mb']} MB"],
+        ["change document of creates into an empty store",
+         f"{out['import_s']:.1f} s ({out['import_cpu_s']:.1f} s CPU), {total:,} elements, "
+         f"{out['import_per_s']:,}/s, store {out['store_mb']} MB"],
         [f"snapshot CSV import of {n:,} consumers into an empty store (diff + apply)",
          f"{out['snapshot_import_s']:.1f} s ({out['snapshot_import_cpu_s']:.1f} s CPU), {out['snapshot_status']}, "
          f"{out['snapshot_refused']} refused, WAL after {out['snapshot_wal_mb']} MB"],
