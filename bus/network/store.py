@@ -227,12 +227,15 @@ class NetworkStore:
         return int(self._rows("SELECT COALESCE(MAX(sequence), 0) FROM changes")[0][0])
 
     def hold(self, held_id: str, reason: str, counts: dict, snapshot: str, effective_from: float) -> None:
-        """Keep a snapshot for a human to approve or discard (again: the first hold stays)."""
+        """Keep a snapshot for a human to approve or discard.  The same file held again keeps its
+        first hold; dropped again after a discard, it is held again."""
         with self.db.writing() as db:
-            if not db.rows("SELECT 1 FROM held_documents WHERE id = ?", (held_id,)):
-                db.execute("INSERT INTO held_documents (id, received, reason, counts, snapshot, effective_from, "
-                           "state) VALUES (?, ?, ?, ?, ?, ?, 'held')",
-                           (held_id, time.time(), reason, json.dumps(counts), snapshot, effective_from))
+            db.execute("INSERT INTO held_documents (id, received, reason, counts, snapshot, effective_from, state) "
+                       "VALUES (?, ?, ?, ?, ?, ?, 'held') ON CONFLICT (id) DO UPDATE SET state = 'held', "
+                       "received = excluded.received, reason = excluded.reason, counts = excluded.counts, "
+                       "snapshot = excluded.snapshot, effective_from = excluded.effective_from, decided_by = NULL, "
+                       "decided_at = NULL WHERE held_documents.state <> 'held'",
+                       (held_id, time.time(), reason, json.dumps(counts), snapshot, effective_from))
 
     def held(self, held_id: str | None = None, state: str | None = "held") -> list[dict]:
         """Held documents, oldest first (one, by id; every state when ``state`` is None)."""

@@ -111,6 +111,9 @@ def test_a_discarded_held_snapshot_changes_nothing(store, model, tmp_path):
     assert store.held() == [] and store.counts(_later(5))["consumer"] == CONSUMERS
     with pytest.raises(Exception, match="no held snapshot"):
         discard_held(store, outcome.held_id, "bob")
+    # When the same file is dropped again, then it is held again
+    assert import_snapshot(store, tmp_path / "half.csv", _later(6)).status == "held"
+    assert [d["id"] for d in store.held()] == [outcome.held_id]
 
 
 def test_hostile_rows_are_rejected_by_line_with_a_reason_and_never_retire(store, model, tmp_path):
