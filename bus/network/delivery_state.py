@@ -83,7 +83,9 @@ class DeliveryState:
         """Keep the updates (``consumer``, ``version``, ``body``, ``headers``, ``properties``) of
         parked consumers; returns those consumers."""
         consumers = list(dict.fromkeys(u.consumer for u in updates))
-        if not consumers:
+        if not consumers or not self._any_parked(route, consumers):
+            # Only this partition's thread parks its consumers, so one found unparked here stays
+            # so until it is sent; the write transaction below is for the ones that are parked.
             return set()
         with self.db.transaction() as db:
             parked: set[str] = set()
@@ -98,6 +100,15 @@ class DeliveryState:
                              json.dumps(u.properties, default=str), time.time())
                             for u in updates if u.consumer in parked])
         return parked
+
+    def _any_parked(self, route: str, consumers: list[str]) -> bool:
+        db = self.db()
+        for i in range(0, len(consumers), _CHUNK):
+            part = consumers[i:i + _CHUNK]
+            if db.execute(f"SELECT 1 FROM parked_consumers WHERE route = ? AND consumer IN "
+                          f"({','.join('?' * len(part))}) LIMIT 1", [route, *part]).fetchone():
+                return True
+        return False
 
     def parked_updates(self, route: str, consumer: str) -> list[tuple[int, bytes, dict, dict]]:
         rows = self.db().execute("SELECT version, body, headers, properties FROM parked_updates "
