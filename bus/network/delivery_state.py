@@ -84,8 +84,10 @@ class DeliveryState:
         parked consumers; returns those consumers."""
         consumers = list(dict.fromkeys(u.consumer for u in updates))
         if not consumers or not self._any_parked(route, consumers):
-            # Only this partition's thread parks its consumers, so one found unparked here stays
-            # so until it is sent; the write transaction below is for the ones that are parked.
+            # A flowing consumer is parked by its partition's thread (this one) after a refusal;
+            # the replays thread parks only one it is releasing, or, rarely, one whose old dead
+            # letter is replayed after its release.  So one found unparked here stays so until
+            # it is sent; the write transaction below is for the ones that are parked.
             return set()
         with self.db.transaction() as db:
             parked: set[str] = set()
