@@ -3,7 +3,6 @@ its trace events, and the network-store destination a worker would use."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,9 @@ from bus.network import open_store
 from bus.routes.loader import load_routes
 from connectors.gis_push import NetworkStoreDestination
 from connectors.http_push.gis_push import NetworkPush
+from tests.support import ROOT, ROUTE_ENV
 
-ROUTE = load_routes([Path(__file__).resolve().parents[2] / "routes" / "uc9-network.yaml"], env={}).get(
-    "gis-network-changes")
+ROUTE = load_routes([ROOT / "routes" / "uc9-network.yaml"], env=ROUTE_ENV).get("gis-network-changes")
 T = "2026-11-03T02:00:00+05:30"
 DOC = {"Header": {"Noun": "NetworkChanges", "MessageID": "m-1"}, "Payload": {"changes": [
     {"changeId": "g-1", "sequence": 1, "effectiveFrom": T, "kind": "create", "type": "substation", "mrid": "SS-1"},
