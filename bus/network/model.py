@@ -155,6 +155,9 @@ def parse_time(text: str) -> float:
     return moment.timestamp()
 
 
+_INT64 = 2 ** 63
+
+
 def _attributes(raw: Any) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -164,8 +167,8 @@ def _attributes(raw: Any) -> dict[str, Any]:
         raise _Invalid(f"attributes has {len(raw):,} keys (at most {ATTRIBUTES_MAX})")
     for key, value in raw.items():
         kind = type(value)
-        if (kind is int or (kind is str and len(value) <= ATTRIBUTE_VALUE_MAX)) and type(key) is str \
-                and len(key) <= ATTRIBUTE_KEY_MAX:
+        if ((kind is int and -_INT64 <= value < _INT64) or (kind is str and len(value) <= ATTRIBUTE_VALUE_MAX)) \
+                and type(key) is str and len(key) <= ATTRIBUTE_KEY_MAX:
             continue  # the common case, checked in one line
         if not isinstance(key, str):
             raise _Invalid(f"attribute names are strings, not {_kind(key)}")
@@ -175,6 +178,8 @@ def _attributes(raw: Any) -> dict[str, Any]:
             raise _Invalid(f"attribute {key!r} must be a string, number, boolean or null, not {_kind(value)}")
         if isinstance(value, str) and len(value) > ATTRIBUTE_VALUE_MAX:
             raise _Invalid(f"attribute {key!r} is {len(value):,} characters long (at most {ATTRIBUTE_VALUE_MAX})")
+        if kind is int and not -_INT64 <= value < _INT64:  # the store's JSON (orjson) writes 64-bit integers only
+            raise _Invalid(f"attribute {key!r} is an integer beyond 64 bits; send it as a string")
         if isinstance(value, float) and value != value:
             raise _Invalid(f"attribute {key!r} is NaN")
     return raw
@@ -203,7 +208,8 @@ def _fast(raw: Any, index: int) -> Change | None:
     if len(attributes) > ATTRIBUTES_MAX:
         return None
     for key, value in attributes.items():
-        if not ((type(value) is int or (type(value) is str and len(value) <= ATTRIBUTE_VALUE_MAX))
+        if not (((type(value) is int and -_INT64 <= value < _INT64)
+                 or (type(value) is str and len(value) <= ATTRIBUTE_VALUE_MAX))
                 and type(key) is str and len(key) <= ATTRIBUTE_KEY_MAX):
             return None
     meter_key = METER_ATTRIBUTE.get(type_)

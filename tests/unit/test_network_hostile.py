@@ -52,6 +52,7 @@ def store(tmp_path):
     (change(1, attributes={f"k{i}": i for i in range(1000)}), "attributes has 1,000 keys"),
     (change(1, attributes={"k" * 500: 1}), "an attribute name is 500 characters long"),
     (change(1, attributes={"x": float("nan")}), "is NaN"),
+    (change(1, attributes={"rating_kva": 10 ** 20}), "integer beyond 64 bits"),
     (change(1, type="consumer", parent="DT-1"), "created with its meter serial"),
     (change(1, type="consumer", parent="DT-1", attributes={"meter": 12345}), "attribute meter must be a meter serial"),
     (change(1, name=["a"]), "name must be a non-empty string, not a list"),
