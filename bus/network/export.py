@@ -21,7 +21,8 @@ WHERE c.type = 'consumer' AND c.valid_from <= ? AND c.valid_to > ?
 ORDER BY c.mrid"""
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
+    """A stored attribute as the snapshot CSV writes it (and the snapshot diff compares it)."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -34,12 +35,12 @@ def snapshot_rows(db, t: float) -> Iterator[dict]:
         a = json.loads(attrs)
         d = json.loads(dt_attrs) if dt_attrs else {}
         f = json.loads(feeder_attrs) if feeder_attrs else {}
-        yield {"consumer": consumer, "consumer_no": _text(a.get("consumer_no")), "meter": meter,
-               "category": _text(a.get("category")), "circle": _text(a.get("circle")),
-               "division": _text(a.get("division")), "subdivision": _text(a.get("subdivision")),
-               "dt": dt_ or "", "dt_rating_kva": _text(d.get("rating_kva")), "dt_meter": _text(d.get("dt_meter")),
-               "feeder": feeder or "", "feeder_kv": _text(f.get("voltage_kv")),
-               "feeder_head_meter": _text(f.get("head_meter")), "substation": substation or ""}
+        yield {"consumer": consumer, "consumer_no": cell_text(a.get("consumer_no")), "meter": meter,
+               "category": cell_text(a.get("category")), "circle": cell_text(a.get("circle")),
+               "division": cell_text(a.get("division")), "subdivision": cell_text(a.get("subdivision")),
+               "dt": dt_ or "", "dt_rating_kva": cell_text(d.get("rating_kva")), "dt_meter": cell_text(d.get("dt_meter")),
+               "feeder": feeder or "", "feeder_kv": cell_text(f.get("voltage_kv")),
+               "feeder_head_meter": cell_text(f.get("head_meter")), "substation": substation or ""}
 
 
 def write_snapshot(rows: Iterator[dict], out: IO[str], progress=None) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from bus.network.export import SNAPSHOT_COLUMNS
+from bus.network.export import SNAPSHOT_COLUMNS, cell_text
 from bus.network.model import ATTRIBUTE_VALUE_MAX, MRID_MAX
 from bus.network.store import NetworkStore, iso
 
@@ -316,7 +316,7 @@ class _Reader:
             self._count(out, change)
             return
         _, old_parent, old_attrs = known
-        differ = [(k, v) for k, v in text.items() if _text(old_attrs.get(k)) != v]
+        differ = [(k, v) for k, v in text.items() if cell_text(old_attrs.get(k)) != v]
         if old_parent == parent and not differ:
             return
         change = {"kind": "move" if old_parent != parent else "update", "type": type_, "mrid": mrid,
@@ -355,7 +355,7 @@ class _Reader:
                 current[mrid] = (parent, orjson.loads(attrs))
         for line_no, row in batch:
             parent, attrs = current[row["consumer"]]
-            differ = [(k, row[k]) for k in CONSUMER_FIELDS if _text(attrs.get(k)) != row[k]]
+            differ = [(k, row[k]) for k in CONSUMER_FIELDS if cell_text(attrs.get(k)) != row[k]]
             if not differ and parent == row["dt"]:
                 continue  # the same row, spelled differently (e.g. 11.0 for 11)
             change = {"kind": "move" if parent != row["dt"] else "update", "type": "consumer",
@@ -389,14 +389,6 @@ class _Reader:
             for mrid in mrids:
                 d.element_retires.append((type_, mrid))
                 self._count(None, {"kind": "retire", "type": type_})
-
-
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _temporary(suffix: str) -> Path:
