@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from typing import Any
@@ -127,11 +126,9 @@ def raw_document(body: bytes, max_bytes: int) -> Any:
 def _dead_letter_raw(publisher: ConfirmingPublisher, route: Route, delivery: Delivery, reason: str) -> None:
     now = time.time()
     headers, props = delivery.headers, delivery.properties
-    headers.update({dl.DL_ROUTE: route.id, dl.DL_ERROR_CLASS: "DecodeError", dl.DL_REASON: reason[:1000],
-                    dl.DL_ATTEMPTS: 0, dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now,
-                    dl.DL_WORKER_HOST: socket.gethostname(), dl.DL_DESTINATION: "",
-                    # one group per kind of refusal ("not JSON", "too large", ...), not per parser message
-                    dl.DL_FINGERPRINT: dl.fingerprint(route.id, "DecodeError", reason.split(":", 1)[0])})
+    # one group per kind of refusal ("not JSON", "too large", ...), not per parser message
+    headers.update(dl.reason_headers(route.id, "", "DecodeError", reason[:1000], attempts=0,
+                                     grouped_by=reason.split(":", 1)[0]))
     publisher.publish(naming.dead_letter_exchange_name(route.id), "", delivery.body,
                       {"content_type": props.get("content_type") or "application/octet-stream", "delivery_mode": 2,
                        "message_id": props.get("message_id") or f"raw-{now}"}, headers)

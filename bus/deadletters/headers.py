@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
+import time
 
 DL_PREFIX = "gridbus-dl-"
 DL_ROUTE = "gridbus-dl-route"
@@ -41,6 +43,26 @@ def normalise(message: str) -> str:
 def fingerprint(route_id: str, error_class: str, message: str) -> str:
     text = f"{route_id}|{error_class}|{normalise(message)}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+_HOST = socket.gethostname()
+
+
+def reason_headers(route_id: str, destination: str, error_class: str, reason: str, *, attempts,
+                   grouped_by: str | None = None, first_failure: float | None = None,
+                   traceback: str | None = None) -> dict:
+    """The ``gridbus-dl-*`` headers that say why a message was dead-lettered, as every
+    publisher of dead letters (worker, AMQP ingress, network delivery) writes them.
+    ``grouped_by``: the text its fingerprint is made from (the reason when not given), so that
+    one kind of failure is one group; ``first_failure``: when the trouble started (now)."""
+    now = time.time()
+    headers = {DL_ROUTE: route_id, DL_DESTINATION: destination, DL_ERROR_CLASS: error_class, DL_REASON: reason,
+               DL_ATTEMPTS: attempts, DL_FIRST_FAILURE: first_failure or now, DL_LAST_FAILURE: now,
+               DL_WORKER_HOST: _HOST,
+               DL_FINGERPRINT: fingerprint(route_id, error_class, reason if grouped_by is None else grouped_by)}
+    if traceback is not None:
+        headers[DL_TRACEBACK] = traceback
+    return headers
 
 
 def original_headers(headers: dict) -> dict:

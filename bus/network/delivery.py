@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -231,12 +230,10 @@ class PartitionDelivery:
     def _dead_letter(self, deliveries: list[Update], error_class: str, reason: str,
                      status: int | None = None) -> None:
         """Each update to the route's dead-letter queue, original body and headers kept."""
-        now = time.time()
+        why = dl.reason_headers(self.route.id, self.route.system, error_class, reason[:2000], attempts=1,
+                                grouped_by=reason)
         for d in deliveries:
-            headers = {**d.headers, dl.DL_ROUTE: self.route.id, dl.DL_DESTINATION: self.route.system,
-                       dl.DL_ERROR_CLASS: error_class, dl.DL_REASON: reason[:2000], dl.DL_ATTEMPTS: 1,
-                       dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now, dl.DL_WORKER_HOST: socket.gethostname(),
-                       dl.DL_FINGERPRINT: dl.fingerprint(self.route.id, error_class, reason)}
+            headers = {**d.headers, **why}
             properties = {k: v for k, v in d.properties.items() if k != "delivery_mode"}
             self._dead_letters.publish("", naming.dead_letter_queue_name(self.route.id), d.body,
                                        {**properties, "delivery_mode": 2}, headers)

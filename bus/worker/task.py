@@ -316,22 +316,12 @@ def dead_letter(route: Route, envelope: Envelope, payload: Any, exc: Exception,
     body, props, headers = task_message.build(envelope, payload)
     if owed:
         headers[dl.PENDING_DESTINATIONS] = owed
-    now = time.time()
-    error_class = exc.__class__.__name__
     message = str(exc)
-    headers.update({
-        dl.DL_ROUTE: route.id,
-        dl.DL_DESTINATION: getattr(exc, "destination", None) or ",".join(owed or []),
-        dl.DL_ERROR_CLASS: error_class,
-        dl.DL_REASON: (f"retries exhausted after {envelope.attempt} attempts: " if retries_exhausted
-                       else "") + message[:1000],
-        dl.DL_TRACEBACK: "".join(traceback.format_exception(exc))[-4000:],
-        dl.DL_ATTEMPTS: envelope.attempt,
-        dl.DL_FIRST_FAILURE: envelope.extra.get(dl.FIRST_FAILURE) or now,
-        dl.DL_LAST_FAILURE: now,
-        dl.DL_WORKER_HOST: _HOST,
-        dl.DL_FINGERPRINT: dl.fingerprint(route.id, error_class, message),
-    })
+    headers.update(dl.reason_headers(
+        route.id, getattr(exc, "destination", None) or ",".join(owed or []), exc.__class__.__name__,
+        (f"retries exhausted after {envelope.attempt} attempts: " if retries_exhausted else "") + message[:1000],
+        attempts=envelope.attempt, grouped_by=message, first_failure=envelope.extra.get(dl.FIRST_FAILURE),
+        traceback="".join(traceback.format_exception(exc))[-4000:]))
     log.error("route %s message %s dead-lettered: %s", route.id, envelope.message_id, exc)
     _publish(naming.dead_letter_exchange_name(route.id), "", body, props, headers)
     hooks.emit("dead-lettered", **trace_fields(envelope), reason=headers[dl.DL_REASON], destinations=owed,
@@ -348,12 +338,9 @@ def dead_letter_raw(routing_key: str | None, headers: dict, properties: dict, bo
         route_id = routing_key[len(naming.route_routing_key("")):]
     if not route_id:
         raise MessageError(f"a message with no route cannot be dead-lettered: {reason}")
-    now = time.time()
     headers = {k: v for k, v in headers.items() if isinstance(k, str)}
-    headers.update({dl.DL_ROUTE: route_id, dl.DL_DESTINATION: "", dl.DL_ERROR_CLASS: "UndecodableMessage",
-                    dl.DL_REASON: reason, dl.DL_ATTEMPTS: headers.get("gridbus-attempt", 1),
-                    dl.DL_FIRST_FAILURE: now, dl.DL_LAST_FAILURE: now, dl.DL_WORKER_HOST: _HOST,
-                    dl.DL_FINGERPRINT: dl.fingerprint(route_id, "UndecodableMessage", reason.split(":")[0])})
+    headers.update(dl.reason_headers(route_id, "", "UndecodableMessage", reason,
+                                     attempts=headers.get("gridbus-attempt", 1), grouped_by=reason.split(":")[0]))
     props = {k: v for k, v in properties.items()
              if k in ("message_id", "correlation_id", "content_type", "content_encoding", "app_id", "type",
                       "timestamp", "reply_to")}
