@@ -1,0 +1,230 @@
+"""What the outage engine needs from the network model, behind one small interface.
+
+* ``locate(meter, at)`` → ``Place``: is the serial a consumer meter, a DT meter or a
+  feeder-head meter at ``at``, and under which DT and feeder (None: unknown then);
+* ``dt(mrid, at)`` → ``DtInfo``: name, feeder, DT meter, its consumer meters (their count is
+  what a DT share is counted against);
+* ``feeder(mrid, at)`` → ``FeederInfo``: name, head meter, its DTs;
+* ``prefetch(meters, t_min, t_max)``: a hint, before a batch, to look up many meters at once.
+
+Two implementations: ``MemoryTopology`` (tests and the benchmark: a fixed tree, e.g. from
+``NetworkModel.feeder_tree()``) and ``StoreTopology`` over the network store, which answers
+``locate`` from bulk queries and caches each row with its validity interval, so a cached answer
+is exact for any instant; a DT's consumer meters are cached per ``members_bucket_s`` (default
+300 s) of event time, so a share is counted against the DT as it was at the start of that bucket.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Place", "DtInfo", "FeederInfo", "Topology", "MemoryTopology", "StoreTopology"]
+
+CONSUMER, DT, FEEDER = "consumer", "dt", "feeder"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    kind: str            # consumer | dt (a DT meter) | feeder (a feeder-head meter)
+    dt: str | None       # None for a feeder-head meter
+    feeder: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtInfo:
+    mrid: str
+    name: str
+    feeder: str
+    dt_meter: str | None
+    meters: tuple[str, ...]   # consumer meters, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class FeederInfo:
+    mrid: str
+    name: str
+    head_meter: str | None
+    dts: tuple[str, ...]      # sorted
+
+
+class Topology(Protocol):
+    def locate(self, meter: str, at: float) -> Place | None: ...
+
+    def dt(self, mrid: str, at: float) -> DtInfo | None: ...
+
+    def feeder(self, mrid: str, at: float) -> FeederInfo | None: ...
+
+    def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None: ...
+
+
+class MemoryTopology:
+    """A fixed network: ``{feeder: {dt: [consumer meters]}}`` plus DT and head meters and names.
+    ``at`` is ignored (the tree does not change)."""
+
+    def __init__(self, tree: dict[str, dict[str, list[str]]], dt_meters: dict[str, str] | None = None,
+                 head_meters: dict[str, str] | None = None, names: dict[str, str] | None = None):
+        names = names or {}
+        dt_meters, head_meters = dt_meters or {}, head_meters or {}
+        self.places: dict[str, Place] = {}
+        self.dts: dict[str, DtInfo] = {}
+        self.feeders: dict[str, FeederInfo] = {}
+        for feeder, dts in tree.items():
+            self.feeders[feeder] = FeederInfo(feeder, names.get(feeder, feeder), head_meters.get(feeder),
+                                              tuple(sorted(dts)))
+            if head_meters.get(feeder):
+                self.places[head_meters[feeder]] = Place(FEEDER, None, feeder)
+            for dt, meters in dts.items():
+                self.dts[dt] = DtInfo(dt, names.get(dt, dt), feeder, dt_meters.get(dt), tuple(sorted(meters)))
+                if dt_meters.get(dt):
+                    self.places[dt_meters[dt]] = Place(DT, dt, feeder)
+                for m in meters:
+                    self.places[m] = Place(CONSUMER, dt, feeder)
+
+    @classmethod
+    def from_model(cls, model: Any) -> "MemoryTopology":
+        """The network of a ``simulators.network.NetworkModel`` as it is now."""
+        tree = model.feeder_tree()
+        dt_meters, head_meters, names = {}, {}, {}
+        for f in range(model.feeders):
+            head_meters[model.feeder_id(f)] = model.feeder_head_meter(f)
+            names[model.feeder_id(f)] = model.feeder_name(f)
+        for d in range(model.dts):
+            dt_meters[model.dt_id(d)] = model.dt_meter(d)
+            names[model.dt_id(d)] = model.dt_name(d)
+        return cls(tree, dt_meters, head_meters, names)
+
+    def locate(self, meter: str, at: float) -> Place | None:
+        return self.places.get(meter)
+
+    def dt(self, mrid: str, at: float) -> DtInfo | None:
+        return self.dts.get(mrid)
+
+    def feeder(self, mrid: str, at: float) -> FeederInfo | None:
+        return self.feeders.get(mrid)
+
+    def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None:
+        return None
+
+
+class StoreTopology:
+    """The network store (bus/network/store.py) as the engine's topology: bulk queries on its
+    ``elements`` table (bus/network/schema.py), answers cached.
+
+    * meter rows (consumer, DT, feeder-head meter) are read for a whole batch of meters over a
+      time range and kept with their validity ``[valid_from, valid_to)``: exact for any instant
+      inside the range queried (``span_s`` either side of a single lookup, default 1 h);
+    * DT and feeder rows likewise;
+    * a DT's consumer meters and a feeder's DTs: one query per element per ``members_bucket_s``.
+    Caches are cleared when they pass ``max_cached`` entries (memory stays bounded)."""
+
+    def __init__(self, store: Any, span_s: float = 3600.0, members_bucket_s: float = 300.0,
+                 max_cached: int = 2_000_000):
+        self.store = store
+        self.db = store.db
+        self.values_of = store.dialect.values_of
+        self.span_s, self.bucket_s, self.max_cached = span_s, members_bucket_s, max_cached
+        # meter -> (covered_from, covered_to, [(valid_from, valid_to, type, mrid, parent)])
+        self._meters: dict[str, tuple[float, float, list[tuple]]] = {}
+        # element mrid -> (covered_from, covered_to, [(valid_from, valid_to, parent, name, attributes)])
+        self._elements: dict[str, tuple[float, float, list[tuple]]] = {}
+        self._members: dict[tuple[str, int], tuple[str, ...]] = {}
+        self.queries = 0
+
+    def _rows(self, sql: str, args: tuple) -> list[tuple]:
+        self.queries += 1
+        return self.db.rows(sql, args)
+
+    def _trim(self) -> None:
+        for cache in (self._meters, self._elements, self._members):
+            if len(cache) > self.max_cached:
+                cache.clear()
+
+    # -- meters ---------------------------------------------------------------------------------
+    def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None:
+        wanted = []
+        for m in set(meters):
+            c = self._meters.get(m)
+            if c is None or not (c[0] <= t_min and t_max < c[1]):
+                wanted.append(m)
+        if wanted:
+            self._load_meters(wanted, t_min - self.span_s, t_max + self.span_s)
+
+    def _load_meters(self, meters: list[str], t_from: float, t_to: float) -> None:
+        self._trim()
+        found: dict[str, list[tuple]] = {m: [] for m in meters}
+        for i in range(0, len(meters), 20_000):
+            chunk = meters[i:i + 20_000]
+            for meter, vf, vt, type_, mrid, parent in self._rows(
+                    f"SELECT meter, valid_from, valid_to, type, mrid, parent FROM elements "
+                    f"WHERE meter IN ({self.values_of}) AND valid_from <= ? AND valid_to > ?",
+                    (json.dumps(chunk), t_to, t_from)):
+                found[meter].append((vf, vt, type_, mrid, parent))
+        for m, rows in found.items():
+            self._meters[m] = (t_from, t_to, rows)
+
+    def _meter_row(self, meter: str, at: float) -> tuple | None:
+        c = self._meters.get(meter)
+        if c is None or not (c[0] <= at < c[1]):
+            self._load_meters([meter], at - self.span_s, at + self.span_s)
+            c = self._meters[meter]
+        for row in c[2]:
+            if row[0] <= at < row[1]:
+                return row
+        return None
+
+    # -- elements -------------------------------------------------------------------------------
+    def _element_row(self, mrid: str, at: float) -> tuple | None:
+        c = self._elements.get(mrid)
+        if c is None or not (c[0] <= at < c[1]):
+            self._trim()
+            t_from, t_to = at - self.span_s, at + self.span_s
+            rows = [(vf, vt, parent, name, attributes) for vf, vt, parent, name, attributes in self._rows(
+                "SELECT valid_from, valid_to, parent, name, attributes FROM elements "
+                "WHERE mrid = ? AND valid_from <= ? AND valid_to > ?", (mrid, t_to, t_from))]
+            c = self._elements[mrid] = (t_from, t_to, rows)
+        for row in c[2]:
+            if row[0] <= at < row[1]:
+                return row
+        return None
+
+    def _children(self, mrid: str, at: float, column: str) -> tuple[str, ...]:
+        key = (mrid + "\x00" + column, int(at // self.bucket_s))
+        found = self._members.get(key)
+        if found is None:
+            t = key[1] * self.bucket_s
+            found = tuple(sorted(r[0] for r in self._rows(
+                f"SELECT {column} FROM elements WHERE parent = ? AND valid_from <= ? AND valid_to > ? "
+                f"AND {column} IS NOT NULL", (mrid, t, t))))
+            self._members[key] = found
+        return found
+
+    # -- the interface --------------------------------------------------------------------------
+    def locate(self, meter: str, at: float) -> Place | None:
+        row = self._meter_row(meter, at)
+        if row is None:
+            return None
+        _, _, type_, mrid, parent = row
+        if type_ == "consumer":
+            dt_row = self._element_row(parent, at)
+            return Place(CONSUMER, parent, dt_row[2]) if dt_row and dt_row[2] else None
+        if type_ == "dt":
+            return Place(DT, mrid, parent) if parent else None
+        if type_ == "feeder":
+            return Place(FEEDER, None, mrid)
+        return None
+
+    def dt(self, mrid: str, at: float) -> DtInfo | None:
+        row = self._element_row(mrid, at)
+        if row is None or not row[2]:
+            return None
+        attributes = json.loads(row[4]) if row[4] else {}
+        return DtInfo(mrid, row[3] or mrid, row[2], attributes.get("dt_meter"), self._children(mrid, at, "meter"))
+
+    def feeder(self, mrid: str, at: float) -> FeederInfo | None:
+        row = self._element_row(mrid, at)
+        if row is None:
+            return None
+        attributes = json.loads(row[4]) if row[4] else {}
+        return FeederInfo(mrid, row[3] or mrid, attributes.get("head_meter"), self._children(mrid, at, "mrid"))
