@@ -31,6 +31,9 @@
 
     python -m simulators.gis --consumers 10000 --seed 1 [--bus-url URL --bus-key KEY]
                              [--drop-dir DIR] [--port P] [--name gis]
+
+The network's shape defaults to the dev stack's shared network (``GRIDBUS_DEV_NETWORK_*``,
+simulators.network ``shared_recipe``), the one the HES stand-ins and the alarm generator use.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ import requests
 
 from simulators.control import (BackgroundServer, ControlError, FailureMode, Faults, JsonRequestHandler,
                                 RequestLog, serve_until_signalled)
-from simulators.network import SNAPSHOT_HEADER, NetworkModel, change_document
+from simulators.network import SNAPSHOT_HEADER, NetworkModel, change_document, shared_recipe
 
 STREAM_OPTIONS = {"new-connections": ("count", "at", "dt"), "meter-replacements": ("count", "at", "consumers"),
                   "dt-moves": ("count", "at", "from_feeder", "to_feeder"), "retirements": ("dts", "at", "dt"),
@@ -282,11 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--name", default="gis")
-    p.add_argument("--consumers", type=int, default=10_000, help="consumers of the generated network")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dts-per-feeder", type=int, default=20)
-    p.add_argument("--feeders-per-substation", type=int, default=10)
-    p.add_argument("--first-meter", type=int, default=1, help="number of the first consumer meter UPM%%08d")
+    # defaults: the dev stack's shared network (GRIDBUS_DEV_NETWORK_*), which the HES stand-ins and
+    # the alarm generator read too, else 10,000 consumers of seed 1
+    shared = shared_recipe() or {}
+    p.add_argument("--consumers", type=int, default=shared.get("consumers", 10_000),
+                   help="consumers of the generated network (default $GRIDBUS_DEV_NETWORK_CONSUMERS, else 10000)")
+    p.add_argument("--seed", type=int, default=shared.get("seed", 1), help="default $GRIDBUS_DEV_NETWORK_SEED, else 1")
+    p.add_argument("--dts-per-feeder", type=int, default=shared.get("dts_per_feeder", 20))
+    p.add_argument("--feeders-per-substation", type=int, default=shared.get("feeders_per_substation", 10))
+    p.add_argument("--first-meter", type=int, default=shared.get("first_meter", 1),
+                   help="number of the first consumer meter UPM%%08d")
     p.add_argument("--bus-url", help="where change documents are POSTed (the gateway's gis endpoint)")
     p.add_argument("--bus-key", help="X-API-Key sent with them")
     p.add_argument("--drop-dir", help="folder POST /snapshot writes the nightly export into")

@@ -28,7 +28,11 @@ succeeded, FAILED when none did, else PARTIAL, with one Error per failed meter n
 it.  A request the HES cannot read at all is a 400 FAILED reply.
 
 The HES serves any meter (the bus decides which HES gets which meter) and remembers
-which meters it was asked about.  Reads are register values that depend only on
+which meters it was asked about.  In a dev stack (``GRIDBUS_DEV_NETWORK_*`` set, see
+simulators.network ``shared_model``) a HES named hes-a or hes-b serves only its meters of
+that shared network (consumer, DT and feeder-head meters; odd serials HES-A, even HES-B,
+as the dev stack's meter assignment): any other meter answers ``METER_UNREACHABLE``, as a
+real head-end does for a meter it does not have.  ``/stats`` then gives ``fleet``, their number.  Reads are register values that depend only on
 (meter, readingType), stamped now.  Commands are idempotent per (commandId, meter): a
 repeat does not execute again and answers the first execution's result.
 
@@ -56,6 +60,7 @@ import orjson
 
 from simulators.control import (DROP, BackgroundServer, FailureMode, MessageRejected, MessageStandIn,
                                 MessageStandInHandler, injected_failure, standin_main, utc_now)
+from simulators.network import hes_of, shared_model
 
 RT_KWH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 RT_KWH_EXP = "0.0.2.4.19.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -163,6 +168,27 @@ class _MeterFaults:
                 "latency_ms": self.latency_ms, "timeout_s": self.timeout_s}
 
 
+class _NotInFleet:
+    """``meter in`` it: set unreachable by /_meters, or not a meter of the fleet."""
+
+    def __init__(self, unreachable: set[str], fleet: frozenset[str] | None) -> None:
+        self.unreachable, self.fleet = set(unreachable), fleet
+
+    def __contains__(self, meter: object) -> bool:
+        return meter in self.unreachable or (self.fleet is not None and meter not in self.fleet)
+
+
+def shared_fleet(name: str, env: dict[str, str] | None = None) -> frozenset[str] | None:
+    """The meters HES ``name`` (hes-a, hes-b) has in the dev stack's shared network; None when
+    there is no shared network or the name is another."""
+    model = shared_model(env) if name in ("hes-a", "hes-b") else None
+    if model is None:
+        return None
+    meters = [model.meter_of(c) for d in range(model.dts) for c in model.consumers_of_dt(d)]
+    meters += [model.dt_meter(d) for d in range(model.dts)] + [model.feeder_head_meter(f) for f in range(model.feeders)]
+    return frozenset(m for m in meters if hes_of(m) == name)
+
+
 class HesApp(MessageStandIn):
     """Meter states, executions per (commandId, meter), what became of each command on each
     meter (``GET /requests/commands/{commandId}``) and the per-meter faults."""
@@ -170,9 +196,10 @@ class HesApp(MessageStandIn):
     noun = "MeterReadings"
     message_paths = (READ_PATH, COMMAND_PATH)
 
-    def __init__(self, name: str = "hes") -> None:
+    def __init__(self, name: str = "hes", fleet: frozenset[str] | None = None) -> None:
         super().__init__(name)
         self._store_lock = threading.Lock()
+        self.fleet = fleet          # None: any meter; else only these answer
         self.clear()
 
     def clear(self) -> None:
@@ -362,15 +389,21 @@ class HesApp(MessageStandIn):
 
     def _unreachable(self, meter: str) -> dict[str, Any]:
         self.counts["unreachable_answers"] += 1
-        return {"code": "METER_UNREACHABLE", "level": "FATAL", "reason": f"meter {meter} does not answer",
-                "meter": meter}
+        reason = f"meter {meter} does not answer" if self._has(meter) else f"meter {meter} is not on {self.name}"
+        return {"code": "METER_UNREACHABLE", "level": "FATAL", "reason": reason, "meter": meter}
+
+    def _has(self, meter: str) -> bool:
+        return self.fleet is None or meter in self.fleet
+
+    def _unreachable_now(self) -> "_NotInFleet":
+        return _NotInFleet(self.meter_faults.unreachable, self.fleet)
 
     def _read(self, request: dict[str, Any]) -> tuple[list[dict], dict]:
         now = utc_now()
         errors: list[dict[str, Any]] = []
         blocks: list[dict[str, Any]] = []
         with self._store_lock:
-            unreachable = set(self.meter_faults.unreachable)
+            unreachable = self._unreachable_now()
             self.counts["posts"] += 1
             self.counts["read_requests"] += 1
             for meter in request["meters"]:
@@ -394,7 +427,7 @@ class HesApp(MessageStandIn):
             # The clock is read here, after every sleep: a slow HES must not execute a command
             # that expired while it waited.
             expired = expires_at is not None and dt.datetime.now(dt.timezone.utc) >= expires_at
-            unreachable = set(self.meter_faults.unreachable)
+            unreachable = self._unreachable_now()
             self.counts["posts"] += 1
             self.counts["command_requests"] += 1
             for meter in request["meters"]:
@@ -443,7 +476,7 @@ class HesApp(MessageStandIn):
 
     def counters(self) -> dict[str, Any]:
         with self._store_lock:
-            return dict(self.counts)
+            return {**self.counts, **({"fleet": len(self.fleet)} if self.fleet is not None else {})}
 
     def set_meter_faults(self, body: bytes) -> tuple[int, dict]:
         try:
@@ -514,7 +547,13 @@ class HesServer(BackgroundServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return standin_main(HesServer, "python -m simulators.hes", __doc__.split("\n")[0], "hes", argv)
+    def server(host: str, port: int, name: str, verbose: bool) -> HesServer:
+        made = HesServer(host, port, name, verbose)
+        fleet = shared_fleet(name)          # the dev stack's shared network, when there is one
+        if fleet is not None:
+            made.app.fleet = fleet
+        return made
+    return standin_main(server, "python -m simulators.hes", __doc__.split("\n")[0], "hes", argv)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 import requests
 import yaml
 
-from simulators.network import NetworkModel
+from simulators.network import NetworkModel, shared_model
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 # found, not imported: find_spec locates the installed package without running its code
@@ -378,7 +378,13 @@ def _network_of(a: argparse.Namespace) -> Network:
         return Network.load(a.network)
     if a.consumers:
         return Network.from_model(NetworkModel.generate(a.consumers, seed=a.gis_seed), a.seed)
-    return Network.build(a.feeders, a.dts, a.meters, seed=a.seed if a.seed is not None else 1)
+    regular = (a.feeders, a.dts, a.meters) != (None, None, None)
+    # in a dev stack the alarms come from the network the GIS stand-in serves (GRIDBUS_DEV_NETWORK_*),
+    # so an outage the bus correlates can be checked against that network's ground truth
+    shared = None if regular else shared_model()
+    if shared is not None:
+        return Network.from_model(shared, a.seed)
+    return Network.build(a.feeders or 10, a.dts or 20, a.meters or 250, seed=a.seed if a.seed is not None else 1)
 
 
 def _emit(alarms: list[dict[str, Any]], out: str | None, network: Network) -> None:
@@ -407,13 +413,16 @@ def _classes_of(codes) -> dict[str, list[str]]:
 def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", help="network file written by the 'network' command, or a GIS snapshot "
                                      "CSV; without it a regular network of --feeders x --dts x --meters "
-                                     "is built (or a generated one with --consumers)")
+                                     "is built (or a generated one with --consumers); with none of "
+                                     "these, the dev stack's shared network when GRIDBUS_DEV_NETWORK_"
+                                     "CONSUMERS is set (simulators.network shared_model)")
     p.add_argument("--consumers", type=int, help="without --network: the generated GIS network of "
                                                  "simulators.network with this many consumers")
     p.add_argument("--gis-seed", type=int, default=1, help="seed of the generated GIS network (default 1)")
-    p.add_argument("--feeders", type=int, default=10, help="without --network (default 10)")
-    p.add_argument("--dts", type=int, default=20, help="DTs per feeder without --network (default 20)")
-    p.add_argument("--meters", type=int, default=250, help="meters per DT without --network (default 250)")
+    # None when not given, so that the shared network is used only when no regular one was asked for
+    p.add_argument("--feeders", type=int, help="without --network (default 10)")
+    p.add_argument("--dts", type=int, help="DTs per feeder without --network (default 20)")
+    p.add_argument("--meters", type=int, help="meters per DT without --network (default 250)")
     p.add_argument("--at", default=DEFAULT_AT, help=f"ISO 8601 start; no offset = IST (default {DEFAULT_AT})")
     p.add_argument("--hes", default="hes-a", help="HES name, the prefix of every alarm_id")
     p.add_argument("--seed", type=int, help="random seed (default: the network's seed)")

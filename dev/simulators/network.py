@@ -658,6 +658,44 @@ def _measure(consumers: int, seed: int, work: Path) -> dict[str, Any]:
     return out
 
 
+# -- the shared network of a dev stack ------------------------------------------------------------
+# `gridbus dev up` puts these in every stand-in's environment (and in dev.env), so the GIS
+# stand-in, the HES stand-ins, the alarm generator and the demo all generate the same network:
+# what the bus's analytics compute can then be checked against ``where(meter, at)``.  The bus
+# itself never reads them.
+SHARED_NETWORK_ENV = {"GRIDBUS_DEV_NETWORK_CONSUMERS": "consumers", "GRIDBUS_DEV_NETWORK_SEED": "seed",
+                      "GRIDBUS_DEV_NETWORK_DTS_PER_FEEDER": "dts_per_feeder",
+                      "GRIDBUS_DEV_NETWORK_FEEDERS_PER_SUBSTATION": "feeders_per_substation",
+                      "GRIDBUS_DEV_NETWORK_FIRST_METER": "first_meter"}
+
+
+def shared_recipe(env: dict[str, str] | None = None) -> dict[str, int] | None:
+    """``generate`` arguments of the shared network from ``GRIDBUS_DEV_NETWORK_*`` (``env``,
+    default os.environ); None when GRIDBUS_DEV_NETWORK_CONSUMERS is not set (no shared network)."""
+    env = os.environ if env is None else env
+    if not env.get("GRIDBUS_DEV_NETWORK_CONSUMERS"):
+        return None
+    recipe = {}
+    for var, arg in SHARED_NETWORK_ENV.items():
+        if env.get(var):
+            try:
+                recipe[arg] = int(env[var])
+            except ValueError:
+                raise ValueError(f"{var} must be an integer, not {env[var]!r}") from None
+    return recipe
+
+
+def shared_model(env: dict[str, str] | None = None) -> NetworkModel | None:
+    """The shared network as generated (``shared_recipe``), or None when there is none."""
+    recipe = shared_recipe(env)
+    return NetworkModel.generate(**recipe) if recipe is not None else None
+
+
+def shared_env(recipe: dict[str, int]) -> dict[str, str]:
+    """The ``GRIDBUS_DEV_NETWORK_*`` variables that make ``shared_recipe`` give ``recipe``."""
+    return {var: str(recipe[arg]) for var, arg in SHARED_NETWORK_ENV.items() if arg in recipe}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
