@@ -28,7 +28,17 @@ STAND_INS = (("mdms-1", "simulators.mdms", MDMS_1_PORT, "MDMS_1_URL"),
              ("fms", "simulators.fms", 18103, "FMS_URL"),
              ("adms", "simulators.adms", 18104, "ADMS_URL"),
              ("hes-a", "simulators.hes", 18105, "HES_A_URL"),
-             ("hes-b", "simulators.hes", 18106, "HES_B_URL"))
+             ("hes-b", "simulators.hes", 18106, "HES_B_URL"),
+             # use case 9: the GIS, and the two billing systems that take consumer paths
+             ("gis", "simulators.gis", 18107, "GIS_URL"),
+             ("billing-1", "simulators.billing_network", 18108, "BILLING_1_URL"),
+             ("billing-2", "simulators.billing_network", 18109, "BILLING_2_URL"))
+# The network every stand-in of the dev stack generates (simulators.network shared_recipe, read
+# from GRIDBUS_DEV_NETWORK_*; the environment of `dev up` may override each): 2,000 consumers
+# under 20 DTs, 4 feeders and 2 substations, meters UPM00010000..UPM00011999, so the demo's
+# meters (HES files, requests, alarms) are the network's, and the demo can load it whole in seconds.
+DEV_NETWORK = {"consumers": 2000, "seed": 1, "dts_per_feeder": 5, "feeders_per_substation": 2,
+               "first_meter": 10_000}
 GATEWAY_PORT = 18080
 METRICS_PORT = 18190  # the recorder's Prometheus metrics
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
@@ -129,6 +139,7 @@ class ProcessSet:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
+        self._started: dict[str, subprocess.Popen] = {}
 
     def pid(self, name: str) -> int | None:
         path = self.run_dir / f"{name}.pid"
@@ -148,7 +159,9 @@ class ProcessSet:
             return None
         return pid
 
-    def start(self, service: Service, env: dict | None = None) -> int:
+    def start(self, service: Service, env: dict | None = None, wait: bool = True) -> int:
+        """Start ``service`` unless it runs; with ``wait``, return once it listens on its port
+        (else call ``wait_listening`` later: stand-ins start side by side, not one after another)."""
         running = self.pid(service.name)
         if running:
             return running
@@ -156,16 +169,24 @@ class ProcessSet:
         proc = subprocess.Popen(service.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 env=env or os.environ.copy(), start_new_session=True)
         (self.run_dir / f"{service.name}.pid").write_text(str(proc.pid))
-        if service.port:
-            deadline = time.monotonic() + 60
-            while not port_open(service.port):
-                if proc.poll() is not None:
-                    raise GridbusError(f"{service.name} exited with {proc.returncode}; "
-                                       f"see {self.run_dir / service.name}.log")
-                if time.monotonic() > deadline:
-                    raise GridbusError(f"{service.name} did not listen on {service.port}")
-                time.sleep(0.1)
+        self._started[service.name] = proc
+        if wait:
+            self.wait_listening(service)
         return proc.pid
+
+    def wait_listening(self, service: Service, timeout_s: float = 60) -> None:
+        """Until ``service`` (started by this set, or already running) listens on its port."""
+        if not service.port:
+            return
+        proc = self._started.get(service.name)
+        deadline = time.monotonic() + timeout_s
+        while not port_open(service.port):
+            if proc is not None and proc.poll() is not None:
+                raise GridbusError(f"{service.name} exited with {proc.returncode}; "
+                                   f"see {self.run_dir / service.name}.log")
+            if time.monotonic() > deadline:
+                raise GridbusError(f"{service.name} did not listen on {service.port}")
+            time.sleep(0.1)
 
     def stop(self, name: str, timeout_s: float = 15) -> bool:
         pid = self.pid(name)

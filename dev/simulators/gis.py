@@ -8,6 +8,7 @@
     GET  /network/meters/<serial>[?at=T]      ground truth {"meter", "at", "where": {consumer,
                       dt, feeder, substation} | null}
     GET  /network/consumers/<id>[?at=T]       {"path": consumer path without version | null}
+    GET  /network/dts/<id>            ground truth now {"dt", "feeder", "consumers": [ids]}; 404
     POST /push        {"stream": "full" | "new-connections" | "meter-replacements" | "dt-moves" |
                        "retirements" | "drift", the stream's options ("count", "at", "dt",
                        "from_feeder", "to_feeder", "dts", "share", "consumers"), "batch": changes
@@ -26,6 +27,10 @@
                        "documents_sent", "changes_sent", "push_status" (answers by status,
                        retries included), "snapshots_written",
                        "snapshot_gets", "mode", "name"}
+    POST /_sequence   {"after": N}: the next change takes a sequence above N (and its change id
+                      with it); for a stand-in restarted against a network store that already
+                      holds the changes of its earlier life (`gridbus demo` does this)
+                      -> {"sequence": the last sequence used now}
     POST /_control (also /control), /_reset (a new model from the seed, counters cleared);
     GET  /health, /_requests?limit=N   as the other stand-ins
 
@@ -162,6 +167,24 @@ class GisApp:
             self.counts["snapshots_written"] += 1
         return 200, {"path": str(path), "rows": rows}
 
+    def dt(self, mrid: str) -> dict[str, Any] | None:
+        """A DT in service now: its feeder and its consumers (ground truth for a DT move)."""
+        try:
+            type_, d = self.model.index_of(mrid)
+        except KeyError:
+            return None
+        if type_ != "dt" or d >= self.model.dts or d in self.model.retired_dt:
+            return None
+        return {"dt": mrid, "feeder": self.model.feeder_id(self.model.dt_feeder[d]),
+                "consumers": [self.model.consumer_id(c) for c in self.model.consumers_of_dt(d)]}
+
+    def sequence_after(self, after: Any) -> tuple[int, dict[str, Any]]:
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            return 400, {"error": "after is an integer >= 0"}
+        with self.lock:
+            self.model.sequence = max(self.model.sequence, after)
+            return 200, {"sequence": self.model.sequence}
+
     def control(self, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
             mode = FailureMode.from_dict(orjson.loads(body or b"{}"))
@@ -205,6 +228,10 @@ class _Handler(JsonRequestHandler):
                 with app.lock:
                     path = app.model.consumer_path(unquote(parts[2]), _at(query))
                 self.send_json(200 if path else 404, {"path": path})
+            elif len(parts) == 3 and parts[:2] == ["network", "dts"]:
+                with app.lock:
+                    found = app.dt(unquote(parts[2]))
+                self.send_json(200 if found else 404, found or {"error": f"no DT {parts[2]}"})
             elif url.path == "/_requests":
                 self.send_json(200, {"requests": app.requests.last()})
             else:
@@ -264,6 +291,8 @@ class _Handler(JsonRequestHandler):
             return
         if path == "/push":
             status, answer = app.push(spec)
+        elif path == "/_sequence":
+            status, answer = app.sequence_after(spec.get("after"))
         elif path == "/snapshot":
             status, answer = app.write_snapshot(spec)
         else:

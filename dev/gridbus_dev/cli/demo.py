@@ -1,5 +1,8 @@
-"""`gridbus demo`: use case 1 (HES files → MDMS) and the alarms of use cases 2, 4 and 5
-(HES → gateway → MDMS-1, WFM, FMS, ADMS) end to end against the local stack, with a summary."""
+"""`gridbus demo`: use case 1 (HES files → MDMS), the alarms of use cases 2, 4 and 5
+(HES → gateway → MDMS-1, WFM, FMS, ADMS), the requests of use cases 6, 7 and 8 and the
+network of use case 9 (GIS → network store → billing-1, billing-2) end to end against the
+local stack, with a summary.  Every meter is one of the dev stack's shared generated network
+(GRIDBUS_DEV_NETWORK_*: UPM00010000..UPM00011999 by default)."""
 from __future__ import annotations
 
 import json
@@ -18,9 +21,12 @@ from bus.settings import DEV_AMQP_PORT, environment
 from gridbus_dev import devstack
 from gridbus_dev.cli.demo_alarms import run_alarms
 from gridbus_dev.cli.demo_metrics import run_metrics
+from gridbus_dev.cli.demo_network import run_network
 from gridbus_dev.cli.demo_requests import run_requests
 
-# (inbox folder, generator arguments); distinct meter ranges so every file adds new reads
+# (inbox folder, generator arguments); distinct meter ranges so every file adds new reads, all
+# within the shared network's meters (the generator numbers meters in a row, so a file holds
+# meters of both HES: the files go to the MDMS, not back to a HES)
 DEMO_FILES = [
     ("hes-a", ["--profile", "block-load", "--format", "csv", "--meters", "300", "--days", "2",
                "--first-serial", "10000"]),
@@ -29,9 +35,9 @@ DEMO_FILES = [
     ("hes-a", ["--profile", "events", "--format", "csv", "--meters", "300", "--days", "2",
                "--first-serial", "10000"]),
     ("hes-a", ["--profile", "block-load", "--format", "xml", "--meters", "50", "--days", "1",
-               "--first-serial", "20000", "--xml-envelope"]),
+               "--first-serial", "10300", "--xml-envelope"]),
     ("hes-b", ["--profile", "block-load", "--format", "csv", "--meters", "50", "--days", "1",
-               "--first-serial", "30000", "--source", "hes-b"]),
+               "--first-serial", "10350", "--source", "hes-b"]),
 ]
 
 
@@ -56,7 +62,9 @@ def demo(timeout):
     """Generate HES files (CSV and XML), drop them in the inboxes, wait for MDMS-1 and MDMS-2;
     then push a feeder trip with health and fraud alarms through the gateway and wait for
     MDMS-1, WFM, FMS and ADMS; then ask, as billing-1, for billing determinants, an on-demand
-    read and commands; print what happened, and what the metrics counted.  Needs `gridbus dev up`."""
+    read and commands; then load the GIS's network into the bus and move a DT, and wait for
+    billing-1 and billing-2; print what happened, and what the metrics counted.  Needs
+    `gridbus dev up`."""
     env = environment()
     if not devstack.port_open(DEV_AMQP_PORT) or "MDMS_1_URL" not in env:
         raise GridbusError("the local stack is not up: run `gridbus dev up` first")
@@ -104,6 +112,8 @@ def demo(timeout):
     run_alarms(env, timeout)
     click.echo("")
     run_requests(env)
+    click.echo("")
+    run_network(env, timeout)
     click.echo("")
     run_metrics()
 

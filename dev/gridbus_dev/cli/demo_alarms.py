@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,16 +23,23 @@ SUBSCRIBERS = {"mdms-1": ("critical", "MDMS_1_URL", "events"), "wfm": ("health",
                "fms": ("fraud", "FMS_URL", "evidence"), "adms": ("outage", "ADMS_URL", "events")}
 
 
-def _alarms(work: Path, at: str) -> tuple[Path, dict[str, int]]:
-    """A trip of two feeders (last gasps, then first breaths) and 300 health and fraud alarms."""
-    net = ["--feeders", "4", "--dts", "5", "--meters", "40", "--at", at]
-    runs = [["trip", "--feeder", "F01", "--feeder", "F02", "--restore-after-s", "900"],
+TRIPPED = ("FDR-0001", "FDR-0002")
+
+
+def _alarms(work: Path, at: str, env: dict) -> tuple[Path, dict[str, int]]:
+    """A trip of two feeders (last gasps, then first breaths) and 300 health and fraud alarms, on
+    the dev stack's shared network (the generator reads GRIDBUS_DEV_NETWORK_*, from dev.env here),
+    so each alarm's meter hangs under the DT and feeder the GIS and the network store say."""
+    shared = {k: v for k, v in env.items() if k.startswith("GRIDBUS_DEV_NETWORK_")}
+    if not shared:
+        raise GridbusError("no shared network (GRIDBUS_DEV_NETWORK_*) in dev.env: run `gridbus dev up` again")
+    runs = [["trip", *(a for f in TRIPPED for a in ("--feeder", f)), "--restore-after-s", "900"],
             ["mixed", "--count", "300", "--mix", "health=2,fraud=1", "--window-s", "600"]]
     alarms, classes = [], {}
     for i, argv in enumerate(runs):
         out = work / f"alarms-{i}.json"
-        done = subprocess.run([sys.executable, "-m", "simulators.hes_alarms", *argv, *net, "--out", str(out)],
-                              capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "simulators.hes_alarms", *argv, "--at", at, "--out", str(out)],
+                              capture_output=True, text=True, env={**os.environ, **shared})
         if done.returncode:
             raise GridbusError(f"alarm generator failed: {done.stderr[-1000:]}")
         classes.update(json.loads(done.stdout)["code_classes"])
@@ -56,10 +64,10 @@ def run_alarms(env: dict, timeout: float) -> None:
     try:
         # a new trip each run (alarm ids carry the time), so nothing is a duplicate of the last demo
         at = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).replace(microsecond=0).isoformat()
-        path, expected = _alarms(work, at)
+        path, expected = _alarms(work, at, env)
         before = _counts(env)
         total = len(json.loads(path.read_text()))
-        click.echo(f"pushing {total:,} HES-A alarms (feeder trip F01+F02, health, fraud) to {gateway} ...")
+        click.echo(f"pushing {total:,} HES-A alarms (feeder trip {'+'.join(TRIPPED)}, health, fraud) to {gateway} ...")
         started = time.monotonic()
         sent = subprocess.run([sys.executable, "-m", "simulators.hes_alarms", "send", str(path), "--url",
                                f"{gateway}/v1/push/hes-a/alarms", "--key", key, "--batch", "500"],

@@ -12,6 +12,8 @@ from bus.errors import GridbusError
 from bus.settings import Settings
 
 DEMO_METER = "UPM00010000"  # a meter of the demo's block-load file (use case 1), served by HES-B
+# 60 meters of the shared network, half on each HES, none in the demo's files
+BULK_METERS = [f"UPM{n:08d}" for n in range(10401, 10461)]
 
 
 def _ask(gateway: str, key: str, path: str, request: dict, user: str = "demo-operator") -> dict:
@@ -54,7 +56,7 @@ def run_requests(env: dict) -> None:
         click.echo(f"  the same command id again: {again['state']}, duplicate={again.get('duplicate', False)} "
                    "(not executed twice)")
         big = _ask(gateway, key, "commands", {"commandId": f"{command_id}-bulk", "action": "disconnect",
-                                              "meters": [f"UPM{n:08d}" for n in range(20001, 20061)]})
+                                              "meters": BULK_METERS})
         click.echo(f"disconnect            60 meters: {big['state']}; an approver other than demo-operator "
                    "approves it with")
         click.echo("  gridbus operators add NAME --role approver   (once: an account with its own password)")

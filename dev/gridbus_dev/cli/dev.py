@@ -13,8 +13,14 @@ from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 from gridbus_dev import devstack
 from gridbus_dev.devstack import ProcessSet, Service
+from simulators.network import SHARED_NETWORK_ENV, shared_env, shared_model
 
-SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker-requests", "worker",
+# use case 9 out: the outbox publisher and the delivery to billing are two processes, as in
+# production: the publisher is one leader (a lease in the broker) while deliver is run twice for
+# a standby per partition; apart, each has its own log and `dev status` line, and one can be
+# stopped to show the other's behaviour (billing waits, the outbox fills) without the other.
+NETWORK_SERVICES = ("network-publish", "network-deliver")
+SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker-requests", "worker", *NETWORK_SERVICES,
             *(s[0] for s in devstack.STAND_INS))
 
 
@@ -29,6 +35,8 @@ def dev_env() -> dict[str, str]:
         **{var: f"http://127.0.0.1:{port}" for _name, _module, port, var in devstack.STAND_INS},
         "GRIDBUS_GATEWAY_URL": f"http://127.0.0.1:{devstack.GATEWAY_PORT}",
         "GRIDBUS_METER_ASSIGNMENT": str(home / "meter-assignment.csv"),
+        # the network all stand-ins generate; the environment of `dev up` may change it
+        **{var: os.environ.get(var) or value for var, value in shared_env(devstack.DEV_NETWORK).items()},
     }
 
 
@@ -39,12 +47,24 @@ def _write_env_file(values: dict[str, str]) -> None:
                     "".join(f"{k}={v}\n" for k, v in values.items()))
 
 
-def _meter_assignment(path: Path) -> None:
-    """Which HES serves which meter: the demo's meters alternate between HES-A and HES-B."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("meter,hes\n" + "".join(f"UPM{n:08d},{'hes-a' if n % 2 else 'hes-b'}\n"
-                                                  for n in range(1, 40_001)))
+def _meter_assignment(path: Path, values: dict[str, str]) -> int:
+    """Which HES serves which meter: every meter of the shared network (consumer, DT and
+    feeder-head meters), odd serials HES-A, even HES-B, as the HES stand-ins' fleets.  Written
+    each time, so that it follows a change of GRIDBUS_DEV_NETWORK_*."""
+    return shared_model(values).write_meter_assignment(path)
+
+
+def _stand_in_argv(name: str, module: str, port: int, values: dict[str, str]) -> list[str]:
+    argv = [devstack.python(), "-m", module, "--port", str(port), "--name", name]
+    if name == "mdms-1":  # its on-demand reads and commands go on to the HES through the bus
+        argv += ["--bus-url", f"{values['GRIDBUS_GATEWAY_URL']}/v1/requests/mdms-1",
+                 "--bus-key", _dev_key("mdms-1")]
+    elif name == "gis":   # pushes change documents to the gateway, drops snapshots for the ingress
+        argv += ["--bus-url", f"{values['GRIDBUS_GATEWAY_URL']}/v1/push/gis/network",
+                 "--bus-key", _dev_key("gis"), "--drop-dir", str(Path(values["GRIDBUS_INBOX"]) / "gis-snapshots")]
+    elif module == "simulators.billing_network":
+        argv += ["--format", "json" if name == "billing-1" else "xml"]
+    return argv
 
 
 def _dev_key(system: str) -> str:
@@ -66,8 +86,10 @@ def dev():
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Worker processes.")
 @fails_cleanly
 def up(concurrency):
-    """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B), the workers, the
-    ingress and the gateway; apply the routes."""
+    """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
+    billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
+    keeper and the network publisher and delivery; apply the routes.  The stand-ins share one
+    generated network (GRIDBUS_DEV_NETWORK_*, default 2,000 consumers)."""
     home = devstack.home()
     values = dev_env()
     _write_env_file(values)
@@ -78,14 +100,17 @@ def up(concurrency):
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
     click.echo(f"routes     {len(table_)} applied")
     procs = ProcessSet(home / "run")
-    _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]))
-    for name, module, port, var in devstack.STAND_INS:
-        argv = [devstack.python(), "-m", module, "--port", str(port), "--name", name]
-        if name == "mdms-1":  # its on-demand reads and commands go on to the HES through the bus
-            argv += ["--bus-url", f"{values['GRIDBUS_GATEWAY_URL']}/v1/requests/mdms-1",
-                     "--bus-key", _dev_key("mdms-1")]
-        procs.start(Service(name, argv, port), env)
+    meters = _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]), values)
+    stand_ins = [Service(name, _stand_in_argv(name, module, port, values), port)
+                 for name, module, port, _var in devstack.STAND_INS]
+    for service in stand_ins:   # side by side: each takes a second or so to import and listen
+        procs.start(service, env, wait=False)
+    for service, (name, _module, _port, var) in zip(stand_ins, devstack.STAND_INS):
+        procs.wait_listening(service)
         click.echo(f"{name:10} {values[var]}  (stand-in)")
+    n = {arg: values[var] for var, arg in SHARED_NETWORK_ENV.items()}
+    click.echo(f"network    {int(n['consumers']):,} consumers, seed {n['seed']} (GRIDBUS_DEV_NETWORK_*): "
+               f"the GIS, HES-A/B and alarm stand-ins' network; {meters:,} meters in the meter assignment")
     # requests wait on their destination: they get a worker of their own (Route.waits_on_destination)
     procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency),
                                                         "--kind", "deliveries")), env)
@@ -105,6 +130,11 @@ def up(concurrency):
                f"metrics {devstack.METRICS_URL}")
     procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
+    # the billing routes' file is the CLI's default (no --routes), wherever it lives
+    procs.start(Service("network-publish", devstack.gridbus_argv("network", "publish", "--poll-s", "0.2")), env)
+    procs.start(Service("network-deliver", devstack.gridbus_argv("network", "deliver")), env)
+    click.echo(f"network-publish pid {procs.pid('network-publish')}, network-deliver pid "
+               f"{procs.pid('network-deliver')}  network store -> billing-1, billing-2")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
 
 
@@ -129,9 +159,11 @@ def status():
     procs = ProcessSet(home / "run")
     up_ = devstack.port_open(DEV_AMQP_PORT)
     click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
+    urls = {name: f"  {dev_env()[var]}" for name, _module, _port, var in devstack.STAND_INS}
     for name in SERVICES:
         pid = procs.pid(name)
-        extra = f"  metrics {devstack.METRICS_URL}" if name == "recorder" and pid else ""
+        extra = f"  metrics {devstack.METRICS_URL}" if name == "recorder" else urls.get(name, "")
+        extra = extra if pid else ""
         click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
         from bus.broker_admin import BrokerAdmin
