@@ -1,0 +1,302 @@
+"""Throughput and accuracy of the outage correlator's engine alone (issue 19): no broker, no
+store, the in-memory topology of a generated network.  A quick check, not a timed unit test.
+
+    python -m gridbus_dev.bench.outages_engine [--gasps 200000] [--consumers 100000] [--feeders 40]
+                                               [--seed 1] [--batch 1000] [--json]
+
+The storm (``make_storm``), from ``simulators.network.NetworkModel`` (1,000 DTs across 40
+feeders by default):
+* whole feeders trip (every consumer and DT meter gasps; the head meter of every other one too);
+* single DTs out on feeders that did not trip (at most 2 per feeder, below the feeder rule);
+* partial DTs: 20-40 % of a DT's meters (a blown LT fuse): single-customer outages, not a DT;
+* noise: random single meters elsewhere;
+* duplicates: meters that repeat their gasp (new alarm id, seconds later) and redeliveries of
+  the same message; delivery 1-10 s after the event, PLC batches ~30 s, 2 % up to 5 min late;
+* the trips within 40 s, so all the gasps within about a minute; then restorations 30 min
+  later with 5 meters left out of some DTs (nested outages expected).
+Ground truth is what the generator did; the report: events/s of the engine alone, precision
+and recall of DT and feeder outages, false outages, singles, nested outages, declaration latency
+(simulated: from the arrival of the gasp that completed a DT's share, or its first gasp for a
+feeder, to the arrival clock at which the engine announced it), and two engines split by feeder
+against one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus.outages import MemoryTopology, MeterEvent, Options, OutageEngine
+from bus.outages.rules import needed
+from simulators.network import NetworkModel
+
+T0 = 1_793_491_800.0   # 2026-11-01T00:10:00Z
+
+
+@dataclass
+class Storm:
+    events: list[tuple[float, MeterEvent]]          # (arrival, event), in arrival order
+    feeders: set[str] = field(default_factory=set)  # ground truth: feeder outages
+    dts: set[str] = field(default_factory=set)      # DT outages (on feeders that did not trip)
+    singles: set[str] = field(default_factory=set)  # meters out alone (partial DTs, noise)
+    nested: set[str] = field(default_factory=set)   # DTs with meters left out at restoration
+    gasps: int = 0
+    share_arrival: dict[str, float] = field(default_factory=dict)   # equipment -> arrival that decides it
+
+
+def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_share: float = 0.5,
+               restore: bool = True) -> Storm:
+    rng = random.Random(seed)
+    topo = MemoryTopology.from_model(model)
+    feeders = sorted(topo.feeders)
+    tripped = sorted(rng.sample(feeders, max(1, round(len(feeders) * trip_share))))
+    others = [f for f in feeders if f not in tripped]
+    storm = Storm([])
+    storm.feeders = set(tripped)
+    ids = iter(range(1, 1 << 40))
+    plan: list[tuple[str, float, str]] = []        # (meter, event time, equipment)
+    out_meters: dict[str, float] = {}
+
+    def fail(meters: list[str], at: float, equipment: str) -> None:
+        for m in meters:
+            t = at + rng.uniform(0.0, 3.0)
+            plan.append((m, t, equipment))
+            out_meters[m] = t
+
+    for f in tripped:
+        at = T0 + rng.uniform(0, 40)
+        for d in topo.feeders[f].dts:
+            fail([*topo.dts[d].meters, topo.dts[d].dt_meter], at, f)
+    partial_or_noise: list[str] = []
+    for f in others:
+        dts = list(topo.feeders[f].dts)
+        rng.shuffle(dts)
+        for d in dts[:rng.choice((0, 1, 2))]:       # whole DTs out, below the feeder rule
+            storm.dts.add(d)
+            fail([*topo.dts[d].meters, *([topo.dts[d].dt_meter] if rng.random() < 0.5 else [])],
+                 T0 + rng.uniform(0, 40), d)
+        for d in dts[2:3]:                          # a partial DT: 20-40 % of its meters
+            meters = list(topo.dts[d].meters)
+            share = rng.uniform(0.2, 0.4)
+            chosen = rng.sample(meters, max(1, min(int(len(meters) * share), needed(0.6, len(meters)) - 1)))
+            fail(chosen, T0 + rng.uniform(0, 40), d)
+            partial_or_noise += chosen
+        for d in dts[3:]:                           # noise: now and then one meter of a DT
+            if rng.random() < 0.3:
+                m = rng.choice(topo.dts[d].meters)
+                fail([m], T0 + rng.uniform(0, 60), d)
+                partial_or_noise.append(m)
+    storm.singles = set(partial_or_noise)
+
+    def deliver(m: str, t: float, code: int, late_ok: bool = True) -> None:
+        r = rng.random()
+        if late_ok and r < 0.02:
+            delay = rng.uniform(60, 300)            # up to 5 minutes late
+        elif r < 0.25:
+            delay = rng.uniform(25, 35)             # a PLC concentrator's batch
+        else:
+            delay = rng.uniform(1, 10)
+        e = MeterEvent(m, code, t, t + delay, "hes-a" if int(m[3:]) % 2 else "hes-b", f"ev-{next(ids)}")
+        storm.events.append((t + delay, e))
+        if rng.random() < 0.01:                     # the same message delivered twice
+            storm.events.append((t + delay + rng.uniform(0, 20), e))
+
+    for m, t, _ in plan:
+        deliver(m, t, 101)
+    storm.gasps = len(plan)
+    # repeats: meters that send their last gasp again (a new alarm id) seconds later
+    while len(storm.events) < gasps and plan:
+        m, t, _ = plan[rng.randrange(len(plan))]
+        deliver(m, t + rng.uniform(1, 8), 101)
+    if restore:
+        back = T0 + 1800
+        left_out_dts = set(rng.sample(sorted(storm.dts), min(5, len(storm.dts)))) if storm.dts else set()
+        for f in tripped:
+            at = back + rng.uniform(0, 60)
+            d0 = topo.feeders[f].dts[0]
+            left = set(topo.dts[d0].meters[:5]) if rng.random() < 0.3 else set()
+            if left:
+                storm.nested.add(d0)
+            for d in topo.feeders[f].dts:
+                for m in [*topo.dts[d].meters, topo.dts[d].dt_meter]:
+                    if m not in left and m in out_meters:
+                        deliver(m, at + rng.uniform(0, 5), 102, late_ok=False)
+        for d in sorted(storm.dts):
+            at = back + rng.uniform(0, 60)
+            left = set(topo.dts[d].meters[:5]) if d in left_out_dts else set()
+            if left:
+                storm.nested.add(d)
+            for m in [*topo.dts[d].meters, topo.dts[d].dt_meter]:
+                if m not in left and m in out_meters:
+                    deliver(m, at + rng.uniform(0, 5), 102, late_ok=False)
+    storm.events.sort(key=lambda x: x[0])
+    # when each outage could first be decided: a feeder's at the arrival that completes a DT
+    # share on its third DT, a DT's at the arrival that completes its share (or its DT meter)
+    arrivals: dict[str, list[float]] = {}
+    for arrival, e in storm.events:
+        if e.code == 101:
+            p = topo.locate(e.meter, e.at)
+            if p is not None and p.dt is not None:
+                arrivals.setdefault(p.dt, []).append(arrival)
+    for d in storm.dts:
+        a = sorted(arrivals.get(d, ()))
+        k = needed(0.6, len(topo.dts[d].meters))
+        if len(a) >= k:
+            storm.share_arrival[d] = a[k - 1]
+    for f in tripped:
+        per_dt = sorted(sorted(arrivals.get(d, ()))[needed(0.6, len(topo.dts[d].meters)) - 1]
+                        for d in topo.feeders[f].dts if len(arrivals.get(d, ())) >= needed(0.6, len(topo.dts[d].meters)))
+        if len(per_dt) >= 3:
+            storm.share_arrival[f] = per_dt[2]
+    return storm
+
+
+def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: float = 1.0,
+          lag_s: float = 0.0) -> tuple[list[tuple[float, dict]], float]:
+    """Feed the storm in arrival order, in batches, moving the watermark to the arrival clock
+    (minus ``lag_s``) every ``tick_s`` of it.  Every engine gets every event (each keeps its own
+    partition).  Returns (clock, decision) pairs and the engine seconds spent."""
+    out: list[tuple[float, dict]] = []
+    spent = 0.0
+    events = storm.events
+    last_tick = None
+    for i in range(0, len(events), batch):
+        chunk = events[i:i + batch]
+        clock = chunk[-1][0]
+        started = time.perf_counter()
+        for engine in engines:
+            # the clock as the first of the batch arrived, then the batch, then the clock at its
+            # last: the watermark never passes an event that arrived and was not processed
+            for d in engine.advance(chunk[0][0] - lag_s):
+                out.append((chunk[0][0], d))
+            for d in engine.process(e for _, e in chunk):
+                out.append((clock, d))
+            if last_tick is None or clock - last_tick >= tick_s:
+                for d in engine.advance(clock - lag_s):
+                    out.append((clock, d))
+        if last_tick is None or clock - last_tick >= tick_s:
+            last_tick = clock
+        spent += time.perf_counter() - started
+    end = events[-1][0] + 3600 if events else T0
+    started = time.perf_counter()
+    for engine in engines:
+        for d in engine.advance(end):
+            out.append((end, d))
+    spent += time.perf_counter() - started
+    return out, spent
+
+
+def score(storm: Storm, decisions: list[tuple[float, dict]]) -> dict[str, Any]:
+    created: dict[str, tuple[float, dict]] = {}
+    absorbed, false_alarms = set(), set()
+    for clock, d in decisions:
+        if d["type"] != "outage":
+            continue
+        doc = d["Outage"]
+        if d["verb"] == "created":
+            created[doc["mRID"]] = (clock, doc)
+        elif d["verb"] == "closed" and doc.get("closedReason") == "absorbed":
+            absorbed.add(doc["mRID"])
+        elif d["verb"] == "closed" and doc.get("closedReason", "").startswith("false alarm"):
+            false_alarms.add(doc["mRID"])
+    by_kind: dict[str, dict[str, float]] = {"feeder": {}, "dt": {}, "single": {}, "nested": {}}
+    for mrid, (clock, doc) in created.items():
+        if mrid in absorbed and doc["kind"] != "single":
+            continue
+        by_kind[doc["kind"]].setdefault(doc["Equipment"]["mRID"], clock)
+
+    def pr(found: set, truth: set) -> dict[str, Any]:
+        hit = len(found & truth)
+        return {"found": len(found), "truth": len(truth), "precision": hit / len(found) if found else 1.0,
+                "recall": hit / len(truth) if truth else 1.0, "false": sorted(found - truth)[:10],
+                "missed": sorted(truth - found)[:10]}
+    latencies = sorted(by_kind[k][eq] - storm.share_arrival[eq] for k in ("feeder", "dt") for eq in by_kind[k]
+                       if eq in storm.share_arrival)
+
+    def pct(p: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
+    nested_dts = {doc["Equipment"]["mRID"] for _, doc in created.values() if doc["kind"] == "nested"}
+    return {"feeder": pr(set(by_kind["feeder"]), storm.feeders), "dt": pr(set(by_kind["dt"]), storm.dts),
+            "singles": pr(set(by_kind["single"]), storm.singles),
+            "nested": pr(nested_dts, storm.nested),
+            "absorbedAnnounced": len([m for m in absorbed if created.get(m, (0, {}))[1].get("kind") != "single"]),
+            "falseAlarms": len(false_alarms),
+            "latency_s": {"p50": pct(0.5), "p99": pct(0.99), "max": latencies[-1] if latencies else None}}
+
+
+def outcome(decisions: list[tuple[float, dict]]) -> dict[str, tuple]:
+    """Each outage's messages (verb, kind, equipment, start, end, meters), for comparing runs."""
+    out: dict[str, list] = {}
+    for _, d in decisions:
+        if d["type"] == "outage":
+            doc = d["Outage"]
+            out.setdefault(doc["mRID"], []).append((d["verb"], doc["kind"], doc["Equipment"]["mRID"],
+                                                    doc["actualPeriod"]["start"], doc["actualPeriod"]["end"],
+                                                    doc["metersAffected"], doc.get("closedReason")))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    dts = max(1, round(consumers / 100))
+    model = NetworkModel.generate(consumers, seed=seed, dts_per_feeder=max(1, dts // feeders),
+                                  feeders_per_substation=10)
+    topo = MemoryTopology.from_model(model)
+    storm = make_storm(model, gasps, seed)
+    setup = time.perf_counter() - started
+    engine = OutageEngine(topo, Options())
+    one, spent = drive([engine], storm, batch)
+    two_engines = [OutageEngine(topo, Options(), partition=(k, 2)) for k in range(2)]
+    two, spent_two = drive(two_engines, storm, batch)
+    n = len(storm.events)
+    return {"network": {"feeders": len(topo.feeders), "dts": len(topo.dts), "meters": len(topo.places)},
+            "events": n, "gasps": sum(1 for _, e in storm.events if e.code == 101),
+            "breaths": sum(1 for _, e in storm.events if e.code == 102),
+            "setup_s": round(setup, 1), "engine_s": round(spent, 2), "events_per_s": round(n / spent),
+            "two_engines_s": round(spent_two, 2),
+            "accuracy": score(storm, one),
+            "two_engines_same_outages": outcome(one) == outcome(two),
+            "messages": sum(1 for _, d in one if d["type"] == "outage"),
+            "verify_requests": sum(1 for _, d in one if d["type"] == "verify"),
+            "engine_stats": engine.stats, "state_left": engine.size()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gridbus_dev.bench.outages_engine", description=__doc__.split("\n\n")[0])
+    p.add_argument("--gasps", type=int, default=200_000)
+    p.add_argument("--consumers", type=int, default=100_000)
+    p.add_argument("--feeders", type=int, default=40)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch)
+    if a.json:
+        json.dump(r, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    acc = r["accuracy"]
+    print(f"network: {r['network']['feeders']} feeders, {r['network']['dts']} DTs, {r['network']['meters']:,} meters")
+    print(f"storm: {r['events']:,} events ({r['gasps']:,} gasps, {r['breaths']:,} breaths)")
+    print(f"engine alone: {r['events_per_s']:,} events/s ({r['engine_s']} s)")
+    print(f"two engines split by feeder (each fed every event, keeping its feeders): {r['two_engines_s']} s in all; "
+          f"same outages as one engine: {r['two_engines_same_outages']}")
+    for kind in ("feeder", "dt", "singles", "nested"):
+        k = acc[kind]
+        print(f"{kind:>8}: found {k['found']:>5} truth {k['truth']:>5}  precision {k['precision']:.3f}  "
+              f"recall {k['recall']:.3f}" + (f"  false {k['false']}" if k["false"] else "")
+              + (f"  missed {k['missed']}" if k["missed"] else ""))
+    print(f"DT outages announced then absorbed into a feeder: {acc['absorbedAnnounced']}; false alarms: "
+          f"{acc['falseAlarms']}")
+    print(f"declaration latency (simulated s): p50 {acc['latency_s']['p50']}, p99 {acc['latency_s']['p99']}, "
+          f"max {acc['latency_s']['max']}")
+    print(f"messages: {r['messages']:,} outage, {r['verify_requests']:,} verify; state left: {r['state_left']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
