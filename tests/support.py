@@ -118,6 +118,7 @@ def read_json(path: Path) -> dict:
 ROUTE_ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
              "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
              "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
+             "BILLING_1_URL": "http://127.0.0.1:9", "BILLING_2_URL": "http://127.0.0.1:9",
              "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
 
 

@@ -22,9 +22,9 @@ from bus.network.delivery_topology import declare, replays_queue_name
 from bus.network.publish import OutboxPublisher
 from bus.network.store import open_store
 
-routes_option = click.option("--routes", "routes_file", metavar="FILE",
-                             help="The billing routes (default $GRIDBUS_NETWORK_ROUTES, else "
-                                  "routes/ordered/uc9-billing.yaml).")
+routes_option = click.option("--routes-dir", "--routes", "routes_paths", multiple=True, type=click.Path(),
+                             help="Route files or folders (default $GRIDBUS_ROUTES, else ./routes); their "
+                                  "routes of method ordered are the billing routes.")
 
 
 def _stopped_by_sigterm() -> threading.Event:
@@ -41,7 +41,7 @@ def _stopped_by_sigterm() -> threading.Event:
 @click.option("--once", is_flag=True, help="Publish what is pending now and exit.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def publish(routes_file, poll_s, batch, once, loglevel):
+def publish(routes_paths, poll_s, batch, once, loglevel):
     """Publish the network store's pending consumer-path updates to the billing routes, in the
     order written, with publisher confirms; then mark them published.  Runs until SIGTERM.
 
@@ -54,7 +54,9 @@ def publish(routes_file, poll_s, batch, once, loglevel):
     """
     setup_logging(loglevel)
     broker_url = settings().broker_url
-    routes = load_billing_routes(routes_file)
+    routes = load_billing_routes(routes_paths)
+    if not routes:
+        raise click.UsageError("no route of method ordered in the route files: nothing to publish to")
     declare(broker_url, [(r.id, r.partitions) for r in routes])  # nothing published before its queues exist
     publisher = OutboxPublisher(open_store(), broker_url, batch=batch, poll_s=poll_s)
     if once:
@@ -68,7 +70,7 @@ def publish(routes_file, poll_s, batch, once, loglevel):
 @click.option("--route", "only", multiple=True, help="Only these routes (repeat); default every one.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def deliver(routes_file, only, loglevel):
+def deliver(routes_paths, only, loglevel):
     """Deliver consumer-path updates to each billing system, in version order per consumer:
     retries in place (the consumer's partition waits), dead letters with the reason.
     Runs until SIGTERM; run two for a standby on every partition.
@@ -78,9 +80,9 @@ def deliver(routes_file, only, loglevel):
       BILLING_1_URL=http://billing-1:8080 BILLING_2_URL=http://billing-2:8080 gridbus network deliver
     """
     setup_logging(loglevel)
-    routes = [r for r in load_billing_routes(routes_file) if not only or r.id in only]
+    routes = [r for r in load_billing_routes(routes_paths) if not only or r.id in only]
     if not routes:
-        raise click.UsageError(f"no route among {', '.join(only)}")
+        raise click.UsageError(f"no route of method ordered among {', '.join(only) or 'the route files'}")
     delivery.serve(routes, settings().broker_url, _stopped_by_sigterm())
 
 

@@ -5,6 +5,8 @@ import click
 
 from bus.broker_admin import BrokerAdmin
 from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, routes_from, settings
+from bus.network.delivery_topology import partition_queue_name
+from bus.routes import RouteTable
 from bus.topology import compile_topology
 from bus.topology.apply import apply as apply_plan
 from bus.topology.plan import make_plan
@@ -29,14 +31,32 @@ def validate(paths):
     click.echo(f"{len(table_)} route(s) valid")
 
 
+def _kind(r) -> str:
+    """What runs the route: `worker --kind requests|deliveries`, or `network deliver` (ordered)."""
+    return "ordered" if r.is_ordered else "requests" if r.waits_on_destination else "deliveries"
+
+
 def _route_record(r) -> dict:
-    return {"id": r.id, "use_case": r.use_case, "description": r.description, "method": r.method,
-            "kind": "requests" if r.waits_on_destination else "deliveries",  # as `worker --kind` names them
-            "source": {"system": r.source.system, "connector": r.source.connector},
-            "transform": list(r.transform),
-            "destinations": [{"system": d.system, "connector": d.connector} for d in r.destinations],
-            "retry": {"attempts": r.retry.attempts, "max_delay_s": r.retry.max_delay_s},
-            "queue": r.queue_name, "file": r.file, "line": r.line}
+    record = {"id": r.id, "use_case": r.use_case, "description": r.description, "method": r.method,
+              "kind": _kind(r),
+              "source": {"system": r.source.system, "connector": r.source.connector},
+              "transform": list(r.transform),
+              "destinations": [{"system": d.system, "connector": d.connector} for d in r.destinations],
+              "retry": {"attempts": r.retry.attempts, "max_delay_s": r.retry.max_delay_s},
+              "queue": r.queue_name, "queues": list(r.queues), "file": r.file, "line": r.line}
+    if r.is_ordered:  # retried in place until delivered; no route queue: its partitions
+        o = r.ordered
+        record.update(retry={"attempts": None, "in_place": True, "first_delay_s": o.first_delay_s,
+                             "max_delay_s": o.max_delay_s},
+                      queue=partition_queue_name(r.id, f"{{0..{o.partitions - 1}}}"),
+                      ordered={"partitions": o.partitions, "batch_max": o.batch_max, "window_ms": o.window_ms})
+    return record
+
+
+def _retry_cell(r: dict) -> str:
+    if r["retry"].get("in_place"):
+        return f"in place/{r['retry']['max_delay_s']:g}s"
+    return f"{r['retry']['attempts']}x/{r['retry']['max_delay_s']:g}s"
 
 
 @routes_group.command("list")
@@ -56,8 +76,51 @@ def list_routes(paths, as_json):
         "source": lambda r: f"{r['source']['system']} ({r['source']['connector']})", "method": "method",
         "transform": lambda r: " > ".join(r["transform"]),
         "destinations": lambda r: ", ".join(f"{d['system']} ({d['connector']})" for d in r["destinations"]),
-        "retry": lambda r: f"{r['retry']['attempts']}x/{r['retry']['max_delay_s']:g}s", "queue": "queue"},
+        "retry": _retry_cell, "queue": "queue"},
         "no routes")
+
+
+def _own_objects(route) -> dict:
+    """The broker objects of this route alone: what the table compiles with it, less without it."""
+    with_it, shared = compile_topology(RouteTable((route,))), compile_topology(RouteTable(()))
+    return {"exchanges": sorted(set(with_it.exchanges) - set(shared.exchanges)),
+            "queues": sorted(set(with_it.queues) - set(shared.queues)),
+            "bindings": sorted(f"{b.source} -> {b.destination} [{b.routing_key}]"
+                               for b in with_it.bindings - shared.bindings)}
+
+
+@routes_group.command("show")
+@click.argument("route_id")
+@click.option("--routes-dir", "paths", multiple=True, type=click.Path(), help="Route files or folders.")
+@json_option
+@fails_cleanly
+def show(route_id, paths, as_json):
+    """One route: its keys, what runs it, and its own broker objects (queues, exchanges, bindings).
+
+    \b
+    Examples:
+      gridbus routes show network-to-billing-1
+      gridbus routes show hes-a-alarms --json | jq -r '.broker.queues[]'
+    """
+    route = routes_from(paths).get(route_id)
+    record = {**_route_record(route), "broker": _own_objects(route)}
+    if as_json:
+        echo_json(record)
+        return
+    runs = {"ordered": "gridbus network deliver (a BatchConsumer per partition)",
+            "requests": "gridbus worker --kind requests", "deliveries": "gridbus worker --kind deliveries"}
+    click.echo(f"{route.id}  ({route.file}:{route.line})")
+    lines = [("description", route.description), ("method", route.method), ("run by", runs[record["kind"]]),
+             ("source", f"{route.source.system} ({route.source.connector})"),
+             ("transform", " > ".join(route.transform) or "-"),
+             ("destinations", ", ".join(f"{d.system} ({d.connector})" for d in route.destinations)),
+             ("retry", _retry_cell(record))]
+    if route.is_ordered:
+        lines.append(("ordered", ", ".join(f"{k} {v}" for k, v in record["ordered"].items())))
+    for label, key in (("exchanges", "exchanges"), ("queues", "queues"), ("bindings", "bindings")):
+        objects = record["broker"][key]
+        lines.append((label, f"{len(objects)}" + "".join(f"\n    {o}" for o in objects)))
+    click.echo("\n".join(f"  {label:13} {value}" for label, value in lines))
 
 
 def _plan_record(p) -> dict:

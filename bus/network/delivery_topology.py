@@ -10,13 +10,21 @@ every route, a queue keeps publish order, and single active consumer lets one de
 at a time take a partition while the others stand by.  No broker plugin is needed (the
 consistent-hash exchange is not enabled on the test node nor in the dev stack).
 Changing a route's partition count moves consumers between queues: drain the route first.
+
+``add_route`` is the one description of these objects: ``gridbus routes plan/apply`` (through
+``compile_topology``, for the routes of method ``ordered``) and ``declare`` (what ``network
+publish`` and ``deliver`` declare at start) both read it.
 """
 from __future__ import annotations
 
 import zlib
 
+from typing import TYPE_CHECKING
+
 from bus import naming
-from bus.messaging import amqp_errors, connect
+
+if TYPE_CHECKING:  # bus.topology imports this module (compile); the route schema reads MAX_PARTITIONS
+    from bus.topology.model import Topology
 
 UPDATES_EXCHANGE = f"{naming.PREFIX}.network.updates"
 PUBLISHER_LEADER_QUEUE = f"{naming.PREFIX}.network.publisher"  # exclusive: held by the one active publisher
@@ -55,27 +63,33 @@ PARTITION_QUEUE_ARGS = {"x-queue-type": "quorum", "x-single-active-consumer": Tr
 DEAD_LETTER_QUEUE_ARGS = {"x-queue-type": "quorum"}
 
 
+def add_route(topology: "Topology", route_id: str, partitions: int) -> None:
+    """An ordered route's broker objects: the updates exchange, its partition queues bound to their
+    slots, its replays queue (bound on the ingress exchange with the route's key, where ``gridbus dlq
+    replay`` publishes) and its dead-letter queue.  No route queue, no dead-letter exchange, no
+    delay levels: nothing of Celery's."""
+    from bus.topology.model import ExchangeSpec, QueueSpec
+
+    topology.add_exchange(ExchangeSpec.of(UPDATES_EXCHANGE, "direct"))
+    topology.add_queue(QueueSpec.of(naming.dead_letter_queue_name(route_id), DEAD_LETTER_QUEUE_ARGS))
+    replays = topology.add_queue(QueueSpec.of(replays_queue_name(route_id), PARTITION_QUEUE_ARGS))
+    topology.bind(naming.INGRESS_EXCHANGE, replays.name, naming.route_binding_key(route_id))
+    for p in range(partitions):
+        queue = topology.add_queue(QueueSpec.of(partition_queue_name(route_id, p), PARTITION_QUEUE_ARGS))
+        for s in partition_slots(p, partitions):
+            topology.bind(UPDATES_EXCHANGE, queue.name, slot_key(s))
+
+
 def declare(broker_url: str, routes: list[tuple[str, int]]) -> None:
     """Declare the exchange, and for each ``(route_id, partitions)`` its partition queues, their
-    bindings and its dead-letter queue (idempotent)."""
-    conn = connect(broker_url, "gridbus-network-topology")
-    try:
-        with amqp_errors("declaring the network delivery topology"):
-            ch = conn.channel()
-            ch.exchange_declare(UPDATES_EXCHANGE, "direct", durable=True, auto_delete=False)
-            ch.exchange_declare(naming.INGRESS_EXCHANGE, "topic", durable=True, auto_delete=False,
-                                arguments={"alternate-exchange": naming.UNROUTABLE_EXCHANGE})
-            for route_id, partitions in routes:
-                ch.queue_declare(naming.dead_letter_queue_name(route_id), durable=True, auto_delete=False,
-                                 arguments=DEAD_LETTER_QUEUE_ARGS)
-                replays = replays_queue_name(route_id)
-                ch.queue_declare(replays, durable=True, auto_delete=False, arguments=PARTITION_QUEUE_ARGS)
-                ch.queue_bind(replays, naming.INGRESS_EXCHANGE, naming.route_binding_key(route_id))
-                for p in range(partitions):
-                    queue = partition_queue_name(route_id, p)
-                    ch.queue_declare(queue, durable=True, auto_delete=False, arguments=PARTITION_QUEUE_ARGS)
-                    for s in partition_slots(p, partitions):
-                        ch.queue_bind(queue, UPDATES_EXCHANGE, slot_key(s))
-    finally:
-        with amqp_errors("closing"):
-            conn.close()
+    bindings and its dead-letter queue (idempotent): ``add_route``'s objects and the ingress
+    exchange they are bound on."""
+    from bus.topology.apply import declare_all
+    from bus.topology.compile import ingress_exchange
+    from bus.topology.model import Topology
+
+    topology = Topology()
+    topology.add_exchange(ingress_exchange())
+    for route_id, partitions in routes:
+        add_route(topology, route_id, partitions)
+    declare_all(topology, broker_url)

@@ -9,8 +9,8 @@ from marshmallow import ValidationError as SchemaError
 
 from bus import registry
 from bus.errors import ConfigError, RouteValidationError
-from bus.routes.model import Endpoint, QueueOptions, RetryPolicy, Route, RouteTable
-from bus.routes.schema import RouteFileSchema, RouteSchema
+from bus.routes.model import Endpoint, OrderedOptions, QueueOptions, RetryPolicy, Route, RouteTable
+from bus.routes.schema import ORDERED, ORDERED_SOURCE, OrderedRouteSchema, RouteFileSchema, RouteSchema
 from bus.routes.yaml_lines import interpolate, line_of, load_with_lines
 from bus.settings import environment
 
@@ -103,8 +103,9 @@ def _load_file(file: Path, env: dict[str, str], errors: list[ConfigError]) -> li
         path = ("routes", index)
         if isinstance(raw, dict) and "use_case" not in raw:
             raw = {**raw, "use_case": header["use_case"]}
+        ordered = isinstance(raw, dict) and raw.get("method") == ORDERED
         try:
-            loaded = RouteSchema().load(raw)
+            loaded = (OrderedRouteSchema if ordered else RouteSchema)().load(raw)
         except SchemaError as exc:
             _schema_errors(exc.messages, path, lines, name, errors)
             # still check the parts that did load, so one run shows every problem
@@ -202,8 +203,11 @@ def _endpoint(raw: dict, role: str, file: str, lines: dict, path: tuple,
         errors.append(ConfigError(f"connector {raw['connector']!r} cannot be a {role}", file,
                                   line_of(lines, path + ("connector",))))
         return None
+    schema = connector.options_schema(role)()
+    if "system" in schema.fields:  # a schema that reads the whole endpoint (billing-rest's)
+        options = {**options, "system": raw["system"], "connector": raw["connector"]}
     try:
-        options = connector.options_schema(role)().load(options)
+        options = schema.load(options)
     except SchemaError as exc:
         _schema_errors(exc.messages, path, lines, file, errors)
         return None
@@ -234,11 +238,41 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
                     errors.append(ConfigError(str(exc), file, line_of(lines, path + ("options",))
                                               or line_of(lines, chain_path)))
     source = None
+    ordered = data.get("method") == ORDERED
     if isinstance(data.get("source"), dict) and "connector" in data["source"]:
-        source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
+        if ordered:
+            source = _ordered_source(data["source"], file, lines, path + ("source",), errors)
+        else:
+            source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
     ends = [_endpoint(d, "destination", file, lines, path + ("destinations", i), errors)
             for i, d in enumerate(destinations) if isinstance(d, dict) and "connector" in d]
+    if ordered:
+        for i, (raw, end) in enumerate(zip(destinations, ends)):
+            if end and not hasattr(registry.connector(end.connector), "send"):
+                errors.append(ConfigError(
+                    f"connector {end.connector!r} cannot take an ordered route's batches (one that can: "
+                    f"billing-rest)", file, line_of(lines, path + ("destinations", i, "connector"))))
+            if isinstance(raw, dict) and raw.get("transform"):
+                errors.append(ConfigError("an ordered route's destination has no transform of its own "
+                                          "(the route's one transformer encodes the batch)", file,
+                                          line_of(lines, path + ("destinations", i, "transform"))))
     return source, ends
+
+
+def _ordered_source(raw: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]) -> Endpoint | None:
+    """An ordered route's source is the network store's outbox: ``gridbus network publish`` puts
+    each update on gridbus.network.updates, which every ordered route's partitions are bound to.
+    No connector serves it and there is nothing to set."""
+    extra = sorted(k for k in raw if k not in ("system", "connector") and (k != "transform" or raw[k]))
+    if raw["connector"] != ORDERED_SOURCE:
+        errors.append(ConfigError(f"an ordered route's source is the network store's outbox: connector "
+                                  f"{ORDERED_SOURCE!r}, not {raw['connector']!r}", file,
+                                  line_of(lines, path + ("connector",))))
+        return None
+    for key in extra:
+        errors.append(ConfigError(f"unknown key {key!r} (the {ORDERED_SOURCE} source has no options)", file,
+                                  line_of(lines, path + (key,))))
+    return None if extra else Endpoint(raw["system"], raw["connector"])
 
 
 def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]) -> Route | None:
@@ -246,11 +280,16 @@ def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigE
     source, destinations = _check_parts(data, file, lines, path, errors)
     if len(errors) > before:
         return None
+    ordered = None
+    if data["method"] == ORDERED:  # its retry is in place; a worker's retry and queue do not apply
+        ordered = OrderedOptions(**data["ordered"], **data["retry"])
+        data = {**data, "retry": {}, "queue": {}, "message": {}}
     return Route(
         id=data["id"], use_case=data["use_case"], description=data["description"], source=source,
         method=data["method"], transform=tuple(data["transform"]), destinations=tuple(destinations),
         retry=RetryPolicy(**data["retry"]), queue=QueueOptions(**data["queue"]),
         message=data["message"], file=file, line=line_of(lines, path) or 1, options=data["options"],
+        ordered=ordered,
     )
 
 
@@ -265,6 +304,8 @@ def _check_table(routes: list[Route], errors: list[ConfigError]) -> None:
                                       f"{first.file}:{first.line})", route.file, route.line))
             continue
         seen[route.id] = route
+        if route.is_ordered:  # every ordered route gets its own copy of every outbox update
+            continue
         connector = registry.connector(route.source.connector)
         claim = connector.claim(route.source)
         if claim in claims:

@@ -45,6 +45,18 @@ class QueueOptions:
 
 
 @dataclass(frozen=True)
+class OrderedOptions:
+    """What a route of method ``ordered`` adds (docs/network-delivery.md): how many partition queues
+    it has, the batches taken from each, and its in-place retries (the partition waits)."""
+
+    partitions: int = 4
+    batch_max: int = 500
+    window_ms: int = 200
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Route:
     id: str
     use_case: int | None
@@ -59,10 +71,29 @@ class Route:
     file: str
     line: int
     options: dict[str, Any] = field(default_factory=dict)  # for the transformers
+    # method ``ordered`` only: its partitions, batches and in-place retries (``retry`` and
+    # ``queue`` are then the defaults, unused: no Celery task, no route queue)
+    ordered: OrderedOptions | None = None
 
     @property
     def queue_name(self) -> str:
+        """The route queue of a route the worker runs (an ordered route has none: ``queues``)."""
         return naming.route_queue_name(self.id)
+
+    @property
+    def is_ordered(self) -> bool:
+        """Run by ``gridbus network deliver`` (a BatchConsumer per partition), not by the worker."""
+        return self.ordered is not None
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues the route's messages wait in: the route queue, or an ordered route's partition
+        queues and its replays queue (names from bus/network/delivery_topology.py)."""
+        if not self.is_ordered:
+            return (self.queue_name,)
+        from bus.network import delivery_topology as topo
+        return tuple(topo.partition_queue_name(self.id, p) for p in range(self.ordered.partitions)) \
+            + (topo.replays_queue_name(self.id),)
 
     @property
     def task_name(self) -> str:
@@ -103,14 +134,19 @@ class RouteTable:
         return RouteTable(tuple(self.get(r) for r in route_ids))
 
     def of_kind(self, kind: str) -> "RouteTable":
-        """``requests``: the routes whose messages wait on their destination; ``deliveries``:
-        every other route; ``all``: the table as it is."""
-        if kind == "all":
-            return self
+        """The routes a worker of ``kind`` runs: ``requests``, the routes whose messages wait on
+        their destination; ``deliveries``, every other route; ``all``, both.  Never an ordered
+        route: Celery's prefork pool and broker retries would reorder it; ``gridbus network
+        deliver`` runs those (``ordered_routes``)."""
         if kind not in ROUTE_KINDS:
             from bus.errors import ConfigError
             raise ConfigError(f"no route kind {kind!r} (kinds: {', '.join(ROUTE_KINDS)})")
-        return RouteTable(tuple(r for r in self.routes if r.waits_on_destination == (kind == "requests")))
+        return RouteTable(tuple(r for r in self.routes if not r.is_ordered and (
+            kind == "all" or r.waits_on_destination == (kind == "requests"))))
+
+    def ordered_routes(self) -> "RouteTable":
+        """The routes of method ``ordered``: what ``gridbus network publish`` and ``deliver`` run."""
+        return RouteTable(tuple(r for r in self.routes if r.is_ordered))
 
 
 ROUTE_KINDS = ("all", "requests", "deliveries")

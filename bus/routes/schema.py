@@ -4,9 +4,21 @@ from __future__ import annotations
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from bus import naming
+from bus.network.delivery_topology import MAX_PARTITIONS
 
-METHODS = ("file-batch", "push", "pub-sub", "request-response")
+# ``ordered``: in order per key, from the network store's outbox, run by ``gridbus network deliver``
+# (partition queues with single active consumer, retries in place), never by the Celery worker
+METHODS = ("file-batch", "push", "pub-sub", "request-response", "ordered")
+ORDERED = "ordered"
+ORDERED_SOURCE = "network-store"  # the one source an ordered route has: the network store's outbox
 MAX_DELAY_S = 2 ** 28 - 1  # the broker's delay levels end there (about 8.5 years)
+MAX_IN_PLACE_DELAY_S = 600  # an ordered route's batch is let go for redelivery after 10 min in place
+
+
+def _refuse(why: str):
+    def refuse(_value):
+        raise ValidationError(why)
+    return refuse
 
 
 class EndpointSchema(Schema):
@@ -49,6 +61,34 @@ class QueueSchema(Schema):
     delivery_limit = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
 
 
+class OrderedSchema(Schema):
+    """``ordered:`` of an ordered route: its partition queues and the batches taken from them."""
+
+    class Meta:
+        unknown = RAISE
+
+    partitions = fields.Integer(load_default=4, strict=True, validate=validate.Range(min=1, max=MAX_PARTITIONS))
+    batch_max = fields.Integer(load_default=500, strict=True, validate=validate.Range(min=1, max=10_000))
+    window_ms = fields.Integer(load_default=200, strict=True, validate=validate.Range(min=1, max=60_000))
+
+
+class InPlaceRetrySchema(Schema):
+    """``retry:`` of an ordered route: retried in place until delivered (the partition waits), so
+    there is no attempt count, and delays may be below a second (no broker delay levels)."""
+
+    class Meta:
+        unknown = RAISE
+
+    first_delay_s = fields.Float(load_default=0.5, validate=validate.Range(min=0.01, max=MAX_IN_PLACE_DELAY_S))
+    max_delay_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01, max=MAX_IN_PLACE_DELAY_S))
+
+    @validates_schema(skip_on_field_errors=False)
+    def _delays_in_order(self, data, **kwargs):
+        first, most = data.get("first_delay_s", 0.5), data.get("max_delay_s", 30.0)
+        if isinstance(first, float) and isinstance(most, float) and most < first:
+            raise ValidationError("max_delay_s must not be smaller than first_delay_s", "max_delay_s")
+
+
 class MessageSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -73,9 +113,26 @@ class RouteSchema(Schema):
     retry = fields.Nested(RetrySchema, load_default=dict)
     queue = fields.Nested(QueueSchema, load_default=dict)
     message = fields.Nested(MessageSchema, load_default=dict)
+    ordered = fields.Raw(validate=_refuse(f"only a route of method {ORDERED!r} has it"))
     # options for the route's transformers (e.g. utc_offset, fraud_case_window_s); each
     # transformer checks the ones it reads and names the route when one is wrong
     options = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class OrderedRouteSchema(RouteSchema):
+    """A route of method ``ordered`` (the loader picks this schema by the method): one transformer
+    (it takes a batch of updates), one destination, ``ordered:`` options and in-place retries.
+    ``queue`` and ``message`` belong to routes the Celery worker runs, so they are refused."""
+
+    transform = fields.List(fields.String(), required=True, validate=validate.Length(
+        equal=1, error="an ordered route has exactly one transformer (it encodes a batch of updates)"))
+    destinations = fields.List(fields.Nested(EndpointSchema), required=True, validate=validate.Length(
+        equal=1, error="an ordered route has exactly one destination (each destination is a route of its own, "
+                       "with its own order)"))
+    retry = fields.Nested(InPlaceRetrySchema, load_default=dict)
+    ordered = fields.Nested(OrderedSchema, load_default=dict)
+    queue = fields.Raw(validate=_refuse("an ordered route's queues are its partitions: set ordered.partitions"))
+    message = fields.Raw(validate=_refuse("an ordered route forwards the outbox's updates as they are"))
 
 
 class RouteFileSchema(Schema):

@@ -13,6 +13,10 @@ Shared objects:
 Per route <id>:
   gridbus.route.<id> (quorum; DLX, at-least-once, delivery limit) bound with #.route.<id>
   gridbus.dlx.<id> (fanout) → gridbus.dlq.<id> (quorum)
+Per route <id> of method ordered (bus/network/delivery_topology.py names and adds them):
+  gridbus.network.updates (direct) → gridbus.ordered.<id>.<p> (quorum, single active consumer)
+  gridbus.ordered.<id>.replays (quorum, single active consumer) bound with #.route.<id>
+  gridbus.dlq.<id> (quorum)
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from kombu.transport.native_delayed_delivery import (CELERY_DELAYED_DELIVERY_EXC
                                                       MAX_LEVEL, level_name)
 
 from bus import naming, registry
+from bus.network import delivery_topology
 from bus.routes.model import Route, RouteTable
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
 
@@ -94,6 +99,9 @@ def compile_topology(routes: RouteTable) -> Topology:
     topology.bind(naming.TRACE_EXCHANGE, naming.TRACE_QUEUE, "")
     _delayed_delivery(topology)
     for route in routes:
+        if route.is_ordered:  # run by `gridbus network deliver`, not by Celery
+            delivery_topology.add_route(topology, route.id, route.ordered.partitions)
+            continue
         queue = topology.add_queue(route_queue(route))
         key = naming.route_binding_key(route.id)
         topology.bind(naming.INGRESS_EXCHANGE, queue.name, key)

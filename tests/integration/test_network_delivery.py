@@ -20,7 +20,7 @@ from bus.network import open_store
 from tests.support import Proc, ROOT, free_port, gridbus, run_cli, serving, wait_for
 
 
-ROUTES = ROOT / "routes" / "ordered" / "uc9-billing.yaml"
+ROUTES = ROOT / "routes" / "uc9-billing.yaml"  # only the billing routes: no other address needed
 
 
 class Billing:
@@ -91,7 +91,7 @@ class Uc9Stack:
         self.billing1 = Billing("json", "billing-1", env, self.logs)
         self.billing2 = Billing("xml", "billing-2", env, self.logs)
         self.env = {**env, "BILLING_1_URL": self.billing1.url, "BILLING_2_URL": self.billing2.url,
-                    "GRIDBUS_NETWORK_ROUTES": str(ROUTES)}
+                    "GRIDBUS_ROUTES": str(ROUTES)}
         self.store = open_store(Path(env["GRIDBUS_HOME"]) / "state" / "network.sqlite")
         self.procs: list[Proc] = []
         self.deliverers = [self.start("deliver-1", "deliver"), self.start("deliver-2", "deliver")]

@@ -1,19 +1,14 @@
 """Pure parts of the network delivery: slots and partitions, rounds, what is dropped, the
-billing routes file, the refusal's consumers (no broker)."""
+refusal's consumers (no broker).  The billing routes themselves: test_ordered_routes.py."""
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from bus.errors import RouteValidationError
 from bus.network.delivery import Update, newer_only, rounds
-from bus.network.delivery_routes import load_billing_routes
 from bus.network.delivery_topology import SLOTS, partition_of, partition_slots, slot_of
 from bus.network.publish import message_of
 from bus.network.store import PathUpdate
 from connectors.network_delivery import consumers_named
-from tests.support import ROOT
 
 
 def update(consumer: str, version: int) -> Update:
@@ -57,29 +52,6 @@ def test_versions_not_newer_than_delivered_or_than_earlier_ones_are_dropped():
     # Then only A 3 and B 1 remain, once each
     assert [(u.consumer, u.version) for u in keep] == [("A", 3), ("B", 1)]
     assert len(dropped) == 4
-
-
-def test_the_shipped_billing_routes_load():
-    # Given the shipped file and addresses
-    env = {"BILLING_1_URL": "http://127.0.0.1:9", "BILLING_2_URL": "http://127.0.0.1:9"}
-    # When it is loaded
-    routes = load_billing_routes(ROOT / "routes" / "ordered" / "uc9-billing.yaml", env)
-    # Then both billing systems have a route with their own transformer
-    assert {r.system: r.transform for r in routes} == {"billing-1": "billing_network_json",
-                                                       "billing-2": "billing_network_xml"}
-
-
-def test_a_bad_billing_route_is_named_with_file_and_line(tmp_path):
-    # Given a route with an unknown key, an unknown transformer and too many partitions
-    f = tmp_path / "b.yaml"
-    f.write_text("routes:\n  - id: r-1\n    transfrom: x\n    transform: billing_network_jsn\n"
-                 "    destination: {system: b, connector: billing-rest, url: http://x}\n    partitions: 500\n")
-    # When it is loaded
-    with pytest.raises(RouteValidationError) as caught:
-        load_billing_routes(f, {})
-    # Then every problem is reported with its line
-    text = str(caught.value)
-    assert "transfrom" in text and "billing_network_jsn" in text and "partitions" in text and ":3" in text
 
 
 def test_a_refusal_names_its_consumers_in_json_and_xml():

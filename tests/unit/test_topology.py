@@ -9,11 +9,8 @@ from bus.envelope import Envelope, file_chunk_message_id
 from bus.routes import RetryPolicy, load_routes
 from bus.topology import compile_topology
 from bus.worker.app import celery_queues, celery_routes
+from tests.support import ROUTE_ENV as ENV
 
-ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", "GRIDBUS_OUTBOX": "/tmp/out",
-       "WFM_URL": "http://127.0.0.1:9", "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9",
-       "HES_A_URL": "http://127.0.0.1:9", "HES_B_URL": "http://127.0.0.1:9",
-       "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
 ROUTES = Path(__file__).parents[2] / "routes"
 
 
@@ -21,7 +18,7 @@ def test_each_route_gets_a_quorum_queue_with_dead_lettering_and_a_delivery_limit
     # Given the shipped routes  When compiled
     table = load_routes([ROUTES], env=ENV)
     topology = compile_topology(table)
-    for route in table:
+    for route in table.of_kind("all"):  # the worker's routes (ordered ones: test_ordered_routes.py)
         # Then the route queue is a quorum queue dead-lettering at least once to its own DLX
         args = topology.queues[naming.route_queue_name(route.id)].args
         assert args["x-queue-type"] == "quorum"
@@ -45,12 +42,12 @@ def test_unroutable_messages_are_kept_by_an_alternate_exchange():
 def test_celery_queues_and_task_routes_come_from_the_same_table():
     table = load_routes([ROUTES], env=ENV)
     topology = compile_topology(table)
-    queues = {q.name: q for q in celery_queues(table)}
-    for route in table:
+    queues = {q.name: q for q in celery_queues(table.of_kind("all"))}  # as the worker builds them
+    for route in table.of_kind("all"):
         # the worker declares exactly what `routes apply` declares (else PRECONDITION_FAILED)
         assert queues[route.queue_name].queue_arguments == topology.queues[route.queue_name].args
         assert queues[route.queue_name].exchange.arguments == topology.exchanges[naming.INGRESS_EXCHANGE].args
-        assert celery_routes(table)[route.task_name] == {"queue": route.queue_name}
+        assert celery_routes(table.of_kind("all"))[route.task_name] == {"queue": route.queue_name}
 
 
 def test_exponential_backoff_grows_and_stops_at_the_maximum():
@@ -105,9 +102,12 @@ def test_route_kinds_split_the_table_into_requests_and_deliveries():
     table = load_routes([ROUTES], env=ENV)
     # When split by kind
     requests, deliveries = table.of_kind("requests"), table.of_kind("deliveries")
-    # Then every route is in exactly one part, the callback route with the requests
-    assert sorted(r.id for r in (*requests, *deliveries)) == sorted(r.id for r in table)
+    # Then every route is in exactly one part, the callback route with the requests, and the ordered
+    # routes in none: `gridbus network deliver` runs them, not the worker
+    ordered = table.ordered_routes()
+    assert len(ordered) and all(r.method == "ordered" for r in ordered)
+    assert sorted(r.id for r in (*requests, *deliveries, *ordered)) == sorted(r.id for r in table)
     assert all(r.method == "request-response" or r.source.connector == "replies" for r in requests)
     assert any(r.source.connector == "replies" for r in requests)
     assert not any(r.method == "request-response" for r in deliveries)
-    assert table.of_kind("all") is table
+    assert [r.id for r in table.of_kind("all")] == [r.id for r in table if r.method != "ordered"]
