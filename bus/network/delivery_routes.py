@@ -24,6 +24,10 @@ from typing import Any, Iterable
 from bus.routes import Route, RouteTable, load_routes
 from bus.settings import Settings
 
+# the shipped billing routes, for tools and tests that want only these (and so only their
+# addresses); gridbus network publish/deliver read every route file, as every command does
+DEFAULT_FILE = Path("routes") / "uc9-billing.yaml"
+
 
 @dataclass(frozen=True)
 class BillingRoute:
