@@ -110,12 +110,20 @@ class Applier:
         good = [c for c in parsed if isinstance(c, Change)]
         if self.bulk is not None and any(c.kind != "create" for c in good):
             self._end_bulk()  # the ordinary path, on the indexes, for the rest of the document
+        fast: set[int] = set()
         if self.bulk is not None:
-            self.bulk.prefetch(self, good)
+            fast = self.bulk.consumer_creates(good)
+            self.bulk.prefetch(self, [c for c in good if c.index not in fast])
         else:
             self._prefetch(good)
+        outcomes = self.result.outcomes
         for item in parsed:
-            self.result.outcomes.append(item if isinstance(item, Outcome) else self._one(item))
+            if isinstance(item, Outcome):
+                outcomes.append(item)
+            elif item.index in fast:
+                outcomes.append(self._bulk_consumer(item) or self._one_prefetched(item))
+            else:
+                outcomes.append(self._one(item))
         self._flush()
         if self.bulk is not None:
             self.bulk.remember(self)
@@ -220,6 +228,45 @@ class Applier:
         self.change_rows.append((c.change_id, c.sequence, c.mrid, c.kind, c.type, c.effective_from, self.now,
                                  self.document_id))
         self._paths(c)
+        return applied(c)
+
+    def _one_prefetched(self, c: Change) -> Outcome:
+        self.bulk.prefetch(self, [c])  # alone in its chunk (BulkState.consumer_creates): read it now
+        return self._one(c)
+
+    def _bulk_consumer(self, c: Change) -> Outcome | None:
+        """A consumer create on the bulk path, checked and written without the ordinary machinery:
+        BulkState.consumer_creates has made sure that nothing else in the chunk or the store names
+        its change id, mRID or meter, so what is left to check is its DT.  None when the DT is not
+        one to hang under at effectiveFrom: the ordinary checks then say why."""
+        bulk, t, mrid, dt_ = self.bulk, c.effective_from, c.mrid, c.parent
+        dt_row = self.rows.get(dt_) or bulk.rows.get(dt_)
+        if dt_row is None or dt_row.type != "dt" or not dt_row.valid_from <= t < dt_row.valid_to:
+            return None
+        path = bulk.paths.get(dt_)
+        if path is None:
+            feeder_row = self.rows.get(dt_row.parent) or bulk.rows.get(dt_row.parent)
+            if feeder_row is None:
+                return None
+            # no move or retire happens on the bulk path: a DT's feeder and substation stay put
+            path = bulk.paths[dt_] = (dt_row.parent, feeder_row.parent)
+        attributes = c.attributes
+        if None in attributes.values():
+            attributes = {k: v for k, v in attributes.items() if v is not None}
+        self.inserts.append((mrid, 1, "consumer", dt_, c.name, c.meter, _dumps(attributes), t, OPEN, t, c.change_id))
+        self.change_rows.append((c.change_id, c.sequence, mrid, "create", "consumer", t, self.now, self.document_id))
+        bulk.done.add(c.change_id)
+        bulk.seq[mrid] = c.sequence
+        bulk.meters[c.meter] = mrid
+        self.version_rows[mrid] = 1
+        get = attributes.get
+        body = {"consumer": mrid, "consumerNo": get("consumer_no"), "meter": c.meter, "category": get("category"),
+                "circle": get("circle"), "division": get("division"), "subdivision": get("subdivision"),
+                "dt": dt_, "feeder": path[0], "substation": path[1], "effectiveFrom": c.effective_text,
+                "version": 1, "retired": False, "changeId": c.change_id}
+        self.outbox_rows.append((self.next_id, mrid, 1, c.change_id, t, _dumps(body)))
+        self.next_id += 1
+        self.result.updates += 1
         return applied(c)
 
     def _check_parent(self, c: Change, parent_id: str | None) -> Outcome | None:

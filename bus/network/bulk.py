@@ -15,6 +15,8 @@ path takes over for the rest of the document with the store as it now stands).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from bus.network.schema import INDEXES, OPEN
 
 SECONDARY_INDEXES = ("elements_parent", "elements_meter", "changes_mrid", "outbox_pending")
@@ -32,6 +34,7 @@ class BulkState:
         self.seq: dict[str, int] = {}         # mRID → its last sequence (every element created)
         self.rows: dict = {}                  # mRID → Row, for substations, feeders and DTs
         self.meters: dict[str, str] = {}      # meter serial → the element holding it
+        self.paths: dict[str, tuple] = {}     # DT → (feeder, substation), for consumer paths
         for name in SECONDARY_INDEXES:
             db.execute(f"DROP INDEX IF EXISTS {name}")
         db.load_pragmas(True)
@@ -40,7 +43,23 @@ class BulkState:
         for statement in INDEXES:
             self.db.execute(statement)
         self.db.load_pragmas(False)
-        self.done, self.seq, self.rows, self.meters = set(), {}, {}, {}
+        self.done, self.seq, self.rows, self.meters, self.paths = set(), {}, {}, {}, {}
+
+    def consumer_creates(self, changes: list) -> set[int]:
+        """The indexes of the chunk's consumer creates that may take the applier's short path: their
+        change id, mRID and meter appear nowhere else, neither in the chunk (as an mRID, a parent,
+        a meter, a change id) nor among what the document has applied so far.  Such a create
+        cannot meet DUPLICATE, STALE, EXISTS or METER_IN_USE, and no other change of the chunk
+        reads its state."""
+        names = Counter(c.mrid for c in changes)
+        names.update(c.parent for c in changes if c.parent)
+        meters = Counter(c.meter for c in changes if c.meter)
+        ids = Counter(c.change_id for c in changes)
+        done, seq, held = self.done, self.seq, self.meters
+        return {c.index for c in changes
+                if c.kind == "create" and c.type == "consumer" and names[c.mrid] == 1 and meters[c.meter] == 1
+                and ids[c.change_id] == 1 and c.mrid not in seq and c.meter not in held
+                and c.change_id not in done}
 
     def prefetch(self, applier, changes: list) -> None:
         """The applier's per-chunk state, from memory (see the module docstring)."""

@@ -7,6 +7,7 @@ never an exception: one bad change must not cost the good ones beside it their p
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -227,7 +228,10 @@ def _fast(raw: Any, index: int) -> Change | None:
 
 
 def parse_change(raw: Any, index: int) -> Change | Outcome:
-    """One entry of ``Payload.changes``: a Change, or an INVALID Outcome saying what is wrong."""
+    """One entry of ``Payload.changes``: a Change, or an INVALID Outcome saying what is wrong.  A
+    Change is taken as it is: the bus's own snapshot diff makes them from rows it has checked."""
+    if type(raw) is Change:
+        return raw if raw.index == index else dataclasses.replace(raw, index=index)
     change = _fast(raw, index)
     if change is not None:
         return change

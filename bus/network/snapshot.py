@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from bus.network.export import SNAPSHOT_COLUMNS, cell_text
-from bus.network.model import ATTRIBUTE_VALUE_MAX, MRID_MAX
+from bus.network.model import ATTRIBUTE_VALUE_MAX, MRID_MAX, Change, parse_time
 from bus.network.store import NetworkStore, iso
 
 MAX_LINE_BYTES = 64 * 1024
@@ -81,27 +81,45 @@ class SnapshotDiff:
                 "byKind": dict(sorted(self.counts.items())), "storeConsumers": self.store_consumers,
                 "retireShare": round(self.retire_share, 4)}
 
-    def changes(self) -> Iterator[dict]:
-        """Every change, as the GIS would have pushed it (sequences and ids assigned here)."""
+    def changes(self, parsed: bool = False) -> Iterator:
+        """Every change, as the GIS would have pushed it (sequences and ids assigned here).  With
+        ``parsed``, a consumer create comes as the ``Change`` the applier would read it into (the
+        reader has checked every field parse_change checks: a million creates are not read
+        twice); the rest, and any create whose meter the change format would refuse, as dicts."""
         seq = self.first_sequence
         when = iso(self.effective_from)
+        at = parse_time(when)  # the instant as the text says it, exactly as every dict change is read
         prefix = f"snap-{self.checksum[:16]}"
+        index = 0
 
         def stamp(change: dict, suffix: str) -> dict:
-            nonlocal seq
+            nonlocal seq, index
             change.update(changeId=f"{prefix}-{suffix}", sequence=seq, effectiveFrom=when)
             seq += 1
+            index += 1
             return change
 
         for change in self.structure:
             yield stamp(change, change.pop("_id"))
         for mrid in self.consumer_retires:
             yield stamp({"kind": "retire", "type": "consumer", "mrid": mrid}, f"retire-{mrid}")
-        for spool in self.spools:
-            with open(spool, "rb") as f:
-                for line in f:
-                    change = orjson.loads(line)
-                    yield stamp(change, change.pop("_id"))
+        updates, creates = self.spools
+        with open(updates, "rb") as f:
+            for line in f:
+                change = orjson.loads(line)
+                yield stamp(change, change.pop("_id"))
+        with open(creates, "rb") as f:
+            for line in f:
+                line_no, mrid, dt_, attributes = orjson.loads(line)
+                meter = attributes["meter"]
+                if parsed and len(meter) <= MRID_MAX:
+                    yield Change(index, f"{prefix}-{line_no}", seq, at, when, "create", "consumer", mrid, dt_, None,
+                                 attributes, meter)
+                    seq += 1
+                    index += 1
+                    continue
+                yield stamp({"kind": "create", "type": "consumer", "mrid": mrid, "parent": dt_,
+                             "attributes": attributes}, str(line_no))
         for type_, mrid in self.element_retires:
             yield stamp({"kind": "retire", "type": type_, "mrid": mrid}, f"retire-{mrid}")
 
@@ -159,6 +177,7 @@ class _Reader:
         self.feeders: dict[str, tuple] = {}  # feeder → (substation, kv, head_meter, line)
         self.substations: dict[str, int] = {}
         self.protected: set[str] = set()     # consumers of rejected rows: never retired
+        self.creates = 0                     # new consumers (spooled)
 
     # -- the store as of t ---------------------------------------------------------------------
     def load_store(self) -> None:
@@ -256,11 +275,10 @@ class _Reader:
         self._structure(row, line_no)
         before = self.state.get(consumer)
         self.state[consumer] = -line_no
-        if before is None:
-            change = {"kind": "create", "type": "consumer", "mrid": consumer, "parent": row["dt"],
-                      "attributes": {k: row[k] for k in CONSUMER_FIELDS if row[k] != ""}, "_id": str(line_no)}
-            self._count(None, change)
-            creates.write(orjson.dumps(change) + b"\n")
+        if before is None:  # spooled as [line, consumer, DT, attributes]; changes() makes the create
+            self.creates += 1
+            creates.write(orjson.dumps([line_no, consumer, row["dt"],
+                                        {k: row[k] for k in CONSUMER_FIELDS if row[k] != ""}]) + b"\n")
         elif hash(_KEY(row)) & _MASK != before:
             pending.write(orjson.dumps([line_no, row]) + b"\n")
 
@@ -416,6 +434,8 @@ def diff_snapshot(store: NetworkStore, path: str | os.PathLike, at: float) -> Sn
         raise
     finally:
         pending.unlink(missing_ok=True)
+    if reader.creates:
+        diff.counts["create consumer"] = reader.creates
     diff.structure = reader.structure_changes()
     reader.retirements()
     diff.first_sequence = store.last_sequence() + 1

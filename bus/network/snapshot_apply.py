@@ -64,7 +64,7 @@ def import_snapshot(store: NetworkStore, path: str | os.PathLike, at: float,
             store.hold(outcome.held_id, outcome.held_reason, diff.summary(), str(Path(path).resolve()), at)
             return outcome
         if diff.total:
-            outcome.result = store.apply(diff.changes(), document_id=held_id_of(diff), progress=progress)
+            outcome.result = store.apply(diff.changes(parsed=True), document_id=held_id_of(diff), progress=progress)
         return outcome
 
 
