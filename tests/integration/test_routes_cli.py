@@ -1,10 +1,14 @@
-"""`gridbus routes apply` is idempotent; `routes plan` sees what differs on the live broker."""
+"""`gridbus routes apply` is idempotent; `routes plan` sees what differs on the live broker,
+the ordered routes' partition queues included."""
 from __future__ import annotations
+
+import json
 
 import amqp
 import pytest
 
-from tests.support import ROOT, run_cli
+from bus.network import delivery_topology as topo
+from tests.support import ROOT, ROUTE_ENV, run_cli
 
 pytestmark = pytest.mark.broker
 ROUTES = str(ROOT / "routes")
@@ -12,10 +16,8 @@ ROUTES = str(ROOT / "routes")
 
 @pytest.fixture
 def env(bus_env):
-    return {**bus_env, "MDMS_1_URL": "http://127.0.0.1:9", "WFM_URL": "http://127.0.0.1:9",
-            "FMS_URL": "http://127.0.0.1:9", "ADMS_URL": "http://127.0.0.1:9", "HES_A_URL": "http://127.0.0.1:9",
-            "HES_B_URL": "http://127.0.0.1:9", "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv",
-            "GRIDBUS_ROUTES": ROUTES}
+    return {**bus_env, **{k: v for k, v in ROUTE_ENV.items() if k.endswith("_URL")},
+            "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv", "GRIDBUS_ROUTES": ROUTES}
 
 
 def test_apply_twice_changes_nothing_the_second_time(env):
@@ -64,3 +66,37 @@ def test_plan_reports_a_hand_altered_queue_and_an_extra_one(env, rabbitmq_proc):
     # and apply leaves the altered queue alone and says so
     applied = run_cli(env, "routes", "apply")
     assert "differs and was left alone" in applied.stderr
+
+
+def test_plan_shows_the_ordered_routes_partition_queues_exchange_and_bindings(env):
+    # Given an empty virtual host  When the plan of the shipped routes is made
+    plan = run_cli(env, "routes", "plan", "--json")
+    assert plan.returncode == 2, plan.stderr
+    missing = json.loads(plan.stdout)["missing"]
+    # Then the billing routes' objects are there by delivery_topology's names: the updates exchange,
+    # each partition queue bound to its slots, the replays queue on the ingress exchange, the DLQ
+    assert topo.UPDATES_EXCHANGE in missing["exchanges"]
+    for route in ("network-to-billing-1", "network-to-billing-2"):
+        for p in range(4):
+            queue = topo.partition_queue_name(route, p)
+            assert queue in missing["queues"]
+            keys = {b["routing_key"] for b in missing["bindings"] if b["destination"] == queue}
+            assert keys == {topo.slot_key(s) for s in topo.partition_slots(p, 4)}
+        assert topo.replays_queue_name(route) in missing["queues"]
+        assert f"gridbus.dlq.{route}" in missing["queues"]
+        # and no Celery route queue for them
+        assert f"gridbus.route.{route}" not in missing["queues"]
+
+
+def test_what_the_delivery_process_declares_is_what_the_plan_wants(env):
+    # Given the topology `gridbus network publish/deliver` declare at start, declared on an empty vhost
+    topo.declare(env["GRIDBUS_BROKER_URL"], [("network-to-billing-1", 4), ("network-to-billing-2", 4)])
+    # When the plan of the shipped routes is made
+    plan = json.loads(run_cli(env, "routes", "plan", "--json").stdout)
+    # Then none of those objects differs or is unknown to the routes (one source of names and arguments)
+    assert plan["differing"] == {"exchanges": [], "queues": []}
+    assert plan["broker_only"] == {"exchanges": [], "queues": [], "bindings": []}
+    assert not any(".ordered." in q for q in plan["missing"]["queues"])
+    # and after `routes apply` the broker matches the routes, ordered routes and all
+    assert run_cli(env, "routes", "apply").returncode == 0
+    assert run_cli(env, "routes", "plan").returncode == 0
