@@ -3,7 +3,7 @@ verification requests out.  Pure and deterministic: no wall clock, no I/O but th
 lookups.  Time is the events' own time and the watermark the caller moves with ``advance``.
 
     engine = OutageEngine(topology, Options())
-    out = engine.process(events)        # MeterEvent list -> decisions
+    out = engine.process(events, now)   # MeterEvent list -> decisions
     out += engine.advance(watermark)    # timers due by then: holds, announcements, closings
     out += engine.answer(request_id, {"UPM00000012": False, ...})   # verification answers
     state = engine.snapshot()           # plain JSON-able data; OutageEngine.restore(state, topology)
@@ -61,7 +61,10 @@ class OutageEngine:
         self._sets: dict[str, set[str]] = {}               # outage -> set(meters), derived, not saved
 
     # -- input ------------------------------------------------------------------------------------
-    def process(self, events: Iterable[MeterEvent]) -> list[dict]:
+    def process(self, events: Iterable[MeterEvent], now: float | None = None) -> list[dict]:
+        """Correlate a batch of events.  ``now``: the caller's clock as it took the batch (the
+        process's wall clock; the arrival of the batch's last event in a replay), which the
+        refusal of events from the future counts from when it is ahead of the watermark."""
         events = list(events)
         if events:
             times = [e.at for e in events]
@@ -69,7 +72,8 @@ class OutageEngine:
         seen, o, stats = self.seen, self.o, self.stats
         locate = self.topology.locate
         wm = self.watermark
-        future = None if wm is None else wm + o.max_future_s
+        ref = wm if now is None or now != now else now if wm is None else max(wm, now)
+        future = None if ref is None else ref + o.max_future_s
         late_before = None if wm is None else wm - o.allowed_lateness_s
         for e in events:
             mid = e.message_id
@@ -131,19 +135,21 @@ class OutageEngine:
         """The answers to a verification request: meter -> True (alive, it answered) / False
         (dead: no answer).  Meters not asked are ignored; a request answered twice, or whose
         outage has closed meanwhile, changes nothing."""
-        mrid = self.requests.pop(request_id, None)
+        if not isinstance(answers, dict):
+            answers = {}
+        mrid = self.requests.get(request_id) if isinstance(request_id, str) else None
         found = self.outages.get(mrid) if mrid else None
-        if found is None:
+        valid = {m: bool(a) for m, a in answers.items() if found is not None and m in found.verify_meters}
+        if found is None or not valid:
             self._count("verify_ignored")
             return []
-        asked = set(found.verify_meters)
-        found.verify_answers = {m: bool(a) for m, a in answers.items() if m in asked}
-        total = len(found.verify_answers)
-        alive = sum(found.verify_answers.values())
-        if total and alive / total >= self.o.verify_alive_share:
+        del self.requests[request_id]
+        found.verify_answers = valid
+        total, alive = len(valid), sum(valid.values())
+        if alive / total >= self.o.verify_alive_share:
             self._count("false_alarms")
             self._close_false_alarm(found, f"false alarm: {alive} of {total} meters asked answered")
-        elif total:
+        else:
             found.verification = "verified"
             self._send(found, "changed")
         out, self._out = self._out, []
@@ -191,6 +197,9 @@ class OutageEngine:
             info = self.topology.dt(dt, t)
             if info is not None:
                 self._declare_dt(info, t, t, (m, t, received))
+            return
+        if dt is None:                         # a consumer meter the network puts under no DT
+            self._count("no_dt")
             return
         self.out[m] = [t, None, dt, feeder, received, CONSUMER]
         self.pending.setdefault(dt, {})[m] = t

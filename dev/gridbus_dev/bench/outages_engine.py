@@ -173,7 +173,7 @@ def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: 
             # last: the watermark never passes an event that arrived and was not processed
             for d in engine.advance(chunk[0][0] - lag_s):
                 out.append((chunk[0][0], d))
-            for d in engine.process(e for _, e in chunk):
+            for d in engine.process((e for _, e in chunk), now=clock):
                 out.append((clock, d))
             if last_tick is None or clock - last_tick >= tick_s:
                 for d in engine.advance(clock - lag_s):
