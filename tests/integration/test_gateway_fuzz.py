@@ -85,7 +85,7 @@ def gateway(module_env):
     assignment.write_text("meter,hes\nUPM00000001,hes-a\nUPM00000002,hes-b\n")
     env = {**bus_env, "GRIDBUS_ROUTES": str(routes), "GRIDBUS_METER_ASSIGNMENT": str(assignment),
            **{name: UNREACHABLE for name in ("MDMS_1_URL", "HES_A_URL", "HES_B_URL", "WFM_URL", "FMS_URL",
-                                             "ADMS_URL")}}
+                                             "ADMS_URL", "BILLING_1_URL", "BILLING_2_URL")}}
     systems = {r.source.options["path"]: r.source.system for r in load_routes([routes], env)
                if r.source.connector in ("http-push", "http-request")}
     keys = {s: run_cli(env, "gateway", "keys", "add", s).stdout.strip() for s in set(systems.values())}
