@@ -246,6 +246,13 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
             source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
     ends = [_endpoint(d, "destination", file, lines, path + ("destinations", i), errors)
             for i, d in enumerate(destinations) if isinstance(d, dict) and "connector" in d]
+    if not ordered:  # what the worker calls (bus/worker/pipeline.py): deliver, deliver_document or request
+        for i, end in enumerate(ends):
+            if end and not any(hasattr(registry.connector(end.connector), m)
+                               for m in ("deliver", "deliver_document", "request")):
+                errors.append(ConfigError(f"connector {end.connector!r} takes only an ordered route's batches "
+                                          f"(method: {ORDERED})", file,
+                                          line_of(lines, path + ("destinations", i, "connector"))))
     if ordered:
         for i, (raw, end) in enumerate(zip(destinations, ends)):
             if end and not hasattr(registry.connector(end.connector), "send"):

@@ -183,6 +183,22 @@ def test_the_network_store_is_no_source_of_other_methods(tmp_path):
     assert f"{path}:4: connector 'network-store' cannot be a source" in errors_of(path)
 
 
+def test_a_billing_destination_is_refused_on_a_route_the_worker_would_run(tmp_path):
+    # Given a push route delivering to billing-rest (the worker has no way to call it: it sends batches)
+    path = write(tmp_path, """\
+        routes:
+          - id: hes-a-alarms
+            source: {system: hes-a, connector: http-push, path: hes-a/alarms}
+            method: push
+            transform: [hes_alarm_json, to_mdms_json]
+            destinations:
+              - {system: billing-1, connector: billing-rest, url: "http://127.0.0.1:9"}
+        """)
+    # When loaded  Then the destination's line says it takes only ordered routes' batches
+    assert errors_of(path) == [f"{path}:7: connector 'billing-rest' takes only an ordered route's batches "
+                               "(method: ordered)"]
+
+
 def test_two_ordered_routes_may_share_the_outbox_but_not_an_id(tmp_path):
     # Given the shipped billing routes twice, once under other ids
     other = SHIPPED.read_text().replace("id: network-to-billing-", "id: network-to-billing-copy-")
