@@ -150,6 +150,26 @@ class StoreTopology:
                 wanted.append(m)
         if wanted:
             self._load_meters(wanted, t_min - self.span_s, t_max + self.span_s)
+        # the DTs (and feeders) those meters hang under, in one query too
+        parents = {row[4] if row[2] == "consumer" else row[3] if row[2] == "dt" else None
+                   for m in set(meters) for row in self._meters.get(m, (0, 0, ()))[2]}
+        parents.discard(None)
+        missing = [p for p in parents if not ((c := self._elements.get(p)) and c[0] <= t_min and t_max < c[1])]
+        if missing:
+            self._load_elements(missing, t_min - self.span_s, t_max + self.span_s)
+
+    def _load_elements(self, mrids: list[str], t_from: float, t_to: float) -> None:
+        self._trim()
+        found: dict[str, list[tuple]] = {m: [] for m in mrids}
+        for i in range(0, len(mrids), 20_000):
+            chunk = mrids[i:i + 20_000]
+            for mrid, vf, vt, parent, name, attributes in self._rows(
+                    f"SELECT mrid, valid_from, valid_to, parent, name, attributes FROM elements "
+                    f"WHERE mrid IN ({self.values_of}) AND valid_from <= ? AND valid_to > ?",
+                    (json.dumps(chunk), t_to, t_from)):
+                found[mrid].append((vf, vt, parent, name, attributes))
+        for mrid, rows in found.items():
+            self._elements[mrid] = (t_from, t_to, rows)
 
     def _load_meters(self, meters: list[str], t_from: float, t_to: float) -> None:
         self._trim()
@@ -178,12 +198,8 @@ class StoreTopology:
     def _element_row(self, mrid: str, at: float) -> tuple | None:
         c = self._elements.get(mrid)
         if c is None or not (c[0] <= at < c[1]):
-            self._trim()
-            t_from, t_to = at - self.span_s, at + self.span_s
-            rows = [(vf, vt, parent, name, attributes) for vf, vt, parent, name, attributes in self._rows(
-                "SELECT valid_from, valid_to, parent, name, attributes FROM elements "
-                "WHERE mrid = ? AND valid_from <= ? AND valid_to > ?", (mrid, t_to, t_from))]
-            c = self._elements[mrid] = (t_from, t_to, rows)
+            self._load_elements([mrid], at - self.span_s, at + self.span_s)
+            c = self._elements[mrid]
         for row in c[2]:
             if row[0] <= at < row[1]:
                 return row

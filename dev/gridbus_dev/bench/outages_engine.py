@@ -2,7 +2,10 @@
 store, the in-memory topology of a generated network.  A quick check, not a timed unit test.
 
     python -m gridbus_dev.bench.outages_engine [--gasps 200000] [--consumers 100000] [--feeders 40]
-                                               [--seed 1] [--batch 1000] [--json]
+                                               [--seed 1] [--batch 1000] [--store] [--json]
+
+``--store`` runs the same storm once more with the engine on the network store (the network
+loaded into a throw-away SQLite store first): the store's bulk lookups and caches included.
 
 The storm (``make_storm``), from ``simulators.network.NetworkModel`` (1,000 DTs across 40
 feeders by default):
@@ -156,18 +159,19 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
 
 
 def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: float = 1.0,
-          lag_s: float = 0.0) -> tuple[list[tuple[float, dict]], float]:
+          lag_s: float = 0.0) -> tuple[list[tuple[float, dict]], float, float]:
     """Feed the storm in arrival order, in batches, moving the watermark to the arrival clock
     (minus ``lag_s``) every ``tick_s`` of it.  Every engine gets every event (each keeps its own
-    partition).  Returns (clock, decision) pairs and the engine seconds spent."""
+    partition).  Returns (clock, decision) pairs and the engine's seconds spent: wall clock and
+    CPU (this process's: on a busy machine the wall clock counts other processes' turns)."""
     out: list[tuple[float, dict]] = []
-    spent = 0.0
+    spent = cpu = 0.0
     events = storm.events
     last_tick = None
     for i in range(0, len(events), batch):
         chunk = events[i:i + batch]
         clock = chunk[-1][0]
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         for engine in engines:
             # the clock as the first of the batch arrived, then the batch, then the clock at its
             # last: the watermark never passes an event that arrived and was not processed
@@ -181,13 +185,15 @@ def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: 
         if last_tick is None or clock - last_tick >= tick_s:
             last_tick = clock
         spent += time.perf_counter() - started
+        cpu += time.process_time() - started_cpu
     end = events[-1][0] + 3600 if events else T0
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     for engine in engines:
         for d in engine.advance(end):
             out.append((end, d))
     spent += time.perf_counter() - started
-    return out, spent
+    cpu += time.process_time() - started_cpu
+    return out, spent, cpu
 
 
 def score(storm: Storm, decisions: list[tuple[float, dict]]) -> dict[str, Any]:
@@ -240,7 +246,8 @@ def outcome(decisions: list[tuple[float, dict]]) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int) -> dict[str, Any]:
+def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int, store_dir: str | None = None
+          ) -> dict[str, Any]:
     started = time.perf_counter()
     dts = max(1, round(consumers / 100))
     model = NetworkModel.generate(consumers, seed=seed, dts_per_feeder=max(1, dts // feeders),
@@ -249,14 +256,32 @@ def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int) -> di
     storm = make_storm(model, gasps, seed)
     setup = time.perf_counter() - started
     engine = OutageEngine(topo, Options())
-    one, spent = drive([engine], storm, batch)
+    one, spent, cpu = drive([engine], storm, batch)
     two_engines = [OutageEngine(topo, Options(), partition=(k, 2)) for k in range(2)]
-    two, spent_two = drive(two_engines, storm, batch)
+    two, spent_two, _ = drive(two_engines, storm, batch)
     n = len(storm.events)
-    return {"network": {"feeders": len(topo.feeders), "dts": len(topo.dts), "meters": len(topo.places)},
+    on_store: dict[str, Any] | None = None
+    if store_dir is not None:
+        from pathlib import Path
+
+        from bus.network.store import open_store
+        from bus.outages import StoreTopology
+
+        store = open_store(Path(store_dir) / "network.sqlite")
+        loading = time.perf_counter()
+        store.apply(model.creates())
+        loaded = time.perf_counter() - loading
+        store_topo = StoreTopology(store)
+        on, spent_store, cpu_store = drive([OutageEngine(store_topo, Options())], storm, batch)
+        on_store = {"load_s": round(loaded, 1), "engine_s": round(spent_store, 2),
+                    "events_per_s": round(n / spent_store), "events_per_cpu_s": round(n / cpu_store),
+                    "queries": store_topo.queries,
+                    "same_outages_as_memory": outcome(on) == outcome(one)}
+    return {"on_store": on_store,"network": {"feeders": len(topo.feeders), "dts": len(topo.dts), "meters": len(topo.places)},
             "events": n, "gasps": sum(1 for _, e in storm.events if e.code == 101),
             "breaths": sum(1 for _, e in storm.events if e.code == 102),
             "setup_s": round(setup, 1), "engine_s": round(spent, 2), "events_per_s": round(n / spent),
+            "engine_cpu_s": round(cpu, 2), "events_per_cpu_s": round(n / cpu),
             "two_engines_s": round(spent_two, 2),
             "accuracy": score(storm, one),
             "two_engines_same_outages": outcome(one) == outcome(two),
@@ -272,9 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feeders", type=int, default=40)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--store", action="store_true",
+                   help="also run the engine on the network store (SQLite, the network loaded first)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch)
+    if a.store:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="gridbus-bench-outages-") as work:
+            r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch, work)
+    else:
+        r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch)
     if a.json:
         json.dump(r, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -282,9 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     acc = r["accuracy"]
     print(f"network: {r['network']['feeders']} feeders, {r['network']['dts']} DTs, {r['network']['meters']:,} meters")
     print(f"storm: {r['events']:,} events ({r['gasps']:,} gasps, {r['breaths']:,} breaths)")
-    print(f"engine alone: {r['events_per_s']:,} events/s ({r['engine_s']} s)")
+    print(f"engine alone: {r['events_per_s']:,} events/s of wall clock ({r['engine_s']} s), "
+          f"{r['events_per_cpu_s']:,} events per CPU second ({r['engine_cpu_s']} s)")
     print(f"two engines split by feeder (each fed every event, keeping its feeders): {r['two_engines_s']} s in all; "
           f"same outages as one engine: {r['two_engines_same_outages']}")
+    if r["on_store"]:
+        st = r["on_store"]
+        print(f"on the network store (SQLite, loaded in {st['load_s']} s): {st['events_per_s']:,} events/s "
+              f"of wall clock, {st['events_per_cpu_s']:,} per CPU second ({st['engine_s']} s, {st['queries']:,} "
+              f"queries); same outages as in memory: "
+              f"{st['same_outages_as_memory']}")
     for kind in ("feeder", "dt", "singles", "nested"):
         k = acc[kind]
         print(f"{kind:>8}: found {k['found']:>5} truth {k['truth']:>5}  precision {k['precision']:.3f}  "
