@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import threading
 import time
@@ -162,6 +163,7 @@ class GisApp:
         if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1 or "/" in name or name.startswith("."):
             return 400, {"error": "fraction is a number 0..1 and name a plain file name"}
         path = self.drop_dir / name
+        self.drop_dir.mkdir(parents=True, exist_ok=True)     # made when first needed, not at start
         with self.lock:
             rows = self.model.write_snapshot(path, fraction)
             self.counts["snapshots_written"] += 1
@@ -304,8 +306,10 @@ class _Handler(JsonRequestHandler):
 class GisServer(BackgroundServer):
     """The GIS stand-in in a background thread; ``.app`` is its GisApp."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False, **app: Any) -> None:
-        super().__init__(_Handler, GisApp(**app), host, port, verbose)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, name: str = "gis", verbose: bool = False,
+                 **app: Any) -> None:
+        # (host, port, name, verbose) first, as every stand-in server's
+        super().__init__(_Handler, GisApp(name=name, **app), host, port, verbose)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,13 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-meter", type=int, default=shared.get("first_meter", 1),
                    help="number of the first consumer meter UPM%%08d")
     p.add_argument("--bus-url", help="where change documents are POSTed (the gateway's gis endpoint)")
-    p.add_argument("--bus-key", help="X-API-Key sent with them")
+    p.add_argument("--bus-key", default=os.environ.get("GIS_BUS_KEY") or None,
+                   help="X-API-Key sent with them (default $GIS_BUS_KEY)")
     p.add_argument("--drop-dir", help="folder POST /snapshot writes the nightly export into")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
-    if a.drop_dir:
-        Path(a.drop_dir).mkdir(parents=True, exist_ok=True)
-    return serve_until_signalled(GisServer(a.host, a.port, a.verbose, name=a.name, consumers=a.consumers,
+    return serve_until_signalled(GisServer(a.host, a.port, a.name, a.verbose, consumers=a.consumers,
                                            seed=a.seed, bus_url=a.bus_url, bus_key=a.bus_key, drop_dir=a.drop_dir,
                                            dts_per_feeder=a.dts_per_feeder,
                                            feeders_per_substation=a.feeders_per_substation,
