@@ -103,7 +103,23 @@ def up(concurrency):
     meters = _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]), values)
     stand_ins = [Service(name, _stand_in_argv(name, module, port, values), port)
                  for name, module, port, _var in devstack.STAND_INS]
-    for service in stand_ins:   # side by side: each takes a second or so to import and listen
+    # requests wait on their destination: they get a worker of their own (Route.waits_on_destination)
+    workers = [Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency), "--kind", "deliveries"))]
+    if len(table_.of_kind("requests")):
+        workers.append(Service("worker-requests", devstack.gridbus_argv("worker", "--pool", "asyncio",
+                                                                        "--kind", "requests")))
+    gateway = Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),
+                      devstack.GATEWAY_PORT)
+    recorder = Service("recorder", devstack.gridbus_argv("recorder", "--metrics-port", str(devstack.METRICS_PORT)),
+                       devstack.METRICS_PORT)
+    # the billing routes' file is the CLI's default (no --routes), wherever it lives
+    network = [Service("network-publish", devstack.gridbus_argv("network", "publish", "--poll-s", "0.2")),
+               Service("network-deliver", devstack.gridbus_argv("network", "deliver"))]
+    # Everything starts side by side, then we wait for the ports: each process spends a second or
+    # more importing, and nothing needs another to be listening before it starts (the stand-ins
+    # and the GIS reach the gateway only when asked to push).
+    for service in [*stand_ins, *workers, Service("ingress", devstack.gridbus_argv("ingress")), gateway, recorder,
+                    Service("keeper", devstack.gridbus_argv("keeper")), *network]:
         procs.start(service, env, wait=False)
     for service, (name, _module, _port, var) in zip(stand_ins, devstack.STAND_INS):
         procs.wait_listening(service)
@@ -111,28 +127,16 @@ def up(concurrency):
     n = {arg: values[var] for var, arg in SHARED_NETWORK_ENV.items()}
     click.echo(f"network    {int(n['consumers']):,} consumers, seed {n['seed']} (GRIDBUS_DEV_NETWORK_*): "
                f"the GIS, HES-A/B and alarm stand-ins' network; {meters:,} meters in the meter assignment")
-    # requests wait on their destination: they get a worker of their own (Route.waits_on_destination)
-    procs.start(Service("worker", devstack.gridbus_argv("worker", "-c", str(concurrency),
-                                                        "--kind", "deliveries")), env)
     click.echo(f"worker     pid {procs.pid('worker')}  log {home / 'run' / 'worker.log'}")
-    if len(table_.of_kind("requests")):
-        procs.start(Service("worker-requests", devstack.gridbus_argv(
-            "worker", "--pool", "asyncio", "--kind", "requests")), env)
+    if len(workers) > 1:
         click.echo(f"worker-requests pid {procs.pid('worker-requests')}  (event loop, request-response routes)")
-    procs.start(Service("ingress", devstack.gridbus_argv("ingress")), env)
     click.echo(f"ingress    pid {procs.pid('ingress')}  inbox {values['GRIDBUS_INBOX']}")
-    procs.start(Service("gateway", devstack.gridbus_argv("gateway", "--port", str(devstack.GATEWAY_PORT)),
-                        devstack.GATEWAY_PORT), env)
+    procs.wait_listening(gateway)
     click.echo(f"gateway    {values['GRIDBUS_GATEWAY_URL']}/docs  (keys: gridbus gateway keys add SYSTEM)")
-    procs.start(Service("recorder", devstack.gridbus_argv("recorder", "--metrics-port", str(devstack.METRICS_PORT)),
-                        devstack.METRICS_PORT), env)
+    procs.wait_listening(recorder)
     click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}, "
                f"metrics {devstack.METRICS_URL}")
-    procs.start(Service("keeper", devstack.gridbus_argv("keeper")), env)
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
-    # the billing routes' file is the CLI's default (no --routes), wherever it lives
-    procs.start(Service("network-publish", devstack.gridbus_argv("network", "publish", "--poll-s", "0.2")), env)
-    procs.start(Service("network-deliver", devstack.gridbus_argv("network", "deliver")), env)
     click.echo(f"network-publish pid {procs.pid('network-publish')}, network-deliver pid "
                f"{procs.pid('network-deliver')}  network store -> billing-1, billing-2")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
