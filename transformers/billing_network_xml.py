@@ -1,8 +1,13 @@
 """Consumer paths → billing-2's IEC 61968-100 EventMessage of a UsagePointConfig
-(docs/network-billing-formats.md, "billing-2"): one UsagePoint per consumer path."""
+(docs/network-billing-formats.md, "billing-2"): one UsagePoint per consumer path.
+
+Written as text, element by element, with every value escaped (``xml.sax.saxutils.escape``):
+the same document ElementTree wrote, at an eighth of its CPU (building a tree of 20 elements per
+consumer cost 0.14 ms of the delivery process per consumer; a DT move of 10,000 consumers, 1.4 s).
+"""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 from bus.transform import Outbound, TransformContext
 from transformers.cim import utc_now
@@ -12,36 +17,29 @@ UPC_NS = "http://iec.ch/TC57/2011/UsagePointConfig#"
 EQUIPMENT_KINDS = (("DistributionTransformer", "dt"), ("Feeder", "feeder"), ("Substation", "substation"))
 
 
-def _text(parent: ET.Element, tag: str, value) -> ET.Element:
-    el = ET.SubElement(parent, tag)
-    el.text = str(value)
-    return el
+def _el(tag: str, value) -> str:
+    return f"<{tag}>{escape(str(value))}</{tag}>"
 
 
-def usage_point(config: ET.Element, p: dict) -> None:
+def usage_point(p: dict) -> str:
     """One consumer path as a UsagePoint; a null field is left out."""
-    up = ET.SubElement(config, "UsagePoint")
-    _text(up, "mRID", p["consumer"])
-    _text(up, "version", int(p["version"]))
-    _text(up, "isRetired", "true" if p.get("retired") else "false")
+    parts = ["<UsagePoint>", _el("mRID", p["consumer"]), _el("version", int(p["version"])),
+             _el("isRetired", "true" if p.get("retired") else "false")]
     if p.get("category"):
-        _text(up, "customerCategory", p["category"])
+        parts.append(_el("customerCategory", p["category"]))
     if p.get("consumerNo"):
-        names = ET.SubElement(up, "Names")
-        _text(names, "name", p["consumerNo"])
-        _text(ET.SubElement(names, "NameType"), "name", "ConsumerNumber")
-    event = ET.SubElement(up, "ConfigurationEvent")
-    _text(event, "mRID", p["changeId"])
-    _text(event, "effectiveDateTime", p["effectiveFrom"])
+        parts.append(f"<Names>{_el('name', p['consumerNo'])}<NameType><name>ConsumerNumber</name></NameType></Names>")
+    parts.append(f"<ConfigurationEvent>{_el('mRID', p['changeId'])}"
+                 f"{_el('effectiveDateTime', p['effectiveFrom'])}</ConfigurationEvent>")
     if p.get("meter"):
-        _text(ET.SubElement(up, "Meter"), "mRID", p["meter"])
-    location = ET.SubElement(up, "ServiceLocation")
-    for name in ("circle", "division", "subdivision"):
-        if p.get(name):
-            _text(location, name, p[name])
+        parts.append(f"<Meter>{_el('mRID', p['meter'])}</Meter>")
+    location = "".join(_el(name, p[name]) for name in ("circle", "division", "subdivision") if p.get(name))
+    parts.append(f"<ServiceLocation>{location}</ServiceLocation>" if location else "<ServiceLocation />")
     for kind, key in EQUIPMENT_KINDS:
         if p.get(key):
-            _text(ET.SubElement(up, "Equipments", kind=kind), "mRID", p[key])
+            parts.append(f'<Equipments kind="{kind}">{_el("mRID", p[key])}</Equipments>')
+    parts.append("</UsagePoint>")
+    return "".join(parts)
 
 
 class BillingNetworkXml:
@@ -50,13 +48,13 @@ class BillingNetworkXml:
     name = "billing_network_xml"
 
     def __call__(self, paths: list[dict], context: TransformContext) -> Outbound:
-        root = ET.Element("EventMessage", xmlns=MESSAGE_NS)
-        header = ET.SubElement(root, "Header")
-        for tag, text in (("Verb", "changed"), ("Noun", "UsagePointConfig"), ("MessageID", context.message_id),
-                          ("Timestamp", utc_now()), ("Source", context.source_system)):
-            _text(header, tag, text)
-        config = ET.SubElement(ET.SubElement(root, "Payload"), "UsagePointConfig", xmlns=UPC_NS)
-        for p in paths:
-            usage_point(config, p)
-        body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        header = "".join(_el(tag, text) for tag, text in (
+            ("Verb", "changed"), ("Noun", "UsagePointConfig"), ("MessageID", context.message_id),
+            ("Timestamp", utc_now()), ("Source", context.source_system)))
+        body = "".join([
+            "<?xml version='1.0' encoding='utf-8'?>\n",
+            f'<EventMessage xmlns="{MESSAGE_NS}"><Header>{header}</Header>',
+            f'<Payload><UsagePointConfig xmlns="{UPC_NS}">',
+            *(usage_point(p) for p in paths),
+            "</UsagePointConfig></Payload></EventMessage>"]).encode("utf-8")
         return Outbound(body=body, content_type="application/xml", noun="UsagePointConfig", empty=not paths)

@@ -17,8 +17,13 @@ is one ordered stream, handled one batch at a time:
   delivery state, not sent, while other consumers flow.  Replaying the dead letter (``gridbus dlq
   replay``: it comes back on the route's replays queue) or ``gridbus network release`` sends it
   and the held ones in version order, and the consumer flows again;
-- a batch goes out as rounds of one version per consumer (``rounds``), each recorded in the
-  delivery state after billing's 200; then the batch is acked.
+- a batch goes out as rounds of one version per consumer (``rounds``), each as POSTs of at most
+  the route's ``batch_max`` updates, each POST recorded in the delivery state after billing's 200;
+  then the batch is acked.
+
+A message carries one update, or several of the same slot (``{"updates": [...]}``, written by the
+publisher in outbox order: publish.messages_of); each is split into its updates here, and a
+dead-lettered or held update is kept as a message of its own.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from bus.messaging import Backoff, BatchConsumer, ConfirmingPublisher, Delivery
 from bus.network import delivery_topology as topo
 from bus.network.delivery_routes import BillingRoute
 from bus.network.delivery_state import DeliveryState
+from bus.network.publish import H_UPDATES, MESSAGE_TYPE, body_of
 from bus.transform import TransformContext
 
 log = logging.getLogger("gridbus.network.deliver")
@@ -50,14 +56,48 @@ class Stopping(TransientDeliveryError):
 @dataclass
 class Update:
     path: dict
-    body: bytes = b""
+    raw: bytes = b""  # the body of a message of this update alone (made when needed)
     headers: dict = field(default_factory=dict)
     properties: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, d: Delivery) -> "Update":
-        """The update a delivery carries; ValueError if it is not one."""
+        """The update a delivery of one update carries; ValueError if it is not one."""
         return cls(decode(d.body), d.body, d.headers, d.properties)
+
+    @classmethod
+    def all_of(cls, d: Delivery) -> tuple[list["Update"], list[tuple[bytes, str]]]:
+        """(updates, undecodable (body, why)) of a delivery of one update or of several."""
+        try:
+            doc = json.loads(d.body)
+        except ValueError as exc:
+            return [], [(d.body, str(exc))]
+        if not (isinstance(doc, dict) and "updates" in doc and "consumer" not in doc):
+            try:
+                return [cls(checked(doc), d.body, d.headers, d.properties)], []
+            except ValueError as exc:
+                return [], [(d.body, str(exc))]
+        if not isinstance(doc["updates"], list):
+            return [], [(d.body, "updates must be a list")]
+        headers = {k: v for k, v in d.headers.items() if k != H_UPDATES}
+        properties = {**d.properties, "type": MESSAGE_TYPE}
+        out, bad = [], []
+        for path in doc["updates"]:
+            try:
+                checked(path)
+            except ValueError as exc:
+                bad.append((body_of(path) if isinstance(path, dict) else json.dumps(path).encode(), str(exc)))
+                continue
+            c, v = path["consumer"], path["version"]
+            out.append(cls(path, b"", {**headers, "gridbus-consumer": c, "gridbus-version": v},
+                           {**properties, "message_id": f"{c}@{v}"}))
+        return out, bad
+
+    @property
+    def body(self) -> bytes:
+        if not self.raw:
+            self.raw = body_of(self.path)
+        return self.raw
 
     @property
     def consumer(self) -> str:
@@ -70,7 +110,10 @@ class Update:
 
 def decode(body: bytes) -> dict:
     """The consumer path a message carries; ValueError if it is not one."""
-    path = json.loads(body)
+    return checked(json.loads(body))
+
+
+def checked(path) -> dict:
     if not isinstance(path, dict) or not isinstance(path.get("consumer"), str) \
             or type(path.get("version")) is not int:
         raise ValueError("not a consumer path (consumer and version are required)")
@@ -89,6 +132,10 @@ def newer_only(updates: list[Update], delivered: dict[str, int]) -> tuple[list[U
             last[u.consumer] = u.version
             keep.append(u)
     return keep, dropped
+
+
+def chunks(updates: list[Update], size: int) -> list[list[Update]]:
+    return [updates[i:i + size] for i in range(0, len(updates), max(1, size))]
 
 
 def rounds(updates: list[Update]) -> list[list[Update]]:
@@ -129,11 +176,11 @@ class PartitionDelivery:
     def handle(self, batch: list[Delivery]) -> None:
         updates: list[Update] = []
         for d in batch:
-            try:
-                updates.append(Update.of(d))
-            except ValueError as exc:
-                self._dead_letter([Update({}, d.body, d.headers, d.properties)], "DecodeError",
-                                  f"undecodable update: {exc}")
+            ups, bad = Update.all_of(d)
+            updates += ups
+            for body, why in bad:
+                self._dead_letter([Update({}, body, d.headers, d.properties)], "DecodeError",
+                                  f"undecodable update: {why}")
         delivered = self.state.delivered(self.route.id, {u.consumer for u in updates})
         updates, dropped = newer_only(updates, delivered)
         self.counts["dropped"] += len(dropped)
@@ -142,7 +189,8 @@ class PartitionDelivery:
             if parked:
                 self.counts["parked"] += sum(u.consumer in parked for u in round_)
                 round_ = [u for u in round_ if u.consumer not in parked]
-            self._deliver(round_)
+            for post in chunks(round_, self.route.batch_max):
+                self._deliver(post)
         self._dead_letters.flush()
 
     def _deliver(self, updates: list[Update]) -> set[str]:
@@ -188,13 +236,12 @@ class PartitionDelivery:
             if isinstance(consumer, str):
                 first.setdefault(consumer, [])
                 continue
-            try:
-                u = Update.of(d)
-            except ValueError as exc:
-                self._dead_letter([Update({}, d.body, d.headers, d.properties)], "DecodeError",
-                                  f"undecodable update: {exc}")
-                continue
-            first.setdefault(u.consumer, []).append(u)
+            ups, bad = Update.all_of(d)
+            for body, why in bad:
+                self._dead_letter([Update({}, body, d.headers, d.properties)], "DecodeError",
+                                  f"undecodable update: {why}")
+            for u in ups:
+                first.setdefault(u.consumer, []).append(u)
         for consumer, replayed in first.items():
             self._release(consumer, replayed)
         self._dead_letters.flush()

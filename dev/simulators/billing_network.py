@@ -76,8 +76,6 @@ import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
 import orjson
 
 from simulators.control import (BackgroundServer, ControlError, FailureMode, Faults, JsonRequestHandler,
@@ -164,11 +162,37 @@ def _text(el: ET.Element | None, *names: str) -> str | None:
     return el.text.strip() if el is not None and el.text and el.text.strip() else None
 
 
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _unsafe_xml(body: bytes) -> str | None:
+    """Why ``body`` is refused before parsing, or None.  A DTD (and so any entity) is refused; to
+    be sure one cannot hide from this byte search, the body must be UTF-8 (or ASCII): no BOM or
+    NUL of UTF-16/32, no other declared encoding.  Then the C parser (ElementTree's) reads it:
+    without a DTD it expands no entity.  (defusedxml's Python-level parser did the same at twice
+    the CPU: 0.35 ms per consumer of a billing-2 batch, the stand-in's largest cost.)"""
+    if body[:2] in (b"\xfe\xff", b"\xff\xfe") or b"\x00" in body[:4]:
+        return "only UTF-8 is taken"
+    declared = _DECLARED_ENCODING.match(body[:200])
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8", b"us-ascii", b"ascii"):
+        return f"only UTF-8 is taken, not {declared.group(1).decode('ascii')}"
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return "DTDs and entities are refused"
+    return None
+
+
+def _own_text(el: ET.Element | None) -> str | None:
+    return el.text.strip() if el is not None and el.text and el.text.strip() else None
+
+
 def parse_xml(body: bytes) -> tuple[str | None, list[dict[str, Any]]]:
     """(message id, paths) of a billing-2 body (module doc); DTDs and entities refused."""
+    refused = _unsafe_xml(body)
+    if refused:
+        raise _bad(f"body is not acceptable XML: {refused}", "MALFORMED_XML")
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
+        root = ET.fromstring(body)
+    except (ET.ParseError, ValueError) as exc:
         raise _bad(f"body is not acceptable XML: {type(exc).__name__}: {exc}", "MALFORMED_XML") from None
     if _local(root.tag) not in ("EventMessage", "RequestMessage"):
         raise _bad(f"the root must be EventMessage, not {_local(root.tag)}", "INVALID_MESSAGE")
@@ -183,27 +207,38 @@ def parse_xml(body: bytes) -> tuple[str | None, list[dict[str, Any]]]:
     paths = []
     for i, up in enumerate(points):
         where = f"UsagePoint[{i + 1}]"
-        version, retired = _text(up, "version"), _text(up, "isRetired")
+        # one pass over the UsagePoint's children (the first of each name, as _child takes it):
+        # looking each field up by a scan of the children cost 0.15 ms per consumer
+        kids: dict[str, ET.Element] = {}
+        names, equipments = [], []
+        for el in up:
+            local = _local(el.tag)
+            kids.setdefault(local, el)
+            if local == "Names":
+                names.append(el)
+            elif local == "Equipments":
+                equipments.append(el)
+        version, retired = _own_text(kids.get("version")), _own_text(kids.get("isRetired"))
         if version is None or not version.isdigit() or len(version) > 18:
             raise _bad(f"{where}/version must be an integer >= 0, not {version!r}")
         if retired not in ("true", "false"):
             raise _bad(f"{where}/isRetired must be true or false, not {retired!r}")
-        names = {_text(n, "NameType", "name"): _text(n, "name") for n in up if _local(n.tag) == "Names"}
+        named = {_text(n, "NameType", "name"): _text(n, "name") for n in names}
         equipment = {}
-        for eq in (el for el in up if _local(el.tag) == "Equipments"):
+        for eq in equipments:
             kind = eq.get("kind")
             if kind not in EQUIPMENT_KINDS:
                 raise _bad(f"{where}/Equipments kind must be one of {sorted(EQUIPMENT_KINDS)}, not {kind!r}")
             equipment[EQUIPMENT_KINDS[kind]] = _text(eq, "mRID")
-        location = _child(up, "ServiceLocation")
+        location, event = kids.get("ServiceLocation"), kids.get("ConfigurationEvent")
         paths.append(check_path({
-            "consumer": _text(up, "mRID"), "consumerNo": names.get("ConsumerNumber"),
-            "meter": _text(up, "Meter", "mRID"), "category": _text(up, "customerCategory"),
+            "consumer": _own_text(kids.get("mRID")), "consumerNo": named.get("ConsumerNumber"),
+            "meter": _text(kids.get("Meter"), "mRID"), "category": _own_text(kids.get("customerCategory")),
             "circle": _text(location, "circle"), "division": _text(location, "division"),
             "subdivision": _text(location, "subdivision"), **equipment,
-            "effectiveFrom": _text(up, "ConfigurationEvent", "effectiveDateTime"),
+            "effectiveFrom": _text(event, "effectiveDateTime"),
             "version": int(version), "retired": retired == "true",
-            "changeId": _text(up, "ConfigurationEvent", "mRID")}, where))
+            "changeId": _text(event, "mRID")}, where))
     return _text(root, "Header", "MessageID"), paths
 
 
