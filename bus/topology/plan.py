@@ -74,7 +74,9 @@ def make_plan(topology: Topology, admin: BrokerAdmin) -> Plan:
             plan.changed_queues.append((name, why))
     plan.missing_bindings = sorted(topology.bindings - live_b, key=_binding)
     plan.extra_exchanges = sorted(set(live_x) - set(topology.exchanges))
-    plan.extra_queues = sorted(set(live_q) - set(topology.queues))
+    # a transient queue no route wants belongs to a connection, not to the routes (the network
+    # publisher's lease, gridbus.network.publisher, exclusive): it goes with its connection
+    plan.extra_queues = sorted(n for n in set(live_q) - set(topology.queues) if live_q[n].get("durable", True))
     plan.extra_bindings = sorted((b for b in live_b - topology.bindings
                                   if b.source not in plan.extra_exchanges), key=_binding)
     return plan

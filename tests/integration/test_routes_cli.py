@@ -100,3 +100,19 @@ def test_what_the_delivery_process_declares_is_what_the_plan_wants(env):
     # and after `routes apply` the broker matches the routes, ordered routes and all
     assert run_cli(env, "routes", "apply").returncode == 0
     assert run_cli(env, "routes", "plan").returncode == 0
+
+
+def test_the_network_publishers_lease_is_no_difference(env, rabbitmq_proc):
+    # Given applied routes and a running network publisher holding its lease (an exclusive queue)
+    assert run_cli(env, "routes", "apply").returncode == 0
+    vhost = env["GRIDBUS_BROKER_URL"].rsplit("/", 1)[1]
+    conn = amqp.Connection(host=f"127.0.0.1:{rabbitmq_proc.port}", virtual_host=vhost)
+    conn.connect()
+    try:
+        conn.channel().queue_declare(topo.PUBLISHER_LEADER_QUEUE, exclusive=True, auto_delete=True)
+        # When the plan is made  Then the broker still matches the routes (the lease goes with its
+        # connection; it is no route's and nothing for apply to do)
+        plan = run_cli(env, "routes", "plan")
+        assert plan.returncode == 0, plan.stdout
+    finally:
+        conn.close()
