@@ -244,6 +244,7 @@ class OutageEngine:
 
     def _declare_dt(self, info, start: float, decided: float, by_meter: tuple | None) -> None:
         feeder = info.feeder
+        self._end_restoring(self.dt_outage.get(info.mrid))
         found = Outage(self._new_id(feeder), "dt", feeder, info.mrid, info.name, info.dt_meter, start, start,
                        max(decided, start), list(info.meters), len(info.meters), dts=[info.mrid])
         reported = []
@@ -268,6 +269,13 @@ class OutageEngine:
                 if out:
                     self._declare_feeder(finfo, fstart, decided, None)
 
+    def _end_restoring(self, mrid: str | None) -> None:
+        """A new failure of equipment whose restoration was still being waited on: that outage
+        closes now (its stragglers nested), and the new one starts afresh."""
+        found = self.outages.get(mrid) if mrid else None
+        if found is not None and found.state == "restoring":
+            self._close_restored(found)
+
     def _absorb_pending(self, found: Outage, dt: str, reported: list) -> None:
         """The meters of ``dt`` out in no bigger outage join ``found``; their single-customer
         outages (announced) close as absorbed."""
@@ -275,7 +283,9 @@ class OutageEngine:
         if not pend:
             return
         for m, t in pend.items():
-            rec = self.out[m]
+            rec = self.out.get(m)
+            if rec is None:
+                continue
             if rec[OID] is not None:
                 single = self.outages.pop(rec[OID], None)
                 if single is not None:
@@ -286,6 +296,9 @@ class OutageEngine:
 
     def _declare_feeder(self, info, start: float, decided: float, by_meter: tuple | None) -> None:
         feeder = info.mrid
+        self._end_restoring(self.feeder_outage.get(feeder))
+        for mrid in list(self.feeder_dts.get(feeder, {}).values()):
+            self._end_restoring(mrid)
         meters: list[str] = []
         for dt in info.dts:
             d = self.topology.dt(dt, decided)
@@ -490,14 +503,15 @@ class OutageEngine:
         if found.verify_request:
             self.requests.pop(found.verify_request, None)
         if found.kind == "dt":
-            self.dt_outage.pop(found.equipment, None)
+            if self.dt_outage.get(found.equipment) == found.mrid:
+                del self.dt_outage[found.equipment]
             fd = self.feeder_dts.get(found.feeder)
-            if fd is not None:
-                fd.pop(found.equipment, None)
+            if fd is not None and fd.get(found.equipment) == found.mrid:
+                del fd[found.equipment]
                 if not fd:
                     del self.feeder_dts[found.feeder]
-        elif found.kind == "feeder":
-            self.feeder_outage.pop(found.feeder, None)
+        elif found.kind == "feeder" and self.feeder_outage.get(found.feeder) == found.mrid:
+            del self.feeder_outage[found.feeder]
         if found.kind in ("dt", "feeder"):
             self.closed_recent[found.equipment] = [found.start, end if end is not None else
                                                    max([found.start, *found.gasped.values()])]

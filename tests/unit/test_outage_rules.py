@@ -360,3 +360,18 @@ def test_outage_ids_are_per_feeder_and_stable(engine, topo, storm):
     out = run(engine, [storm.event(topo.dts[dt].dt_meter, 101, T0 + 1)], T0 + 20)
     assert outages(out)[0]["mRID"] == "OUT-FDR-0006-000001"
     assert [d["messageId"] for d in out if d["type"] == "outage"] == ["OUT-FDR-0006-000001/1"]
+
+
+def test_a_dt_failing_again_while_its_restoration_settles_closes_the_first_and_opens_a_second(engine, topo, storm):
+    # Given a DT outage whose DT meter has just breathed (restoration waiting for stragglers)
+    dt = topo.feeders["FDR-0008"].dts[2]
+    info = topo.dts[dt]
+    [first] = outages(run(engine, [storm.event(info.dt_meter, 101, T0 + 1)], T0 + 600), "created")
+    run(engine, [storm.event(info.dt_meter, 102, T0 + 600)], T0 + 610)
+    # When the DT meter gasps again 20 s later
+    out = run(engine, [storm.event(info.dt_meter, 101, T0 + 620)], T0 + 700)
+    # Then the first outage is closed as restored, and a second one is opened
+    assert [(d["verb"], d["Outage"]["mRID"]) for d in out if d["type"] == "outage"] == [
+        ("closed", first["mRID"]), ("created", "OUT-FDR-0008-000002")]
+    assert outages(out, "closed")[0]["actualPeriod"]["end"] == "2026-11-01T00:20:00Z"
+    assert engine.dt_outage == {dt: "OUT-FDR-0008-000002"}
