@@ -99,7 +99,7 @@ def _timed(fn):
 
 
 def bench_network(consumers: int = 1_000_000, lookups: int = 10_000, workdir: Path | None = None,
-                  say=lambda message: None) -> dict:
+                  say=lambda message: None, delivery: bool | dict = False) -> dict:
     """The issue-18 benchmark in one run: (1) the regular network's creates as one change document
     into an empty store; (2) the generated network's snapshot CSV into another empty store (the
     file-drop import: diff, then the bulk path); (3) the baseline, the same snapshot rows by plain
@@ -157,6 +157,10 @@ def bench_network(consumers: int = 1_000_000, lookups: int = 10_000, workdir: Pa
     found, out["dts_of_s"], _ = _timed(lambda: snap.dts_of(meters))
     _, out["dts_of_warm_s"], _ = _timed(lambda: snap.dts_of(meters))
     out.update(lookups=len(meters), found=len(found), load_average=os.getloadavg()[0], cores=os.cpu_count())
+    if delivery:  # (6) the delivery leg, on the document's store: bench/network_delivery.py
+        from gridbus_dev.bench.network_delivery import bench_delivery
+        out["delivery"] = bench_delivery(work / "delivery", store_path=work / "document.sqlite", say=say,
+                                         **(delivery if isinstance(delivery, dict) else {}))
     if workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -184,7 +188,12 @@ def table_rows(out: dict) -> list[list[str]]:
         [f"dts_of {out['lookups']:,} meters, cold / warm",
          f"{out['dts_of_s'] * 1000:.0f} / {out['dts_of_warm_s'] * 1000:.0f} ms ({out['found']:,} found)"],
         ["load average (1 min) at the end", f"{out['load_average']:.1f} on {out['cores']} cores"],
-    ]
+    ] + (delivery_rows(out["delivery"]) if "delivery" in out else [])
+
+
+def delivery_rows(delivery: dict) -> list[list[str]]:
+    from gridbus_dev.bench.network_delivery import table_rows as rows
+    return rows(delivery)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -267,24 +267,44 @@ def trace_bench(events, keep):
 @bench.command("network")
 @click.option("--consumers", default=1_000_000, show_default=True, help="Consumers in the network.")
 @click.option("--lookups", default=10_000, show_default=True, help="Meters in the dts_of batch.")
-@click.option("--keep", is_flag=True, help="Keep the work folder (the stores and snapshots).")
+@click.option("--only", type=click.Choice(["import", "delivery"]),
+              help="import: the store figures alone; delivery: the DT move to both billing systems alone "
+                   "(on a network of CONSUMERS built first).  Default: both, the move on the import's store.")
+@click.option("--dts", default=100, show_default=True, help="DTs the reconfiguration moves (delivery).")
+@click.option("--no-baseline", is_flag=True, help="Delivery: skip the direct-POST baseline.")
+@click.option("--keep", is_flag=True, help="Keep the work folder (the stores, snapshots and logs).")
 @click.option("--json", "as_json", is_flag=True, help="The run as JSON.")
 @fails_cleanly
-def network_bench(consumers, lookups, keep, as_json):
+def network_bench(consumers, lookups, only, dts, no_baseline, keep, as_json):
     """Issue 18: CONSUMERS into an empty network store (a change document of creates, and a snapshot
-    CSV), a 1 % changed snapshot diffed and applied, dts_of, beside a plain executemany baseline."""
+    CSV), a 1 % changed snapshot diffed and applied, dts_of, beside a plain executemany baseline;
+    then a feeder reconfiguration moving DTS DTs from the GIS's POST to the last consumer stored at
+    both billing systems (gateway, publisher, two delivery processes, both billing stand-ins and a
+    RabbitMQ node of its own), beside the same paths POSTed straight to the stand-ins."""
     import json
     import shutil
 
     from gridbus_dev.bench.network import bench_network, table_rows
+    from gridbus_dev.bench.network_delivery import bench_delivery
+    from gridbus_dev.bench.network_delivery import table_rows as delivery_rows
 
     work = Path(tempfile.mkdtemp(prefix="gridbus-bench-network-"))
-    r = bench_network(consumers, lookups, work, say=lambda m: click.echo(m, err=True))
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    try:
+        if only == "delivery":
+            r = {"consumers": consumers, "delivery": bench_delivery(work / "delivery", consumers, dts,
+                                                                    baseline=not no_baseline, say=say)}
+            rows = delivery_rows(r["delivery"])
+        else:
+            r = bench_network(consumers, lookups, work, say=say,
+                              delivery={"dts": dts, "baseline": not no_baseline} if only is None else False)
+            rows = table_rows(r)
+    finally:
+        if keep:
+            click.echo(f"work folder kept: {work}", err=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if as_json:
         click.echo(json.dumps(r, indent=2))
     else:
-        click.echo(table(table_rows(r), ["measure", "value"]))
-    if keep:
-        click.echo(f"work folder kept: {work}", err=True)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+        click.echo(table(rows, ["measure", "value"]))
