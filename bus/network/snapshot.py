@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import operator
 import os
 import tempfile
 from collections.abc import Iterator
@@ -110,7 +109,10 @@ class SnapshotDiff:
                 yield stamp(change, change.pop("_id"))
         with open(creates, "rb") as f:
             for line in f:
-                line_no, mrid, dt_, attributes = orjson.loads(line)
+                line_no, mrid, dt_, *fields = orjson.loads(line)
+                attributes = dict(zip(CONSUMER_FIELDS, fields))
+                if "" in fields:
+                    attributes = {k: v for k, v in attributes.items() if v != ""}  # blank is absent
                 meter = attributes["meter"]
                 if parsed and len(meter) <= MRID_MAX:
                     yield Change(index, f"{prefix}-{line_no}", seq, at, when, "create", "consumer", mrid, dt_, None,
@@ -143,7 +145,6 @@ def checksum_of(path: Path) -> str:
     return h.hexdigest()
 
 
-_KEY = operator.itemgetter(*CONSUMER_FIELDS, "dt")  # what a consumer's row is compared on
 _MASK = (1 << 62) - 1
 
 
@@ -264,23 +265,36 @@ class _Reader:
             cells = [cells[i] for i in index]
         if " " in text or "\t" in text:
             cells = [c.strip() for c in cells]
-        row = dict(zip(SNAPSHOT_COLUMNS, cells))
-        consumer = row["consumer"]
-        problem = self._problem(row, cells, line_no)
-        if problem:
-            self._reject(line_no, problem, consumer)
-            return
-        self.diff.accepted += 1
-        self.meters[row["meter"]] = line_no
-        self._structure(row, line_no)
+        (consumer, consumer_no, meter, category, circle, division, subdivision, dt_, kva, dt_meter, feeder, kv,
+         head, substation) = cells
+        known_dt, known_feeder = self.dts.get(dt_), self.feeders.get(feeder)
         before = self.state.get(consumer)
+        # the common row passes this one expression; anything else goes to _problem, which says
+        # what is wrong (or finds nothing: a long attribute within its limit)
+        if not (consumer and meter and dt_ and feeder and substation and max(map(len, cells)) <= MRID_MAX
+                and (before is None or before >= 0) and meter not in self.meters
+                and (known_dt is None or (known_dt[0] == feeder and known_dt[1] == kva and known_dt[2] == dt_meter))
+                and (known_feeder is None or (known_feeder[0] == substation and known_feeder[1] == kv
+                                              and known_feeder[2] == head))):
+            problem = self._problem(dict(zip(SNAPSHOT_COLUMNS, cells)), cells, line_no)
+            if problem:
+                self._reject(line_no, problem, consumer)
+                return
+        self.diff.accepted += 1
+        self.meters[meter] = line_no
+        if known_dt is None:
+            self.dts[dt_] = (feeder, kva, dt_meter, line_no)
+        if known_feeder is None:
+            self.feeders[feeder] = (substation, kv, head, line_no)
+        if substation not in self.substations:
+            self.substations[substation] = line_no
         self.state[consumer] = -line_no
-        if before is None:  # spooled as [line, consumer, DT, attributes]; changes() makes the create
+        if before is None:  # spooled as [line, consumer, DT, *CONSUMER_FIELDS]; changes() makes the create
             self.creates += 1
-            creates.write(orjson.dumps([line_no, consumer, row["dt"],
-                                        {k: row[k] for k in CONSUMER_FIELDS if row[k] != ""}]) + b"\n")
-        elif hash(_KEY(row)) & _MASK != before:
-            pending.write(orjson.dumps([line_no, row]) + b"\n")
+            creates.write(orjson.dumps([line_no, consumer, dt_, consumer_no, meter, category, circle, division,
+                                        subdivision]) + b"\n")
+        elif hash((consumer_no, meter, category, circle, division, subdivision, dt_)) & _MASK != before:
+            pending.write(orjson.dumps([line_no, dict(zip(SNAPSHOT_COLUMNS, cells))]) + b"\n")
 
     def _problem(self, row: dict, cells: list[str], line_no: int) -> str | None:
         for name in REQUIRED:
@@ -306,12 +320,6 @@ class _Reader:
                     f"{feeder[2]} on line {feeder[3]}; here {row['substation']}, {row['feeder_kv']} kV, "
                     f"{row['feeder_head_meter']}")
         return None
-
-    def _structure(self, row: dict, line_no: int) -> None:
-        self.substations.setdefault(row["substation"], line_no)
-        self.feeders.setdefault(row["feeder"], (row["substation"], row["feeder_kv"], row["feeder_head_meter"],
-                                                line_no))
-        self.dts.setdefault(row["dt"], (row["feeder"], row["dt_rating_kva"], row["dt_meter"], line_no))
 
     # -- after the pass ------------------------------------------------------------------------
     def structure_changes(self) -> list[dict]:
