@@ -130,6 +130,7 @@ class StoreTopology:
         # element mrid -> (covered_from, covered_to, [(valid_from, valid_to, parent, name, attributes)])
         self._elements: dict[str, tuple[float, float, list[tuple]]] = {}
         self._members: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._places: dict[str, tuple[float, float, Place | None]] = {}
         self.queries = 0
 
     def _rows(self, sql: str, args: tuple) -> list[tuple]:
@@ -218,18 +219,38 @@ class StoreTopology:
 
     # -- the interface --------------------------------------------------------------------------
     def locate(self, meter: str, at: float) -> Place | None:
+        # the answer is kept with the instants it holds for (the meter's row and its DT's row
+        # both valid), so a storm's lookups are one dict access each
+        found = self._places.get(meter)
+        if found is not None and found[0] <= at < found[1]:
+            return found[2]
+        place, valid_from, valid_to = self._locate(meter, at)
+        if len(self._places) > self.max_cached:
+            self._places.clear()
+        self._places[meter] = (valid_from, valid_to, place)
+        return place
+
+    def _locate(self, meter: str, at: float) -> tuple[Place | None, float, float]:
         row = self._meter_row(meter, at)
-        if row is None:
-            return None
-        _, _, type_, mrid, parent = row
+        c = self._meters[meter]
+        if row is None:                        # unknown then: for as long as nothing covers it
+            starts = [r[0] for r in c[2] if r[0] > at]
+            ends = [r[1] for r in c[2] if r[1] <= at]
+            return None, max([c[0], *ends]), min([c[1], *starts])
+        valid_from, valid_to, type_, mrid, parent = row
+        valid_from, valid_to = max(valid_from, c[0]), min(valid_to, c[1])
         if type_ == "consumer":
             dt_row = self._element_row(parent, at)
-            return Place(CONSUMER, parent, dt_row[2]) if dt_row and dt_row[2] else None
+            if not dt_row or not dt_row[2]:
+                return None, at, at + 1e-9
+            e = self._elements[parent]
+            return (Place(CONSUMER, parent, dt_row[2]), max(valid_from, dt_row[0], e[0]),
+                    min(valid_to, dt_row[1], e[1]))
         if type_ == "dt":
-            return Place(DT, mrid, parent) if parent else None
+            return (Place(DT, mrid, parent) if parent else None), valid_from, valid_to
         if type_ == "feeder":
-            return Place(FEEDER, None, mrid)
-        return None
+            return Place(FEEDER, None, mrid), valid_from, valid_to
+        return None, valid_from, valid_to
 
     def dt(self, mrid: str, at: float) -> DtInfo | None:
         row = self._element_row(mrid, at)

@@ -13,6 +13,7 @@ from tests.unit.test_outage_rules import Storm, outages
 
 START = "2026-11-01T00:00:00+05:30"
 MOVE = "2026-11-02T00:00:00+05:30"
+CONNECT = "2026-11-02T06:00:00+05:30"
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def network(tmp_path_factory):
     assert not result.refused
     moves = model.dt_moves(3, at=MOVE)
     assert not store.apply(moves).refused
+    assert not store.apply(model.new_connections(1, at=CONNECT)).refused
     return model, store, before, [c["mrid"] for c in moves]
 
 
@@ -103,3 +105,16 @@ def test_the_engine_on_the_store_decides_as_on_the_memory_topology(network):
         results.append([(o["kind"], o["Equipment"], o["metersAffected"]) for o in outages(out)])
     assert results[0] == results[1] == [("feeder", {"mRID": feeder, "name": before.feeders[feeder].name,
                                                     "kind": "Feeder"}, len(meters))]
+
+
+def test_a_meter_unknown_then_connected_is_looked_up_as_of_each_time(network):
+    # Given a meter connected at 06:00 (a new connection), looked up first before it existed
+    model, store, before, _ = network
+    meter = model.meter_of(len(model.consumer_dt) - 1)
+    topo = StoreTopology(store)
+    t = float(epoch_of(CONNECT))
+    assert topo.locate(meter, t - 1) is None
+    # Then the cached "unknown" does not hide it once it is connected
+    place = topo.locate(meter, t)
+    assert place is not None and place.dt == model.where(meter, t + 1)["dt"]
+    assert topo.locate(meter, t - 1) is None and topo.locate(meter, t + 5) == place
