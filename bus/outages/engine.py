@@ -81,11 +81,11 @@ class OutageEngine:
                 stats["duplicate"] = stats.get("duplicate", 0) + 1
                 continue
             t = e.at
+            if not (0 <= t < 1e11):             # NaN, infinite, negative, past the year 5000
+                stats["bad_time"] = stats.get("bad_time", 0) + 1
+                continue
             if future is not None and t > future:
                 stats["future"] = stats.get("future", 0) + 1
-                continue
-            if t != t or t < 0:
-                stats["bad_time"] = stats.get("bad_time", 0) + 1
                 continue
             seen[mid] = t
             if len(seen) > o.max_seen_ids:
@@ -444,7 +444,10 @@ class OutageEngine:
     def _check_restored(self, found: Outage, m: str, t: float) -> None:
         if found.state == "restoring":
             return
-        if m == found.equipment_meter or len(found.breathed) >= needed(self.o.restore_share, len(found.gasped)):
+        # the share counts against at least 3 meters: one consumer's breath does not restore a DT
+        # outage that only its DT meter reported
+        if m == found.equipment_meter or \
+                len(found.breathed) >= needed(self.o.restore_share, max(len(found.gasped), 3)):
             if m == found.equipment_meter:
                 at = t
             else:                              # the first breath of the cluster that made the share

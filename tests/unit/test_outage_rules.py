@@ -375,3 +375,19 @@ def test_a_dt_failing_again_while_its_restoration_settles_closes_the_first_and_o
         ("closed", first["mRID"]), ("created", "OUT-FDR-0008-000002")]
     assert outages(out, "closed")[0]["actualPeriod"]["end"] == "2026-11-01T00:20:00Z"
     assert engine.dt_outage == {dt: "OUT-FDR-0008-000002"}
+
+
+def test_one_consumer_breath_does_not_restore_a_dt_outage_its_dt_meter_reported(engine, topo, storm):
+    # Given a DT outage from its DT meter's gasp alone
+    dt = topo.feeders["FDR-0009"].dts[3]
+    info = topo.dts[dt]
+    [doc] = outages(run(engine, [storm.event(info.dt_meter, 101, T0 + 1)], T0 + 60), "created")
+    # When one of its consumer meters (that never reported out) breathes
+    engine.advance(T0 + 900)
+    out = run(engine, [storm.event(info.meters[0], 102, T0 + 900)], T0 + 1200)
+    # Then it stays open; two more consumer breaths restore it
+    assert outages(out) == [] and doc["mRID"] in engine.outages
+    out = run(engine, storm.breaths(info.meters[1:3], T0 + 1210), T0 + 1400)
+    [closed] = outages(out, "closed")
+    # (restored at the first breath of the cluster that made the share, not the lone one before)
+    assert closed["closedReason"] == "restored" and closed["actualPeriod"]["end"] == "2026-11-01T00:30:10Z"

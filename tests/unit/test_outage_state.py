@@ -165,11 +165,12 @@ def test_unknown_meters_times_far_off_and_a_meter_without_dt_are_counted_not_fat
               s.event(topo.dts["DT-000001"].meters[1], 101, T0 - 20 * 365 * 86400),     # twenty years ago
               s.event(topo.dts["DT-000001"].meters[2], 101, math.nan),
               s.event(topo.dts["DT-000001"].meters[3], 101, -5.0),
+              s.event(topo.dts["DT-000001"].meters[5], 101, math.inf),
               s.event(topo.dts["DT-000001"].meters[4], 102, T0 + 1)]                    # back, never out
     out = engine.process(events) + engine.advance(T0 + 600)
     assert outages(out) == []
     assert engine.stats["unknown_meter"] == 3 and engine.stats["no_dt"] == 1 and engine.stats["future"] == 1
-    assert engine.stats["too_late"] == 1 and engine.stats["bad_time"] == 2 and engine.stats["breath_not_out"] == 1
+    assert engine.stats["too_late"] == 1 and engine.stats["bad_time"] == 3 and engine.stats["breath_not_out"] == 1
     assert engine.out == {} and engine.pending == {}
     # and garbage answers to verification requests are ignored
     assert engine.answer("no-such-request", {"a": True}) == [] and engine.answer(None, None) == []
