@@ -564,11 +564,13 @@ class OutageEngine:
                 "lastPrune": self.last_prune}
 
     @classmethod
-    def restore(cls, state: dict[str, Any], topology: Topology) -> "OutageEngine":
+    def restore(cls, state: dict[str, Any], topology: Topology, options: Options | None = None) -> "OutageEngine":
+        """The engine of ``snapshot()``.  ``options``: the route's options now, if they changed
+        since (they apply from here on; open outages keep what was decided under the old ones)."""
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"an outage engine snapshot of version {state.get('version')!r}, "
                              f"not {SNAPSHOT_VERSION}")
-        e = cls(topology, Options(**state["options"]),
+        e = cls(topology, options or Options(**state["options"]),
                 tuple(state["partition"]) if state.get("partition") else None)
         e.watermark = state["watermark"]
         e.seen = dict(state["seen"])
