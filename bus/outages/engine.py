@@ -66,8 +66,8 @@ class OutageEngine:
         process's wall clock; the arrival of the batch's last event in a replay), which the
         refusal of events from the future counts from when it is ahead of the watermark."""
         events = list(events)
-        if events:
-            times = [e.at for e in events]
+        times = [e.at for e in events if 0 <= e.at < 1e11]
+        if times:
             self.topology.prefetch({e.meter for e in events}, min(times), max(times))
         seen, o, stats = self.seen, self.o, self.stats
         locate = self.topology.locate

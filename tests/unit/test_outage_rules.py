@@ -391,3 +391,20 @@ def test_one_consumer_breath_does_not_restore_a_dt_outage_its_dt_meter_reported(
     [closed] = outages(out, "closed")
     # (restored at the first breath of the cluster that made the share, not the lone one before)
     assert closed["closedReason"] == "restored" and closed["actualPeriod"]["end"] == "2026-11-01T00:30:10Z"
+
+
+def test_a_feeder_outage_is_verified_on_meters_that_reported_out(engine, topo, storm):
+    # Given two consumer gasps, then the head meter's: a feeder outage
+    feeder = topo.feeders["FDR-0005"]
+    reported = topo.dts[feeder.dts[0]].meters[:2]
+    out = run(engine, storm.gasps(reported, T0 + 1, spread_s=1) + [storm.event(feeder.head_meter, 101, T0 + 2)],
+              T0 + 10)
+    # Then the meters asked are those that reported out, then DT meters of the feeder
+    [request] = [d for d in out if d["type"] == "verify"]
+    assert set(request["meters"][:2]) == set(reported)
+    assert request["meters"][2] in {topo.dts[d].dt_meter for d in feeder.dts}
+    # When they do not answer (dead)
+    [changed] = outages(engine.answer(request["requestId"], {m: False for m in request["meters"]}), "changed")
+    # Then the feeder outage is verified
+    assert changed["kind"] == "feeder" and changed["outageKind"] == "verified"
+    assert changed["verification"]["dead"] == sorted(request["meters"])
