@@ -3,6 +3,7 @@ route loader like every route, compiled to the partition queues delivery_topolog
 run by the Celery worker, and handed to ``gridbus network deliver`` as BillingRoutes."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from click.testing import CliRunner
+
 from bus import naming
+from bus.cli import routes as routes_cli
 from bus.errors import RouteValidationError
 from bus.network import delivery_topology as topo
 from bus.network.delivery_routes import BillingRoute, load_billing_routes
@@ -225,3 +229,33 @@ def test_routes_validate_names_file_and_line_of_a_bad_ordered_route(tmp_path):
     assert f"{path}:6: unknown key 'partitons'" in done.stderr
     assert f"{path}:7: unknown transformer 'billing_network_jsn'" in done.stderr
     assert f"{path}:10: ordered.partitions: Must be greater than or equal to 1" in done.stderr
+
+
+@pytest.fixture
+def shipped_env(tmp_path, monkeypatch):
+    """The shipped routes and their addresses, as a deployment's environment gives them."""
+    for name, value in {**ROUTE_ENV, "GRIDBUS_HOME": str(tmp_path), "GRIDBUS_ENV_FILE": str(tmp_path / "none.env"),
+                        "GRIDBUS_ROUTES": str(ROOT / "routes")}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_routes_list_and_show_know_the_ordered_routes_and_their_queues(shipped_env):
+    # When the shipped routes are listed as a script reads them
+    listed = json.loads(CliRunner().invoke(routes_cli.routes_group, ["list", "--json"]).output)
+    billing = {r["id"]: r for r in listed if r["method"] == "ordered"}
+    # Then both billing routes are there, run by `network deliver`, with their partition queues
+    assert set(billing) == {"network-to-billing-1", "network-to-billing-2"}
+    one = billing["network-to-billing-1"]
+    assert one["kind"] == "ordered" and one["ordered"] == {"partitions": 4, "batch_max": 500, "window_ms": 200}
+    assert one["queues"] == [topo.partition_queue_name("network-to-billing-1", p) for p in range(4)] \
+        + [topo.replays_queue_name("network-to-billing-1")]
+    assert one["retry"]["in_place"] and one["retry"]["max_delay_s"] == 30
+    # and `routes show` names what runs it and lists its own broker objects
+    done = CliRunner().invoke(routes_cli.routes_group, ["show", "network-to-billing-1"])
+    assert done.exit_code == 0, done.output
+    assert "gridbus network deliver" in done.output
+    assert f"    {topo.partition_queue_name('network-to-billing-1', 3)}\n" in done.output
+    assert "gridbus.network.updates -> gridbus.ordered.network-to-billing-1.0 [slot.0]" in done.output
+    shown = json.loads(CliRunner().invoke(routes_cli.routes_group, ["show", "network-to-billing-2", "--json"]).output)
+    assert shown["broker"]["exchanges"] == [topo.UPDATES_EXCHANGE]
+    assert len(shown["broker"]["bindings"]) == topo.SLOTS + 1  # every slot once, and the replays binding
