@@ -259,7 +259,10 @@ class OutageEngine:
         self.dt_outage[info.mrid] = found.mrid
         self.feeder_dts.setdefault(feeder, {})[info.mrid] = found.mrid
         self._count("dt_outages")
-        self._timer(found.decided + self.o.feeder_hold_s, "announce", found.mrid, 0)
+        # the hold runs from the decision or from the clock, whichever is later: a decision on
+        # gasps that came 30 s late still gives the feeder's other late gasps their time
+        held_from = found.decided if self.watermark is None else max(found.decided, self.watermark)
+        self._timer(held_from + self.o.feeder_hold_s, "announce", found.mrid, 0)
         # the feeder rule, on the DT outages of this feeder
         starts = [self.outages[o].start for o in self.feeder_dts[feeder].values()]
         if len(starts) >= 2:

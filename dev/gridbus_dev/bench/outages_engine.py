@@ -3,6 +3,8 @@ store, the in-memory topology of a generated network.  A quick check, not a time
 
     python -m gridbus_dev.bench.outages_engine [--gasps 200000] [--consumers 100000] [--feeders 40]
                                                [--seed 1] [--batch 1000] [--store] [--json]
+                                               [--plc-share 0.23] [--late-share 0.02]
+                                               [--option feeder_hold_s=30 ...]
 
 ``--store`` runs the same storm once more with the engine on the network store (the network
 loaded into a throw-away SQLite store first): the store's bulk lookups and caches included.
@@ -19,8 +21,9 @@ feeders by default):
   later with 5 meters left out of some DTs (nested outages expected).
 Ground truth is what the generator did; the report: events/s of the engine alone, precision
 and recall of DT and feeder outages, false outages, singles, nested outages, declaration latency
-(simulated: from the arrival of the gasp that completed a DT's share, or its first gasp for a
-feeder, to the arrival clock at which the engine announced it), and two engines split by feeder
+(simulated: from the arrival of the gasp that decided it, i.e. a DT's DT meter or the meter
+completing its share, a feeder's head meter or its third DT so decided, to the arrival clock at
+which the engine announced it), and two engines split by feeder
 against one.
 """
 from __future__ import annotations
@@ -52,7 +55,9 @@ class Storm:
 
 
 def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_share: float = 0.5,
-               restore: bool = True) -> Storm:
+               restore: bool = True, plc_share: float = 0.23, late_share: float = 0.02) -> Storm:
+    """The storm and its ground truth.  ``plc_share`` of the events come ~30 s late (a PLC
+    concentrator's batch), ``late_share`` 1-5 minutes late."""
     rng = random.Random(seed)
     topo = MemoryTopology.from_model(model)
     feeders = sorted(topo.feeders)
@@ -97,9 +102,9 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
 
     def deliver(m: str, t: float, code: int, late_ok: bool = True) -> None:
         r = rng.random()
-        if late_ok and r < 0.02:
+        if late_ok and r < late_share:
             delay = rng.uniform(60, 300)            # up to 5 minutes late
-        elif r < 0.25:
+        elif r < late_share + plc_share:
             delay = rng.uniform(25, 35)             # a PLC concentrator's batch
         else:
             delay = rng.uniform(1, 10)
@@ -137,60 +142,72 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
                 if m not in left and m in out_meters:
                     deliver(m, at + rng.uniform(0, 5), 102, late_ok=False)
     storm.events.sort(key=lambda x: x[0])
-    # when each outage could first be decided: a feeder's at the arrival that completes a DT
-    # share on its third DT, a DT's at the arrival that completes its share (or its DT meter)
-    arrivals: dict[str, list[float]] = {}
+    # when each outage could first be decided (by arrival): a DT's at its DT meter's first gasp
+    # or at the first gasp of the meter that completes its share; a feeder's at its head meter's
+    # or at the third of its DTs so decided
+    first: dict[str, float] = {}
     for arrival, e in storm.events:
-        if e.code == 101:
-            p = topo.locate(e.meter, e.at)
-            if p is not None and p.dt is not None:
-                arrivals.setdefault(p.dt, []).append(arrival)
+        if e.code == 101 and e.meter not in first:
+            first[e.meter] = arrival
+
+    def decided(d: str) -> float | None:
+        info = topo.dts[d]
+        a = sorted(first[m] for m in info.meters if m in first)
+        k = needed(0.6, len(info.meters))
+        times = [t for t in (first.get(info.dt_meter), a[k - 1] if len(a) >= k else None) if t is not None]
+        return min(times) if times else None
     for d in storm.dts:
-        a = sorted(arrivals.get(d, ()))
-        k = needed(0.6, len(topo.dts[d].meters))
-        if len(a) >= k:
-            storm.share_arrival[d] = a[k - 1]
+        if (t := decided(d)) is not None:
+            storm.share_arrival[d] = t
     for f in tripped:
-        per_dt = sorted(sorted(arrivals.get(d, ()))[needed(0.6, len(topo.dts[d].meters)) - 1]
-                        for d in topo.feeders[f].dts if len(arrivals.get(d, ())) >= needed(0.6, len(topo.dts[d].meters)))
-        if len(per_dt) >= 3:
-            storm.share_arrival[f] = per_dt[2]
+        per_dt = sorted(t for d in topo.feeders[f].dts if (t := decided(d)) is not None)
+        times = [t for t in (first.get(topo.feeders[f].head_meter), per_dt[2] if len(per_dt) >= 3 else None)
+                 if t is not None]
+        if times:
+            storm.share_arrival[f] = min(times)
     return storm
 
 
 def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: float = 1.0,
           lag_s: float = 0.0) -> tuple[list[tuple[float, dict]], float, float]:
-    """Feed the storm in arrival order, in batches, moving the watermark to the arrival clock
-    (minus ``lag_s``) every ``tick_s`` of it.  Every engine gets every event (each keeps its own
-    partition).  Returns (clock, decision) pairs and the engine's seconds spent: wall clock and
-    CPU (this process's: on a busy machine the wall clock counts other processes' turns)."""
+    """Feed the storm as a process would: in arrival order, a batch being what arrived within
+    ``tick_s`` (at most ``batch`` events); the watermark moved to the arrival clock (minus
+    ``lag_s``) before and after each batch, and every ``tick_s`` while nothing arrives.  Every
+    engine gets every event (each keeps its own partition).  Returns (clock, decision) pairs and
+    the engine's seconds spent: wall clock and CPU (this process's: on a busy machine the wall
+    clock counts other processes' turns)."""
     out: list[tuple[float, dict]] = []
     spent = cpu = 0.0
     events = storm.events
-    last_tick = None
-    for i in range(0, len(events), batch):
-        chunk = events[i:i + batch]
-        clock = chunk[-1][0]
+    n, i, clock = len(events), 0, None
+    while i < n:
+        first = events[i][0]
+        j = i
+        while j < n and j - i < batch and events[j][0] < first + tick_s:
+            j += 1
+        chunk = events[i:j]
         started, started_cpu = time.perf_counter(), time.process_time()
         for engine in engines:
-            # the clock as the first of the batch arrived, then the batch, then the clock at its
-            # last: the watermark never passes an event that arrived and was not processed
-            for d in engine.advance(chunk[0][0] - lag_s):
-                out.append((chunk[0][0], d))
-            for d in engine.process((e for _, e in chunk), now=clock):
-                out.append((clock, d))
-            if last_tick is None or clock - last_tick >= tick_s:
-                for d in engine.advance(clock - lag_s):
-                    out.append((clock, d))
-        if last_tick is None or clock - last_tick >= tick_s:
-            last_tick = clock
+            t = first if clock is None else clock + tick_s
+            while t < first:                  # quiet seconds: the clock still ticks
+                out += [(t, d) for d in engine.advance(t - lag_s)]
+                t += tick_s
+            # the clock as the first of the batch arrived, the batch, the clock at its last:
+            # the watermark never passes an event that arrived and was not processed
+            out += [(first, d) for d in engine.advance(first - lag_s)]
+            out += [(chunk[-1][0], d) for d in engine.process((e for _, e in chunk), now=chunk[-1][0])]
+            out += [(chunk[-1][0], d) for d in engine.advance(chunk[-1][0] - lag_s)]
         spent += time.perf_counter() - started
         cpu += time.process_time() - started_cpu
+        clock, i = chunk[-1][0], j
     end = events[-1][0] + 3600 if events else T0
     started, started_cpu = time.perf_counter(), time.process_time()
     for engine in engines:
-        for d in engine.advance(end):
-            out.append((end, d))
+        t = (clock or end) + tick_s
+        while t < end:
+            out += [(t, d) for d in engine.advance(t)]
+            t += 10 * tick_s
+        out += [(end, d) for d in engine.advance(end)]
     spent += time.perf_counter() - started
     cpu += time.process_time() - started_cpu
     return out, spent, cpu
@@ -246,18 +263,19 @@ def outcome(decisions: list[tuple[float, dict]]) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int, store_dir: str | None = None
-          ) -> dict[str, Any]:
+def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int, store_dir: str | None = None,
+          plc_share: float = 0.23, late_share: float = 0.02, options: Options | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     dts = max(1, round(consumers / 100))
     model = NetworkModel.generate(consumers, seed=seed, dts_per_feeder=max(1, dts // feeders),
                                   feeders_per_substation=10)
     topo = MemoryTopology.from_model(model)
-    storm = make_storm(model, gasps, seed)
+    storm = make_storm(model, gasps, seed, plc_share=plc_share, late_share=late_share)
     setup = time.perf_counter() - started
-    engine = OutageEngine(topo, Options())
+    options = options or Options()
+    engine = OutageEngine(topo, options)
     one, spent, cpu = drive([engine], storm, batch)
-    two_engines = [OutageEngine(topo, Options(), partition=(k, 2)) for k in range(2)]
+    two_engines = [OutageEngine(topo, options, partition=(k, 2)) for k in range(2)]
     two, spent_two, _ = drive(two_engines, storm, batch)
     n = len(storm.events)
     on_store: dict[str, Any] | None = None
@@ -272,7 +290,7 @@ def bench(gasps: int, consumers: int, feeders: int, seed: int, batch: int, store
         store.apply(model.creates())
         loaded = time.perf_counter() - loading
         store_topo = StoreTopology(store)
-        on, spent_store, cpu_store = drive([OutageEngine(store_topo, Options())], storm, batch)
+        on, spent_store, cpu_store = drive([OutageEngine(store_topo, options)], storm, batch)
         on_store = {"load_s": round(loaded, 1), "engine_s": round(spent_store, 2),
                     "events_per_s": round(n / spent_store), "events_per_cpu_s": round(n / cpu_store),
                     "queries": store_topo.queries,
@@ -297,16 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feeders", type=int, default=40)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--plc-share", type=float, default=0.23, help="share of events ~30 s late (PLC batches)")
+    p.add_argument("--late-share", type=float, default=0.02, help="share of events 1-5 minutes late")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an engine option (docs/outages.md), e.g. feeder_hold_s=30; repeatable")
     p.add_argument("--store", action="store_true",
                    help="also run the engine on the network store (SQLite, the network loaded first)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    options = Options.from_mapping({k: float(v) for k, _, v in (o.partition("=") for o in a.option)})
+    kw = {"plc_share": a.plc_share, "late_share": a.late_share, "options": options}
     if a.store:
         import tempfile
         with tempfile.TemporaryDirectory(prefix="gridbus-bench-outages-") as work:
-            r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch, work)
+            r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch, work, **kw)
     else:
-        r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch)
+        r = bench(a.gasps, a.consumers, a.feeders, a.seed, a.batch, **kw)
     if a.json:
         json.dump(r, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
