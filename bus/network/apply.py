@@ -73,7 +73,7 @@ class Applier:
         self.result = ApplyResult()
         self._forget()
         # into an empty store: state kept in memory, indexes built once at the end (bulk.py)
-        self.bulk = BulkState(db) if store_is_empty(db) else None
+        self.bulk = BulkState(db, self.next_id) if store_is_empty(db) else None
         self.used_bulk = self.bulk is not None
 
     def _forget(self) -> None:
@@ -258,8 +258,7 @@ class Applier:
         bulk.done.add(c.change_id)
         bulk.seq[mrid] = c.sequence
         bulk.meters[c.meter] = mrid
-        self.version_rows[mrid] = 1
-        get = attributes.get
+        get = attributes.get  # path version 1: BulkState.end writes them, from the outbox, in one statement
         body = {"consumer": mrid, "consumerNo": get("consumer_no"), "meter": c.meter, "category": get("category"),
                 "circle": get("circle"), "division": get("division"), "subdivision": get("subdivision"),
                 "dt": dt_, "feeder": path[0], "substation": path[1], "effectiveFrom": c.effective_text,

@@ -28,8 +28,9 @@ def store_is_empty(db) -> bool:
 
 
 class BulkState:
-    def __init__(self, db):
+    def __init__(self, db, first_outbox_id: int):
         self.db = db
+        self.first_outbox_id = first_outbox_id
         self.done: set[str] = set()           # change ids applied by this document
         self.seq: dict[str, int] = {}         # mRID → its last sequence (every element created)
         self.rows: dict = {}                  # mRID → Row, for substations, feeders and DTs
@@ -40,6 +41,10 @@ class BulkState:
         db.load_pragmas(True)
 
     def end(self) -> None:
+        # the consumers the applier's short path created: path version 1 each, one statement
+        # rather than a million bound rows (the others have theirs already, also 1)
+        self.db.execute("INSERT INTO path_versions (consumer, version) SELECT consumer, version FROM outbox "
+                        "WHERE id >= ? ON CONFLICT (consumer) DO NOTHING", (self.first_outbox_id,))
         for statement in INDEXES:
             self.db.execute(statement)
         self.db.load_pragmas(False)

@@ -89,6 +89,8 @@ def test_a_create_only_load_into_an_empty_store_equals_the_ordinary_path(tmp_pat
     assert empty.db.rows(rows) == ordinary.db.rows(rows)
     outbox = "SELECT consumer, version, body FROM outbox ORDER BY id"
     assert empty.db.rows(outbox) == ordinary.db.rows(outbox)
+    versions = "SELECT consumer, version FROM path_versions ORDER BY consumer"
+    assert empty.db.rows(versions) == ordinary.db.rows(versions)
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name"
     assert empty.db.rows(indexes) == ordinary.db.rows(indexes)
     assert not (tmp_path / "empty.sqlite-wal").exists() or (tmp_path / "empty.sqlite-wal").stat().st_size == 0
@@ -117,3 +119,5 @@ def test_a_snapshot_imported_into_an_empty_store_equals_the_ordinary_path(tmp_pa
     changes = "SELECT change_id, sequence, mrid, kind, type, effective_from FROM changes " \
               "WHERE change_id <> 'seed' ORDER BY sequence"
     assert empty.db.rows(changes) == ordinary.db.rows(changes)
+    versions = "SELECT consumer, version FROM path_versions ORDER BY consumer"
+    assert empty.db.rows(versions) == ordinary.db.rows(versions) and len(empty.db.rows(versions)) == 3_000
