@@ -32,9 +32,11 @@ which meters it was asked about.  In a dev stack (``GRIDBUS_DEV_NETWORK_*`` set,
 simulators.network ``shared_model``) a HES named hes-a or hes-b serves only its meters of
 that shared network (consumer, DT and feeder-head meters; odd serials HES-A, even HES-B,
 as the dev stack's meter assignment): any other meter answers ``METER_UNREACHABLE``, as a
-real head-end does for a meter it does not have.  ``/stats`` then gives ``fleet``, their number.  Reads are register values that depend only on
-(meter, readingType), stamped now.  Commands are idempotent per (commandId, meter): a
-repeat does not execute again and answers the first execution's result.
+real head-end does for a meter it does not have.  ``/stats`` then gives ``fleet``, their number.
+
+Reads are register values that depend only on (meter, readingType), stamped now.
+Commands are idempotent per (commandId, meter): a repeat does not execute again and
+answers the first execution's result.
 
 So that the bus can learn what became of a command whose answer it never saw, a command
 may carry ``expiresAt``: when it comes to execute (after every latency, slow mode or hang)

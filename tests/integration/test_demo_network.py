@@ -21,8 +21,8 @@ from tests.support import ROOT, Proc, free_port, gridbus, serving, start_gateway
 pytestmark = [pytest.mark.broker, pytest.mark.slow]  # a minute: three demo rounds
 
 # where the billing routes are: the file is moving from routes/ordered/ into routes/
-BILLING_ROUTES = next(p for p in (ROOT / "routes" / "uc9-billing.yaml", ROOT / "routes" / "ordered" / "uc9-billing.yaml")
-                      if p.exists())
+BILLING_ROUTES = next(p for p in (ROOT / "routes" / "uc9-billing.yaml",
+                                  ROOT / "routes" / "ordered" / "uc9-billing.yaml") if p.exists())
 
 
 class DemoStack:

@@ -109,6 +109,9 @@ def _load(env: dict, gis: str, timeout: float) -> None:
                f"{counts['consumer']:,} consumers; " + ", ".join(
                    f"{b} holds {after[b]['consumers']:,} consumers (+{after[b]['stored'] - before[b]['stored']:,})"
                    for b in BILLING) + f"  {time.monotonic() - started:.1f}s")
+    stale = {b: after[b]["stale_409"] - before[b]["stale_409"] for b in BILLING}
+    if any(stale.values()):
+        raise GridbusError(f"a billing system was sent an older version than it held (409s {stale})")
 
 
 def run_network(env: dict, timeout: float) -> None:
