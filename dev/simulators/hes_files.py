@@ -520,6 +520,20 @@ def _write_then_rename(path: Path, text: str) -> None:
     os.replace(part, path)
 
 
+def _shared_first_serial(meters: int, seed: int) -> int | None:
+    """In a dev stack (simulators.network ``shared_recipe``), the first of ``meters`` consecutive
+    consumer meters of the shared network, where ``seed`` says; None outside one.  So that the
+    files' meters are meters the GIS, the meter assignment and the HES stand-ins know."""
+    from simulators.network import shared_model        # only when asked: generating takes a moment
+    model = shared_model()
+    if model is None:
+        return None
+    if meters > len(model):
+        raise ValueError(f"the dev stack's shared network has {len(model):,} consumer meters, not {meters:,}: "
+                         "give --first-serial, or a bigger GRIDBUS_DEV_NETWORK_CONSUMERS")
+    return model.first_meter + seed % (len(model) - meters + 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulators.hes_files",
                                 description="Write an HES export file and print its summary as JSON.")
@@ -538,12 +552,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malformed-rows", type=int, default=3)
     p.add_argument("--file-name")
     p.add_argument("--source", default="hes-a", help="HES name, used in the file name")
-    p.add_argument("--first-serial", type=int, help="number of the first meter serial")
+    p.add_argument("--first-serial", type=int, help="number of the first meter serial (default: with "
+                   "GRIDBUS_DEV_NETWORK_* set, a run of the dev stack's shared network's consumer meters "
+                   "chosen by --seed; else one of 900 ranges chosen by --seed)")
     p.add_argument("--xml-envelope", action="store_true",
                    help="wrap the XML in an IEC 61968-100 EventMessage")
     p.add_argument("--expected", action="store_true", help="also write <file>.expected.json")
     a = p.parse_args(argv)
     try:
+        if a.first_serial is None and a.rows is None:   # (--rows decides its meters as it goes)
+            a.first_serial = _shared_first_serial(a.meters, a.seed)
         summary = generate(a.out, a.meters, a.days, a.start_date, a.profile, a.fmt, a.seed,
                            a.solar_share, a.missing_share, a.duplicate_share, a.malformed_rows,
                            a.rows, a.file_name, envelope=a.xml_envelope, expected=a.expected,

@@ -14,7 +14,7 @@ import requests
 from gridbus_dev import devstack
 from gridbus_dev.cli import demo, demo_alarms, demo_requests
 from gridbus_dev.cli.dev import NETWORK_SERVICES, SERVICES, _meter_assignment, _stand_in_argv, dev_env
-from simulators import hes_alarms
+from simulators import hes_alarms, hes_files
 from simulators.hes import HesServer, shared_fleet
 from simulators.network import SHARED_NETWORK_ENV, NetworkModel, hes_of, shared_env, shared_model, shared_recipe
 
@@ -130,3 +130,22 @@ def test_the_alarm_generator_uses_the_shared_network_unless_a_regular_one_is_ask
     assert hes_alarms.main(["trip", "--feeder", "F01", "--feeders", "2", "--dts", "2", "--meters", "3",
                             "--out", str(out)]) == 0
     assert {a["meter"] for a in json.loads(out.read_text())} == {f"UPM{n:08d}" for n in range(1, 7)}
+
+
+def test_the_hes_file_generator_picks_meters_of_the_shared_network(monkeypatch, tmp_path, capsys):
+    # Given the dev stack's shared network in the environment
+    for var, value in shared_env(devstack.DEV_NETWORK).items():
+        monkeypatch.setenv(var, value)
+    model = shared_model()
+    network_meters = {model.meter_of(c) for c in range(len(model))}
+    # When an HES file is generated without --first-serial
+    assert hes_files.main(["--out", str(tmp_path), "--meters", "30", "--seed", "12345"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    with open(summary["path"], newline="") as fh:
+        meters = {row["meter_serial"] for row in csv.DictReader(fh) if row["meter_serial"].startswith("UPM")}
+    # Then its 30 meters are consumer meters of that network
+    assert len(meters) == 30 and meters <= network_meters
+    # and a file asking for more meters than the network has says so instead of inventing them
+    with pytest.raises(SystemExit):
+        hes_files.main(["--out", str(tmp_path), "--meters", "2001"])
+    assert "shared network has 2,000 consumer meters" in capsys.readouterr().err
