@@ -5,6 +5,7 @@ local stack, with a summary.  Every meter is one of the dev stack's shared gener
 (GRIDBUS_DEV_NETWORK_*: UPM00010000..UPM00011999 by default)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -41,10 +42,25 @@ DEMO_FILES = [
 ]
 
 
-def _generate(folder: Path, args: list[str], seed: int) -> dict:
+FIRST_DAY = dt.date(2026, 11, 1)
+
+
+def _run_day(env: dict) -> dt.date:
+    """The first day of this run's files: a week after the previous run's (the daily profile spans
+    7 days).  The MDMS keeps reads by meter, reading type and instant, so a demo run again on the
+    same meters and days would store nothing new, and its count check would fail."""
+    path = Path(env["GRIDBUS_HOME"]) / "state" / "demo-runs"
+    runs = int(path.read_text() or 0) if path.exists() else 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(runs + 1))
+    return FIRST_DAY + dt.timedelta(days=7 * runs)
+
+
+def _generate(folder: Path, args: list[str], seed: int, day: dt.date) -> dict:
     staging = Path(tempfile.mkdtemp(prefix="gridbus-demo-"))
     done = subprocess.run([sys.executable, "-m", "simulators.hes_files", "--out", str(staging),
-                           "--seed", str(seed), *args], capture_output=True, text=True)
+                           "--seed", str(seed), "--start-date", day.isoformat(), *args],
+                          capture_output=True, text=True)
     if done.returncode:
         raise GridbusError(f"HES file generator failed: {done.stderr[-1000:]}")
     summary = json.loads(done.stdout)
@@ -72,7 +88,8 @@ def demo(timeout):
     inbox, outbox = Path(env["GRIDBUS_INBOX"]), Path(env["GRIDBUS_OUTBOX"]) / "mdms-2"
     seed = int(time.time())  # new content each run, so the files are not duplicates of the last demo
     click.echo("generating HES files ...")
-    summaries = [_generate(inbox / folder, args, seed + i) for i, (folder, args) in enumerate(DEMO_FILES)]
+    day = _run_day(env)
+    summaries = [_generate(inbox / folder, args, seed + i, day) for i, (folder, args) in enumerate(DEMO_FILES)]
     before = requests.get(f"{mdms}/stats", timeout=10).json()
     mdms2_before = len(list(outbox.glob("*.xml"))) if outbox.exists() else 0
     expected_mdms1 = sum(s["expected_readings"] for s, (f, _) in zip(summaries, DEMO_FILES)
@@ -111,7 +128,7 @@ def demo(timeout):
     click.echo("")
     run_alarms(env, timeout)
     click.echo("")
-    run_requests(env)
+    run_requests(env, day)
     click.echo("")
     run_network(env, timeout)
     click.echo("")

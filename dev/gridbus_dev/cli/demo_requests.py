@@ -2,6 +2,7 @@
 commands (use cases 6, 7 and 8), through gateway → MDMS-1 → gateway → HES-A/HES-B."""
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import click
@@ -24,7 +25,8 @@ def _ask(gateway: str, key: str, path: str, request: dict, user: str = "demo-ope
     return answer.json()
 
 
-def run_requests(env: dict) -> None:
+def run_requests(env: dict, day: dt.date = dt.date(2026, 11, 1)) -> None:
+    """``day``: the first day of the demo's block-load files, whose IST day the determinants cover."""
     gateway = env.get("GRIDBUS_GATEWAY_URL")
     if not gateway or "HES_A_URL" not in env:
         raise GridbusError("the gateway or the HES stand-ins are not configured: run `gridbus dev up` again")
@@ -32,9 +34,10 @@ def run_requests(env: dict) -> None:
     key = keys.add("billing-1")  # the demo's own key, revoked when it is done
     try:
         started = time.monotonic()
+        ist_day = (f"{day - dt.timedelta(days=1)}T18:30:00Z", f"{day}T18:30:00Z")   # IST midnight to midnight
         det = _ask(gateway, key, "billing-determinants", {"usagePoint": f"UP-{DEMO_METER}",
-                                                           "from": "2026-10-31T18:30:00Z", "to": "2026-11-01T18:30:00Z"})
-        click.echo(f"billing determinants  UP-{DEMO_METER}, 1 Nov 2026 (IST day): {det['Reply']['Result']}")
+                                                           "from": ist_day[0], "to": ist_day[1]})
+        click.echo(f"billing determinants  UP-{DEMO_METER}, {day.day} {day:%b %Y} (IST day): {det['Reply']['Result']}")
         if det["Reply"]["Result"] == "OK":
             d = det["Payload"]["BillingDeterminants"]
             zones = ", ".join(f"{z} {v:.3f}" for z, v in d["kwh_import"]["zones"].items())
