@@ -79,6 +79,12 @@ def messages_of(updates: list[PathUpdate], per_message: int = PER_MESSAGE) -> li
 class LeadingPublisher(ConfirmingPublisher):
     """A confirming publisher whose connection holds the leader queue, or fails to open."""
 
+    def lead(self) -> None:
+        """Hold the lease (open the connection) now, whether or not anything is to be published:
+        a standby knows it is one from its start, not only when the outbox has something."""
+        if self._channel is None:
+            self._open()
+
     def _open(self) -> None:
         super()._open()
         try:
@@ -105,6 +111,11 @@ class OutboxPublisher:
         """Publish what is pending now, in rounds of ``batch``; returns how many were published.
         Raises ``BrokerError`` (another publisher leads, the broker is away, a message unroutable)."""
         published = 0
+        try:
+            self._publisher.lead()
+        except BrokerError:
+            self._publisher.close()
+            raise
         while True:
             updates = self.store.pending_updates(self.batch)
             if not updates:
