@@ -17,6 +17,7 @@ rules.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,8 +43,9 @@ class OutageEngine:
             raise ValueError(f"partition {partition!r} is not (k, n) with 0 <= k < n")
         self.partition = partition
         self.watermark: float | None = None
-        self.seen: dict[str, float] = {}                   # message id -> event time
-        self.last_breath: dict[str, float] = {}            # meter -> latest first breath
+        # in about time order, oldest first (OrderedDict: popping the front stays O(1))
+        self.seen: OrderedDict[str, float] = OrderedDict()         # message id -> event time
+        self.last_breath: OrderedDict[str, float] = OrderedDict()  # meter -> latest first breath
         self.out: dict[str, list] = {}                     # meters out now (see T, OID, ...)
         self.pending: dict[str, dict[str, float]] = {}     # DT -> meters out in no DT/feeder outage
         self.outages: dict[str, Outage] = {}               # held, open or restoring
@@ -89,7 +91,7 @@ class OutageEngine:
                 continue
             seen[mid] = t
             if len(seen) > o.max_seen_ids:
-                del seen[next(iter(seen))]
+                seen.popitem(last=False)
                 stats["seen_evicted"] = stats.get("seen_evicted", 0) + 1
             place = locate(e.meter, t)
             if place is None:
@@ -126,8 +128,7 @@ class OutageEngine:
                 found = self.outages.get(key)
                 if found is not None and found.state == "restoring" and token == found.restored_at:
                     self._close_restored(found)
-        if w - self.last_prune >= 60:
-            self._prune(w)
+        self._prune(w)
         out, self._out = self._out, []
         return out
 
@@ -396,6 +397,7 @@ class OutageEngine:
             return
         if back is None or t > back:
             self.last_breath[m] = t
+            self.last_breath.move_to_end(m)    # the dict stays in about time order
         rec = self.out.get(m)
         if rec is None:
             # a meter that never reported out: still evidence that its equipment is back
@@ -499,7 +501,8 @@ class OutageEngine:
             self.out.pop(m, None)
             last = max(last, t)
             if t > self.last_breath.get(m, -1.0):
-                self.last_breath[m] = t         # its earlier gasps, redelivered or late, stay ignored
+                self.last_breath[m] = t
+                self.last_breath.move_to_end(m)         # its earlier gasps, redelivered or late, stay ignored
         self._finish(found, "closed", end=None, restored=0, reason=reason)
 
     def _finish(self, found: Outage, verb: str, end: float | None, restored: int, reason: str,
@@ -543,12 +546,21 @@ class OutageEngine:
         self.stats[what] = self.stats.get(what, 0) + n
 
     def _prune(self, w: float) -> None:
-        """Forget what no event inside the allowed lateness can need any more."""
+        """Forget what no event inside the allowed lateness can need any more.  Ids and breaths
+        are kept in about the order of their time, so the old ones are popped from the front at
+        each tick; a full sweep every ``allowed_lateness_s`` catches the ones that came late."""
         horizon = w - self.o.allowed_lateness_s - self.o.repeat_s
-        self.seen = {k: v for k, v in self.seen.items() if v >= horizon}
-        self.last_breath = {k: v for k, v in self.last_breath.items() if v >= horizon}
-        self.closed_recent = {k: v for k, v in self.closed_recent.items() if v[1] >= horizon}
-        self.last_prune = w
+        for kept in (self.seen, self.last_breath):
+            while kept:
+                key = next(iter(kept))
+                if kept[key] >= horizon:
+                    break
+                kept.popitem(last=False)
+        if w - self.last_prune >= self.o.allowed_lateness_s:
+            self.seen = OrderedDict((k, v) for k, v in self.seen.items() if v >= horizon)
+            self.last_breath = OrderedDict((k, v) for k, v in self.last_breath.items() if v >= horizon)
+            self.closed_recent = {k: v for k, v in self.closed_recent.items() if v[1] >= horizon}
+            self.last_prune = w
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -576,8 +588,8 @@ class OutageEngine:
         e = cls(topology, options or Options(**state["options"]),
                 tuple(state["partition"]) if state.get("partition") else None)
         e.watermark = state["watermark"]
-        e.seen = dict(state["seen"])
-        e.last_breath = dict(state["lastBreath"])
+        e.seen = OrderedDict(state["seen"])
+        e.last_breath = OrderedDict(state["lastBreath"])
         e.out = {m: list(r) for m, r in state["out"].items()}
         e.pending = {d: dict(p) for d, p in state["pending"].items()}
         e.outages = {k: Outage.from_dict(_copy(v)) for k, v in state["outages"].items()}
