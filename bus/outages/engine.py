@@ -162,6 +162,12 @@ class OutageEngine:
         rec = self.out.get(m)
         if rec is not None:
             self._count("repeat" if abs(t - rec[T]) <= self.o.repeat_s else "already_out")
+            if t < rec[T] and rec[OID] is None and not late:
+                # an earlier copy of a pending gasp, delivered after it: the earlier time counts
+                rec[T] = t
+                self.pending[rec[ODT]][m] = t
+                self._timer(t + self.o.single_hold_s, "single", m, t)
+                self._check_dt(rec[ODT], t)
             return
         back = self.last_breath.get(m)
         if back is not None and t <= back:

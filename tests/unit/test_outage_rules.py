@@ -408,3 +408,18 @@ def test_a_feeder_outage_is_verified_on_meters_that_reported_out(engine, topo, s
     # Then the feeder outage is verified
     assert changed["kind"] == "feeder" and changed["outageKind"] == "verified"
     assert changed["verification"]["dead"] == sorted(request["meters"])
+
+
+def test_an_earlier_copy_of_a_gasp_arriving_later_moves_the_meter_into_the_window(engine, topo, storm):
+    # Given a DT's meters gasping at T0+1 .. T0+21, except one whose first copy says T0+90
+    dt = topo.feeders["FDR-0010"].dts[0]
+    meters = topo.dts[dt].meters
+    k = needed(0.6, len(meters))
+    early = storm.gasps(meters[:k - 1], T0 + 1)
+    out = run(engine, early + [storm.event(meters[k - 1], 101, T0 + 90)], T0 + 100)
+    # Then it is not yet a DT outage (the 60th gasp is outside the 60 s window)
+    assert outages(out) == [] and not engine.dt_outage
+    # When the same meter's earlier copy (T0+5) arrives
+    out = run(engine, [storm.event(meters[k - 1], 101, T0 + 5)], T0 + 130)
+    # Then the share is reached within the window: a DT outage, no single-customer outages
+    assert [(o["kind"], o["Equipment"]["mRID"]) for o in outages(out, "created")] == [("dt", dt)]
