@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import copy
-import time
 
+import marshmallow
 import pytest
 
 from bus.canonical import EndDeviceEventsSchema, MeterReadingsSchema, count_values, validate_document
@@ -178,18 +178,20 @@ def _block_load_batch(meters: int, intervals: int) -> dict:
 
 
 @pytest.mark.parametrize("meters, intervals", [(1000, 1), (25, 40)])
-def test_a_6000_value_batch_validates_in_milliseconds(meters, intervals):
+def test_a_6000_value_batch_validates_with_a_bounded_number_of_schema_objects(meters, intervals, monkeypatch):
     # Given 6,000 values, as one interval for 1,000 meters or 40 intervals for 25
     doc = _block_load_batch(meters, intervals)
     assert count_values(doc) == (6000, 0)
-    # When it is validated (best of a few runs: the machine may be busy)
-    best = min(_timed(validate_document, doc) for _ in range(5))
-    # Then it takes about 10 ms at most; the bound is loose so a shared CI box does not flake,
-    # but a nested schema per value (~100 ms) would fail it
-    assert best < 0.04, f"{best * 1000:.1f} ms"
+    made = []
+    original = marshmallow.Schema.__init__
 
-
-def _timed(fn, arg) -> float:
-    started = time.perf_counter()
-    fn(arg)
-    return time.perf_counter() - started
+    def counting(self, *args, **kwargs):
+        made.append(type(self).__name__)
+        original(self, *args, **kwargs)
+    monkeypatch.setattr(marshmallow.Schema, "__init__", counting)
+    # When it is validated
+    validate_document(doc)
+    # Then no schema object is made per value or per meter: the schemas are built once, and
+    # validation walks the values (a nested schema per value was 10x slower; how fast it is
+    # now is `gridbus bench ingest`'s worker CPU per 1,000 rows, not a timed unit test)
+    assert len(made) < 20, made[:20]

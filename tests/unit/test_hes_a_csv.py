@@ -1,12 +1,12 @@
 """HES-A CSV decoder: profiles, UTC conversion, row rejections with file line numbers."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from bus.canonical import validate_document
+from bus.canonical.schemas import count_values
 from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import event_classes, is15959_events, reading_profiles
@@ -246,7 +246,7 @@ def test_event_classes_follow_the_routing_design():
     assert event_classes("9.9.9.9") == ()
 
 
-def test_block_load_decodes_fast():
+def test_a_20000_row_block_load_decodes_whole_in_chunks():
     # Given 20,000 block-load rows in 1,000-row chunks, 200 meters, sorted by time
     stamps = [f"2026-11-01T{h:02d}:{m:02d}:00+05:30" for h in range(24) for m in (0, 15, 30, 45)]
     rows = [f"UPM{m:08d},{t},0.{m % 997:03d},0.000,0.{m % 991:03d},0.000,231.{m % 10},1.{m % 99:02d}"
@@ -254,16 +254,17 @@ def test_block_load_decodes_fast():
     chunks = [SourceChunk(BLOCK_HEADER + "\n" + "\n".join(rows[i:i + 1000]), "f.csv", i + 2)
               for i in range(0, len(rows), 1000)]
     decoder = HesACsvDecoder()
-    # When they are decoded (best of three: the machine may be busy)
-    best = min(_decode_all(decoder, chunks) for _ in range(3))
-    # Then the rate is far above what a loaded CI box needs to pass (~150k rows/s on a free core)
-    assert len(rows) / best > 40_000, f"{len(rows) / best:,.0f} rows/s"
+    # When they are decoded, chunk by chunk
+    readings = _decode_all(decoder, chunks)
+    # Then every row becomes its readings and none is rejected.  (How fast: `gridbus bench
+    # ingest` reports the worker's CPU per 1,000 rows; a timed unit test would only flake.)
+    assert readings == len(rows) * 6
 
 
-def _decode_all(decoder, chunks) -> float:
-    started = time.perf_counter()
+def _decode_all(decoder, chunks) -> int:
+    readings = 0
     for chunk in chunks:
         context = _context()
-        decoder(chunk, context)
+        readings += count_values(decoder(chunk, context))[0]
         assert not context.rejections
-    return time.perf_counter() - started
+    return readings
