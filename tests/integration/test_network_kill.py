@@ -95,3 +95,41 @@ def test_kill_9_mid_document_leaves_the_store_as_before_and_a_rerun_as_a_clean_r
     # Then the store equals the clean run's
     assert rerun.returncode == 0
     assert dump(killed) == after
+
+
+def test_kill_9_mid_bulk_load_into_an_empty_store_leaves_it_empty_with_its_indexes(tmp_path):
+    # Given an empty store and a first load of 30,000 consumers: the bulk path, which drops the
+    # secondary indexes inside its transaction and builds them again at the end
+    bulk_consumers = 30_000
+    changes = base_document() + [change(1000 + i, "create", "consumer", f"C-{i:06d}", f"DT-{i % 100}",
+                                        meter=f"M-{i:06d}", category="domestic") for i in range(bulk_consumers)]
+    doc = tmp_path / "first-load.json"
+    doc.write_text(json.dumps({"Payload": {"changes": changes}}))
+    killed = tmp_path / "killed" / "network.sqlite"
+    killed.parent.mkdir()
+    open_store(killed)
+    before = dump(killed)
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    index_names = sqlite3.connect(str(killed)).execute(indexes).fetchall()
+    assert len(index_names) == 4
+    clean = tmp_path / "clean" / "network.sqlite"
+    clean.parent.mkdir()
+    assert open_store(clean).apply(changes, document_id=None).result == "OK"
+    after = dump(clean)
+    # When `gridbus network apply` is killed with SIGKILL after its first bulk chunk (20,000)
+    proc = apply_command(doc, killed)
+    line = proc.stderr.readline()
+    assert "20,000 of" in line, line + proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # Then the store is empty again, intact, with every index it had
+    assert dump(killed) == before
+    assert sqlite3.connect(str(killed)).execute(indexes).fetchall() == index_names
+    # When the load runs again, then the store equals a clean run's (the document id aside)
+    rerun = apply_command(doc, killed)
+    rerun.communicate(timeout=300)
+    assert rerun.returncode == 0
+    again = dump(killed)
+    again["changes"] = [row[:-1] for row in again["changes"]]
+    after["changes"] = [row[:-1] for row in after["changes"]]
+    assert again == after
