@@ -13,6 +13,7 @@ import threading
 import click
 
 from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, settings, setup_logging, utc_clock
+from bus.cli.common import routes_from
 from bus.cli.network import network
 from bus.messaging import ConfirmingPublisher
 from bus.network import delivery
@@ -21,6 +22,7 @@ from bus.network.delivery_routes import load_billing_routes
 from bus.network.delivery_topology import declare, replays_queue_name
 from bus.network.publish import OutboxPublisher
 from bus.network.store import open_store
+from bus.registry import did_you_mean
 
 routes_option = click.option("--routes-dir", "--routes", "routes_paths", multiple=True, type=click.Path(),
                              help="Route files or folders (default $GRIDBUS_ROUTES, else ./routes); their "
@@ -108,18 +110,37 @@ def parked(route, as_json):
 @network.command("release")
 @click.argument("route")
 @click.argument("consumers", nargs=-1, required=True)
+@routes_option
 @fails_cleanly
-def release(route, consumers):
+def release(route, consumers, routes_paths):
     """Let parked CONSUMERS of ROUTE flow again without replaying their dead letter (it was
     discarded, or billing was fixed by hand): their held updates go out in version order.
+
+    ROUTE must be an ordered route of the route files.
 
     \b
     Example:
       gridbus network release network-to-billing-1 CON-00000017
     """
+    _an_ordered_route(route, routes_paths)
     with ConfirmingPublisher(settings().broker_url, name="gridbus-network-release") as pub:
         for consumer in consumers:
             pub.publish("", replays_queue_name(route), b"{}", {"delivery_mode": 2},
                         {delivery.H_RELEASE: consumer})
         pub.flush()
     click.echo(f"released {len(consumers)} consumer(s) of {route}")
+
+
+def _an_ordered_route(route_id: str, routes_paths) -> None:
+    """``click.UsageError`` unless ``route_id`` is a route of method ordered in the route files
+    (only those park consumers; a release sent for another would wait on a queue nobody reads)."""
+    table = routes_from(routes_paths)
+    ordered = [r.id for r in table.ordered_routes()]
+    if route_id in ordered:
+        return
+    known = {r.id: r for r in table}
+    listed = f"ordered routes: {', '.join(ordered) or 'none'}"
+    if route_id in known:
+        raise click.UsageError(f"{route_id} is not an ordered route (method {known[route_id].method}): it parks "
+                               f"no consumer; {listed}")
+    raise click.UsageError(f"no route {route_id!r}{did_you_mean(route_id, ordered)}; {listed}")

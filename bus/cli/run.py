@@ -43,7 +43,12 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
       gridbus worker -c 4 --kind deliveries
       gridbus worker --kind requests --pool asyncio
     """
-    table_ = routes_from(paths, only).of_kind(kind)
+    selected = routes_from(paths, only)
+    ordered = [r.id for r in selected.ordered_routes()] if only else []
+    if ordered:  # of_kind would drop them without a word: say who runs them
+        what = "is an ordered route" if len(ordered) == 1 else "are ordered routes"
+        raise click.UsageError(f"{', '.join(ordered)} {what}, run by `gridbus network deliver`, never by the worker")
+    table_ = selected.of_kind(kind)
     if not len(table_):
         raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
     s = settings()
@@ -126,6 +131,9 @@ def send(route_id, file, noun, correlation_id, paths):
       id=$(gridbus send hes-a-alarms alarms.json) && gridbus trace "$id"
     """
     route = routes_from(paths).get(route_id)
+    if route.is_ordered:  # no Celery task reads its queues: a message sent there is a dead letter
+        raise click.UsageError(f"{route.id} is an ordered route: its updates come from the network store's "
+                               "outbox; see gridbus network publish")
     raw = file.read()
     try:
         text = raw.decode("utf-8-sig")
