@@ -346,6 +346,7 @@ def bench_delivery(work: Path, consumers: int = 100_000, dts: int = 100, store_p
             document = json.dumps(move_document(store_path, moves)).encode()
             meter = CpuMeter({**{n: p.pid for n, p in procs.items()},
                               **({"rabbitmq": broker_pid} if broker_pid else {})})
+            out["load_average_at_post"] = round(os.getloadavg()[0], 2)
             cpu_before = meter.snapshot()
             say(f"gridbus: POST of {len(moves)} DT moves to the gateway ...")
             start = time.perf_counter()
@@ -458,6 +459,8 @@ def table_rows(out: dict) -> list[list[str]]:
          f"{checks['billing-1']['stale_409'] + checks['billing-2']['stale_409']} / "
          f"{checks['billing-1']['wrong'] + checks['billing-2']['wrong']} of {2 * n:,} checked"],
         ["... CPU s by process", ", ".join(f"{k} {v:.1f}" for k, v in out["cpu_s"].items())],
+        ["... load average (1 min) at the POST / at the end",
+         f"{out.get('load_average_at_post', float('nan')):.1f} / {out['load_average']:.1f} on {out['cores']} cores"],
     ]
     if "baseline_s" in out:
         rows.append([f"baseline: the same {n:,} paths POSTed straight to both stand-ins "
