@@ -153,6 +153,8 @@ class OutageEngine:
         else:
             found.verification = "verified"
             self._send(found, "changed")
+            if found.kind == "dt":
+                self._check_feeder(found.feeder, self.watermark if self.watermark is not None else found.decided)
         out, self._out = self._out, []
         return out
 
@@ -227,6 +229,10 @@ class OutageEngine:
             if m not in members:
                 members.add(m)
                 found.meters.append(m)
+            # the first consumer meter to join a DT outage its DT meter alone reported: it now
+            # counts towards the feeder rule
+            if found.kind == "dt" and len(found.gasped) == 2 and found.equipment_meter in found.gasped:
+                self._check_feeder(feeder, t)
         self._count("joined")
 
     def _check_dt(self, dt: str, t: float) -> None:
@@ -270,8 +276,20 @@ class OutageEngine:
         # gasps that came 30 s late still gives the feeder's other late gasps their time
         held_from = found.decided if self.watermark is None else max(found.decided, self.watermark)
         self._timer(held_from + self.o.feeder_hold_s, "announce", found.mrid, 0)
-        # the feeder rule, on the DT outages of this feeder
-        starts = [self.outages[o].start for o in self.feeder_dts[feeder].values()]
+        self._check_feeder(feeder, decided)
+
+    def _counts_for_feeder(self, found: Outage) -> bool:
+        """A DT outage counts towards its feeder's once a consumer meter of it reported out, or a
+        verification confirmed it: a DT meter that fails and gasps alone never trips a feeder."""
+        return found.verification == "verified" or \
+            len(found.gasped) > (1 if found.equipment_meter in found.gasped else 0)
+
+    def _check_feeder(self, feeder: str, decided: float) -> None:
+        """The feeder rule, on the DT outages of this feeder."""
+        dts = self.feeder_dts.get(feeder)
+        if not dts or len(dts) < 2 or feeder in self.feeder_outage:
+            return
+        starts = [o.start for o in map(self.outages.__getitem__, dts.values()) if self._counts_for_feeder(o)]
         if len(starts) >= 2:
             finfo = self.topology.feeder(feeder, decided)
             if finfo is not None:

@@ -423,3 +423,29 @@ def test_an_earlier_copy_of_a_gasp_arriving_later_moves_the_meter_into_the_windo
     out = run(engine, [storm.event(meters[k - 1], 101, T0 + 5)], T0 + 130)
     # Then the share is reached within the window: a DT outage, no single-customer outages
     assert [(o["kind"], o["Equipment"]["mRID"]) for o in outages(out, "created")] == [("dt", dt)]
+
+
+def test_a_dt_meter_gasping_alone_does_not_make_a_feeder_outage_with_two_real_dts(engine, topo, storm):
+    # Given two DTs of a feeder out (their consumer meters gasp) and a third DT's meter failing
+    # (it gasps alone, its consumers are fine), all within the window
+    feeder = topo.feeders["FDR-0007"]
+    d1, d2, d3 = feeder.dts[1], feeder.dts[2], feeder.dts[3]
+    events = storm.gasps(topo.dts[d1].meters, T0 + 1) + storm.gasps(topo.dts[d2].meters, T0 + 5) + \
+        [storm.event(topo.dts[d3].dt_meter, 101, T0 + 10)]
+    out = run(engine, events, T0 + 60)
+    # Then three DT outages, no feeder outage
+    assert sorted(o["Equipment"]["mRID"] for o in outages(out, "created")) == [d1, d2, d3]
+    # and the lone one's verification finds its meters alive: a false alarm
+    [request] = [d for d in out if d["type"] == "verify" and d["equipment"] == d3]
+    [closed] = outages(engine.answer(request["requestId"], {m: True for m in request["meters"]}), "closed")
+    assert closed["Equipment"]["mRID"] == d3 and closed["closedReason"].startswith("false alarm")
+
+
+def test_a_feeder_trip_whose_dt_meters_report_first_is_still_one_feeder_outage(engine, topo, storm):
+    # Given every DT meter of a feeder gasping first, its consumer meters 20 s later
+    feeder = topo.feeders["FDR-0008"]
+    events = [storm.event(topo.dts[d].dt_meter, 101, T0 + 1) for d in feeder.dts] + \
+        storm.gasps([m for d in feeder.dts for m in topo.dts[d].meters], T0 + 2, late_s=20)
+    out = run(engine, events, T0 + 100)
+    # Then one feeder outage
+    assert [(o["kind"], o["Equipment"]["mRID"]) for o in outages(out, "created")] == [("feeder", feeder.mrid)]

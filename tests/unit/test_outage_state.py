@@ -10,7 +10,7 @@ import pytest
 
 from bus.outages import MemoryTopology, MeterEvent, Options, OutageEngine, partition_of
 from bus.outages.topology import Place
-from gridbus_dev.bench.outages_engine import make_storm, outcome, score
+from gridbus_dev.bench.outages_engine import drive, make_storm, outcome, score
 from simulators.network import NetworkModel
 
 from tests.unit.test_outage_rules import T0, Storm, outages
@@ -24,7 +24,8 @@ def small_storm():
     if not _CACHE:
         model = NetworkModel.generate(12_000, seed=5, dts_per_feeder=15, feeders_per_substation=4)
         _CACHE["topo"] = MemoryTopology.from_model(model)
-        _CACHE["storm"] = make_storm(model, gasps=20_000, seed=5)
+        _CACHE["model"] = model
+        _CACHE["storm"] = make_storm(model, gasps=20_000, seed=5, spurious=0)
     return _CACHE["topo"], _CACHE["storm"]
 
 
@@ -50,13 +51,16 @@ def finish(engine, out):
 
 
 def test_the_storm_is_correlated_as_the_ground_truth_says():
-    # Given the storm and its ground truth
-    topo, storm = small_storm()
-    # When one engine correlates it
-    out = finish(engine := OutageEngine(topo), feed(engine, batches(storm)))
-    # Then every feeder and DT outage is found, none false, every partial DT a set of singles
+    # Given the storm and its ground truth, with 3 DT meters that fail and gasp alone
+    topo, _ = small_storm()
+    storm = make_storm(_CACHE["model"], gasps=20_000, seed=6, spurious=3)
+    assert len(storm.false_dts) == 3
+    # When one engine correlates it, its verification requests answered as the HES would
+    out, _, _ = drive([OutageEngine(topo)], storm)
+    # Then every feeder and DT outage is found, none false, every partial DT a set of singles,
+    # and the 3 lone DT meter gasps closed as false alarms by their verification
     s = score(storm, out)
-    for kind in ("feeder", "dt", "singles", "nested"):
+    for kind in ("feeder", "dt", "singles", "nested", "falseAlarms"):
         assert (s[kind]["precision"], s[kind]["recall"]) == (1.0, 1.0), (kind, s[kind])
     assert s["latency_s"]["p99"] <= Options().window_s + 2
 

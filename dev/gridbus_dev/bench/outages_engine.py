@@ -50,14 +50,23 @@ class Storm:
     dts: set[str] = field(default_factory=set)      # DT outages (on feeders that did not trip)
     singles: set[str] = field(default_factory=set)  # meters out alone (partial DTs, noise)
     nested: set[str] = field(default_factory=set)   # DTs with meters left out at restoration
+    false_dts: set[str] = field(default_factory=set)  # DTs whose DT meter alone gasped (it failed)
+    dead: dict[str, list[float]] = field(default_factory=dict)  # meter -> [out from, back at]
     gasps: int = 0
     share_arrival: dict[str, float] = field(default_factory=dict)   # equipment -> arrival that decides it
 
+    def alive(self, meter: str, at: float) -> bool:
+        """What an on-demand read of ``meter`` at ``at`` finds: the HES stand-ins' answer."""
+        span = self.dead.get(meter)
+        return span is None or not (span[0] <= at < span[1])
+
 
 def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_share: float = 0.5,
-               restore: bool = True, plc_share: float = 0.23, late_share: float = 0.02) -> Storm:
+               restore: bool = True, plc_share: float = 0.23, late_share: float = 0.02,
+               spurious: int = 3) -> Storm:
     """The storm and its ground truth.  ``plc_share`` of the events come ~30 s late (a PLC
-    concentrator's batch), ``late_share`` 1-5 minutes late."""
+    concentrator's batch), ``late_share`` 1-5 minutes late; ``spurious`` DT meters gasp alone
+    (the meter failed, not the DT: verification should find the DT's meters alive)."""
     rng = random.Random(seed)
     topo = MemoryTopology.from_model(model)
     feeders = sorted(topo.feeders)
@@ -98,7 +107,11 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
                 m = rng.choice(topo.dts[d].meters)
                 fail([m], T0 + rng.uniform(0, 60), d)
                 partial_or_noise.append(m)
+            elif len(storm.false_dts) < spurious and rng.random() < 0.2:
+                storm.false_dts.add(d)               # the DT meter fails: a gasp, no outage
+                plan.append((topo.dts[d].dt_meter, T0 + rng.uniform(0, 60), d))
     storm.singles = set(partial_or_noise)
+    storm.dead = {m: [t, float("inf")] for m, t in out_meters.items()}
 
     def deliver(m: str, t: float, code: int, late_ok: bool = True) -> None:
         r = rng.random()
@@ -132,7 +145,9 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
             for d in topo.feeders[f].dts:
                 for m in [*topo.dts[d].meters, topo.dts[d].dt_meter]:
                     if m not in left and m in out_meters:
-                        deliver(m, at + rng.uniform(0, 5), 102, late_ok=False)
+                        back_at = at + rng.uniform(0, 5)
+                        storm.dead[m][1] = back_at
+                        deliver(m, back_at, 102, late_ok=False)
         for d in sorted(storm.dts):
             at = back + rng.uniform(0, 60)
             left = set(topo.dts[d].meters[:5]) if d in left_out_dts else set()
@@ -140,7 +155,9 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
                 storm.nested.add(d)
             for m in [*topo.dts[d].meters, topo.dts[d].dt_meter]:
                 if m not in left and m in out_meters:
-                    deliver(m, at + rng.uniform(0, 5), 102, late_ok=False)
+                    back_at = at + rng.uniform(0, 5)
+                    storm.dead[m][1] = back_at
+                    deliver(m, back_at, 102, late_ok=False)
     storm.events.sort(key=lambda x: x[0])
     # when each outage could first be decided (by arrival): a DT's at its DT meter's first gasp
     # or at the first gasp of the meter that completes its share; a feeder's at its head meter's
@@ -169,15 +186,29 @@ def make_storm(model: NetworkModel, gasps: int = 200_000, seed: int = 1, trip_sh
 
 
 def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: float = 1.0,
-          lag_s: float = 0.0) -> tuple[list[tuple[float, dict]], float, float]:
+          lag_s: float = 0.0, answer: bool = True) -> tuple[list[tuple[float, dict]], float, float]:
     """Feed the storm as a process would: in arrival order, a batch being what arrived within
     ``tick_s`` (at most ``batch`` events); the watermark moved to the arrival clock (minus
     ``lag_s``) before and after each batch, and every ``tick_s`` while nothing arrives.  Every
     engine gets every event (each keeps its own partition).  Returns (clock, decision) pairs and
     the engine's seconds spent: wall clock and CPU (this process's: on a busy machine the wall
-    clock counts other processes' turns)."""
-    out: list[tuple[float, dict]] = []
+    clock counts other processes' turns).  With ``answer``, each verification request is
+    answered at once as the HES stand-ins would (``Storm.alive``)."""
+    found: list[tuple[float, dict]] = []
     spent = cpu = 0.0
+
+    class Out:
+        """The decisions, each verification request answered as it comes."""
+
+        def __iadd__(self, pairs: list[tuple[float, dict]]) -> "Out":
+            for clock, d in pairs:
+                found.append((clock, d))
+                if answer and d["type"] == "verify":
+                    replies = {m: storm.alive(m, clock) for m in d["meters"]}
+                    self += [(clock, r) for r in current.answer(d["requestId"], replies)]
+            return self
+    out = Out()
+    current = engines[0]
     events = storm.events
     n, i, clock = len(events), 0, None
     while i < n:
@@ -188,6 +219,7 @@ def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: 
         chunk = events[i:j]
         started, started_cpu = time.perf_counter(), time.process_time()
         for engine in engines:
+            current = engine
             t = first if clock is None else clock + tick_s
             while t < first:                  # quiet seconds: the clock still ticks
                 out += [(t, d) for d in engine.advance(t - lag_s)]
@@ -203,6 +235,7 @@ def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: 
     end = events[-1][0] + 3600 if events else T0
     started, started_cpu = time.perf_counter(), time.process_time()
     for engine in engines:
+        current = engine
         t = (clock or end) + tick_s
         while t < end:
             out += [(t, d) for d in engine.advance(t)]
@@ -210,7 +243,7 @@ def drive(engines: list[OutageEngine], storm: Storm, batch: int = 1000, tick_s: 
         out += [(end, d) for d in engine.advance(end)]
     spent += time.perf_counter() - started
     cpu += time.process_time() - started_cpu
-    return out, spent, cpu
+    return found, spent, cpu
 
 
 def score(storm: Storm, decisions: list[tuple[float, dict]]) -> dict[str, Any]:
@@ -228,7 +261,7 @@ def score(storm: Storm, decisions: list[tuple[float, dict]]) -> dict[str, Any]:
             false_alarms.add(doc["mRID"])
     by_kind: dict[str, dict[str, float]] = {"feeder": {}, "dt": {}, "single": {}, "nested": {}}
     for mrid, (clock, doc) in created.items():
-        if mrid in absorbed and doc["kind"] != "single":
+        if (mrid in absorbed and doc["kind"] != "single") or mrid in false_alarms:
             continue
         by_kind[doc["kind"]].setdefault(doc["Equipment"]["mRID"], clock)
 
@@ -249,7 +282,8 @@ def score(storm: Storm, decisions: list[tuple[float, dict]]) -> dict[str, Any]:
             "singles": pr(set(by_kind["single"]), storm.singles),
             "nested": pr(nested_dts, storm.nested),
             "absorbedAnnounced": len([m for m in absorbed if created.get(m, (0, {}))[1].get("kind") != "single"]),
-            "falseAlarms": len(false_alarms),
+            "falseAlarms": pr({created[m][1]["Equipment"]["mRID"] for m in false_alarms if m in created},
+                              storm.false_dts),
             "latency_s": latency(("feeder", "dt")), "latency_feeder_s": latency(("feeder",)),
             "latency_dt_s": latency(("dt",))}
 
@@ -356,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:>8}: found {k['found']:>5} truth {k['truth']:>5}  precision {k['precision']:.3f}  "
               f"recall {k['recall']:.3f}" + (f"  false {k['false']}" if k["false"] else "")
               + (f"  missed {k['missed']}" if k["missed"] else ""))
-    print(f"DT outages announced then absorbed into a feeder: {acc['absorbedAnnounced']}; false alarms: "
-          f"{acc['falseAlarms']}")
+    fa = acc["falseAlarms"]
+    print(f"DT outages announced then absorbed into a feeder: {acc['absorbedAnnounced']}")
+    print(f"false alarms (a DT meter gasping alone), closed after verification: {fa['found']} of "
+          f"{fa['truth']}, precision {fa['precision']:.3f} recall {fa['recall']:.3f}")
     for what, key in (("DT and feeder", "latency_s"), ("feeder", "latency_feeder_s"), ("DT", "latency_dt_s")):
         lat = acc[key]
         print(f"declaration latency, {what} outages (simulated s): p50 {lat['p50']}, p99 {lat['p99']}, "
