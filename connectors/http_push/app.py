@@ -74,6 +74,7 @@ class Gateway:
                  seen: SeenAlarms | None = None):
         self.request_routes = {r.source.options["path"].strip("/"): r for r in routes
                                if r.source.connector == "http-request"}
+        network_paths = [r.source.options["path"].strip("/") for r in routes if r.source.connector == "gis-push"]
         routes = [r for r in routes if r.source.connector == "http-push"]
         self.routes = {r.source.options["path"].strip("/"): r for r in routes}
         self.limiter = RateLimiter(rate_per_s)
@@ -83,7 +84,8 @@ class Gateway:
         self._local = threading.local()
         self.validator = DocumentCheck()
         self.openapi = openapi_document({p: r.source.options.get("format", "json") for p, r in self.routes.items()},
-                                        {p: r.source.options["kind"] for p, r in self.request_routes.items()})
+                                        {p: r.source.options["kind"] for p, r in self.request_routes.items()},
+                                        network_paths)  # served by gis_push.NetworkPush
 
     def _publisher(self) -> ConfirmingPublisher:
         pub = getattr(self._local, "publisher", None)

@@ -43,12 +43,26 @@ _REQUEST_ANSWERS = (
           "(BUSY); retry after Retry-After"),
     (504, "no reply in time (TIMEOUT): pending, the reply is kept; GET the request_id"))
 _LOOKUP_REFUSALS = ((401, "no or unknown API key"), (429, "over the system's rate; retry after Retry-After"))
+# a GIS push (connectors/http_push/gis_push.py, docs/network-formats.md): 200 once the store has
+# committed, a Reply naming each change not applied; a refusal is the gateway's FAILED Reply
+_NETWORK_REFUSALS = (
+    (400, "no change document (or no MasterDataLinkageConfig): MALFORMED_JSON, TOO_DEEP (over 64 levels), "
+          "NUMBER_OUT_OF_RANGE (an integer of 20 digits or more), NOT_A_CHANGE_DOCUMENT; nothing applied"),
+    (401, "no or unknown API key"), (403, "this system is not the route's source (the GIS)"),
+    (408, "the body did not arrive within the route's read_timeout_s (REQUEST_TIMEOUT)"),
+    (411, "no Content-Length"),
+    (413, "body over the route's max_body_kb (TOO_LARGE), or more changes than its max_changes (TOO_MANY_CHANGES)"),
+    (415, "neither JSON nor XML"), (429, "over the system's rate; retry after Retry-After"),
+    (503, "nothing applied: documents already wait for the store (BUSY) or it cannot take one now "
+          "(STORE_UNAVAILABLE); send it again after Retry-After"))
 
 
 def openapi_document(push_paths: list[str] | dict[str, str],
-                     request_paths: dict[str, str] | None = None) -> dict:
+                     request_paths: dict[str, str] | None = None,
+                     network_paths: list[str] | None = None) -> dict:
     """``push_paths``: the paths (JSON), or path → format (json, xml); ``request_paths``:
-    path → kind (meter-readings, billing-determinants, commands)."""
+    path → kind (meter-readings, billing-determinants, commands); ``network_paths``: the paths
+    of the routes whose source is gis-push (change documents applied to the network store)."""
     spec = APISpec(title="gridbus gateway", version="1", openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()],
                    info={"description": "Pushes from source systems onto gridbus routes, and requests. "
@@ -67,6 +81,8 @@ def openapi_document(push_paths: list[str] | dict[str, str],
             "responses": _answers("Reply", _PUSH_ANSWERS)}})
     if request_paths:
         _request_operations(spec, request_paths)
+    if network_paths:
+        _network_operations(spec, network_paths)
     return spec.to_dict()
 
 
@@ -103,6 +119,97 @@ def _request_operations(spec: APISpec, request_paths: dict[str, str]) -> None:
         "responses": {**_answers("RequestsFound", ((200, "the requests found (maybe none)"),)),
                       **_answers("RequestAnswer", ((400, "not exactly one of messageId, commandId"),
                                                    *_LOOKUP_REFUSALS))}}})
+
+
+def _network_operations(spec: APISpec, network_paths: list[str]) -> None:
+    """POST of a GIS change document (JSON) or MasterDataLinkageConfig (XML) and its answers; the
+    limits and codes are the model's own (bus/network/model.py), so the two cannot drift apart."""
+    from bus.network import model as m  # the package opens stores: only a gateway with a gis-push route
+
+    text = {"type": "string", "minLength": 1}
+    mrid = {**text, "maxLength": m.MRID_MAX}
+    spec.components.schema("NetworkChange", component={
+        "type": "object", "description": "one change of the network model (docs/network-formats.md); a change "
+                                         "that breaks these rules is refused on its own (INVALID), not the document",
+        "required": ["changeId", "sequence", "effectiveFrom", "kind", "type", "mrid"],
+        "properties": {
+            "changeId": {**text, "maxLength": m.CHANGE_ID_MAX,
+                         "description": "the GIS's id of the change: applied once, DUPLICATE ever after"},
+            "sequence": {"type": "integer", "minimum": 0, "maximum": m.SEQUENCE_MAX,
+                         "description": "the GIS's sequence, which only grows; not newer than the element's "
+                                        "last applied change: STALE"},
+            "effectiveFrom": {"type": "string", "format": "date-time", "maxLength": m.TIME_TEXT_MAX,
+                              "example": "2026-11-03T02:00:00+05:30",
+                              "description": "ISO 8601 with a UTC offset (Z or +05:30)"},
+            "kind": {"type": "string", "enum": list(m.KINDS)},
+            "type": {"type": "string", "enum": list(m.PARENT_TYPE),
+                     "description": "substation > feeder > dt > consumer"},
+            "mrid": {**mrid, "description": "the element's mRID (the GIS's own, never reused)"},
+            "parent": {**mrid, "nullable": True,
+                       "description": "the new parent: required for create (not of a substation) and move; an "
+                                      "update may repeat the current one"},
+            "name": {**text, "maxLength": m.NAME_MAX, "nullable": True},
+            "attributes": {
+                "type": "object", "nullable": True, "maxProperties": m.ATTRIBUTES_MAX,
+                "description": f"create: the element's; update/move: merged (null removes a key).  Names up to "
+                               f"{m.ATTRIBUTE_KEY_MAX} characters; a consumer is created with its meter",
+                "example": {"meter": "UPM9900123", "category": "domestic"},
+                "additionalProperties": {"nullable": True, "oneOf": [
+                    {"type": "string", "maxLength": m.ATTRIBUTE_VALUE_MAX},
+                    {"type": "integer", "minimum": -2 ** 63, "maximum": 2 ** 63 - 1},
+                    {"type": "number", "not": {"type": "integer"}}, {"type": "boolean"}]}}}})
+    changes = {"type": "array", "items": {"$ref": "#/components/schemas/NetworkChange"},
+               "description": "applied in this order (GIS order), in one transaction"}
+    spec.components.schema("NetworkChangeDocument", component={
+        "type": "object", "description": "an IEC 61968-100 message of changes (or a bare {\"changes\": [...]})",
+        "anyOf": [{"required": ["Payload"]}, {"required": ["changes"]}],
+        "properties": {
+            "Header": {"type": "object", "properties": {
+                "Verb": {"type": "string", "example": "changed"},
+                "Noun": {"type": "string", "enum": ["NetworkChanges"]},
+                "MessageID": {"type": "string", "description": "the reply's CorrelationID"},
+                "Timestamp": {"type": "string"}}},
+            "Payload": {"type": "object", "required": ["changes"], "properties": {"changes": changes}},
+            "changes": changes}})
+    spec.components.schema("NetworkReply", component={
+        "type": "object", "required": ["Header", "Reply", "summary"],
+        "description": "the store's IEC 61968-100 Reply, after the document's transaction committed",
+        "properties": {
+            "Header": {"type": "object", "properties": {
+                "Verb": {"type": "string", "example": "reply"}, "Noun": {"type": "string", "example": "NetworkChanges"},
+                "Timestamp": {"type": "string"}, "MessageID": {"type": "string"},
+                "CorrelationID": {"type": "string", "nullable": True,
+                                  "description": "the document's Header.MessageID"}}},
+            "Reply": {"type": "object", "required": ["Result"], "properties": {
+                "Result": {"type": "string", "enum": ["OK", "PARTIAL", "FAILED"],
+                           "description": "OK: none refused; PARTIAL: the good changes applied, the others named; "
+                                          "FAILED: every change refused"},
+                "Error": {"type": "array", "description": "one per change not applied", "items": {
+                    "type": "object", "required": ["code", "level", "reason", "details", "xpath"], "properties": {
+                        "code": {"type": "string", "enum": [r.value for r in m.Reason]},
+                        "level": {"type": "string", "enum": ["ERROR", "INFO"],
+                                  "description": "INFO: a DUPLICATE, acknowledged, not applied twice"},
+                        "reason": {"type": "string"},
+                        "details": {"type": "string", "description": "the change's changeId"},
+                        "xpath": {"type": "string", "example": "Payload.changes[2]"}}}}}},
+            "summary": {"type": "object", "required": ["result", "applied", "duplicate", "refused", "updates"],
+                        "properties": {
+                            "result": {"type": "string", "enum": ["OK", "PARTIAL", "FAILED"]},
+                            **{k: {"type": "integer", "minimum": 0, "description": d} for k, d in (
+                                ("applied", "changes applied"), ("duplicate", "changes applied before"),
+                                ("refused", "changes refused"),
+                                ("updates", "consumer-path updates written for the billing systems"))}}}}})
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/NetworkChangeDocument"}},
+            "application/xml": {"schema": {"type": "string", "description": "an IEC 61968-9 MasterDataLinkageConfig "
+                                           "message in UTF-8 (meter, usage point and DT links); no DTD"}}}
+    for path in sorted(network_paths):
+        spec.path(path=f"/v1/push/{path}", operations={"post": {
+            "summary": f"apply GIS network changes at {path} to the network store; answered after the commit "
+                       "(send one document at a time, each after the answer to the one before)",
+            "security": [{"ApiKey": []}], "requestBody": {"required": True, "content": body},
+            "responses": {**_answers("NetworkReply", ((200, "applied: Result OK, PARTIAL (each change not "
+                                                            "applied named) or FAILED (all refused)"),)),
+                          **_answers("Reply", _NETWORK_REFUSALS)}}})
 
 
 def docs_page(document: dict) -> str:
