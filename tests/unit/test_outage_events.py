@@ -60,3 +60,39 @@ def test_rule_helpers():
     assert max_in_window([50, 0, 30], 60) == (3, 0)
     chosen = sample(["a", "b", "c", "d"], "OUT-1", 2)
     assert chosen == sample(["d", "c", "b", "a"], "OUT-1", 2) and len(chosen) == 2
+
+
+def test_a_simulated_feeder_trip_through_the_hes_decoder_is_one_feeder_outage():
+    # Given a feeder trip as HES-A's stand-in sends it (vendor alarm JSON), decoded by the
+    # alarm route's own transformer into canonical EndDeviceEvents
+    from bus.canonical import validate_document
+    from bus.outages import MemoryTopology, OutageEngine
+    from bus.transform import TransformContext
+    from simulators.hes_alarms import Network, feeder_trip
+    from simulators.network import NetworkModel
+    from transformers.hes_alarm_json import HesAlarmJsonDecoder
+
+    model = NetworkModel.generate(3000, seed=3, dts_per_feeder=5, feeders_per_substation=3)
+    alarms = feeder_trip(Network.from_model(model), "FDR-0002", "2026-11-01T10:15:00+05:30", spread_s=20,
+                         restore_after_s=1800)
+    context = TransformContext("hes-a-alarms", "hes-a", "msg-1", "corr-1", options={})
+    doc = validate_document(HesAlarmJsonDecoder()({"hes": "hes-a", "alarms": alarms}, context))
+    # When its outage events go through the engine
+    events = list(from_canonical(doc))
+    assert len(events) == len(alarms) and {e.code for e in events} == {101, 102}
+    engine = OutageEngine(MemoryTopology.from_model(model))
+    gasps = [e for e in events if e.code == 101]
+    breaths = [e for e in events if e.code == 102]
+    start = min(e.at for e in gasps)
+    engine.advance(start)
+    out = engine.process(gasps, now=start + 30) + engine.advance(start + 120)
+    engine.advance(start + 1800)
+    out += engine.process(breaths, now=start + 1830) + engine.advance(start + 2000)
+    # Then one feeder outage, created and closed as restored, sustained, all meters back
+    story = [(d["verb"], d["Outage"]["kind"], d["Outage"]["Equipment"]["mRID"]) for d in out if d["type"] == "outage"]
+    assert story == [("created", "feeder", "FDR-0002"), ("closed", "feeder", "FDR-0002")]
+    closed = [d for d in out if d["type"] == "outage"][-1]["Outage"]
+    assert closed["closedReason"] == "restored" and closed["durationKind"] == "sustained"
+    assert closed["metersAffected"] == 0 and "nestedOutage" not in closed
+    # and a redelivery of the same document changes nothing
+    assert engine.process(from_canonical(doc), now=start + 2000) == []
