@@ -92,9 +92,10 @@ def uc1(bus_env, tmp_path):
     stack.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_request_stack(rabbitmq_proc, management_url, tmp_path_factory):
-    """One request stack for a module's tests (12-15 s to build), in a vhost and home of its own."""
+    """One request stack for the session's request tests (12-15 s to build), in a vhost and home
+    of its own: test_request_faults.py and test_requests.py run one after the other."""
     auth, vhosts = ("guest", "guest"), []
 
     def new_env() -> tuple[dict, Path]:
@@ -122,7 +123,7 @@ def shared_request_stack(rabbitmq_proc, management_url, tmp_path_factory):
 @pytest.fixture
 def rr(shared_request_stack):
     """The request stack of use cases 6-8 (tests/integration/request_stack.py), shared by the
-    module's tests: before each, what the last one killed is restarted, what it left in flight
+    request tests: before each, what the last one killed is restarted, what it left in flight
     is waited for, and the stand-ins and operator accounts are reset."""
     shared_request_stack.prepare()
     return shared_request_stack

@@ -2,8 +2,8 @@
 
 billing → gateway → MDMS → gateway → HES: a real gateway and request worker on the
 shipped request routes, an MDMS and two HES stand-ins, the meter assignment table
-(meters 1-200: odd ones on HES-A, even ones on HES-B).  Building it takes 12-15 s, so a
-module's tests share one (``RequestStack``, the ``rr`` fixture of tests/integration/conftest.py),
+(meters 1-200: odd ones on HES-A, even ones on HES-B).  Building it takes 12-15 s, so the
+request tests share one (``RequestStack``, the ``rr`` fixture of tests/integration/conftest.py),
 made as good as new before each test.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def meter(n: int) -> str:
 
 
 class RequestStack(dict):
-    """The stack, built once and shared by a module's tests (the ``rr`` fixture).
+    """The stack, built once and shared by the request tests (the ``rr`` fixture).
 
     A dict, as the tests have always used it: ``url``, ``keys``, ``env``, ``mdms``, ``hes-a``,
     ``hes-b``, ``logs``, ``tmp`` and ``procs`` (``procs[0]`` the gateway, ``procs[1]`` the request
@@ -42,7 +42,8 @@ class RequestStack(dict):
     every test and gives it what a fresh stack would have been, for what a test can observe:
     every process alive and consuming, no request in flight anywhere, the stand-ins empty and
     without faults, no operator accounts.  What a test leaves behind in the gateway's request
-    store (its requests and commands, by their own ids) stays: tests use ids of their own.
+    store (its requests and commands, by their own ids) stays: tests use ids of their own
+    (test_request_faults.py and test_requests.py share one stack: ids unique across both).
     """
 
     def __init__(self, new_env):

@@ -249,7 +249,7 @@ def test_an_expired_command_is_never_sent(rr):
 
 
 def test_the_same_command_id_twice_executes_once_and_an_hes_key_cannot_command(rr):
-    # Given the commands refused before this test (the stack is shared by this module's tests)
+    # Given the commands refused before this test (the stack is shared with the other request tests)
     store = RequestStore(requests_path(Path(rr["env"]["GRIDBUS_HOME"]) / "state"))
     refused_before = {r.id for r in store.listing(kind="commands", state="refused", limit=100_000)}
     # When billing sends the same command twice (a retry after a lost answer)
