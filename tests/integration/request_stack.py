@@ -107,8 +107,8 @@ class RequestStack(dict):
         try:
             self._restore()
         except (AssertionError, requests.RequestException) as exc:
-            # not settled in time, or a process not answering: start over with a new stack rather than hand the next test
-            # a stack in an unknown state (warned, so that a test that leaves it so is noticed)
+            # not settled in time, or a process not answering: start over with a new stack rather
+            # than hand the next test one in an unknown state (warned, so that it is noticed)
             warnings.warn(f"the request stack did not settle after the last test; built anew: {exc}")
             self.stop()
             self.clear()
