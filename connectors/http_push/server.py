@@ -160,7 +160,8 @@ class GatewayServer:
             await self.requests.start()
         logging.getLogger("aiohttp.server").addFilter(MalformedHttpInOneLine())
         app = web.Application(client_max_size=self.max_body)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        # every path, a decoded newline in it too (".*" stops at one, and aiohttp's own 404 is not JSON)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         # on SIGTERM, requests still waiting get 5 s to be answered; their replies are kept anyway
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
