@@ -126,6 +126,10 @@ def write_document(path: str | os.PathLike, changes: Iterable[dict[str, Any]]) -
     return count[0]
 
 
+def _first(entry: tuple) -> Any:
+    return entry[0]
+
+
 class NetworkModel:
     """The generated network, its change history and its ground truth.  Build with ``generate``."""
 
@@ -410,7 +414,8 @@ class NetworkModel:
         entries = self.hist[what].get(i)
         if not entries:
             return base
-        k = bisect.bisect_right(entries, (at, float("inf"))) - 1
+        # by time alone: a (time, value) tuple would compare a value with the probe at an equal time
+        k = bisect.bisect_right(entries, at, key=_first) - 1
         return entries[k][1] if k >= 0 else base
 
     def _generated_dt(self, c: int) -> int:

@@ -188,6 +188,9 @@ def test_the_ground_truth_answers_as_of_a_time():
     assert m.where("UPM00000005", t0)["consumer"] == replace["mrid"] and m.where("UPM00000005") is None
     assert m.where(replace["attributes"]["meter"])["consumer"] == replace["mrid"]
     assert m.where(replace["attributes"]["meter"], t0) is None
+    # and at the very instant of the replacement, the new meter is the consumer's, the old one no one's
+    assert m.where(replace["attributes"]["meter"], replace["effectiveFrom"])["consumer"] == replace["mrid"]
+    assert m.where("UPM00000005", replace["effectiveFrom"]) is None
     # a retired consumer's meter is nowhere now, and its path says retired
     gone = next(c["mrid"] for c in retired if c["type"] == "consumer")
     path = m.consumer_path(gone)
