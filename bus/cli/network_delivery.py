@@ -38,7 +38,9 @@ def _stopped_by_sigterm() -> threading.Event:
 
 @network.command("publish")
 @routes_option
-@click.option("--poll-s", default=0.5, show_default=True, help="How often to look at the outbox of a PostgreSQL store; a SQLite store is watched every 20 ms and this is its longest wait.")
+@click.option("--poll-s", default=0.5, show_default=True,
+              help="How often to look at the outbox of a PostgreSQL store; a SQLite store is watched "
+                   "every 20 ms and this is its longest wait.")
 @click.option("--batch", default=2000, show_default=True, help="Updates per round (confirmed, then marked).")
 @click.option("--once", is_flag=True, help="Publish what is pending now and exit.")
 @click.option("--loglevel", default="INFO", show_default=True)
