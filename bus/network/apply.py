@@ -12,6 +12,7 @@ change on a consumer's own change and on a move of its DT or of its DT's feeder.
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -90,6 +91,17 @@ class Applier:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self, changes: Iterable) -> ApplyResult:
+        if self.bulk is None or not gc.isenabled():
+            return self._run(changes)
+        # a first load makes millions of objects that all live until its end: the cyclic
+        # collector's full passes over them cost seconds and free nothing (none are cycles)
+        gc.disable()
+        try:
+            return self._run(changes)
+        finally:
+            gc.enable()
+
+    def _run(self, changes: Iterable) -> ApplyResult:
         chunk: list = []
         for index, raw in enumerate(changes):
             chunk.append(parse_change(raw, index))

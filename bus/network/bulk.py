@@ -16,11 +16,13 @@ path takes over for the rest of the document with the store as it now stands).
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 
 from bus.network.schema import INDEXES, OPEN
 
 SECONDARY_INDEXES = ("elements_parent", "elements_meter", "changes_mrid", "outbox_pending")
 BULK_CHUNK = 20_000
+_MRID, _PARENT, _METER, _CHANGE_ID = (attrgetter(name) for name in ("mrid", "parent", "meter", "change_id"))
 
 
 def store_is_empty(db) -> bool:
@@ -56,10 +58,12 @@ class BulkState:
         a meter, a change id) nor among what the document has applied so far.  Such a create
         cannot meet DUPLICATE, STALE, EXISTS or METER_IN_USE, and no other change of the chunk
         reads its state."""
-        names = Counter(c.mrid for c in changes)
-        names.update(c.parent for c in changes if c.parent)
-        meters = Counter(c.meter for c in changes if c.meter)
-        ids = Counter(c.change_id for c in changes)
+        # map(attrgetter) rather than generators: Counter then counts in C (None is counted, and
+        # matches nothing: a candidate has an mRID, a meter and a change id)
+        names = Counter(map(_MRID, changes))
+        names.update(map(_PARENT, changes))
+        meters = Counter(map(_METER, changes))
+        ids = Counter(map(_CHANGE_ID, changes))
         done, seq, held = self.done, self.seq, self.meters
         return {c.index for c in changes
                 if c.kind == "create" and c.type == "consumer" and names[c.mrid] == 1 and meters[c.meter] == 1
