@@ -160,30 +160,24 @@ class StoreTopology:
             self._load_elements(missing, t_min - self.span_s, t_max + self.span_s)
 
     def _load_elements(self, mrids: list[str], t_from: float, t_to: float) -> None:
-        self._trim()
-        found: dict[str, list[tuple]] = {m: [] for m in mrids}
-        for i in range(0, len(mrids), 20_000):
-            chunk = mrids[i:i + 20_000]
-            for mrid, vf, vt, parent, name, attributes in self._rows(
-                    f"SELECT mrid, valid_from, valid_to, parent, name, attributes FROM elements "
-                    f"WHERE mrid IN ({self.values_of}) AND valid_from <= ? AND valid_to > ?",
-                    (json.dumps(chunk), t_to, t_from)):
-                found[mrid].append((vf, vt, parent, name, attributes))
-        for mrid, rows in found.items():
-            self._elements[mrid] = (t_from, t_to, rows)
+        self._load(self._elements, "mrid", "parent, name, attributes", mrids, t_from, t_to)
 
     def _load_meters(self, meters: list[str], t_from: float, t_to: float) -> None:
+        self._load(self._meters, "meter", "type, mrid, parent", meters, t_from, t_to)
+
+    def _load(self, cache: dict, key: str, columns: str, keys: list[str], t_from: float, t_to: float) -> None:
+        """Every row of ``keys`` (by ``key``: mrid or meter) valid at some time in [t_from, t_to),
+        as (valid_from, valid_to, *columns), cached with the span they answer for."""
         self._trim()
-        found: dict[str, list[tuple]] = {m: [] for m in meters}
-        for i in range(0, len(meters), 20_000):
-            chunk = meters[i:i + 20_000]
-            for meter, vf, vt, type_, mrid, parent in self._rows(
-                    f"SELECT meter, valid_from, valid_to, type, mrid, parent FROM elements "
-                    f"WHERE meter IN ({self.values_of}) AND valid_from <= ? AND valid_to > ?",
-                    (json.dumps(chunk), t_to, t_from)):
-                found[meter].append((vf, vt, type_, mrid, parent))
-        for m, rows in found.items():
-            self._meters[m] = (t_from, t_to, rows)
+        found: dict[str, list[tuple]] = {k: [] for k in keys}
+        for i in range(0, len(keys), 20_000):
+            chunk = keys[i:i + 20_000]
+            for row in self._rows(f"SELECT {key}, valid_from, valid_to, {columns} FROM elements "
+                                  f"WHERE {key} IN ({self.values_of}) AND valid_from <= ? AND valid_to > ?",
+                                  (json.dumps(chunk), t_to, t_from)):
+                found[row[0]].append(row[1:])
+        for k, rows in found.items():
+            cache[k] = (t_from, t_to, rows)
 
     def _meter_row(self, meter: str, at: float) -> tuple | None:
         c = self._meters.get(meter)
