@@ -23,6 +23,7 @@ import orjson
 from bus.network.bulk import BULK_CHUNK, BulkState, store_is_empty
 from bus.network.model import (METER_ATTRIBUTE, PARENT_TYPE, ApplyResult, Change, Outcome, Reason, applied,
                                parse_change, refused)
+from bus.network.path_body import stored
 from bus.network.schema import ELEMENT_COLUMNS, OPEN
 
 CHUNK = 5_000
@@ -280,11 +281,9 @@ class Applier:
             seq[mrid] = c.sequence
             meters[meter] = mrid
             get = attributes.get  # path version 1: BulkState.end writes them, from the outbox, in one statement
-            body = {"consumer": mrid, "consumerNo": get("consumer_no"), "meter": meter, "category": get("category"),
-                    "circle": get("circle"), "division": get("division"), "subdivision": get("subdivision"),
-                    "dt": dt_, "feeder": path[0], "substation": path[1], "effectiveFrom": c.effective_text,
-                    "version": 1, "retired": False, "changeId": change_id}
-            outbox_row((self.next_id, mrid, 1, change_id, t, dumps(body).decode()))
+            body = stored(get("consumer_no"), meter, get("category"), get("circle"), get("division"),
+                          get("subdivision"), dt_, path[0], path[1], c.effective_text, False)
+            outbox_row((self.next_id, mrid, 1, change_id, t, body))
             self.next_id += 1
             result.updates += 1
             return Outcome(c.index, change_id, mrid, "applied")
@@ -418,10 +417,8 @@ class Applier:
         version = self.versions.get(consumer.mrid, 0) + 1
         self.versions[consumer.mrid] = self.version_rows[consumer.mrid] = version
         a = consumer.attributes
-        body = {"consumer": consumer.mrid, "consumerNo": a.get("consumer_no"), "meter": consumer.meter,
-                "category": a.get("category"), "circle": a.get("circle"), "division": a.get("division"),
-                "subdivision": a.get("subdivision"), "dt": dt_, "feeder": feeder, "substation": substation,
-                "effectiveFrom": c.effective_text, "version": version, "retired": retired, "changeId": c.change_id}
-        self.outbox_rows.append((self.next_id, consumer.mrid, version, c.change_id, t, _dumps(body)))
+        body = stored(a.get("consumer_no"), consumer.meter, a.get("category"), a.get("circle"), a.get("division"),
+                      a.get("subdivision"), dt_, feeder, substation, c.effective_text, retired)
+        self.outbox_rows.append((self.next_id, consumer.mrid, version, c.change_id, t, body))
         self.next_id += 1
         self.result.updates += 1

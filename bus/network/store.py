@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bus.network.db import NetworkStoreError, PostgresDb, SqliteDb
 from bus.network.model import CHILD_TYPE, ApplyResult
+from bus.network.path_body import path_of
 from bus.network.schema import ELEMENT_COLUMNS, OPEN
 
 __all__ = ["NetworkStore", "NetworkStoreError", "PathUpdate", "open_store", "default_location"]
@@ -201,9 +202,9 @@ class NetworkStore:
     def pending_updates(self, limit: int = 1000) -> list[PathUpdate]:
         """The oldest consumer-path updates not yet published, in the order written (so each
         consumer's versions in order)."""
-        rows = self._rows("SELECT id, consumer, version, body FROM outbox WHERE published_at IS NULL "
+        rows = self._rows("SELECT id, consumer, version, change_id, body FROM outbox WHERE published_at IS NULL "
                           "ORDER BY id LIMIT ?", (int(limit),))
-        return [PathUpdate(int(i), c, int(v), json.loads(b)) for i, c, v, b in rows]
+        return [PathUpdate(int(i), c, int(v), path_of(b, c, int(v), ch)) for i, c, v, ch, b in rows]
 
     def mark_published(self, ids: Iterable[int]) -> int:
         """Mark outbox updates as handed to the bus (after the broker confirmed them)."""
@@ -217,9 +218,9 @@ class NetworkStore:
 
     def updates_of(self, consumer: str) -> list[PathUpdate]:
         """Every outbox update of one consumer, published or not, in version order."""
-        rows = self._rows("SELECT id, consumer, version, body FROM outbox WHERE consumer = ? ORDER BY version",
-                          (consumer,))
-        return [PathUpdate(int(i), c, int(v), json.loads(b)) for i, c, v, b in rows]
+        rows = self._rows("SELECT id, consumer, version, change_id, body FROM outbox WHERE consumer = ? "
+                          "ORDER BY version", (consumer,))
+        return [PathUpdate(int(i), c, int(v), path_of(b, c, int(v), ch)) for i, c, v, ch, b in rows]
 
     # -- snapshots held for a human ---------------------------------------------------------------
     def last_sequence(self) -> int:

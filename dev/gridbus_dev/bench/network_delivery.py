@@ -45,6 +45,7 @@ from typing import Iterator
 import requests
 
 import bus
+from bus.network.path_body import path_of
 from gridbus_dev.bench.procs import CpuMeter, free_port, spawn, terminate, wait_http
 
 ROOT = Path(bus.__file__).resolve().parents[1]
@@ -177,10 +178,10 @@ def last_paths(store_path: Path, consumers: list[str]) -> dict[str, dict]:
     try:
         for i in range(0, len(consumers), 500):
             part = consumers[i:i + 500]
-            for c, v, body in db.execute(
-                    f"SELECT consumer, version, body FROM outbox WHERE consumer IN ({','.join('?' * len(part))}) "
-                    "ORDER BY consumer, version", part):
-                out[c] = json.loads(body)
+            for c, v, change_id, body in db.execute(
+                    f"SELECT consumer, version, change_id, body FROM outbox WHERE consumer IN "
+                    f"({','.join('?' * len(part))}) ORDER BY consumer, version", part):
+                out[c] = path_of(body, c, v, change_id)
     finally:
         db.close()
     return out
