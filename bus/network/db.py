@@ -83,6 +83,7 @@ class SqliteDb:
 
 class PostgresDb:
     dialect = PostgresDialect()
+    lock_key = ADVISORY_LOCK_KEY  # the outage store (bus/outages/store.py) has a lock of its own
 
     def __init__(self, url: str):
         try:
@@ -139,7 +140,7 @@ class PostgresDb:
     def writing(self) -> Iterator["PostgresDb"]:
         """One transaction holding the store's advisory lock: one writer across every machine."""
         with self._write_lock, _translated(self.location), self._write.transaction():
-            self._write.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            self._write.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
             self._in_write.on = True
             try:
                 yield self

@@ -9,8 +9,9 @@ from marshmallow import ValidationError as SchemaError
 
 from bus import registry
 from bus.errors import ConfigError, RouteValidationError
-from bus.routes.model import Endpoint, OrderedOptions, QueueOptions, RetryPolicy, Route, RouteTable
-from bus.routes.schema import ORDERED, ORDERED_SOURCE, OrderedRouteSchema, RouteFileSchema, RouteSchema
+from bus.routes.model import CorrelateOptions, Endpoint, OrderedOptions, QueueOptions, RetryPolicy, Route, RouteTable
+from bus.routes.schema import (CORRELATE, ORDERED, ORDERED_SOURCE, CorrelateRouteSchema, OrderedRouteSchema,
+                               RouteFileSchema, RouteSchema)
 from bus.routes.yaml_lines import interpolate, line_of, load_with_lines
 from bus.settings import environment
 
@@ -103,9 +104,10 @@ def _load_file(file: Path, env: dict[str, str], errors: list[ConfigError]) -> li
         path = ("routes", index)
         if isinstance(raw, dict) and "use_case" not in raw:
             raw = {**raw, "use_case": header["use_case"]}
-        ordered = isinstance(raw, dict) and raw.get("method") == ORDERED
+        method = raw.get("method") if isinstance(raw, dict) else None
+        schema = {ORDERED: OrderedRouteSchema, CORRELATE: CorrelateRouteSchema}.get(method, RouteSchema)
         try:
-            loaded = (OrderedRouteSchema if ordered else RouteSchema)().load(raw)
+            loaded = schema().load(raw)
         except SchemaError as exc:
             _schema_errors(exc.messages, path, lines, name, errors)
             # still check the parts that did load, so one run shows every problem
@@ -246,7 +248,10 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
             source = _endpoint(data["source"], "source", file, lines, path + ("source",), errors)
     ends = [_endpoint(d, "destination", file, lines, path + ("destinations", i), errors)
             for i, d in enumerate(destinations) if isinstance(d, dict) and "connector" in d]
-    if not ordered:  # what the worker calls (bus/worker/pipeline.py): deliver, deliver_document or request
+    correlated = data.get("method") == CORRELATE
+    if correlated:
+        _check_correlate(data, source, ends, file, lines, path, errors)
+    elif not ordered:  # what the worker calls (bus/worker/pipeline.py): deliver, deliver_document or request
         for i, end in enumerate(ends):
             if end and not any(hasattr(registry.connector(end.connector), m)
                                for m in ("deliver", "deliver_document", "request")):
@@ -264,6 +269,28 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
                                           "(the route's one transformer encodes the batch)", file,
                                           line_of(lines, path + ("destinations", i, "transform"))))
     return source, ends
+
+
+def _check_correlate(data: dict, source: Endpoint | None, ends: list, file: str, lines: dict, path: tuple,
+                     errors: list[ConfigError]) -> None:
+    """A correlate route takes canonical events from a subscription, runs the correlator's rules
+    (its ``options``, each checked by name) and publishes through a destination a bus process can
+    publish with (``message``: the amqp connector)."""
+    from bus.outages.rules import Options, OptionsError
+
+    if source is not None and source.connector != "subscription":
+        errors.append(ConfigError(f"a correlate route takes canonical events: its source connector is "
+                                  f"'subscription', not {source.connector!r}", file,
+                                  line_of(lines, path + ("source", "connector"))))
+    for i, end in enumerate(ends):
+        if end and not hasattr(registry.connector(end.connector), "message"):
+            errors.append(ConfigError(f"connector {end.connector!r} cannot take a correlator's documents "
+                                      f"(one that can: amqp)", file,
+                                      line_of(lines, path + ("destinations", i, "connector"))))
+    try:
+        Options.from_mapping(data.get("options"))
+    except OptionsError as exc:
+        errors.append(ConfigError(str(exc), file, line_of(lines, path + ("options",)) or line_of(lines, path)))
 
 
 def _ordered_source(raw: dict, file: str, lines: dict, path: tuple, errors: list[ConfigError]) -> Endpoint | None:
@@ -288,15 +315,19 @@ def _build(data: dict, file: str, lines: dict, path: tuple, errors: list[ConfigE
     if len(errors) > before:
         return None
     ordered = None
+    correlate = None
     if data["method"] == ORDERED:  # its retry is in place; a worker's retry and queue do not apply
         ordered = OrderedOptions(**data["ordered"], **data["retry"])
         data = {**data, "retry": {}, "queue": {}, "message": {}}
+    elif data["method"] == CORRELATE:  # its process keeps a batch until it is done: no broker retry
+        correlate = CorrelateOptions(**data["correlate"])
+        data = {**data, "retry": {}, "queue": {}}
     return Route(
         id=data["id"], use_case=data["use_case"], description=data["description"], source=source,
         method=data["method"], transform=tuple(data["transform"]), destinations=tuple(destinations),
         retry=RetryPolicy(**data["retry"]), queue=QueueOptions(**data["queue"]),
         message=data["message"], file=file, line=line_of(lines, path) or 1, options=data["options"],
-        ordered=ordered,
+        ordered=ordered, correlate=correlate,
     )
 
 
@@ -321,3 +352,12 @@ def _check_table(routes: list[Route], errors: list[ConfigError]) -> None:
                                       f"({other.file}:{other.line})", route.file, route.line))
         else:
             claims[claim] = route
+    for route in routes:  # a correlator's verifications take a request route of its own
+        want = route.correlate.verify_route if route.correlate else None
+        if want is None:
+            continue
+        target = seen.get(want)
+        if target is None or target.method != "request-response" or target.source.connector != "bus-request":
+            why = "no such route" if target is None else "not a request-response route with a bus-request source"
+            errors.append(ConfigError(f"route {route.id!r}: correlate.verify_route {want!r}: {why}",
+                                      route.file, route.line))

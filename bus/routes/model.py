@@ -57,6 +57,22 @@ class OrderedOptions:
 
 
 @dataclass(frozen=True)
+class CorrelateOptions:
+    """What a route of method ``correlate`` adds (docs/outages.md): its partition queues (by feeder),
+    the batches taken from them, the watermark's tick (every ``tick_s``, at the clock minus
+    ``skew_s``), how often the state is checkpointed, and the request-response route its
+    verifications take."""
+
+    partitions: int = 4
+    batch_max: int = 2000
+    window_ms: int = 200
+    tick_s: float = 1.0
+    skew_s: float = 2.0
+    checkpoint_s: float = 30.0
+    verify_route: str | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     id: str
     use_case: int | None
@@ -74,6 +90,8 @@ class Route:
     # method ``ordered`` only: its partitions, batches and in-place retries (``retry`` and
     # ``queue`` are then the defaults, unused: no Celery task, no route queue)
     ordered: OrderedOptions | None = None
+    # method ``correlate`` only: run by ``gridbus outages`` (partitions by feeder), not by the worker
+    correlate: CorrelateOptions | None = None
 
     @property
     def queue_name(self) -> str:
@@ -86,9 +104,18 @@ class Route:
         return self.ordered is not None
 
     @property
+    def is_correlated(self) -> bool:
+        """Run by ``gridbus outages`` (a router and a correlator per partition), not by the worker."""
+        return self.correlate is not None
+
+    @property
     def queues(self) -> tuple[str, ...]:
         """The queues the route's messages wait in: the route queue, or an ordered route's partition
         queues and its replays queue (names from bus/network/delivery_topology.py)."""
+        if self.is_correlated:
+            from bus.outages import names
+            return (self.queue_name,) + tuple(names.partition_queue(self.id, p)
+                                              for p in range(self.correlate.partitions))
         if not self.is_ordered:
             return (self.queue_name,)
         from bus.network import delivery_topology as topo
@@ -141,8 +168,12 @@ class RouteTable:
         if kind not in ROUTE_KINDS:
             from bus.errors import ConfigError
             raise ConfigError(f"no route kind {kind!r} (kinds: {', '.join(ROUTE_KINDS)})")
-        return RouteTable(tuple(r for r in self.routes if not r.is_ordered and (
+        return RouteTable(tuple(r for r in self.routes if not r.is_ordered and not r.is_correlated and (
             kind == "all" or r.waits_on_destination == (kind == "requests"))))
+
+    def correlated_routes(self) -> "RouteTable":
+        """The routes of method ``correlate``: what ``gridbus outages`` runs."""
+        return RouteTable(tuple(r for r in self.routes if r.is_correlated))
 
     def ordered_routes(self) -> "RouteTable":
         """The routes of method ``ordered``: what ``gridbus network publish`` and ``deliver`` run."""

@@ -8,8 +8,11 @@ from bus.network.delivery_topology import MAX_PARTITIONS
 
 # ``ordered``: in order per key, from the network store's outbox, run by ``gridbus network deliver``
 # (partition queues with single active consumer, retries in place), never by the Celery worker
-METHODS = ("file-batch", "push", "pub-sub", "request-response", "ordered")
+# ``correlate``: events correlated into new documents by a stateful process (``gridbus outages``),
+# partitioned by feeder, never by the Celery worker (docs/outages.md)
+METHODS = ("file-batch", "push", "pub-sub", "request-response", "ordered", "correlate")
 ORDERED = "ordered"
+CORRELATE = "correlate"
 ORDERED_SOURCE = "network-store"  # the one source an ordered route has: the network store's outbox
 MAX_DELAY_S = 2 ** 28 - 1  # the broker's delay levels end there (about 8.5 years)
 MAX_IN_PLACE_DELAY_S = 600  # an ordered route's batch is let go for redelivery after 10 min in place
@@ -114,6 +117,7 @@ class RouteSchema(Schema):
     queue = fields.Nested(QueueSchema, load_default=dict)
     message = fields.Nested(MessageSchema, load_default=dict)
     ordered = fields.Raw(validate=_refuse(f"only a route of method {ORDERED!r} has it"))
+    correlate = fields.Raw(validate=_refuse(f"only a route of method {CORRELATE!r} has it"))
     # options for the route's transformers (e.g. utc_offset, fraud_case_window_s); each
     # transformer checks the ones it reads and names the route when one is wrong
     options = fields.Dict(keys=fields.String(), load_default=dict)
@@ -133,6 +137,37 @@ class OrderedRouteSchema(RouteSchema):
     ordered = fields.Nested(OrderedSchema, load_default=dict)
     queue = fields.Raw(validate=_refuse("an ordered route's queues are its partitions: set ordered.partitions"))
     message = fields.Raw(validate=_refuse("an ordered route forwards the outbox's updates as they are"))
+
+
+class CorrelateSchema(Schema):
+    """``correlate:`` of a correlate route: its partition queues, the batches taken from them, the
+    watermark's tick, how often the state is checkpointed, and the route its verifications take."""
+
+    class Meta:
+        unknown = RAISE
+
+    partitions = fields.Integer(load_default=4, strict=True, validate=validate.Range(min=1, max=64))
+    batch_max = fields.Integer(load_default=2000, strict=True, validate=validate.Range(min=1, max=100_000))
+    window_ms = fields.Integer(load_default=200, strict=True, validate=validate.Range(min=1, max=60_000))
+    tick_s = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=60))
+    skew_s = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=600))
+    checkpoint_s = fields.Float(load_default=30.0, validate=validate.Range(min=1, max=3600))
+    verify_route = fields.String(load_default=None, allow_none=True)
+
+
+class CorrelateRouteSchema(RouteSchema):
+    """A route of method ``correlate`` (the loader picks this schema by the method): a subscription
+    source, no transform (the correlator makes the documents), one destination, ``correlate:``
+    settings.  ``options`` are the correlator's rules (bus/outages/rules.py), checked by name."""
+
+    transform = fields.List(fields.String(), validate=validate.Length(
+        equal=0, error="a correlate route has no transformer: the correlator makes its documents"))
+    destinations = fields.List(fields.Nested(EndpointSchema), required=True, validate=validate.Length(
+        equal=1, error="a correlate route has exactly one destination"))
+    correlate = fields.Nested(CorrelateSchema, load_default=dict)
+    queue = fields.Raw(validate=_refuse("a correlate route's queues are its partitions: set correlate.partitions"))
+    retry = fields.Raw(validate=_refuse("a correlate route is not retried by the broker: its process "
+                                        "keeps the batch until its destination confirmed"))
 
 
 class RouteFileSchema(Schema):

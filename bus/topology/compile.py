@@ -16,7 +16,11 @@ Per route <id>:
 Per route <id> of method ordered (bus/network/delivery_topology.py names and adds them):
   gridbus.network.updates (direct) → gridbus.ordered.<id>.<p> (quorum, single active consumer)
   gridbus.ordered.<id>.replays (quorum, single active consumer) bound with #.route.<id>
+Per route <id> of method correlate (bus/outages/names.py): its route queue as above, and
+  gridbus.outages (direct) → gridbus.outages.<id>.<p> (quorum, single active consumer), key <id>.<p>
   gridbus.dlq.<id> (quorum)
+Per destination whose connector has ``destination_topology(endpoint, topology)``: what it adds
+  (``amqp``: the receiving system's exchange, its quorum queue and their binding; names it chose)
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from kombu.transport.native_delayed_delivery import (CELERY_DELAYED_DELIVERY_EXC
 
 from bus import naming, registry
 from bus.network import delivery_topology
+from bus.outages import names as outage_names
 from bus.routes.model import Route, RouteTable
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
 
@@ -99,9 +104,16 @@ def compile_topology(routes: RouteTable) -> Topology:
     topology.bind(naming.TRACE_EXCHANGE, naming.TRACE_QUEUE, "")
     _delayed_delivery(topology)
     for route in routes:
+        # a destination connector may declare the receiving system's objects (amqp: its exchange and queue)
+        for destination in route.destinations:
+            declare = getattr(registry.connector(destination.connector), "destination_topology", None)
+            if declare:
+                declare(destination, topology)
         if route.is_ordered:  # run by `gridbus network deliver`, not by Celery
             delivery_topology.add_route(topology, route.id, route.ordered.partitions)
             continue
+        if route.is_correlated:  # its events wait in the route queue; `gridbus outages` partitions them
+            outage_names.add_route(topology, route.id, route.correlate.partitions)
         queue = topology.add_queue(route_queue(route))
         key = naming.route_binding_key(route.id)
         topology.bind(naming.INGRESS_EXCHANGE, queue.name, key)
