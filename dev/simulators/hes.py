@@ -19,9 +19,17 @@
     POST /_meters     {"unreachable": [meters], "timeout": [meters], "latency_ms": N, "timeout_s": S}
                       per-meter faults; a key given replaces that setting, one left out keeps it
     GET  /_meters     the per-meter faults
+    POST /_outages    {"meters": [meters]} puts them out (no power), {"restore": [meters]} brings them
+                      back, {"clear": true} restores every one (keys may be combined: clear, then
+                      restore, then meters);
+                      answers {"out": [meters out], "count"}.  A meter out answers METER_UNREACHABLE,
+                      as an unreachable one does (reads leave it out, commands do not execute on it),
+                      whatever /_meters says; unlike /_meters, the keys add to and take from the
+                      outages, and a /_meters "unreachable" list never restores a meter out
+    GET  /_outages    {"out": [meters out], "count"}
     POST /_control, /_reset; GET /health, /_requests?limit=N   as the other stand-ins
                       (/_control modes apply to the two business POSTs; /_reset also clears
-                      meter states, command statuses and the per-meter faults)
+                      meter states, command statuses, the per-meter faults and the outages)
 
 Replies are IEC 61968-100 JSON (docs/request-formats.md): Result OK when every meter
 succeeded, FAILED when none did, else PARTIAL, with one Error per failed meter naming
@@ -37,6 +45,12 @@ real head-end does for a meter it does not have.  ``/stats`` then gives ``fleet`
 Reads are register values that depend only on (meter, readingType), stamped now.
 Commands are idempotent per (commandId, meter): a repeat does not execute again and
 answers the first execution's result.
+
+The outages it simulates (``/_outages``) are what the outage correlator's verification (use
+case 3, an "AMI ping" through the on-demand reads of use case 7) finds: a meter without power
+does not answer its HES, so a read of it fails ``METER_UNREACHABLE`` while a meter with power
+returns its values.  Whoever sends the last gasps (a test, a demo) sets them here too: the
+stand-in does not see the alarms.
 
 So that the bus can learn what became of a command whose answer it never saw, a command
 may carry ``expiresAt``: when it comes to execute (after every latency, slow mode or hang)
@@ -81,6 +95,7 @@ _READING_TYPE = re.compile(r"\d+(?:\.\d+){17}")
 _METER_PATH = re.compile(r"/meters/([^/]+)")
 _STATUS_PATH = re.compile(r"/requests/commands/([^/]+)")     # the commandId, URL-encoded
 _ZONED_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+MAX_OUT = 5_000_000       # meters out at once (/_outages): a whole network's, not unbounded
 FINAL = ("executed", "expired")   # outcomes no later POST changes; "failed" (unreachable) may still execute
 
 
@@ -171,13 +186,15 @@ class _MeterFaults:
 
 
 class _NotInFleet:
-    """``meter in`` it: set unreachable by /_meters, or not a meter of the fleet."""
+    """``meter in`` it: set unreachable by /_meters or out by /_outages, or not a meter of the fleet."""
 
-    def __init__(self, unreachable: set[str], fleet: frozenset[str] | None) -> None:
-        self.unreachable, self.fleet = set(unreachable), fleet
+    def __init__(self, unreachable: set[str], fleet: frozenset[str] | None, out: set[str] = frozenset()) -> None:
+        # ``out`` is read, not copied (it may hold a whole network): used under the store lock only
+        self.unreachable, self.fleet, self.out = set(unreachable), fleet, out
 
     def __contains__(self, meter: object) -> bool:
-        return meter in self.unreachable or (self.fleet is not None and meter not in self.fleet)
+        return (meter in self.unreachable or meter in self.out
+                or (self.fleet is not None and meter not in self.fleet))
 
 
 def shared_fleet(name: str, env: dict[str, str] | None = None) -> frozenset[str] | None:
@@ -214,6 +231,7 @@ class HesApp(MessageStandIn):
             # status entry or None}; a meter is here from the first POST naming it, in that order
             self.tracked: dict[str, dict[str, dict[str, Any]]] = {}
             self.meter_faults = _MeterFaults()
+            self.out: set[str] = set()                              # meters without power (/_outages)
             self.counts = dict.fromkeys(
                 ("arrivals", "posts", "read_requests", "meters_read", "command_requests", "executions",
                  "duplicate_executions", "unreachable_answers", "expired_refusals"), 0)
@@ -398,7 +416,7 @@ class HesApp(MessageStandIn):
         return self.fleet is None or meter in self.fleet
 
     def _unreachable_now(self) -> "_NotInFleet":
-        return _NotInFleet(self.meter_faults.unreachable, self.fleet)
+        return _NotInFleet(self.meter_faults.unreachable, self.fleet, self.out)
 
     def _read(self, request: dict[str, Any]) -> tuple[list[dict], dict]:
         now = utc_now()
@@ -509,6 +527,38 @@ class HesApp(MessageStandIn):
                 faults.timeout_s = float(spec["timeout_s"])
             return 200, {"meters": faults.to_dict()}
 
+    def outages(self) -> dict[str, Any]:
+        with self._store_lock:
+            return {"out": sorted(self.out), "count": len(self.out)}
+
+    def set_outages(self, body: bytes) -> tuple[int, dict]:
+        """``POST /_outages``: meters out (``meters``), back (``restore``), all back (``clear``)."""
+        try:
+            spec = orjson.loads(body or b"{}")
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
+            unknown = set(spec) - {"meters", "restore", "clear"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}")
+            if not spec:
+                raise ValueError("give meters (out), restore (back) or clear: true")
+            for key in ("meters", "restore"):
+                if key in spec and not (isinstance(spec[key], list) and len(spec[key]) <= MAX_OUT
+                                        and all(isinstance(m, str) and m for m in spec[key])):
+                    raise ValueError(f"{key} must be an array of at most {MAX_OUT} meter ids")
+            if "clear" in spec and not isinstance(spec["clear"], bool):
+                raise ValueError("clear must be true or false")
+        except ValueError as exc:
+            return 400, self.failed("BAD_CONTROL", str(exc))
+        with self._store_lock:
+            out = set() if spec.get("clear") else set(self.out)
+            out.difference_update(spec.get("restore", ()))
+            out.update(spec.get("meters", ()))
+            if len(out) > MAX_OUT:
+                return 400, self.failed("BAD_CONTROL", f"more than {MAX_OUT} meters out")
+            self.out = out          # a new set: a read holding the old one under the lock is done
+        return 200, self.outages()
+
     def meter(self, meter: str) -> dict[str, Any]:
         with self._store_lock:
             return {"meter": meter, "state": dict(self.states.get(meter) or initial_state()),
@@ -523,6 +573,8 @@ class HesApp(MessageStandIn):
         if path == "/_meters":
             with self._store_lock:
                 return 200, {"meters": self.meter_faults.to_dict()}
+        if path == "/_outages":
+            return 200, self.outages()
         match = _STATUS_PATH.fullmatch(path)
         if match:               # not a business POST: answered whatever /_control says
             only = {m for value in query.get("meters", ()) for m in value.split(",") if m}
@@ -531,6 +583,8 @@ class HesApp(MessageStandIn):
         return (200, self.meter(unquote(match.group(1)))) if match else None
 
     def post(self, path: str, body: bytes) -> tuple[int, Any] | None:
+        if path == "/_outages":
+            return self.set_outages(body)
         return self.set_meter_faults(body) if path == "/_meters" else None
 
 
