@@ -21,6 +21,7 @@ from bus.cli.gateway import gateway
 from bus.cli.keeper import keeper
 from bus.cli.network import network
 from bus.cli.operators import operators
+from bus.cli.outages import outages
 from bus.cli.routes import routes_group
 from bus.cli.run import ingress, send, worker
 from bus.cli.trace import recorder, trace
@@ -84,7 +85,7 @@ def cli():
 
 
 for command in (routes_group, worker, ingress, gateway, broker, commands, send, dlq, keeper, recorder,
-                trace, operators, network):
+                trace, operators, network, outages):
     cli.add_command(command)
 
 

@@ -160,7 +160,7 @@ class CorrelateRouteSchema(RouteSchema):
     source, no transform (the correlator makes the documents), one destination, ``correlate:``
     settings.  ``options`` are the correlator's rules (bus/outages/rules.py), checked by name."""
 
-    transform = fields.List(fields.String(), validate=validate.Length(
+    transform = fields.List(fields.String(), load_default=list, validate=validate.Length(
         equal=0, error="a correlate route has no transformer: the correlator makes its documents"))
     destinations = fields.List(fields.Nested(EndpointSchema), required=True, validate=validate.Length(
         equal=1, error="a correlate route has exactly one destination"))

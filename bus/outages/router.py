@@ -1,0 +1,89 @@
+"""The router of a correlate route: canonical events from the route queue to the partition of
+their feeder.
+
+Every ``gridbus outages run`` process routes (the route queue has competing consumers, not a
+single active one): routing holds no state, so any number can share a storm.  For a batch of
+route messages it decodes each canonical EndDeviceEvents document, takes its outage events
+(``from_canonical``), finds each meter's feeder as of the event's time (one prefetch of the
+network store per batch), and publishes one message per (route message, partition) with
+confirms; then the batch is acked.  A meter the network does not know goes to the partition of
+no feeder (``partition_of("")``), whose engine counts it as unknown.  A message that is not a
+route message goes to the route's dead letters with the reason.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import orjson
+
+from bus import naming
+from bus.deadletters import headers as dl
+from bus.errors import DecodeError
+from bus.messaging import ConfirmingPublisher, Delivery
+from bus.outages import names
+from bus.outages.events import from_canonical
+from bus.outages.partition import EVENTS, event_row
+from bus.outages.rules import partition_of
+from bus.outages.topology import Topology
+from bus.routes.model import Route
+from bus.worker import undecodable
+
+log = logging.getLogger("gridbus.outages.router")
+
+
+def canonical_of(d: Delivery) -> tuple[str, dict]:
+    """(message id, canonical document) of a route message; ValueError if it is none."""
+    try:
+        body = undecodable.loads(d.body)
+        doc = body[0][0]
+    except (DecodeError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        raise ValueError(f"not a route message ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
+    reason = undecodable.undecodable(doc)
+    if reason is not None:
+        raise ValueError(reason)
+    if not isinstance(doc, dict):
+        raise ValueError("the payload is not a canonical document")
+    headers = d.headers
+    mid = headers.get("id") or d.properties.get("message_id") or ""
+    return (mid.decode() if isinstance(mid, bytes) else str(mid)), doc
+
+
+class Router:
+    def __init__(self, route: Route, topology: Topology, publisher: ConfirmingPublisher):
+        self.route, self.topology, self.publisher = route, topology, publisher
+        self.n = route.correlate.partitions
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def handle(self, batch: list[Delivery]) -> None:
+        docs, bad = [], []
+        for d in batch:
+            try:
+                docs.append(canonical_of(d))
+            except ValueError as exc:
+                bad.append((d, str(exc)))
+        events = [(mid, e) for mid, doc in docs for e in from_canonical(doc)]
+        times = [e.at for _, e in events if 0 <= e.at < 1e11]
+        if times:
+            self.topology.prefetch({e.meter for _, e in events}, min(times), max(times))
+        parts: dict[tuple[str, int], list] = defaultdict(list)
+        locate = self.topology.locate
+        for mid, e in events:
+            place = locate(e.meter, e.at) if 0 <= e.at < 1e11 else None
+            parts[(mid, partition_of(place.feeder if place is not None else "", self.n))].append(event_row(e))
+        for (mid, p), rows in parts.items():
+            body = orjson.dumps({"t": EVENTS, "msg": mid, "ev": rows})
+            self.publisher.publish(names.EXCHANGE, names.partition_key(self.route.id, p), body,
+                                   {"delivery_mode": 2, "message_id": f"{mid}/{p}", "content_type": "application/json"},
+                                   {})
+        for d, why in bad:
+            headers = {**d.headers, **dl.reason_headers(self.route.id, "outages", "BadMessage", why[:2000],
+                                                         attempts=1, grouped_by=why[:80])}
+            properties = {k: v for k, v in d.properties.items() if k != "delivery_mode"}
+            self.publisher.publish("", naming.dead_letter_queue_name(self.route.id), d.body,
+                                   {**properties, "delivery_mode": 2}, headers)
+            log.error("%s: dead-lettered a message that is no route message: %s", self.route.id, why)
+        self.publisher.flush()
+        self.counts["messages"] += len(batch)
+        self.counts["events"] += len(events)
+        self.counts["dead_lettered"] += len(bad)
