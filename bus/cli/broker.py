@@ -1,4 +1,4 @@
-"""`gridbus broker users`: RabbitMQ users of source systems that publish over AMQP."""
+"""`gridbus broker users`: RabbitMQ users of the systems that publish to or read from the bus over AMQP."""
 from __future__ import annotations
 
 import click
@@ -15,15 +15,18 @@ def _users(paths) -> SourceUsers:
 
 @click.group("broker")
 def broker():
-    """The broker's side of the bus: users of the source systems."""
+    """The broker's side of the bus: users of the systems that talk to it over AMQP."""
 
 
 @broker.group("users")
 def users():
-    """Per-system RabbitMQ users: each may publish only its own routes' routing keys.
+    """Per-system RabbitMQ users: each may publish only its own routes' routing keys
+    and read only its own queues.
 
-    What a system may publish comes from the route files (its amqp-in routes);
-    the password is printed once and the broker keeps only its salted hash.
+    What a system may publish comes from the route files (its amqp-in routes),
+    what it may read from the amqp destinations whose reader it is (their
+    queue); it may declare nothing.  The password is printed once and the
+    broker keeps only its salted hash.
     """
 
 
@@ -39,8 +42,9 @@ def add(system, paths):
     """Create SYSTEM's user (or give it a new password); prints the password once.
 
     \b
-    Example:
+    Examples:
       gridbus broker users add hes-b > hes-b.password
+      gridbus broker users add adms > adms.password    # may consume adms.outages only
     """
     click.echo(_users(paths).add(system))
 
@@ -56,7 +60,7 @@ def sync(paths):
       gridbus routes apply && gridbus broker users sync
     """
     done = _users(paths).sync()
-    click.echo(table([list(d) for d in done], ["system", "may publish"]) if done else "no gridbus users")
+    click.echo(table([list(d) for d in done], ["system", "may publish / read"]) if done else "no gridbus users")
 
 
 @users.command("list")
@@ -64,7 +68,7 @@ def sync(paths):
 @json_option
 @fails_cleanly
 def list_users(paths, as_json):
-    """The gridbus-made users and what each may publish (never a password).
+    """The gridbus-made users and what each may publish and read (never a password).
 
     \b
     Examples:
@@ -72,7 +76,8 @@ def list_users(paths, as_json):
       gridbus broker users list --json | jq -r '.[].system'
     """
     echo_list(_users(paths).listing(), as_json,
-              {"system": "system", "exchanges": "write", "routing keys": "routing_keys"}, "no gridbus users")
+              {"system": "system", "exchanges": "write", "routing keys": "routing_keys", "queues": "read"},
+              "no gridbus users")
 
 
 @users.command("remove")

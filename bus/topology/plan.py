@@ -51,10 +51,14 @@ def _diff_args(want: dict, have: dict) -> str:
 
 def make_plan(topology: Topology, admin: BrokerAdmin) -> Plan:
     plan = Plan()
-    live_x = {x["name"]: x for x in admin.exchanges() if naming.is_owned(x["name"])}
-    live_q = {q["name"]: q for q in admin.queues() if naming.is_owned(q["name"])}
+    # ours, and the objects of other systems the routes declare for them (an amqp destination's
+    # exchange and queue): compared when the routes want them, never listed as extra
+    live_x = {x["name"]: x for x in admin.exchanges()
+              if naming.is_owned(x["name"]) or x["name"] in topology.exchanges}
+    live_q = {q["name"]: q for q in admin.queues() if naming.is_owned(q["name"]) or q["name"] in topology.queues}
     live_b = {BindingSpec(b["source"], b["destination"], b["routing_key"], b["destination_type"])
-              for b in admin.bindings() if b["source"] and naming.is_owned(b["source"])}
+              for b in admin.bindings() if b["source"] and (naming.is_owned(b["source"])
+                                                            or b["source"] in topology.exchanges)}
     for name, spec in sorted(topology.exchanges.items()):
         if name not in live_x:
             plan.missing_exchanges.append(name)
@@ -77,6 +81,8 @@ def make_plan(topology: Topology, admin: BrokerAdmin) -> Plan:
     # a transient queue no route wants belongs to a connection, not to the routes (the network
     # publisher's lease, gridbus.network.publisher, exclusive): it goes with its connection
     plan.extra_queues = sorted(n for n in set(live_q) - set(topology.queues) if live_q[n].get("durable", True))
-    plan.extra_bindings = sorted((b for b in live_b - topology.bindings
-                                  if b.source not in plan.extra_exchanges), key=_binding)
+    # on another system's exchange only what is bound to a gridbus object is the routes' business
+    plan.extra_bindings = sorted((b for b in live_b - topology.bindings if b.source not in plan.extra_exchanges
+                                  and (naming.is_owned(b.source) or naming.is_owned(b.destination))),
+                                 key=_binding)
     return plan
