@@ -86,6 +86,17 @@ class OutageStack:
             + (VERIFY_ROUTE if verify else ""))
         env["GRIDBUS_ROUTES"] = str(routes)
         self.partitions = partitions
+        self.hes: dict[str, Mdms] = {}
+        self.workers: list[Proc] = []
+        if verify:  # two HES stand-ins (odd serials on HES-A, even on HES-B) and a request worker
+            meters = sorted({m for d in self.topo.dts.values() for m in (*d.meters, d.dt_meter) if m}
+                            | {f.head_meter for f in self.topo.feeders.values() if f.head_meter})
+            self.hes_of = {m: "hes-a" if int(m[-1]) % 2 else "hes-b" for m in meters}
+            assignment = tmp / "assignment.csv"
+            assignment.write_text("meter,hes\n" + "".join(f"{m},{h}\n" for m, h in self.hes_of.items()))
+            self.hes = {name: Mdms(env, self.logs, name, "simulators.hes") for name in ("hes-a", "hes-b")}
+            env.update({"GRIDBUS_METER_ASSIGNMENT": str(assignment), "HES_A_URL": self.hes["hes-a"].url,
+                        "HES_B_URL": self.hes["hes-b"].url})
         applied = run_cli(env, "routes", "apply")
         assert applied.returncode == 0, applied.stderr
         self.broker_url = env["GRIDBUS_BROKER_URL"]
@@ -93,6 +104,10 @@ class OutageStack:
         self.adms = Mdms(env, self.logs, name="adms", module="simulators.adms",
                          args=("--amqp-url", self.broker_url, "--amqp-queue", ADMS_QUEUE))
         self.correlators: list[Proc] = []
+        if verify:
+            self.workers.append(Proc("worker-requests", gridbus("worker", "--kind", "requests"), env, self.logs).start())
+            wait_for(lambda: self.admin.queue(naming.route_queue_name("outages-verify-reads")).get("consumers", 0) > 0,
+                     60, f"the request worker ({self.workers[0].log()[-1500:]})")
         self.publisher = ConfirmingPublisher(self.broker_url, "test-hes-events")
         self.ids = itertools.count(1)
 
@@ -118,9 +133,18 @@ class OutageStack:
     def log_tail(self) -> str:
         return " | ".join(f"{p.name}: {p.log()[-1500:]}" for p in self.correlators)
 
+    def out_at_hes(self, meters) -> None:
+        """The HES stand-ins simulate an outage of ``meters``: their reads answer unreachable."""
+        for name, hes in self.hes.items():
+            mine = [m for m in meters if self.hes_of.get(m) == name]
+            if mine:
+                requests.post(f"{hes.url}/_outages", json={"meters": mine}, timeout=5).raise_for_status()
+
     def stop(self) -> None:
-        for p in self.correlators:
+        for p in self.correlators + self.workers:
             p.stop()
+        for hes in self.hes.values():
+            hes.stop()
         self.adms.stop()
         self.publisher.close()
 
@@ -196,3 +220,22 @@ def kind(o: dict) -> str:
 
 def now() -> float:
     return time.time()
+
+
+def storm(stack: "OutageStack", t0: float) -> tuple[list[tuple[str, int, float]], set[tuple[str, str]]]:
+    """Three whole feeders, four whole DTs on other feeders and ten lone meters on yet others,
+    every gasp within 8 s of ``t0``, in a shuffled (seeded) order, 5 % of them sent twice;
+    with the outages they must make: {(kind, equipment)}."""
+    import random
+
+    rng = random.Random(7)
+    feeders = [stack.feeder(k) for k in (0, 1, 3)]
+    dts = [stack.topo.feeders[stack.feeder(k)].dts[i] for k, i in ((5, 0), (5, 3), (7, 1), (9, 4))]
+    lone_dts = [stack.topo.feeders[stack.feeder(k)].dts[i] for k in (2, 4) for i in range(5)]
+    lone = [stack.dt_meters(d)[7] for d in lone_dts]
+    meters = [m for f in feeders for m in stack.feeder_meters(f)] + [m for d in dts for m in stack.dt_meters(d)] + lone
+    events = [(m, 101, t0 + rng.uniform(0, 8)) for m in meters]
+    events += rng.sample(events, len(events) // 20)
+    rng.shuffle(events)
+    truth = {("feeder", f) for f in feeders} | {("dt", d) for d in dts} | {("single", m) for m in lone}
+    return events, truth

@@ -115,3 +115,38 @@ def test_a_40_second_interruption_is_momentary(stack):
                              "the DT outage closed")
     assert closed[0]["Outage"]["durationKind"] == "momentary"
     assert closed[0]["Outage"]["closedReason"] == "restored"
+
+
+@pytest.fixture
+def verifying(bus_env, tmp_path):
+    s = OutageStack(bus_env, tmp_path, verify=True)
+    yield s
+    s.stop()
+
+
+def test_verification_confirms_a_dead_dt_and_closes_a_dt_whose_meters_answer_as_a_false_alarm(verifying):
+    stack = verifying
+    stack.start()
+    stack.wait_consuming()
+    real, false = stack.topo.feeders[stack.feeder(1)].dts[0], stack.topo.feeders[stack.feeder(3)].dts[0]
+    # Given one DT really out (its meters do not answer the HES) and one whose gasps are false
+    stack.out_at_hes(stack.dt_meters(real))
+    t0 = now()
+    # When both DTs' meters gasp
+    stack.send([(m, 101, t0 + i * 0.01) for i, m in enumerate(stack.dt_meters(real) + stack.dt_meters(false))])
+    # Then the real one is created and then verified (changed, outageKind verified)
+    def settled(os):
+        by_eq = {o["Outage"]["Equipment"]["mRID"]: o for o in os}
+        r, f = by_eq.get(real), by_eq.get(false)
+        return r and f and r["Outage"]["outageKind"] == "verified" and f["verb"] == "closed" and (r, f)
+    r, f = stack.wait_adms(settled, 60, "the verification of both")
+    assert [m["verb"] for m in r["messages"]] == ["created", "changed"]
+    assert r["open"] and r["Outage"]["verification"]["dead"]
+    # And the false one is closed as a false alarm, with its reason, and no end of an interruption
+    assert [m["verb"] for m in f["messages"]] == ["created", "closed"]
+    assert f["Outage"]["closedReason"].startswith("false alarm: 3 of 3")
+    assert f["Outage"]["actualPeriod"]["end"] is None
+    # And the timeline of `gridbus outages show` says who was asked and what they answered
+    rows = stack.store().timeline(f["mRID"])
+    assert [r_["what"] for r_ in rows if r_["what"].startswith("verification")] == [
+        "verification asked", "verification answered"]
