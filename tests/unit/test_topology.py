@@ -103,11 +103,13 @@ def test_route_kinds_split_the_table_into_requests_and_deliveries():
     # When split by kind
     requests, deliveries = table.of_kind("requests"), table.of_kind("deliveries")
     # Then every route is in exactly one part, the callback route with the requests, and the ordered
-    # routes in none: `gridbus network deliver` runs them, not the worker
-    ordered = table.ordered_routes()
+    # and correlate routes in none: `gridbus network deliver` and `gridbus outages run` run them,
+    # not the worker
+    ordered, correlated = table.ordered_routes(), table.correlated_routes()
     assert len(ordered) and all(r.method == "ordered" for r in ordered)
-    assert sorted(r.id for r in (*requests, *deliveries, *ordered)) == sorted(r.id for r in table)
+    assert len(correlated) and all(r.method == "correlate" for r in correlated)
+    assert sorted(r.id for r in (*requests, *deliveries, *ordered, *correlated)) == sorted(r.id for r in table)
     assert all(r.method == "request-response" or r.source.connector == "replies" for r in requests)
     assert any(r.source.connector == "replies" for r in requests)
     assert not any(r.method == "request-response" for r in deliveries)
-    assert [r.id for r in table.of_kind("all")] == [r.id for r in table if r.method != "ordered"]
+    assert [r.id for r in table.of_kind("all")] == [r.id for r in table if r.method not in ("ordered", "correlate")]
