@@ -8,23 +8,33 @@ import time
 
 import pytest
 
-from tests.integration.outage_stack import OutageStack, kind, now
+from tests.integration.outage_stack import OutageStack, drop_vhost, env_of_its_own, kind, now, of
 from tests.support import run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def stack(bus_env, tmp_path):
-    s = OutageStack(bus_env, tmp_path)
+@pytest.fixture(scope="module")
+def shared(rabbitmq_proc, management_url, tmp_path_factory):
+    """One correlator for the module's tests (each on feeders of its own): 15 s to build."""
+    tmp = tmp_path_factory.mktemp("outages")
+    env, vhost = env_of_its_own(rabbitmq_proc, management_url, tmp)
+    s = OutageStack(env, tmp)
+    s.start()
+    s.wait_consuming()
     yield s
     s.stop()
+    drop_vhost(management_url, vhost)
+
+
+@pytest.fixture
+def stack(shared):
+    assert all(p.popen.poll() is None for p in shared.correlators), shared.log_tail()
+    return shared
 
 
 def test_a_feeder_trip_is_one_feeder_outage_at_the_adms_not_one_per_dt(stack):
     # Given the correlator running
-    stack.start()
-    stack.wait_consuming()
     feeder = stack.feeder(2)
     meters = stack.feeder_meters(feeder)
     # When every consumer meter of a feeder gasps within 5 s
@@ -33,13 +43,13 @@ def test_a_feeder_trip_is_one_feeder_outage_at_the_adms_not_one_per_dt(stack):
     # Then the ADMS gets one feeder outage of that feeder, and no DT outage
     stack.wait_adms(lambda os: any(kind(o) == "feeder" for o in os), 30, "a feeder outage")
     time.sleep(3)  # past the feeder hold: a DT outage would have been announced by now
-    outages = stack.adms_outages()
+    outages = of(stack.adms_outages(), feeder)
     assert [(kind(o), o["Outage"]["Equipment"]["mRID"]) for o in outages] == [("feeder", feeder)], outages
     doc = outages[0]["Outage"]
     assert doc["metersAffected"] == len(meters) and doc["actualPeriod"]["start"] is not None
     assert [m["verb"] for m in outages[0]["messages"]] == ["created"]
     # And `gridbus outages list --open` and `show` tell the operator the same
-    listed = run_cli(stack.env, "outages", "list", "--open", "--json")
+    listed = run_cli(stack.env, "outages", "list", "--open", "--feeder", feeder, "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["kind"], r["equipment"], r["state"]) for r in rows] == [("feeder", feeder, "open")]
@@ -50,8 +60,6 @@ def test_a_feeder_trip_is_one_feeder_outage_at_the_adms_not_one_per_dt(stack):
 
 def test_a_partial_dt_below_the_share_stays_single_customer_outages(stack):
     # Given the correlator running
-    stack.start()
-    stack.wait_consuming()
     dt = stack.topo.feeders[stack.feeder(4)].dts[1]
     meters = stack.dt_meters(dt)
     few = meters[:3]  # far below 60 % of the DT
@@ -59,21 +67,20 @@ def test_a_partial_dt_below_the_share_stays_single_customer_outages(stack):
     t0 = now()
     stack.send([(m, 101, t0 + i) for i, m in enumerate(few)])
     # Then after the single hold each is a single-customer outage of its own, and there is no DT outage
-    stack.wait_adms(lambda os: len(os) == 3, 30, "three single-customer outages")
-    outages = stack.adms_outages()
+    stack.wait_adms(lambda os: len(of(os, *few)) == 3, 30, "three single-customer outages")
+    time.sleep(1)
+    outages = of(stack.adms_outages(), dt, *few)
     assert sorted((kind(o), o["Outage"]["Equipment"]["mRID"]) for o in outages) == [("single", m) for m in sorted(few)]
 
 
 def test_a_late_gasp_joins_its_outage_and_a_restoration_leaving_5_out_nests_them(stack):
     # Given a DT outage announced
-    stack.start()
-    stack.wait_consuming()
     dt = stack.topo.feeders[stack.feeder(6)].dts[0]
     meters = stack.dt_meters(dt)
     late_meter, rest = meters[-1], meters[:-1]
     t0 = now()
     stack.send([(m, 101, t0 + i * 0.01) for i, m in enumerate(rest)])
-    created = stack.wait_adms(lambda os: [o for o in os if kind(o) == "dt"], 30, "the DT outage")
+    created = stack.wait_adms(lambda os: [o for o in of(os, dt) if kind(o) == "dt"], 30, "the DT outage")
     mrid = created[0]["mRID"]
     # When one more gasp arrives 8 s late, with its own (earlier) event time
     time.sleep(2)
@@ -90,7 +97,7 @@ def test_a_late_gasp_joins_its_outage_and_a_restoration_leaving_5_out_nests_them
     # Then the outage closes, restored, and a nested outage of the 5 stays open under it
     def settled(os):
         parent = next((o for o in os if o["mRID"] == mrid), None)
-        nested = [o for o in os if kind(o) == "nested"]
+        nested = [o for o in of(os, dt) if kind(o) == "nested"]
         return parent and parent["verb"] == "closed" and nested and (parent, nested)
     parent, nested = stack.wait_adms(settled, 30, "the restoration and the nested outage")
     assert parent["Outage"]["closedReason"] == "restored"
@@ -101,17 +108,15 @@ def test_a_late_gasp_joins_its_outage_and_a_restoration_leaving_5_out_nests_them
 
 def test_a_40_second_interruption_is_momentary(stack):
     # Given the correlator running
-    stack.start()
-    stack.wait_consuming()
     dt = stack.topo.feeders[stack.feeder(8)].dts[2]
     meters = stack.dt_meters(dt)
     # When a DT's meters gasp and all breathe 40 s (event time) later
     t0 = now() - 45
     stack.send([(m, 101, t0 + i * 0.01) for i, m in enumerate(meters)])
-    stack.wait_adms(lambda os: [o for o in os if kind(o) == "dt"], 30, "the DT outage")
+    stack.wait_adms(lambda os: [o for o in of(os, dt) if kind(o) == "dt"], 30, "the DT outage")
     stack.send([(m, 102, t0 + 40 + i * 0.01) for i, m in enumerate(meters)])
     # Then the outage closes as momentary (IEEE 1366: MAIFI, not SAIFI)
-    closed = stack.wait_adms(lambda os: [o for o in os if kind(o) == "dt" and o["verb"] == "closed"], 30,
+    closed = stack.wait_adms(lambda os: [o for o in of(os, dt) if kind(o) == "dt" and o["verb"] == "closed"], 30,
                              "the DT outage closed")
     assert closed[0]["Outage"]["durationKind"] == "momentary"
     assert closed[0]["Outage"]["closedReason"] == "restored"
