@@ -125,7 +125,8 @@ class PartitionCorrelator:
                 decisions = self._apply(inputs)
                 self.seq += 1
                 with self.store.writing():
-                    self.store.append(self.route.id, self.partition, self.seq, inputs)
+                    self.store.append(self.route.id, self.partition, self.seq,
+                                      [{k: v for k, v in i.items() if k != "_events"} for i in inputs])
                     self._record(self.seq, inputs, decisions, batch)
             except BaseException:
                 self.engine = None  # it is ahead of the store: rebuilt from the store before the next batch
@@ -167,9 +168,9 @@ class PartitionCorrelator:
             rows = body.get("ev")
             if not isinstance(rows, list):
                 raise BadInput("an events message without its list of events")
-            for row in rows:
-                event_of(row)  # each checked before the batch is taken
-            return [{"t": EVENTS, "now": now, "msg": str(body.get("msg") or ""), "ev": rows}]
+            # each row checked before the batch is taken, and read once ("_events" is not logged)
+            return [{"t": EVENTS, "now": now, "msg": str(body.get("msg") or ""), "ev": rows,
+                     "_events": [event_of(row) for row in rows]}]
         raise BadInput(f"unknown input type {str(kind)[:40]!r}")
 
     def _apply(self, inputs: list[dict]) -> list[dict]:
@@ -177,7 +178,8 @@ class PartitionCorrelator:
         for inp in inputs:
             t = inp["t"]
             if t == EVENTS:
-                out += engine.process([event_of(r) for r in inp["ev"]], inp["now"])
+                events = inp.get("_events")
+                out += engine.process(events if events is not None else [event_of(r) for r in inp["ev"]], inp["now"])
             elif t == TICK:
                 out += engine.advance(inp["w"])
             elif t == ANSWER and inp["a"] is not None:
