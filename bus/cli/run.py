@@ -48,6 +48,10 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
     if ordered:  # of_kind would drop them without a word: say who runs them
         what = "is an ordered route" if len(ordered) == 1 else "are ordered routes"
         raise click.UsageError(f"{', '.join(ordered)} {what}, run by `gridbus network deliver`, never by the worker")
+    correlated = [r.id for r in selected.correlated_routes()] if only else []
+    if correlated:
+        what = "is a correlate route" if len(correlated) == 1 else "are correlate routes"
+        raise click.UsageError(f"{', '.join(correlated)} {what}, run by `gridbus outages run`, never by the worker")
     table_ = selected.of_kind(kind)
     if not len(table_):
         raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
@@ -134,6 +138,9 @@ def send(route_id, file, noun, correlation_id, paths):
     if route.is_ordered:  # no Celery task reads its queues: a message sent there is a dead letter
         raise click.UsageError(f"{route.id} is an ordered route: its updates come from the network store's "
                                "outbox; see gridbus network publish")
+    if route.is_correlated:  # its router takes canonical events only: a raw file would be a dead letter
+        raise click.UsageError(f"{route.id} is a correlate route: it takes the canonical events the alarm routes "
+                               "publish; send the HES's file to its alarm route (e.g. hes-a-alarms)")
     raw = file.read()
     try:
         text = raw.decode("utf-8-sig")

@@ -113,3 +113,23 @@ def test_release_on_an_unknown_or_not_ordered_route_is_refused_with_the_ordered_
     assert said in done.stderr
     assert "ordered routes: network-to-billing-1, network-to-billing-2" in done.stderr
     assert RecordingPublisher.sent == []
+
+
+CORRELATED = "outages-to-adms"
+
+
+def test_send_to_a_correlate_route_is_refused_and_points_at_the_alarm_routes(home):
+    # Given an HES alarm file meant for outage identification
+    # When it is sent to the correlate route itself
+    done = CliRunner().invoke(run_cli.send, [CORRELATED, "-"], input='{"alarms": []}')
+    # Then it is refused as a usage error (its router would have dead-lettered it), and nothing is published
+    assert done.exit_code == USAGE, done.output
+    assert "outages-to-adms is a correlate route: it takes the canonical events the alarm routes publish" in done.stderr
+    assert RecordingPublisher.sent == []
+
+
+def test_a_worker_for_a_correlate_route_says_it_is_run_by_outages_run(home, monkeypatch):
+    monkeypatch.setattr(run_cli, "declare_all", lambda *_: pytest.fail("declared for a refused worker"))
+    done = CliRunner().invoke(run_cli.worker, ["--routes", f"hes-a-alarms,{CORRELATED}"])
+    assert done.exit_code == USAGE, done.output
+    assert f"{CORRELATED} is a correlate route, run by `gridbus outages run`, never by the worker" in done.stderr
