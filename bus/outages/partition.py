@@ -80,6 +80,7 @@ class PartitionCorrelator:
         self.engine: OutageEngine | None = None
         self.seq = 0
         self.last_checkpoint = 0.0
+        self.last_prune = 0.0
         self.counts: dict[str, int] = defaultdict(int)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -141,6 +142,12 @@ class PartitionCorrelator:
             return
         self.store.save_checkpoint(self.route.id, self.partition, self.seq, self.engine.snapshot())
         self.last_checkpoint = time.monotonic()
+        if self.partition == 0 and self.last_checkpoint - self.last_prune >= 3600:  # one partition prunes, hourly
+            self.last_prune = self.last_checkpoint
+            pruned = self.store.prune(self.route.id, self.clock() - self.route.correlate.keep_days * 86400)
+            if pruned:
+                log.info("%s: %d outage(s) closed more than %g days ago forgotten", self.route.id, pruned,
+                         self.route.correlate.keep_days)
 
     def _inputs(self, d: Delivery, now: float) -> list[dict]:
         props, headers = d.properties, d.headers

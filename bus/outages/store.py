@@ -227,6 +227,18 @@ class OutageStore:
             if isinstance(self.db, SqliteDb) else
             "SELECT at, what, detail FROM outage_timeline WHERE outage = ? ORDER BY at", (mrid,))]
 
+    def prune(self, route: str, before: float) -> int:
+        """Forget the route's outages closed before ``before`` (epoch s), with their timelines and
+        messages; returns how many."""
+        with self.db.writing():
+            old = [r[0] for r in self.db.rows("SELECT mrid FROM outages WHERE route = ? AND state = 'closed' "
+                                                "AND updated < ?", (route, before))]
+            for mrid in old:
+                self.db.execute("DELETE FROM outage_timeline WHERE outage = ?", (mrid,))
+                self.db.execute("DELETE FROM outage_messages WHERE outage = ? AND sent_at IS NOT NULL", (mrid,))
+                self.db.execute("DELETE FROM outages WHERE mrid = ?", (mrid,))
+        return len(old)
+
     def counts(self) -> dict[str, int]:
         rows = self.db.rows("SELECT state, COUNT(*) FROM outages GROUP BY state")
         unsent = self.db.rows("SELECT COUNT(*) FROM outage_messages WHERE sent_at IS NULL")

@@ -60,8 +60,8 @@ class OrderedOptions:
 class CorrelateOptions:
     """What a route of method ``correlate`` adds (docs/outages.md): its partition queues (by feeder),
     the batches taken from them, the watermark's tick (every ``tick_s``, at the clock minus
-    ``skew_s``), how often the state is checkpointed, and the request-response route its
-    verifications take."""
+    ``skew_s``), how often the state is checkpointed, the request-response route its
+    verifications take, and how long closed outages are kept in the outage store."""
 
     partitions: int = 4
     batch_max: int = 2000
@@ -70,6 +70,7 @@ class CorrelateOptions:
     skew_s: float = 2.0
     checkpoint_s: float = 30.0
     verify_route: str | None = None
+    keep_days: float = 90.0  # closed outages, their timelines and messages are kept this long
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ class CorrelateSchema(Schema):
     skew_s = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=600))
     checkpoint_s = fields.Float(load_default=30.0, validate=validate.Range(min=1, max=3600))
     verify_route = fields.String(load_default=None, allow_none=True)
+    keep_days = fields.Float(load_default=90.0, validate=validate.Range(min=1, max=3660))
 
 
 class CorrelateRouteSchema(RouteSchema):

@@ -45,6 +45,12 @@ def check(store, route: str) -> None:
     assert store.outage("OUT-1")["state"] == "open" and store.outage("nope") is None
     assert [r["what"] for r in store.timeline("OUT-1")] == ["created"]
     assert store.counts() == {"open": 1, "unsent_messages": 0}
+    # And a closed outage is forgotten once older than the retention, an open one never
+    with store.writing():
+        store.put_outage(route, 0, _doc("OUT-2", "closed")["Outage"], "closed")
+    assert store.prune(route, before=0) == 0
+    assert store.prune(route, before=9e9) == 1
+    assert store.outage("OUT-2") is None and store.outage("OUT-1") is not None
 
 
 def test_the_outage_store_on_sqlite(tmp_path):
