@@ -23,13 +23,34 @@ from bus.errors import DecodeError
 from bus.messaging import ConfirmingPublisher, Delivery
 from bus.outages import names
 from bus.outages.events import from_canonical
-from bus.outages.partition import EVENTS, event_row
+from bus.outages.partition import EVENTS, TICK, event_row, tick_message
 from bus.outages.rules import partition_of
 from bus.outages.topology import Topology
 from bus.routes.model import Route
 from bus.worker import undecodable
 
 log = logging.getLogger("gridbus.outages.router")
+H_TICK = "gridbus-outages-tick"  # on a watermark tick in the route queue (``tick_in_route_queue``)
+
+
+def tick_in_route_queue(route_id: str, watermark: float) -> tuple:
+    """(exchange, routing key, body, properties, headers) of a tick on the route queue.  Ticks
+    enter where the events enter and reach the partitions through the router, after the events
+    queued before them: the watermark never passes an event that is still waiting to be routed
+    (a backlog after a restart would otherwise fire every hold at once).  It expires after 10 s,
+    so ticks do not pile up while no process routes."""
+    return (naming.INGRESS_EXCHANGE, naming.route_routing_key(route_id), orjson.dumps({"t": TICK, "w": watermark}),
+            {"delivery_mode": 2, "expiration": "10000", "content_type": "application/json"}, {H_TICK: 1})
+
+
+def tick_of(d: Delivery) -> float:
+    try:
+        w = orjson.loads(d.body)["w"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"a tick without a watermark ({exc.__class__.__name__})") from exc
+    if type(w) not in (int, float) or not 0 <= w < 1e11:
+        raise ValueError(f"a tick with an unusable watermark {str(w)[:40]}")
+    return float(w)
 
 
 def canonical_of(d: Delivery) -> tuple[str, dict]:
@@ -56,10 +77,13 @@ class Router:
         self.counts: dict[str, int] = defaultdict(int)
 
     def handle(self, batch: list[Delivery]) -> None:
-        docs, bad = [], []
+        docs, bad, ticks = [], [], []
         for d in batch:
             try:
-                docs.append(canonical_of(d))
+                if d.headers.get(H_TICK):
+                    ticks.append(tick_of(d))
+                else:
+                    docs.append(canonical_of(d))
             except ValueError as exc:
                 bad.append((d, str(exc)))
         events = [(mid, e) for mid, doc in docs for e in from_canonical(doc)]
@@ -76,6 +100,9 @@ class Router:
             self.publisher.publish(names.EXCHANGE, names.partition_key(self.route.id, p), body,
                                    {"delivery_mode": 2, "message_id": f"{mid}/{p}", "content_type": "application/json"},
                                    {})
+        if ticks:  # after the batch's events: a partition sees the events before the tick that follows them
+            for p in range(self.n):
+                self.publisher.publish(*tick_message(self.route.id, p, max(ticks)))
         for d, why in bad:
             headers = {**d.headers, **dl.reason_headers(self.route.id, "outages", "BadMessage", why[:2000],
                                                          attempts=1, grouped_by=why[:80])}

@@ -6,9 +6,11 @@ One process runs, on threads of its own, each with its own connection:
 * a ``PartitionCorrelator`` per partition it serves (all, or ``--partitions``).  The partition
   queues have single active consumer: of the processes serving a partition, one consumes and the
   others stand by; when it dies the broker hands the queue (and its unacked batch) to the next;
-* a ticker, which publishes the watermark (the clock minus ``skew_s``) to each partition it
-  serves every ``tick_s``.  Ticks go through the queue like every other input, so a replay of the
-  partition's log sees them where they were; standbys tick too (the watermark only goes forward).
+* a ticker (with the router), which publishes the watermark (the clock minus ``skew_s``) every
+  ``tick_s`` on the route queue.  The router hands a tick on to every partition after the events
+  queued before it, so the watermark never passes an event still waiting to be routed, and a
+  partition's log holds its ticks where they were.  Every routing process ticks (the watermark
+  only goes forward, and consecutive ticks are merged); at least one process must route.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import time
 from bus.errors import BrokerError
 from bus.messaging import BatchConsumer, ConfirmingPublisher
 from bus.outages import names
-from bus.outages.partition import PartitionCorrelator, tick_message
-from bus.outages.router import Router
+from bus.outages.partition import PartitionCorrelator
+from bus.outages.router import Router, tick_in_route_queue
 from bus.outages.store import OutageStore, open_outage_store
 from bus.outages.topology import StoreTopology
 from bus.routes.model import Route, RouteTable
@@ -81,8 +83,8 @@ def serve(table: RouteTable, broker_url: str, stop: threading.Event, partitions:
             start(lambda consumer=consumer, correlator=correlator: _serve_partition(consumer, correlator, stop),
                   consumer.name)
             served.append((route, p))
-    if served:
-        start(lambda: _tick(served, broker_url, stop), "gridbus-outages-ticker")
+    if route_events and routes:
+        start(lambda: _tick(routes, broker_url, stop), "gridbus-outages-ticker")
     log.info("outages: routing %s; partitions %s", "on" if route_events else "off",
              ", ".join(f"{r.id}/{p}" for r, p in served) or "none")
     for t in threads:
@@ -98,15 +100,15 @@ def _serve_partition(consumer: BatchConsumer, correlator: PartitionCorrelator, s
     correlator.checkpoint()  # a clean stop leaves no log to replay
 
 
-def _tick(served: list[tuple[Route, int]], broker_url: str, stop: threading.Event) -> None:
-    tick_s = min(r.correlate.tick_s for r, _ in served)
+def _tick(routes: list[Route], broker_url: str, stop: threading.Event) -> None:
+    tick_s = min(r.correlate.tick_s for r in routes)
     publisher = ConfirmingPublisher(broker_url, "gridbus-outages-ticker")
     try:
         while not stop.wait(tick_s):
             try:
                 now = time.time()
-                for route, p in served:
-                    publisher.publish(*tick_message(route.id, p, now - route.correlate.skew_s))
+                for route in routes:
+                    publisher.publish(*tick_in_route_queue(route.id, now - route.correlate.skew_s))
                 publisher.flush(timeout_s=10)
             except BrokerError as exc:
                 log.warning("outages ticker: %s (ticks resume when the broker is back)", exc)
