@@ -83,3 +83,21 @@ def test_gridbus_services_run_the_runtime_image_and_stand_ins_the_development_on
         assert COMPOSE[name]["build"]["target"] == "runtime", name
     for name in STAND_INS:
         assert COMPOSE[name]["build"]["target"] == "stand-ins", name
+
+
+def test_compose_runs_the_outage_correlator_and_the_adms_reads_its_queue_as_its_own_user():
+    # Given the outage correlator's service (use case 3), as `gridbus dev up` runs it
+    ctx = parsed(GRIDBUS_ROLES["outages"])
+    # Then it is `gridbus outages run` on the runtime image, over every partition (no --partitions)
+    assert GRIDBUS_ROLES["outages"][:2] == ["outages", "run"] and ctx.info_name == "outages"
+    sub = ctx.command.get_command(ctx, "run").make_context("run", GRIDBUS_ROLES["outages"][2:], parent=ctx)
+    assert sub.params["partitions_text"] is None and not sub.params["no_router"]
+    # and the shipped routes give it a route to run, whose amqp destination only the ADMS's
+    # broker user may read
+    from bus.broker_users import reads_of
+    table = load_routes([ROOT / "routes"], env=COMPOSE["outages"]["environment"])
+    assert [r.id for r in table.correlated_routes()] == ["outages-to-adms"]
+    assert reads_of(table, "adms") == ("adms.outages",)
+    # and the ADMS stand-in takes its broker URL and queue from docker/.env, both or neither
+    assert set(COMPOSE["adms"]["environment"]) == {"ADMS_AMQP_URL", "ADMS_AMQP_QUEUE"}
+    assert all(v.endswith(":-}") for v in COMPOSE["adms"]["environment"].values())

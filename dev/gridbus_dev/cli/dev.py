@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
 from bus import registry
+from bus.broker_users import reads_of
 from bus.cli.common import fails_cleanly, routes_from, settings
 from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
@@ -20,8 +22,16 @@ from simulators.network import SHARED_NETWORK_ENV, shared_env, shared_model
 # a standby per partition; apart, each has its own log and `dev status` line, and one can be
 # stopped to show the other's behaviour (billing waits, the outbox fills) without the other.
 NETWORK_SERVICES = ("network-publish", "network-deliver")
+# use case 3: `gridbus outages run`, the correlator (router, partitions, ticker in one process)
+OUTAGE_SERVICES = ("outages",)
 SERVICES = ("recorder", "keeper", "gateway", "ingress", "worker-requests", "worker", *NETWORK_SERVICES,
-            *(s[0] for s in devstack.STAND_INS))
+            *OUTAGE_SERVICES, *(s[0] for s in devstack.STAND_INS))
+# The ADMS stand-in takes its CIM Outages from this queue (the amqp destination of the route
+# outages-to-adms, routes/uc3-outages.yaml) as the broker user `adms`, which may read only it.
+ADMS_USER = "adms"
+ADMS_QUEUE = "adms.outages"
+# the generated secrets dev up keeps in dev.env (the file is readable by its owner only)
+SECRET_VARS = ("ADMS_AMQP_URL",)
 
 
 def dev_env() -> dict[str, str]:
@@ -37,14 +47,69 @@ def dev_env() -> dict[str, str]:
         "GRIDBUS_METER_ASSIGNMENT": str(home / "meter-assignment.csv"),
         # the network all stand-ins generate; the environment of `dev up` may change it
         **{var: os.environ.get(var) or value for var, value in shared_env(devstack.DEV_NETWORK).items()},
+        "ADMS_AMQP_QUEUE": ADMS_QUEUE,
     }
 
 
+def _env_file() -> Path:
+    return devstack.home() / "dev.env"
+
+
 def _write_env_file(values: dict[str, str]) -> None:
-    path = devstack.home() / "dev.env"
+    """dev.env: the addresses (and the generated secrets, ``SECRET_VARS``, kept from the file
+    written before unless ``values`` has new ones); owner-only, since it holds a password."""
+    path = _env_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = {k: v for k, v in _read_env_file().items() if k in SECRET_VARS and k not in values}
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text("# written by `gridbus dev up`; the process environment wins over it\n" +
-                    "".join(f"{k}={v}\n" for k, v in values.items()))
+                    "".join(f"{k}={v}\n" for k, v in {**values, **kept}.items()))
+
+
+def _read_env_file() -> dict[str, str]:
+    path = _env_file()
+    if not path.exists():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if "=" in line and not line.lstrip().startswith("#"))
+
+
+def _adms_url(password: str, amqp_port: int = DEV_AMQP_PORT) -> str:
+    """The ADMS stand-in's broker URL: its own user (not guest), the dev node's vhost /."""
+    return f"amqp://{ADMS_USER}:{quote(password, safe='')}@127.0.0.1:{amqp_port}/%2F"
+
+
+def _can_log_in(url: str) -> bool:
+    """Whether ``url``'s user and password open a connection (the broker may have been reset
+    since the password was written)."""
+    import pika
+    import pika.exceptions
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(url + "?connection_attempts=1&socket_timeout=5")).close()
+        return True
+    except pika.exceptions.ProbableAuthenticationError:
+        return False
+    except pika.exceptions.AMQPError:
+        return False
+
+
+def _adms_broker_user(table_, procs: ProcessSet) -> tuple[str, bool]:
+    """The ADMS's broker URL, and whether its password is new.  The user `adms` may read only
+    the ADMS's queue (``gridbus broker users add adms``); its password is made once and kept in
+    dev.env.  A password that no longer logs in (a new broker node) is replaced, and a running
+    ADMS stand-in is stopped so that it starts again with it."""
+    stored = _read_env_file().get("ADMS_AMQP_URL")
+    if stored and _can_log_in(stored):
+        return stored, False
+    from bus.broker_admin import BrokerAdmin
+    from bus.broker_users import SourceUsers
+
+    s = settings()
+    password = SourceUsers(BrokerAdmin(s.management_url, s.vhost), table_).add(ADMS_USER)
+    procs.stop("adms")
+    return _adms_url(password), True
 
 
 def _meter_assignment(path: Path, values: dict[str, str]) -> int:
@@ -88,8 +153,10 @@ def dev():
 def up(concurrency):
     """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
     billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
-    keeper and the network publisher and delivery; apply the routes.  The stand-ins share one
-    generated network (GRIDBUS_DEV_NETWORK_*, default 2,000 consumers)."""
+    keeper, the network publisher and delivery and the outage correlator; apply the routes;
+    make the ADMS's broker user (it reads its outage queue over AMQP as `adms`, password in
+    dev.env).  The stand-ins share one generated network (GRIDBUS_DEV_NETWORK_*, default 2,000
+    consumers)."""
     home = devstack.home()
     values = dev_env()
     _write_env_file(values)
@@ -100,6 +167,13 @@ def up(concurrency):
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
     click.echo(f"routes     {len(table_)} applied")
     procs = ProcessSet(home / "run")
+    # the ADMS reads its outage queue (declared above with the routes) as its own broker user
+    if ADMS_QUEUE in reads_of(table_, ADMS_USER):
+        adms_url, new_password = _adms_broker_user(table_, procs)
+        values["ADMS_AMQP_URL"] = adms_url
+        _write_env_file(values)
+        click.echo(f"broker     user {ADMS_USER} may read {ADMS_QUEUE} only (password "
+                   f"{'made' if new_password else 'kept'}, in {_env_file()})")
     meters = _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]), values)
     stand_ins = [Service(name, _stand_in_argv(name, module, port, values), port)
                  for name, module, port, _var in devstack.STAND_INS]
@@ -115,12 +189,13 @@ def up(concurrency):
     # the billing routes' file is the CLI's default (no --routes), wherever it lives
     network = [Service("network-publish", devstack.gridbus_argv("network", "publish", "--poll-s", "0.2")),
                Service("network-deliver", devstack.gridbus_argv("network", "deliver"))]
+    outages = outage_services(table_)
     # Everything starts side by side, then we wait for the ports: each process spends a second or
     # more importing, and nothing needs another to be listening before it starts (the stand-ins
     # and the GIS reach the gateway only when asked to push).
     for service in [*stand_ins, *workers, Service("ingress", devstack.gridbus_argv("ingress")), gateway, recorder,
-                    Service("keeper", devstack.gridbus_argv("keeper")), *network]:
-        procs.start(service, env, wait=False)
+                    Service("keeper", devstack.gridbus_argv("keeper")), *network, *outages]:
+        procs.start(service, _env_of(service.name, env, values), wait=False)
     for service, (name, _module, _port, var) in zip(stand_ins, devstack.STAND_INS):
         procs.wait_listening(service)
         click.echo(f"{name:10} {values[var]}  (stand-in)")
@@ -139,7 +214,25 @@ def up(concurrency):
     click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
     click.echo(f"network-publish pid {procs.pid('network-publish')}, network-deliver pid "
                f"{procs.pid('network-deliver')}  network store -> billing-1, billing-2")
+    if outages:
+        click.echo(f"outages    pid {procs.pid('outages')}  outage correlator -> ADMS over AMQP ({ADMS_QUEUE}), "
+                   f"store {home / 'state' / 'outages.sqlite'}  (gridbus outages list|show)")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
+
+
+def outage_services(table_) -> list[Service]:
+    """Use case 3: `gridbus outages run`, which runs every route of method correlate in the route
+    files (all partitions, the router and the ticker), when there is one."""
+    return [Service("outages", devstack.gridbus_argv("outages", "run"))] if list(table_.correlated_routes()) else []
+
+
+def _env_of(name: str, env: dict[str, str], values: dict[str, str]) -> dict[str, str]:
+    """The environment of process ``name``: the ADMS stand-in alone gets its broker URL (with
+    its password) and queue, and consumes its outages over AMQP; the others never see it."""
+    env = {k: v for k, v in env.items() if k not in (*SECRET_VARS, "ADMS_AMQP_QUEUE")}
+    if name == "adms" and values.get("ADMS_AMQP_URL"):
+        env.update(ADMS_AMQP_URL=values["ADMS_AMQP_URL"], ADMS_AMQP_QUEUE=values["ADMS_AMQP_QUEUE"])
+    return env
 
 
 @dev.command("down")
@@ -167,6 +260,8 @@ def status():
     for name in SERVICES:
         pid = procs.pid(name)
         extra = f"  metrics {devstack.METRICS_URL}" if name == "recorder" else urls.get(name, "")
+        if name == "outages":
+            extra = "  " + _outage_counts()
         extra = extra if pid else ""
         click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
@@ -176,3 +271,14 @@ def status():
                   if q["name"].startswith(naming.PREFIX + ".")]
         for q in sorted(queues, key=lambda q: q["name"]):
             click.echo(f"  {q['name']:50} {q.get('messages', 0):>8} messages")
+
+
+def _outage_counts() -> str:
+    """``gridbus outages status`` in one line (the outage store; the process need not run)."""
+    try:
+        from bus.outages.store import open_outage_store
+
+        counts = open_outage_store().counts()
+    except Exception as exc:  # noqa: BLE001 - a status line, never a failure of `dev status`
+        return f"outage store: {exc.__class__.__name__}"
+    return "outages " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet")
