@@ -641,9 +641,10 @@ def table_rows(r: dict) -> list[list[str]]:
         rows.append([f"{label}: CPU s", ", ".join(f"{k} {v}" for k, v in t["cpu_s"].items())
                      + f"; correlator {t['events'] / max(t['correlator_cpu_s'], 0.01):,.0f} events per CPU s"])
         acc = t["accuracy"]
-        rows.append([f"{label}: feeder / DT precision, recall",
+        rows.append([f"{label}: feeder / DT / nested precision, recall",
                      f"{_pct(acc['feeder']['precision'])} {_pct(acc['feeder']['recall'])} / "
-                     f"{_pct(acc['dt']['precision'])} {_pct(acc['dt']['recall'])}; {t['adms']['outages']} outages"
+                     f"{_pct(acc['dt']['precision'])} {_pct(acc['dt']['recall'])} / "
+                     f"{_pct(acc['nested']['precision'])} {_pct(acc['nested']['recall'])}; {t['adms']['outages']} outages"
                      + (f"; same outages as one process: {t['same_outages_as_one']}" if "same_outages_as_one" in t else "")])
         a = t["adms"]
         rows.append([f"{label}: at the ADMS", f"{a['outages']} outages {a['by_kind']}, {a['open']} open; closed "
