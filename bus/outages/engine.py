@@ -24,7 +24,7 @@ from typing import Any
 from bus.outages.events import POWER_FAIL, MeterEvent
 from bus.outages.outage import Outage, message
 from bus.outages.rules import Options, feeder_out, max_in_window, needed, partition_of, sample
-from bus.outages.topology import CONSUMER, DT, FEEDER, Topology
+from bus.outages.topology import CONSUMER, DT, FEEDER, Place, Topology
 
 __all__ = ["OutageEngine"]
 
@@ -94,12 +94,17 @@ class OutageEngine:
                 seen.popitem(last=False)
                 stats["seen_evicted"] = stats.get("seen_evicted", 0) + 1
             place = locate(e.meter, t)
-            if place is None:
-                stats["unknown_meter"] = stats.get("unknown_meter", 0) + 1
-                continue
-            if self.partition is not None and partition_of(place.feeder, self.partition[1]) != self.partition[0]:
-                stats["other_partition"] = stats.get("other_partition", 0) + 1
-                continue
+            if place is None or (self.partition is not None and
+                                 partition_of(place.feeder, self.partition[1]) != self.partition[0]):
+                rec = self.out.get(e.meter) if e.code != POWER_FAIL else None
+                if rec is None:
+                    what = "unknown_meter" if place is None else "other_partition"
+                    stats[what] = stats.get(what, 0) + 1
+                    continue
+                # the first breath of a meter that is out here, from where the network has it now
+                # (its DT switched onto another feeder to restore it): it restores where it gasped
+                place = Place(rec[OKIND], rec[ODT], rec[OFDR])
+                stats["breath_moved"] = stats.get("breath_moved", 0) + 1
             late = late_before is not None and t < late_before
             if e.code == POWER_FAIL:
                 self._gasp(e, place, late)

@@ -74,6 +74,7 @@ class Router:
     def __init__(self, route: Route, topology: Topology, publisher: ConfirmingPublisher):
         self.route, self.topology, self.publisher = route, topology, publisher
         self.n = route.correlate.partitions
+        self.lookback_s = route.correlate.breath_lookback_s
         self.counts: dict[str, int] = defaultdict(int)
 
     def handle(self, batch: list[Delivery]) -> None:
@@ -92,9 +93,19 @@ class Router:
             self.topology.prefetch({e.meter for _, e in events}, min(times), max(times))
         parts: dict[tuple[str, int], list] = defaultdict(list)
         locate = self.topology.locate
+        # a first breath also goes to the partitions of the feeders its meter was under lately: a DT
+        # switched onto another feeder to restore it breathes there, while its outage is on the old one
+        breaths = [e for _, e in events if e.code != 101 and 0 <= e.at < 1e11]
+        before = self.topology.feeders_over({e.meter for e in breaths}, min(e.at for e in breaths) - self.lookback_s,
+                                            max(e.at for e in breaths)) if breaths and self.n > 1 else {}
         for mid, e in events:
             place = locate(e.meter, e.at) if 0 <= e.at < 1e11 else None
-            parts[(mid, partition_of(place.feeder if place is not None else "", self.n))].append(event_row(e))
+            p = partition_of(place.feeder if place is not None else "", self.n)
+            row = event_row(e)
+            parts[(mid, p)].append(row)
+            if e.code != 101 and e.meter in before:
+                for q in {partition_of(f, self.n) for f in before[e.meter]} - {p}:
+                    parts[(mid, q)].append(row)
         for (mid, p), rows in parts.items():
             body = orjson.dumps({"t": EVENTS, "msg": mid, "ev": rows})
             self.publisher.publish(names.EXCHANGE, names.partition_key(self.route.id, p), body,

@@ -5,17 +5,24 @@
 * ``dt(mrid, at)`` → ``DtInfo``: name, feeder, DT meter, its consumer meters (their count is
   what a DT share is counted against);
 * ``feeder(mrid, at)`` → ``FeederInfo``: name, head meter, its DTs;
-* ``prefetch(meters, t_min, t_max)``: a hint, before a batch, to look up many meters at once.
+* ``prefetch(meters, t_min, t_max)``: a hint, before a batch, to look up many meters at once;
+* ``feeders_over(meters, t_from, t_to)`` → every feeder each meter was under at some time in the
+  range (the router sends a first breath to each of their partitions: a DT switched onto another
+  feeder to restore it breathes on the new feeder, while its outage is on the old one).
 
 Two implementations: ``MemoryTopology`` (tests and the benchmark: a fixed tree, e.g. from
 ``NetworkModel.feeder_tree()``) and ``StoreTopology`` over the network store, which answers
 ``locate`` from bulk queries and caches each row with its validity interval, so a cached answer
 is exact for any instant; a DT's consumer meters are cached per ``members_bucket_s`` (default
 300 s) of event time, so a share is counted against the DT as it was at the start of that bucket.
+The network changes while the correlator runs (GIS pushes, a DT moved onto another feeder, meters
+installed), so every cache is dropped ``fresh_s`` (default 10 s) of wall clock after it was first
+filled: an answer, a "no such meter" included, is at most that old.
 """
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +64,8 @@ class Topology(Protocol):
     def feeder(self, mrid: str, at: float) -> FeederInfo | None: ...
 
     def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None: ...
+
+    def feeders_over(self, meters: Iterable[str], t_from: float, t_to: float) -> dict[str, set[str]]: ...
 
 
 class MemoryTopology:
@@ -107,6 +116,9 @@ class MemoryTopology:
     def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None:
         return None
 
+    def feeders_over(self, meters: Iterable[str], t_from: float, t_to: float) -> dict[str, set[str]]:
+        return {m: {p.feeder} for m in meters if (p := self.places.get(m)) is not None}
+
 
 class StoreTopology:
     """The network store (bus/network/store.py) as the engine's topology: bulk queries on its
@@ -120,11 +132,13 @@ class StoreTopology:
     Caches are cleared when they pass ``max_cached`` entries (memory stays bounded)."""
 
     def __init__(self, store: Any, span_s: float = 3600.0, members_bucket_s: float = 300.0,
-                 max_cached: int = 2_000_000):
+                 max_cached: int = 2_000_000, fresh_s: float = 10.0, clock=time.monotonic):
         self.store = store
         self.db = store.db
         self.values_of = store.dialect.values_of
         self.span_s, self.bucket_s, self.max_cached = span_s, members_bucket_s, max_cached
+        self.fresh_s, self.clock = fresh_s, clock
+        self._filled: float | None = None  # when the caches were first filled since the last drop
         # meter -> (covered_from, covered_to, [(valid_from, valid_to, type, mrid, parent)])
         self._meters: dict[str, tuple[float, float, list[tuple]]] = {}
         # element mrid -> (covered_from, covered_to, [(valid_from, valid_to, parent, name, attributes)])
@@ -142,8 +156,45 @@ class StoreTopology:
             if len(cache) > self.max_cached:
                 cache.clear()
 
+    def _refresh(self) -> None:
+        """Drop every cache once it is ``fresh_s`` old (checked before each batch)."""
+        now = self.clock()
+        if self._filled is None:
+            self._filled = now
+        elif now - self._filled >= self.fresh_s:
+            for cache in (self._meters, self._elements, self._members, self._places):
+                cache.clear()
+            self._filled = now
+
     # -- meters ---------------------------------------------------------------------------------
+    def feeders_over(self, meters: Iterable[str], t_from: float, t_to: float) -> dict[str, set[str]]:
+        """Every feeder each meter was under at some time in [t_from, t_to] (two queries; a little
+        more than exact: a DT's feeders over the whole range, whichever part the meter was under it)."""
+        meters = sorted(set(meters))
+        out: dict[str, set[str]] = {m: set() for m in meters}
+        dt_of: dict[str, set[str]] = {}
+        for i in range(0, len(meters), 20_000):
+            for meter, type_, mrid, parent in self._rows(
+                    f"SELECT meter, type, mrid, parent FROM elements WHERE meter IN ({self.values_of}) "
+                    f"AND valid_from <= ? AND valid_to > ?", (json.dumps(meters[i:i + 20_000]), t_to, t_from)):
+                if type_ == "consumer" and parent:
+                    dt_of.setdefault(parent, set()).add(meter)
+                elif type_ == "dt" and parent:
+                    out[meter].add(parent)
+                elif type_ == "feeder":
+                    out[meter].add(mrid)
+        dts = sorted(dt_of)
+        for i in range(0, len(dts), 20_000):
+            for mrid, parent in self._rows(
+                    f"SELECT mrid, parent FROM elements WHERE mrid IN ({self.values_of}) "
+                    f"AND valid_from <= ? AND valid_to > ?", (json.dumps(dts[i:i + 20_000]), t_to, t_from)):
+                if parent:
+                    for meter in dt_of[mrid]:
+                        out[meter].add(parent)
+        return out
+
     def prefetch(self, meters: Iterable[str], t_min: float, t_max: float) -> None:
+        self._refresh()
         wanted = []
         for m in set(meters):
             c = self._meters.get(m)

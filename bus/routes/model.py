@@ -71,6 +71,8 @@ class CorrelateOptions:
     checkpoint_s: float = 30.0
     verify_route: str | None = None
     keep_days: float = 90.0  # closed outages, their timelines and messages are kept this long
+    # a first breath also goes to the partitions of the feeders its meter was under this long before
+    breath_lookback_s: float = 86400.0
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,7 @@ class CorrelateSchema(Schema):
     checkpoint_s = fields.Float(load_default=30.0, validate=validate.Range(min=1, max=3600))
     verify_route = fields.String(load_default=None, allow_none=True)
     keep_days = fields.Float(load_default=90.0, validate=validate.Range(min=1, max=3660))
+    breath_lookback_s = fields.Float(load_default=86400.0, validate=validate.Range(min=0, max=30 * 86400))
 
 
 class CorrelateRouteSchema(RouteSchema):

@@ -60,3 +60,53 @@ def test_a_route_message_gives_its_canonical_document_and_anything_else_a_reason
     for bad in (b"not json", b"[" * 5000 + b"]" * 5000, orjson.dumps([[["a list"]], {}, {}]), orjson.dumps({"a": 1})):
         with pytest.raises(ValueError):
             canonical_of(delivery(bad, headers={}))
+
+
+def test_a_first_breath_also_goes_to_the_partitions_of_the_feeders_its_meter_was_under_lately():
+    from bus import task_message
+    from bus.envelope import Envelope
+    from bus.outages.events import iso
+    from bus.outages.rules import partition_of
+    from bus.outages.router import Router
+    from bus.outages.topology import CONSUMER, Place
+    from bus.routes.model import CorrelateOptions, Endpoint, QueueOptions, RetryPolicy, Route
+
+    feeders = [f"FDR-{i:04d}" for i in range(20)]
+    old = next(f for f in feeders if partition_of(f, 4) == 1)
+    new = next(f for f in feeders if partition_of(f, 4) == 3)
+
+    class Moved:  # the DT is on `new` now, and was on `old` an hour ago
+        def prefetch(self, meters, t_min, t_max):
+            pass
+
+        def locate(self, meter, at):
+            return Place(CONSUMER, "DT-1", new)
+
+        def feeders_over(self, meters, t_from, t_to):
+            return {m: {old, new} for m in meters}
+
+    class Pub:
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, exchange, key, body, props, headers):
+            self.sent.append((key, orjson.loads(body)))
+
+        def flush(self):
+            pass
+
+    route = Route(id="r1", use_case=3, description="", source=Endpoint("adms", "subscription"), method="correlate",
+                  transform=(), destinations=(), retry=RetryPolicy(), queue=QueueOptions(), message={}, file="f",
+                  line=1, correlate=CorrelateOptions(partitions=4))
+    pub = Pub()
+    t = 1_796_000_000
+    doc = {"noun": "EndDeviceEvents", "source": "hes-a", "EndDeviceEvent": [
+        {"meter": "M1", "isCode": 101, "createdDateTime": iso(t), "alarmId": "a1"},
+        {"meter": "M2", "isCode": 102, "createdDateTime": iso(t), "alarmId": "a2"}]}
+    body, props, headers = task_message.build(Envelope(route_id="r1", source="hes-a", verb="created",
+                                                       noun="EndDeviceEvents", message_id="m-1"), doc)
+    # When the router takes a gasp and a first breath of meters now on `new`
+    Router(route, Moved(), pub).handle([delivery(body, headers=headers, **props)])
+    # Then the gasp goes to the partition of `new` only, the breath to those of `new` and `old`
+    got = {key: [row[0] for row in msg["ev"]] for key, msg in pub.sent}
+    assert got == {"r1.3": ["M1", "M2"], "r1.1": ["M2"]}

@@ -449,3 +449,48 @@ def test_a_feeder_trip_whose_dt_meters_report_first_is_still_one_feeder_outage(e
     out = run(engine, events, T0 + 100)
     # Then one feeder outage
     assert [(o["kind"], o["Equipment"]["mRID"]) for o in outages(out, "created")] == [("feeder", feeder.mrid)]
+
+
+class MovedTopology(MemoryTopology):
+    """The fixed network, except that ``dt`` is on ``feeder`` from ``at`` on (switched to restore it)."""
+
+    def __init__(self, base: MemoryTopology, dt: str, feeder: str, at: float):
+        self.__dict__.update(base.__dict__)
+        self.moved = (set(base.dts[dt].meters), dt, feeder, at)
+
+    def locate(self, meter, at):
+        meters, dt, feeder, when = self.moved
+        if meter in meters and at >= when:
+            from bus.outages.topology import CONSUMER, Place
+            return Place(CONSUMER, dt, feeder)
+        return super().locate(meter, at)
+
+
+def test_a_dt_switched_onto_a_feeder_of_another_partition_restores_in_the_partition_it_failed_in(topo, storm):
+    from bus.outages.rules import partition_of
+
+    # Given a DT outage in partition 0 of 2, and a feeder of partition 1
+    feeder = next(f for f in sorted(topo.feeders) if partition_of(f, 2) == 0)
+    other = next(f for f in sorted(topo.feeders) if partition_of(f, 2) == 1)
+    dt = topo.feeders[feeder].dts[0]
+    meters = list(topo.dts[dt].meters)
+    moved = MovedTopology(topo, dt, other, T0 + 600)
+    engine = OutageEngine(moved, Options(), partition=(0, 2))
+    engine.advance(T0)
+    out = run(engine, storm.gasps(meters, T0 + 10), T0 + 200)
+    [created] = outages(out, "created", "dt")
+    # When the DT is switched onto that other feeder and all but 5 of its meters breathe there
+    engine.advance(T0 + 690)
+    out = run(engine, storm.breaths(meters[:-5], T0 + 700), T0 + 900)
+    # Then the outage closes restored in partition 0 (the breaths are not "another partition's"),
+    # and the 5 left out are a nested outage that closes when they breathe
+    [closed] = [o for o in outages(out, "closed") if o["mRID"] == created["mRID"]]
+    assert closed["closedReason"] == "restored"
+    [nested] = outages(out, "created", "nested")
+    out = run(engine, storm.breaths(meters[-5:], T0 + 1000), T0 + 1100)
+    assert [o["mRID"] for o in outages(out, "closed")] == [nested["mRID"]]
+    assert engine.stats.get("other_partition", 0) == 0 and engine.stats["breath_moved"] == len(meters)
+    # And a partition-1 engine, which gets the same breaths, makes no outage of them
+    mine = OutageEngine(moved, Options(), partition=(1, 2))
+    mine.advance(T0 + 690)
+    assert outages(run(mine, storm.breaths(meters, T0 + 700), T0 + 1100)) == []

@@ -118,3 +118,38 @@ def test_a_meter_unknown_then_connected_is_looked_up_as_of_each_time(network):
     place = topo.locate(meter, t)
     assert place is not None and place.dt == model.where(meter, t + 1)["dt"]
     assert topo.locate(meter, t - 1) is None and topo.locate(meter, t + 5) == place
+
+
+def test_a_meter_added_to_the_store_after_it_was_looked_up_is_found_once_the_cache_is_stale(tmp_path):
+    # Given a store without a network, and a topology that looked a meter up (unknown)
+    model = NetworkModel.generate(1000, seed=5, dts_per_feeder=5, feeders_per_substation=2, start=START)
+    store = open_store(tmp_path / "network.sqlite")
+    clock = [0.0]
+    topo = StoreTopology(store, fresh_s=10, clock=lambda: clock[0])
+    meter, t = model.meter_of(3), epoch_of(START) + 7200
+    topo.prefetch([meter], t, t)
+    assert topo.locate(meter, t) is None
+    # When the GIS loads the network
+    assert not store.apply(list(model.creates())).refused
+    # Then within fresh_s the cached answer stands, and after it the meter is found
+    clock[0] = 5
+    topo.prefetch([meter], t, t)
+    assert topo.locate(meter, t) is None
+    clock[0] = 11
+    topo.prefetch([meter], t, t)
+    assert topo.locate(meter, t) is not None and topo.locate(meter, t).dt == model.where(meter, t)["dt"]
+
+
+def test_feeders_over_names_every_feeder_a_meter_was_under_in_the_range(network):
+    model, store, before, moved = network
+    topo = StoreTopology(store)
+    dt = moved[0]
+    meter = before.dts[dt].meters[0]
+    old = before.dts[dt].feeder
+    new = model.where(meter, epoch_of(MOVE) + 60)["feeder"]
+    # Given a DT that moved to another feeder at MOVE
+    got = topo.feeders_over([meter], epoch_of(MOVE) - 3600, epoch_of(MOVE) + 60)
+    # Then over a range across the move both feeders are named, before it only the old one
+    assert got == {meter: {old, new}}
+    assert topo.feeders_over([meter], epoch_of(START) + 60, epoch_of(MOVE) - 60) == {meter: {old}}
+    assert topo.feeders_over(["NOT-A-METER"], epoch_of(START), epoch_of(MOVE)) == {"NOT-A-METER": set()}
