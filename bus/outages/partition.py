@@ -175,18 +175,34 @@ class PartitionCorrelator:
             rows = body.get("ev")
             if not isinstance(rows, list):
                 raise BadInput("an events message without its list of events")
+            src = body.get("src")
+            if src is None:  # a router of before: one route message per partition message
+                src = [[str(body.get("msg") or ""), len(rows)]]
+            elif not (isinstance(src, list) and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                                                     and type(x[1]) is int and x[1] >= 0 for x in src)
+                      and sum(x[1] for x in src) == len(rows)):
+                raise BadInput("an events message whose src does not account for its rows")
             # each row checked before the batch is taken, and read once ("_events" is not logged)
-            return [{"t": EVENTS, "now": now, "msg": str(body.get("msg") or ""), "ev": rows,
-                     "_events": [event_of(row) for row in rows]}]
+            return [{"t": EVENTS, "now": now, "src": src, "ev": rows, "_events": [event_of(row) for row in rows]}]
         raise BadInput(f"unknown input type {str(kind)[:40]!r}")
 
     def _apply(self, inputs: list[dict]) -> list[dict]:
-        engine, out = self.engine, []
-        for inp in inputs:
+        """The inputs in order; consecutive event messages are one call of the engine (one
+        prefetch of the network for all of them), as the log's replay groups them too."""
+        engine, out, events, now = self.engine, [], [], None
+        for inp in inputs + [{"t": None}]:
             t = inp["t"]
-            if t == EVENTS:
-                events = inp.get("_events")
-                out += engine.process(events if events is not None else [event_of(r) for r in inp["ev"]], inp["now"])
+            if t == EVENTS and (now is None or inp["now"] == now):
+                got = inp.get("_events")
+                events += got if got is not None else [event_of(r) for r in inp["ev"]]
+                now = inp["now"]
+                continue
+            if events:
+                out += engine.process(events, now)
+                events, now = [], None
+            if t == EVENTS:  # taken at another clock (another batch's, in a replay): a call of its own
+                got = inp.get("_events")
+                events, now = (got if got is not None else [event_of(r) for r in inp["ev"]]), inp["now"]
             elif t == TICK:
                 out += engine.advance(inp["w"])
             elif t == ANSWER and inp["a"] is not None:
@@ -235,15 +251,20 @@ class PartitionCorrelator:
         """Per source message: which outage each meter's gasp is in (``gridbus trace --meter``)."""
         out = self.engine.out
         for inp in inputs:
-            if inp["t"] != EVENTS or not inp["msg"]:
+            if inp["t"] != EVENTS:
                 continue
-            by_outage: dict[str, list[str]] = defaultdict(list)
-            for row in inp["ev"]:
-                rec = out.get(row[0]) if row[1] == 101 else None
-                by_outage[(rec[OID] or "pending") if rec is not None else "no outage"].append(row[0])
-            for outage, meters in by_outage.items():
-                hooks.emit("outage.correlated", message_id=inp["msg"], route=self.route.id, outage=outage,
-                           partition=self.partition, meters=meters)
+            rows, at = inp["ev"], 0
+            for mid, n in inp["src"]:
+                by_outage: dict[str, list[str]] = defaultdict(list)
+                for row in rows[at:at + n]:
+                    rec = out.get(row[0]) if row[1] == 101 else None
+                    by_outage[(rec[OID] or "pending") if rec is not None else "no outage"].append(row[0])
+                at += n
+                if not mid:
+                    continue
+                for outage, meters in by_outage.items():
+                    hooks.emit("outage.correlated", message_id=mid, route=self.route.id, outage=outage,
+                               partition=self.partition, meters=meters)
 
     # -- sending ---------------------------------------------------------------------------------
     def send_unsent(self) -> int:

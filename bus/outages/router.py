@@ -1,12 +1,16 @@
 """The router of a correlate route: canonical events from the route queue to the partition of
 their feeder.
 
-Every ``gridbus outages run`` process routes (the route queue has competing consumers, not a
-single active one): routing holds no state, so any number can share a storm.  For a batch of
-route messages it decodes each canonical EndDeviceEvents document, takes its outage events
-(``from_canonical``), finds each meter's feeder as of the event's time (one prefetch of the
-network store per batch), and publishes one message per (route message, partition) with
-confirms; then the batch is acked.  A meter the network does not know goes to the partition of
+The route queue has **single active consumer**: one router at a time, the routers of the other
+``gridbus outages run`` processes stand by.  The watermark's ticks enter the route queue behind
+the events, and one reader keeps them behind: with competing routers, a tick forwarded by one
+could reach a partition before the events another was still routing, and a backlog drained by two
+processes closed restorations before their first breaths (the benchmark's two-process run: 281
+nested outages instead of 13).  For a batch of route messages it decodes each canonical
+EndDeviceEvents document, takes its outage events (``from_canonical``), finds each meter's feeder
+as of the event's time (one prefetch of the network store per batch), and publishes **one message
+per partition** with the batch's events of that partition (``src`` says which route message each
+run of rows came from, for the trace), with confirms; then the batch is acked.  A meter the network does not know goes to the partition of
 no feeder (``partition_of("")``), whose engine counts it as unknown.  A message that is not a
 route message goes to the route's dead letters with the reason.
 """
@@ -106,11 +110,16 @@ class Router:
             if e.code != 101 and e.meter in before:
                 for q in {partition_of(f, self.n) for f in before[e.meter]} - {p}:
                     parts[(mid, q)].append(row)
-        for (mid, p), rows in parts.items():
-            body = orjson.dumps({"t": EVENTS, "msg": mid, "ev": rows})
+        by_partition: dict[int, tuple[list, list]] = {}
+        for (mid, p), rows in parts.items():  # in the batch's order: a dict keeps insertion order
+            src, all_rows = by_partition.setdefault(p, ([], []))
+            src.append([mid, len(rows)])
+            all_rows.extend(rows)
+        for p, (src, rows) in by_partition.items():
+            body = orjson.dumps({"t": EVENTS, "src": src, "ev": rows})
             self.publisher.publish(names.EXCHANGE, names.partition_key(self.route.id, p), body,
-                                   {"delivery_mode": 2, "message_id": f"{mid}/{p}", "content_type": "application/json"},
-                                   {})
+                                   {"delivery_mode": 2, "message_id": f"{src[0][0]}/{p}/{len(src)}",
+                                    "content_type": "application/json"}, {})
         if ticks:  # after the batch's events: a partition sees the events before the tick that follows them
             for p in range(self.n):
                 self.publisher.publish(*tick_message(self.route.id, p, max(ticks)))

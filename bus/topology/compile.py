@@ -48,8 +48,11 @@ def events_exchange() -> ExchangeSpec:
 
 
 def route_queue(route: Route) -> QueueSpec:
+    # a correlate route's queue has one router at a time: the watermark's ticks enter it behind the
+    # events, and only one reader keeps them behind (bus/outages/router.py)
+    sac = {"x-single-active-consumer": True} if route.is_correlated else {}
     return QueueSpec.of(route.queue_name, {
-        **_QUORUM,
+        **_QUORUM, **sac,
         "x-dead-letter-exchange": naming.dead_letter_exchange_name(route.id),
         # at-least-once dead-lettering: the broker keeps the message until the DLQ confirms it
         "x-dead-letter-strategy": "at-least-once",

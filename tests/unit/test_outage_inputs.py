@@ -34,7 +34,7 @@ def test_an_event_row_round_trips_and_a_bad_row_is_refused_by_what_is_wrong():
 
 
 def test_consecutive_ticks_are_one_and_a_tick_between_events_keeps_its_place():
-    ev = {"t": "ev", "now": 5.0, "msg": "m", "ev": []}
+    ev = {"t": "ev", "now": 5.0, "src": [["m", 0]], "ev": []}
     merged = _merge_ticks([{"t": "tick", "w": 1.0}, {"t": "tick", "w": 3.0}, {"t": "tick", "w": 2.0}, ev,
                            {"t": "tick", "w": 4.0}])
     assert merged == [{"t": "tick", "w": 3.0}, ev, {"t": "tick", "w": 4.0}]
