@@ -41,7 +41,7 @@ from bus.outages.engine import OID, OutageEngine
 from bus.outages.events import MeterEvent
 from bus.outages.rules import Options
 from bus.outages.store import OutageStore
-from bus.outages.topology import CONSUMER, DT, FEEDER, Place, Topology
+from bus.outages.topology import Topology
 from bus.routes.model import Route
 
 log = logging.getLogger("gridbus.outages")
@@ -53,65 +53,16 @@ class BadInput(ValueError):
     """A delivery on a partition queue that is no input of the correlator."""
 
 
-def event_row(e: MeterEvent, place: Place | None = None) -> list:
-    """The event as a partition message carries it, with where the router found its meter (kind,
-    DT, feeder; nulls for a meter the network did not know): the partition's engine takes that
-    place rather than looking the meter up again, and a replay of its log finds the same places
-    whatever the network store says by then."""
-    row = [e.meter, e.code, e.at, e.received, e.hes, e.message_id]
-    return row + ([place.kind, place.dt, place.feeder] if place is not None else [None, None, None])
-
-
-_KINDS = (CONSUMER, DT, FEEDER)
+def event_row(e: MeterEvent) -> list:
+    return [e.meter, e.code, e.at, e.received, e.hes, e.message_id]
 
 
 def event_of(row: Any) -> MeterEvent:
-    if not (type(row) is list and len(row) in (6, 9) and type(row[0]) is str and row[1] in (101, 102)
-            and type(row[2]) in (int, float) and (row[3] is None or type(row[3]) in (int, float))):
+    if not (isinstance(row, list) and len(row) == 6 and isinstance(row[0], str) and row[1] in (101, 102)
+            and isinstance(row[2], (int, float)) and (row[3] is None or isinstance(row[3], (int, float)))):
         raise BadInput(f"not an event row: {str(row)[:200]}")
-    if len(row) == 9 and not (row[6] is None or (row[6] in _KINDS and type(row[8]) is str
-                                                 and (row[7] is None or type(row[7]) is str))):
-        raise BadInput(f"not an event row (its place): {str(row)[:200]}")
     return MeterEvent(row[0], int(row[1]), float(row[2]), None if row[3] is None else float(row[3]),
                       str(row[4] or ""), str(row[5] or ""))
-
-
-class HintedTopology:
-    """The network as the router found it for the events of the batch in hand (their rows' places),
-    the store for everything else (a DT's meters, a feeder's DTs, an event without a place)."""
-
-    def __init__(self, base: Topology):
-        self.base = base
-        self.hints: dict[str, tuple[float, Place | None]] = {}
-
-    def hint(self, rows: list[list]) -> None:
-        self.hints = {}
-        for r in rows:
-            if len(r) == 9:
-                self.hints[r[0]] = (float(r[2]), Place(r[6], r[7], r[8]) if r[6] is not None else None)
-
-    def locate(self, meter: str, at: float) -> Place | None:
-        h = self.hints.get(meter)
-        if h is not None and h[0] == at:
-            return h[1]
-        return self.base.locate(meter, at)
-
-    def prefetch(self, meters, t_min: float, t_max: float) -> None:
-        hints = self.hints
-        missing = [m for m in meters if m not in hints]
-        if missing:
-            self.base.prefetch(missing, t_min, t_max)
-        elif hasattr(self.base, "_refresh"):
-            self.base._refresh()
-
-    def dt(self, mrid: str, at: float):
-        return self.base.dt(mrid, at)
-
-    def feeder(self, mrid: str, at: float):
-        return self.base.feeder(mrid, at)
-
-    def feeders_over(self, meters, t_from: float, t_to: float):
-        return self.base.feeders_over(meters, t_from, t_to)
 
 
 class PartitionCorrelator:
@@ -137,12 +88,11 @@ class PartitionCorrelator:
         """The engine as the store has it: the checkpoint, then the log after it; then the outbox."""
         started = time.monotonic()
         cp = self.store.checkpoint(self.route.id, self.partition)
-        self.topology = HintedTopology(self.topology_of())
         if cp is None:
-            seq, engine = 0, OutageEngine(self.topology, self.options, (self.partition, self.n))
+            seq, engine = 0, OutageEngine(self.topology_of(), self.options, (self.partition, self.n))
         else:
             seq, state = cp
-            engine = OutageEngine.restore(state, self.topology, self.options)
+            engine = OutageEngine.restore(state, self.topology_of(), self.options)
         replayed = 0
         self.engine = engine
         for seq, inputs in self.store.log_after(self.route.id, self.partition, seq):
@@ -239,23 +189,20 @@ class PartitionCorrelator:
     def _apply(self, inputs: list[dict]) -> list[dict]:
         """The inputs in order; consecutive event messages are one call of the engine (one
         prefetch of the network for all of them), as the log's replay groups them too."""
-        engine, out, events, rows, now = self.engine, [], [], [], None
+        engine, out, events, now = self.engine, [], [], None
         for inp in inputs + [{"t": None}]:
             t = inp["t"]
             if t == EVENTS and (now is None or inp["now"] == now):
                 got = inp.get("_events")
                 events += got if got is not None else [event_of(r) for r in inp["ev"]]
-                rows += inp["ev"]
                 now = inp["now"]
                 continue
             if events:
-                self.topology.hint(rows)
                 out += engine.process(events, now)
-                events, rows, now = [], [], None
+                events, now = [], None
             if t == EVENTS:  # taken at another clock (another batch's, in a replay): a call of its own
                 got = inp.get("_events")
                 events, now = (got if got is not None else [event_of(r) for r in inp["ev"]]), inp["now"]
-                rows = list(inp["ev"])
             elif t == TICK:
                 out += engine.advance(inp["w"])
             elif t == ANSWER and inp["a"] is not None:

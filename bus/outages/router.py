@@ -60,15 +60,8 @@ def tick_of(d: Delivery) -> float:
 def canonical_of(d: Delivery) -> tuple[str, dict]:
     """(message id, canonical document) of a route message; ValueError if it is none."""
     try:
-        try:  # the bus's own task messages: orjson alone (it refuses nesting deeper than 1,024)
-            body = orjson.loads(d.body)
-            doc = body[0][0] if isinstance(body, list) and len(body) == 3 and isinstance(body[0], list) \
-                and len(body[0]) == 1 else None
-            if doc is None:
-                raise ValueError("not [[payload], {}, embed]")
-        except (orjson.JSONDecodeError, ValueError, TypeError):
-            body = undecodable.loads(d.body)  # the reason, as the worker would say it
-            doc = body[0][0]
+        body = undecodable.loads(d.body)
+        doc = body[0][0]
     except (DecodeError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
         raise ValueError(f"not a route message ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
     reason = undecodable.undecodable(doc)
@@ -112,7 +105,7 @@ class Router:
         for mid, e in events:
             place = locate(e.meter, e.at) if 0 <= e.at < 1e11 else None
             p = partition_of(place.feeder if place is not None else "", self.n)
-            row = event_row(e, place)
+            row = event_row(e)
             parts[(mid, p)].append(row)
             if e.code != 101 and e.meter in before:
                 for q in {partition_of(f, self.n) for f in before[e.meter]} - {p}:
