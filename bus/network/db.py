@@ -68,6 +68,12 @@ class SqliteDb:
             conn.execute(f"PRAGMA cache_size={-524288 if loading else -131072}")
             conn.execute(f"PRAGMA temp_store={'MEMORY' if loading else 'DEFAULT'}")
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the database (SQLite's
+        ``PRAGMA data_version``, per connection: cheap enough to ask every second)."""
+        with _translated(self.location):
+            return int(self._conns().execute("PRAGMA data_version").fetchone()[0])
+
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (after a large transaction)."""
         with _translated(self.location):
@@ -84,6 +90,7 @@ class SqliteDb:
 class PostgresDb:
     dialect = PostgresDialect()
     lock_key = ADVISORY_LOCK_KEY  # the outage store (bus/outages/store.py) has a lock of its own
+    counts_writes = True          # store_version (the network store's schema); the outage store has none
 
     def __init__(self, url: str):
         try:
@@ -136,6 +143,12 @@ class PostgresDb:
     def checkpoint(self) -> None:
         pass
 
+    def data_version(self) -> int:
+        """A number that changes with every write transaction (``store_version``, counted by
+        ``writing``; the row statistics would be cheaper but reach their view up to 10 s late)."""
+        rows = self.rows("SELECT v FROM store_version WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
     @contextmanager
     def writing(self) -> Iterator["PostgresDb"]:
         """One transaction holding the store's advisory lock: one writer across every machine."""
@@ -144,5 +157,7 @@ class PostgresDb:
             self._in_write.on = True
             try:
                 yield self
+                if self.counts_writes:
+                    self._write.execute("UPDATE store_version SET v = v + 1 WHERE id = 1")
             finally:
                 self._in_write.on = False

@@ -38,6 +38,10 @@ TABLES = [
         id TEXT PRIMARY KEY, received DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, counts TEXT NOT NULL,
         snapshot TEXT NOT NULL, effective_from DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
         decided_by TEXT, decided_at DOUBLE PRECISION)""",
+    # PostgreSQL: one row counting the write transactions, so a reader (the outage correlator's
+    # topology cache) can tell cheaply whether anything was written since it last looked
+    "CREATE TABLE IF NOT EXISTS store_version (id INTEGER PRIMARY KEY, v BIGINT NOT NULL)",
+    "INSERT INTO store_version (id, v) VALUES (1, 0) ON CONFLICT DO NOTHING",
 ]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS elements_parent ON elements (parent, valid_to, valid_from)",

@@ -81,6 +81,7 @@ class _SqliteDb(SqliteDb):
 class _PostgresDb(PostgresDb):
     dialect = _PostgresOutages()
     lock_key = LOCK_KEY
+    counts_writes = False
 
 
 def default_location() -> str | Path:

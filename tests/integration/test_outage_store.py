@@ -59,3 +59,18 @@ def test_the_outage_store_on_sqlite(tmp_path):
 
 def test_the_outage_store_on_postgresql(postgres_url):  # noqa: F811
     check(open_outage_store(postgres_url), f"r-{uuid.uuid4().hex[:8]}")
+
+
+def test_the_network_stores_version_moves_when_the_gis_writes_on_postgresql(postgres_url):  # noqa: F811
+    from bus.network import open_store
+    from tests.support import wait_for
+
+    # Given the network store on PostgreSQL and the version a correlator's topology last saw
+    store = open_store(postgres_url)
+    seen = store.db.data_version()
+    # When a change is applied
+    assert not store.apply([{"changeId": f"v-{uuid.uuid4().hex[:8]}", "sequence": 1, "kind": "create",
+                             "type": "substation", "mrid": f"SS-{uuid.uuid4().hex[:6]}", "parent": None,
+                             "effectiveFrom": "2026-11-01T00:00:00Z", "attributes": {}}]).refused
+    # Then the version moves (the statistics reach the view within a second or so)
+    wait_for(lambda: store.db.data_version() != seen, 10, "the version to move")

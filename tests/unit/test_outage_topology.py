@@ -120,24 +120,33 @@ def test_a_meter_unknown_then_connected_is_looked_up_as_of_each_time(network):
     assert topo.locate(meter, t - 1) is None and topo.locate(meter, t + 5) == place
 
 
-def test_a_meter_added_to_the_store_after_it_was_looked_up_is_found_once_the_cache_is_stale(tmp_path):
+def test_a_meter_added_to_the_store_after_it_was_looked_up_is_found_once_the_store_changed(tmp_path):
     # Given a store without a network, and a topology that looked a meter up (unknown)
     model = NetworkModel.generate(1000, seed=5, dts_per_feeder=5, feeders_per_substation=2, start=START)
     store = open_store(tmp_path / "network.sqlite")
+    writer = open_store(tmp_path / "network.sqlite")  # the GIS import: another connection
     clock = [0.0]
-    topo = StoreTopology(store, fresh_s=10, clock=lambda: clock[0])
+    topo = StoreTopology(store, check_s=1, clock=lambda: clock[0])
     meter, t = model.meter_of(3), epoch_of(START) + 7200
     topo.prefetch([meter], t, t)
     assert topo.locate(meter, t) is None
-    # When the GIS loads the network
-    assert not store.apply(list(model.creates())).refused
-    # Then within fresh_s the cached answer stands, and after it the meter is found
-    clock[0] = 5
+    # When the GIS loads the network (written through another connection, as by another process)
+    import threading
+    done = threading.Thread(target=lambda: writer.apply(list(model.creates())))
+    done.start()
+    done.join()
+    # Then within check_s the cached answer stands, and after it the meter is found
+    clock[0] = 0.5
     topo.prefetch([meter], t, t)
     assert topo.locate(meter, t) is None
-    clock[0] = 11
+    clock[0] = 1.5
     topo.prefetch([meter], t, t)
     assert topo.locate(meter, t) is not None and topo.locate(meter, t).dt == model.where(meter, t)["dt"]
+    # And with no write since, nothing is dropped: the next batch's lookups are cached
+    queries = topo.queries
+    clock[0] = 9
+    topo.prefetch([meter], t, t)
+    assert topo.locate(meter, t) is not None and topo.queries == queries
 
 
 def test_feeders_over_names_every_feeder_a_meter_was_under_in_the_range(network):
