@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["POWER_FAIL", "POWER_RESTORED", "MeterEvent", "from_canonical", "epoch", "iso"]
+__all__ = ["POWER_FAIL", "POWER_RESTORED", "MeterEvent", "from_canonical", "rows_of", "epoch", "iso"]
 
 POWER_FAIL = 101        # last gasp
 POWER_RESTORED = 102    # first breath
@@ -97,9 +97,10 @@ def code_of(event: dict[str, Any]) -> int | None:
     return CIM_TYPES.get(event.get("eventType")) if code is None else None
 
 
-def from_canonical(doc: dict[str, Any]) -> Iterator[MeterEvent]:
-    """The outage events of one canonical EndDeviceEvents document (others are skipped, and so
-    is an event whose meter or time is unusable: the correlator never fails on one event)."""
+def rows_of(doc: dict[str, Any]) -> Iterator[list]:
+    """The outage events of one canonical EndDeviceEvents document as rows ``[meter, code, at,
+    received, hes, message_id]`` (the router's form: no object per event); others are skipped, and
+    so is an event whose meter or time is unusable: the correlator never fails on one event."""
     hes = str(doc.get("source") or "")
     for ev in doc.get("EndDeviceEvent") or ():
         if type(ev) is not dict:
@@ -114,8 +115,14 @@ def from_canonical(doc: dict[str, Any]) -> Iterator[MeterEvent]:
         except (KeyError, TypeError, ValueError):
             continue
         alarm_id = ev.get("alarmId")
-        message_id = f"{hes}:{alarm_id}" if type(alarm_id) is str and alarm_id else ""
-        yield MeterEvent(meter, code, at, received, hes, message_id)
+        message_id = f"{hes}:{alarm_id}" if type(alarm_id) is str and alarm_id else f"{hes}:{meter}:{code}:{at:.3f}"
+        yield [meter, code, at, received, hes, message_id]
+
+
+def from_canonical(doc: dict[str, Any]) -> Iterator[MeterEvent]:
+    """The outage events of one canonical EndDeviceEvents document (``rows_of``) as MeterEvents."""
+    for row in rows_of(doc):
+        yield MeterEvent(*row)
 
 
 def from_documents(docs: Iterable[dict[str, Any]]) -> list[MeterEvent]:

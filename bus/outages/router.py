@@ -7,7 +7,7 @@ the events, and one reader keeps them behind: with competing routers, a tick for
 could reach a partition before the events another was still routing, and a backlog drained by two
 processes closed restorations before their first breaths (the benchmark's two-process run: 281
 nested outages instead of 13).  For a batch of route messages it decodes each canonical
-EndDeviceEvents document, takes its outage events (``from_canonical``), finds each meter's feeder
+EndDeviceEvents document, takes its outage events (``rows_of``), finds each meter's feeder
 as of the event's time (one prefetch of the network store per batch), and publishes **one message
 per partition** with the batch's events of that partition (``src`` says which route message each
 run of rows came from, for the trace), with confirms; then the batch is acked.  A meter the network does not know goes to the partition of
@@ -26,8 +26,8 @@ from bus.deadletters import headers as dl
 from bus.errors import DecodeError
 from bus.messaging import ConfirmingPublisher, Delivery
 from bus.outages import names
-from bus.outages.events import from_canonical
-from bus.outages.partition import EVENTS, TICK, event_row, tick_message
+from bus.outages.events import rows_of
+from bus.outages.partition import EVENTS, TICK, tick_message
 from bus.outages.rules import partition_of
 from bus.outages.topology import Topology
 from bus.routes.model import Route
@@ -60,8 +60,15 @@ def tick_of(d: Delivery) -> float:
 def canonical_of(d: Delivery) -> tuple[str, dict]:
     """(message id, canonical document) of a route message; ValueError if it is none."""
     try:
-        body = undecodable.loads(d.body)
-        doc = body[0][0]
+        try:  # the bus's own task messages: orjson alone (it refuses nesting deeper than 1,024)
+            body = orjson.loads(d.body)
+            doc = body[0][0] if type(body) is list and len(body) == 3 and type(body[0]) is list \
+                and len(body[0]) == 1 else None
+            if doc is None:
+                raise ValueError("not [[payload], {}, embed]")
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            body = undecodable.loads(d.body)  # the reason, as the worker's decoder says it
+            doc = body[0][0]
     except (DecodeError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
         raise ValueError(f"not a route message ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
     reason = undecodable.undecodable(doc)
@@ -91,24 +98,23 @@ class Router:
                     docs.append(canonical_of(d))
             except ValueError as exc:
                 bad.append((d, str(exc)))
-        events = [(mid, e) for mid, doc in docs for e in from_canonical(doc)]
-        times = [e.at for _, e in events if 0 <= e.at < 1e11]
+        events = [(mid, row) for mid, doc in docs for row in rows_of(doc)]  # [meter, code, at, ...]
+        times = [r[2] for _, r in events if 0 <= r[2] < 1e11]
         if times:
-            self.topology.prefetch({e.meter for _, e in events}, min(times), max(times))
+            self.topology.prefetch({r[0] for _, r in events}, min(times), max(times))
         parts: dict[tuple[str, int], list] = defaultdict(list)
         locate = self.topology.locate
         # a first breath also goes to the partitions of the feeders its meter was under lately: a DT
         # switched onto another feeder to restore it breathes there, while its outage is on the old one
-        breaths = [e for _, e in events if e.code != 101 and 0 <= e.at < 1e11]
-        before = self.topology.feeders_over({e.meter for e in breaths}, min(e.at for e in breaths) - self.lookback_s,
-                                            max(e.at for e in breaths)) if breaths and self.n > 1 else {}
-        for mid, e in events:
-            place = locate(e.meter, e.at) if 0 <= e.at < 1e11 else None
+        breaths = [r for _, r in events if r[1] != 101 and 0 <= r[2] < 1e11]
+        before = self.topology.feeders_over({r[0] for r in breaths}, min(r[2] for r in breaths) - self.lookback_s,
+                                            max(r[2] for r in breaths)) if breaths and self.n > 1 else {}
+        for mid, row in events:
+            place = locate(row[0], row[2]) if 0 <= row[2] < 1e11 else None
             p = partition_of(place.feeder if place is not None else "", self.n)
-            row = event_row(e)
             parts[(mid, p)].append(row)
-            if e.code != 101 and e.meter in before:
-                for q in {partition_of(f, self.n) for f in before[e.meter]} - {p}:
+            if row[1] != 101 and row[0] in before:
+                for q in {partition_of(f, self.n) for f in before[row[0]]} - {p}:
                     parts[(mid, q)].append(row)
         by_partition: dict[int, tuple[list, list]] = {}
         for (mid, p), rows in parts.items():  # in the batch's order: a dict keeps insertion order
