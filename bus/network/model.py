@@ -285,6 +285,8 @@ def read_document(data: bytes | str) -> tuple[list, dict]:
         raise DecodeError(f"not a JSON document: {str(exc)[:200] or 'nested too deeply'}") from exc
     if not isinstance(document, dict):
         raise ValidationError(f"a change document is an object, not {_kind(document)}")
+    if "Payload" in document and "changes" in document:  # which would it be? neither is guessed
+        raise ValidationError("a change document has Payload.changes or a top-level changes list, not both")
     payload = document.get("Payload", document)
     if not isinstance(payload, dict) or not isinstance(payload.get("changes"), list):
         raise ValidationError("a change document has Payload.changes, a list of changes")

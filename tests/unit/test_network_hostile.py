@@ -83,6 +83,10 @@ def test_a_document_of_100000_changes_half_of_them_garbage_is_answered_change_by
     (b'[1, 2, 3]', ValidationError, "is an object, not a list"),
     (b'{"Header": {"Noun": "MeterReadings"}, "Payload": {"changes": []}}', ValidationError, "not NetworkChanges"),
     (b'{"Header": "x", "changes": []}', ValidationError, "Header must be an object"),
+    # found by the gateway fuzz test: an empty Payload.changes beside a top-level list of bad changes
+    # answered OK with nothing applied
+    (b'{"Payload": {"changes": []}, "changes": [{"kind": "retire", "sequence": -1}]}', ValidationError,
+     "not both"),
 ])
 def test_a_document_that_is_not_one_is_a_message_error_not_a_crash(data, error, says):
     with pytest.raises(error, match=says):
