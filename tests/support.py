@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -129,3 +130,22 @@ def start_gateway(env: dict, log_dir: Path, *args: str, timeout_s: float = 30) -
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: serving(f"{url}/health"), timeout_s, f"the gateway (log: {server.log()[-1500:]})")
     return server, url
+
+
+def env_of_its_own(rabbitmq_proc, management_url: str, tmp: Path, prefix: str = "out") -> tuple[dict, str]:
+    """A bus environment (vhost, home) for a stack shared by the tests of a module, as the
+    ``bus_env`` fixture makes one per test; returns (env, vhost)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    auth = ("guest", "guest")
+    requests.put(f"{management_url}/api/vhosts/{name}", auth=auth, timeout=10).raise_for_status()
+    requests.put(f"{management_url}/api/permissions/{name}/guest", auth=auth, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    (tmp / "home").mkdir()
+    return {**os.environ, "GRIDBUS_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{rabbitmq_proc.port}/{name}",
+            "GRIDBUS_MANAGEMENT_URL": management_url.replace("http://", "http://guest:guest@"),
+            "GRIDBUS_HOME": str(tmp / "home"), "GRIDBUS_ENV_FILE": str(tmp / "home" / "none.env"),
+            "PYTHONUNBUFFERED": "1"}, name
+
+
+def drop_vhost(management_url: str, name: str) -> None:
+    requests.delete(f"{management_url}/api/vhosts/{name}", auth=("guest", "guest"), timeout=30)

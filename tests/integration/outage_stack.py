@@ -241,28 +241,6 @@ def storm(stack: "OutageStack", t0: float) -> tuple[list[tuple[str, int, float]]
     return events, truth
 
 
-def env_of_its_own(rabbitmq_proc, management_url: str, tmp: Path) -> tuple[dict, str]:
-    """A bus environment (vhost, home) for a stack shared by the tests of a module, as the
-    ``bus_env`` fixture makes one per test; returns (env, vhost)."""
-    import os
-    import uuid
-
-    name = f"out-{uuid.uuid4().hex[:10]}"
-    auth = ("guest", "guest")
-    requests.put(f"{management_url}/api/vhosts/{name}", auth=auth, timeout=10).raise_for_status()
-    requests.put(f"{management_url}/api/permissions/{name}/guest", auth=auth, timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    (tmp / "home").mkdir()
-    return {**os.environ, "GRIDBUS_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{rabbitmq_proc.port}/{name}",
-            "GRIDBUS_MANAGEMENT_URL": management_url.replace("http://", "http://guest:guest@"),
-            "GRIDBUS_HOME": str(tmp / "home"), "GRIDBUS_ENV_FILE": str(tmp / "home" / "none.env"),
-            "PYTHONUNBUFFERED": "1"}, name
-
-
-def drop_vhost(management_url: str, name: str) -> None:
-    requests.delete(f"{management_url}/api/vhosts/{name}", auth=("guest", "guest"), timeout=30)
-
-
 def of(outages: list[dict], *equipment: str) -> list[dict]:
     """The outages (as the ADMS has them) of this equipment, or nested under it."""
     wanted = set(equipment)

@@ -8,7 +8,6 @@ built once per worker pool (the event loop, and Celery's threads) and reset befo
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -26,7 +25,8 @@ from bus.outages import MemoryTopology, MeterEvent, OutageEngine
 from bus.outages.verify import answers_of, is_reply, verify_message
 from bus.routes import load_routes
 from simulators.network import NetworkModel
-from tests.support import ROOT, Mdms, Proc, gridbus, run_cli, start_gateway, wait_for
+from tests.support import (ROOT, Mdms, Proc, drop_vhost, env_of_its_own, gridbus, run_cli, start_gateway,
+                           wait_for)
 
 ROUTE_ID = "outages-verify-reads"
 REPLIES = "test.outages.verify.replies"
@@ -150,22 +150,13 @@ class PingStack:
 
 @pytest.fixture(scope="module", params=["asyncio", "threads"])
 def stack(request, rabbitmq_proc, management_url, tmp_path_factory):
-    name = f"ping-{uuid.uuid4().hex[:10]}"
-    auth = ("guest", "guest")
-    requests.put(f"{management_url}/api/vhosts/{name}", auth=auth, timeout=10).raise_for_status()
-    requests.put(f"{management_url}/api/permissions/{name}/guest", auth=auth, timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
     tmp = tmp_path_factory.mktemp("ping")
-    (tmp / "home").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBUS_DEV_NETWORK")}
-    env.update({"GRIDBUS_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{rabbitmq_proc.port}/{name}",
-                "GRIDBUS_MANAGEMENT_URL": management_url.replace("http://", "http://guest:guest@"),
-                "GRIDBUS_HOME": str(tmp / "home"), "GRIDBUS_ENV_FILE": str(tmp / "home" / "none.env"),
-                "PYTHONUNBUFFERED": "1"})
+    env, name = env_of_its_own(rabbitmq_proc, management_url, tmp, prefix="ping")
+    env = {k: v for k, v in env.items() if not k.startswith("GRIDBUS_DEV_NETWORK")}
     built = PingStack(env, tmp, request.param)
     yield built
     built.stop()
-    requests.delete(f"{management_url}/api/vhosts/{name}", auth=auth, timeout=30)
+    drop_vhost(management_url, name)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.integration.outage_stack import OutageStack, drop_vhost, env_of_its_own, kind, now, of
-from tests.support import run_cli, wait_for
+from tests.integration.outage_stack import OutageStack, kind, now, of
+from tests.support import drop_vhost, env_of_its_own, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 

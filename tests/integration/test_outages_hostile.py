@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 
-from bus import naming, task_message
-from bus.envelope import Envelope
+from bus import naming
 from bus.outages.events import iso
-from tests.integration.outage_stack import ROUTE, OutageStack, drop_vhost, env_of_its_own, kind, now, of
-from tests.support import Proc, gridbus, run_cli, wait_for
+from tests.integration.outage_stack import ROUTE, OutageStack, kind, now, of
+from tests.support import Proc, drop_vhost, env_of_its_own, gridbus, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
