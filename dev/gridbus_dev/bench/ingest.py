@@ -57,8 +57,14 @@ class Run:
 
 
 def _vhost_url(broker_url: str, vhost: str) -> str:
-    scheme, rest = broker_url.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}/{vhost}"
+    """The broker URL setting with ``vhost`` on each of its addresses (a cluster's are ``;``-separated)."""
+    from bus.messaging.addresses import broker_urls
+
+    def one(url: str) -> str:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('/', 1)[0]}/{vhost}"
+
+    return ";".join(one(url) for url in broker_urls(broker_url))
 
 
 def _wait_readings(mdms_url: str, expected: int, timeout_s: float, progress) -> None:

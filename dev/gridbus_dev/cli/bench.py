@@ -353,3 +353,95 @@ def outages_bench(gasps, consumers, feeders, seed, restore_after, phases, keep, 
         click.echo(json.dumps(r, indent=2, default=str))
     else:
         click.echo(table(table_rows(r), ["measure", "value"]))
+
+
+@bench.command("chaos")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["node-kill", "rolling-restart", "disk-alarm"]),
+              help="A fault to inject (repeatable; default: all three, each on a cluster of its own).")
+@click.option("--rows", default=2_000_000, show_default=True, help="Interval rows in the dropped file.")
+@click.option("--alarms", default=50_000, show_default=True, help="Alarms in the feeder-trip burst.")
+@click.option("--read-rate", default=100.0, show_default=True, help="On-demand reads per second through the gateway.")
+@click.option("--read-seconds", default=60.0, show_default=True, help="For how long the reads are sent.")
+@click.option("--fault-after", default=10.0, show_default=True, help="Seconds from the load's start to the fault.")
+@click.option("--down", "down_s", default=15.0, show_default=True, help="node-kill: seconds the node stays down.")
+@click.option("--alarm-for", "alarm_s", default=15.0, show_default=True, help="disk-alarm: seconds the alarm lasts.")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(3, 5))
+@click.option("--keep", is_flag=True, help="Keep the work folder (node data and logs, process logs).")
+@click.option("--json", "as_json", is_flag=True, help="The counts as JSON.")
+@fails_cleanly
+def chaos_bench(scenarios, rows, alarms, read_rate, read_seconds, fault_after, down_s, alarm_s, nodes, keep, as_json):
+    """Issue 20: a file ingest, an alarm burst and on-demand reads on a local cluster of its own while a
+    node is killed with kill -9 (the leader of the busiest quorum queues), every node restarts in turn,
+    or the disk alarm trips; then every message is counted at its destination: lost, unexpected (stored,
+    never sent), redelivered (repeats the idempotent stand-ins absorbed), and each read answered right,
+    failed with a reason, hung or answered with another request's data; and the recovery time."""
+    import json
+
+    from gridbus_dev.bench.chaos import SCENARIOS, Load, bench_chaos, remove
+
+    load = Load(rows=rows, alarms=alarms, read_rate=read_rate, read_seconds=read_seconds,
+                fault_after_s=fault_after, down_s=down_s, alarm_s=alarm_s)
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-chaos-"))
+    line = Progress()
+
+    def progress(readings, expected, events, expected_events):
+        line.show(f"readings {readings:>10,}/{expected:,}  events "
+                  + " ".join(f"{s} {events[s]:,}/{expected_events[s]:,}" for s in events))
+
+    try:
+        results = bench_chaos(list(scenarios) or list(SCENARIOS), load, work, nodes,
+                              echo=lambda m: click.echo(m, err=True), progress=progress)
+        line.done()
+    finally:
+        if keep:
+            click.echo(f"work folder kept: {work}", err=True)
+        else:
+            remove(work)
+    if as_json:
+        click.echo(json.dumps([r.summary() for r in results], indent=2))
+        return
+    rows_out = []
+    for r in results:
+        reads = r.reads
+        rows_out.append([r.scenario, f"{r.lost:,}", f"{r.unexpected:,}", f"{r.redelivered:,}",
+                         f"{reads.ok:,}/{reads.failed:,}/{reads.hung:,}/{reads.wrong:,}",
+                         f"{r.recovery_s:.1f}" if r.recovery_s is not None else "n/a", f"{r.seconds:.0f}"])
+    click.echo(table(rows_out, ["scenario", "lost", "unexpected", "redelivered", "reads ok/failed/hung/wrong",
+                                "recovery s", "run s"]))
+    for r in results:
+        click.echo(f"\n{r.scenario}: {r.fault}")
+        click.echo(f"  readings: sent {r.readings.sent:,}, stored {r.readings.stored:,}, "
+                   f"redelivered {r.readings.redelivered:,}, dead-lettered {r.readings.dead_lettered:,}")
+        for system, c in r.alarms.items():
+            click.echo(f"  {system}: sent {c.sent:,}, stored {c.stored:,}, redelivered {c.redelivered:,}")
+        click.echo(f"  alarm POST answers: {r.alarm_posts}; read failures: {r.reads.failures}")
+        for note in r.notes:
+            click.echo(f"  note: {note}")
+
+
+@bench.command("replication")
+@click.option("--reads", default=2_000_000, show_default=True, help="Interval rows for bench ingest (0: skip).")
+@click.option("--alarms", default=50_000, show_default=True, help="Alarms for bench alarms (0: skip).")
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1, 5),
+              help="1 node then 3 nodes, this many times (the ratio uses the means).")
+@click.option("--keep", is_flag=True, help="Keep the work folder.")
+@fails_cleanly
+def replication_bench(reads, alarms, rounds, keep):
+    """Issue 20: `bench ingest` and `bench alarms` on a one-node and on a three-node local cluster, in one
+    run: the cost of replicating every quorum queue on three nodes (on one machine, a bound)."""
+    import shutil
+
+    from gridbus_dev.bench.replication import bench_replication, ratios
+
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-replication-"))
+    try:
+        runs = bench_replication(reads, alarms, rounds, work, echo=lambda m: click.echo(m, err=True))
+    finally:
+        if keep:
+            click.echo(f"work folder kept: {work}", err=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    click.echo(table([[r.bench, str(r.nodes), f"{r.rate:,.0f}", f"{r.seconds:.1f}"] for r in runs],
+                     ["bench", "nodes", "rate", "s"]))
+    for bench, ratio in ratios(runs).items():
+        click.echo(f"{bench}: 3 nodes / 1 node = {ratio:.2f}")
