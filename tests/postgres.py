@@ -17,6 +17,9 @@ import pytest
 
 from tests.support import free_port
 
+# port -> (bin dir, data dir, base dir) of each server ``postgres_url`` started (``restart_postgres``)
+_SERVERS: dict[int, tuple[Path, Path, Path]] = {}
+
 
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
@@ -44,6 +47,7 @@ def postgres_url():
     subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
                                  "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
                                  "start"]), check=True, capture_output=True)
+    _SERVERS[port] = (bin_dir, data, base)
     try:
         subprocess.run(_as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
                                      "postgres", "gridbus_trace"]), check=True, capture_output=True)
@@ -52,3 +56,23 @@ def postgres_url():
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def own_database(url: str, name: str) -> str:
+    """A fresh, empty database ``name`` on the server of ``url`` (dropped first if a test left
+    one), for tests that must not see other tests' tables; its URL."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def restart_postgres(url: str, mode: str = "immediate") -> None:
+    """``pg_ctl restart -m immediate`` of the server of ``url`` (a crash and a start: every
+    connection is cut, uncommitted transactions are gone); returns once it accepts connections."""
+    port = int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    bin_dir, data, base = _SERVERS[port]
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
+                                 "-m", mode, "restart"]), check=True, capture_output=True, timeout=120)
