@@ -30,13 +30,12 @@ def test_no_recovery_when_throughput_never_comes_back():
 
 
 def test_the_node_to_kill_leads_the_queues_holding_the_most_messages():
-    nodes = [SimpleNamespace(name=f"n{i}@localhost") for i in (1, 2, 3)]
-    cluster = SimpleNamespace(nodes=nodes, queue_members=lambda vhost: [
-        {"name": "a", "leader": "n1@localhost", "messages": 10},
-        {"name": "b", "leader": "n2@localhost", "messages": 5000},
-        {"name": "c", "leader": "n3@localhost", "messages": 100},
-        {"name": "d", "leader": "n3@localhost", "messages": 200}])
-    assert busiest_leader(cluster, "chaos") == 1
+    # Given four quorum queues led by three nodes, node 2's holding the most messages
+    q = [SimpleNamespace(name=n, leader=leader) for n, leader in
+         (("a", "n1@localhost"), ("b", "n2@localhost"), ("c", "n3@localhost"), ("d", "n3@localhost"))]
+    messages = {"a": 10, "b": 5000, "c": 100, "d": 200}
+    # Then node 2 (1-based, as the cluster numbers them) is the one to kill
+    assert busiest_leader(q, messages, ["n1@localhost", "n2@localhost", "n3@localhost"]) == 2
 
 
 def test_the_totals_add_every_destination():

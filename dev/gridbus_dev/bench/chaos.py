@@ -48,7 +48,6 @@ from gridbus_dev.bench.procs import free_port, spawn, terminate, wait_http
 
 SCENARIOS = ("node-kill", "rolling-restart", "disk-alarm")
 HES = "hes-a"
-VHOST = "chaos"
 READ_METERS = [f"UPM{n:08d}" for n in range(1, 501)]
 
 
@@ -244,6 +243,7 @@ class Stack:
         self.cluster, self.work, self.echo = cluster, work, echo
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
+        self.vhost = f"chaos-{os.getpid()}-{int(time.time() * 1000) % 10**8}"  # one run's: the cluster may be reused
 
     def management_url(self) -> str:
         """A management API of a node that is up (the one asked first may be the one killed)."""
@@ -261,7 +261,7 @@ class Stack:
         home, inbox, staging = work / "home", work / "inbox", work / "staging"
         for d in (home, inbox, staging):
             d.mkdir(parents=True, exist_ok=True)
-        BrokerAdmin(self.management_url()).create_vhost(VHOST)
+        BrokerAdmin(self.management_url()).create_vhost(self.vhost)
         names = ("mdms-1", "wfm", "fms", "adms", "hes-a", "hes-b", "gateway")
         ports = {n: free_port() for n in names}
         self.urls = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
@@ -269,7 +269,7 @@ class Stack:
         assignment.write_text("meter,hes\n" + "".join(f"{m},{'hes-a' if i % 2 else 'hes-b'}\n"
                                                       for i, m in enumerate(READ_METERS)))
         _routes(work / "routes", inbox, self.urls, assignment)
-        self.env = {**os.environ, "GRIDBUS_BROKER_URL": self.cluster.broker_url(VHOST),
+        self.env = {**os.environ, "GRIDBUS_BROKER_URL": self.cluster.broker_url(self.vhost),
                     "GRIDBUS_MANAGEMENT_URL": self.management_url(), "GRIDBUS_HOME": str(home),
                     "GRIDBUS_ENV_FILE": str(home / "none.env"), "GRIDBUS_ROUTES": str(work / "routes"),
                     "GRIDBUS_TRACING": "off", "GRIDBUS_METER_ASSIGNMENT": str(assignment)}
@@ -299,7 +299,7 @@ class Stack:
         time.sleep(1.0)  # the pool children finish importing
 
     def _wait_consumers(self, queues: list[str], timeout_s: float = 90) -> None:
-        admin = BrokerAdmin(self.management_url(), VHOST)
+        admin = BrokerAdmin(self.management_url(), self.vhost)
         deadline = time.monotonic() + timeout_s
         for queue in queues:
             while True:
@@ -328,25 +328,31 @@ class Stack:
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
             terminate(proc)
+        try:
+            BrokerAdmin(self.management_url()).delete_vhost(self.vhost)
+        except Exception:  # noqa: BLE001 - a cluster that is going away anyway
+            pass
 
 
-def busiest_leader(cluster, vhost: str) -> int:
-    """The index of the node that leads the quorum queues holding the most messages."""
+def busiest_leader(members, messages: dict[str, int], node_names: list[str]) -> int:
+    """The number (1-based, as the cluster's) of the node leading the quorum queues that hold the
+    most messages; ``members``: each queue's name and leader, ``messages``: queue → messages."""
     load: dict[str, int] = {}
-    for queue in cluster.queue_members(vhost):
-        leader = queue.get("leader")
-        if leader:
-            load[leader] = load.get(leader, 0) + int(queue.get("messages") or 0) + 1
-    names = [n.name for n in cluster.nodes]
-    if not load:
-        return 0
-    return names.index(max(load, key=load.get)) if max(load, key=load.get) in names else 0
+    for queue in members:
+        if queue.leader in node_names:
+            load[queue.leader] = load.get(queue.leader, 0) + messages.get(queue.name, 0) + 1
+    return node_names.index(max(load, key=load.get)) + 1 if load else 1
 
 
-def _fault(scenario: str, cluster, load: Load, result: ChaosResult, echo) -> None:
+def _busiest(cluster, admin: BrokerAdmin, vhost: str) -> int:
+    messages = {q["name"]: int(q.get("messages") or 0) for q in admin.queues()}
+    return busiest_leader(cluster.queue_members(vhost), messages, [n.name for n in cluster.nodes])
+
+
+def _fault(scenario: str, cluster, admin: BrokerAdmin, vhost: str, load: Load, result: ChaosResult, echo) -> None:
     if scenario == "node-kill":
-        victim = busiest_leader(cluster, VHOST)
-        result.fault = f"kill -9 {cluster.nodes[victim].name} (leads the busiest queues), down {load.down_s:g}s"
+        victim = _busiest(cluster, admin, vhost)
+        result.fault = f"kill -9 {cluster.node(victim).name} (leads the busiest queues), down {load.down_s:g}s"
         echo(result.fault)
         cluster.kill(victim)
         time.sleep(load.down_s)
@@ -354,16 +360,16 @@ def _fault(scenario: str, cluster, load: Load, result: ChaosResult, echo) -> Non
     elif scenario == "rolling-restart":
         result.fault = "each node stopped and started in turn, the next once the last rejoined"
         echo(result.fault)
-        for i in range(len(cluster.nodes)):
+        for i in range(1, len(cluster.nodes) + 1):
             cluster.stop(i)
             cluster.start(i)
     elif scenario == "disk-alarm":
         result.fault = f"disk alarm on every node for {load.alarm_s:g}s"
         echo(result.fault)
-        for i in range(len(cluster.nodes)):
+        for i in range(1, len(cluster.nodes) + 1):
             cluster.set_disk_alarm(i, True)
         time.sleep(load.alarm_s)
-        for i in range(len(cluster.nodes)):
+        for i in range(1, len(cluster.nodes) + 1):
             cluster.set_disk_alarm(i, False)
     else:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
@@ -429,7 +435,7 @@ def run_scenario(scenario: str, cluster, work: Path, load: Load, echo=print, pro
         reader.start()
         time.sleep(load.fault_after_s)
         fault_at = time.monotonic()
-        _fault(scenario, cluster, load, result, echo)
+        _fault(scenario, cluster, BrokerAdmin(stack.management_url(), stack.vhost), stack.vhost, load, result, echo)
 
         deadline = started + load.timeout_s
         while time.monotonic() < deadline:
@@ -493,12 +499,18 @@ def bench_chaos(scenarios: list[str], load: Load, work: Path, nodes: int = 3, ec
         base = work / scenario
         base.mkdir(parents=True, exist_ok=True)
         echo(f"starting a {nodes}-node cluster for {scenario} ...")
-        cluster = start_cluster(base / "cluster", nodes)
+        cluster = start_cluster(base / "cluster", nodes, *free_cluster_ports(nodes), prefix="gridbus-chaos")
         try:
             results.append(run_scenario(scenario, cluster, base, load, echo, progress))
         finally:
             cluster.stop_all()
     return results
+
+
+def free_cluster_ports(n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """AMQP, management and distribution ports for ``n`` nodes, apart from a dev stack's."""
+    ports = [free_port() for _ in range(3 * n)]
+    return tuple(ports[:n]), tuple(ports[n:2 * n]), tuple(ports[2 * n:])
 
 
 def remove(work: Path) -> None:

@@ -42,13 +42,15 @@ def _pointed_at(cluster):
 def bench_replication(reads: int, alarms: int, rounds: int, work: Path, echo=print) -> list[ReplicationRun]:
     from gridbus_dev.bench.alarms import bench_alarms
     from gridbus_dev.bench.ingest import bench_ingest
+    from gridbus_dev.bench.chaos import free_cluster_ports
     from gridbus_dev.cluster import start_cluster
 
     runs: list[ReplicationRun] = []
     for round_ in range(rounds):
         for nodes in (1, 3):
             echo(f"round {round_ + 1}: starting a {nodes}-node cluster ...")
-            cluster = start_cluster(work / f"cluster-{nodes}-{round_}", nodes)
+            cluster = start_cluster(work / f"cluster-{nodes}-{round_}", nodes, *free_cluster_ports(nodes),
+                                    prefix="gridbus-replication")
             try:
                 with _pointed_at(cluster):
                     if reads:
