@@ -93,6 +93,13 @@ class StateDb:
     def writing(self):
         raise NotImplementedError
 
+    def batch(self):
+        """The outer transaction of several ``writing()``s, one commit for all (group commit): each
+        ``writing()`` inside it is a savepoint, so its error undoes its own writes only.  On SQLite
+        the write lock and the WAL sync are paid once per batch; on PostgreSQL one round trip of
+        COMMIT instead of one per piece of work."""
+        return self.writing()
+
     def lock(self, key: int) -> None:
         """Inside ``writing()``: hold ``key`` until the transaction ends, against every process
         that takes it (SQLite's BEGIN IMMEDIATE already holds the whole file)."""
@@ -119,11 +126,13 @@ class SqliteStateDb(StateDb):
     dialect = Dialect()
     shared = False
 
-    def __init__(self, path: Path, schema: list[str], synchronous: str | None = None):
+    def __init__(self, path: Path, schema: list[str], synchronous: str | None = None,
+                 checkpoint_s: float | None = None):
+        """``checkpoint_s``: the WAL is checkpointed from a thread of its own (``ThreadConnections``)."""
         self.location = str(path)
         with _translated(self.location, "opening"):
             self._conns = ThreadConnections(path, ";\n".join(self.dialect.format(schema)) + ";",
-                                            synchronous=synchronous)
+                                            synchronous=synchronous, checkpoint_s=checkpoint_s)
 
     def rows(self, sql: str, args=()) -> list[tuple]:
         with _translated(self.location):
@@ -149,7 +158,9 @@ class PostgresStateDb(StateDb):
     dialect = PostgresDialect()
     shared = True
 
-    def __init__(self, url: str, schema: list[str], max_connections: int = 8):
+    def __init__(self, url: str, schema: list[str], max_connections: int = 8, wait_s: float = 30):
+        """``wait_s``: how long a call waits for a connection before it fails with
+        ``StateStoreError`` (while the server is down, every call waits this long)."""
         try:
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
@@ -158,7 +169,7 @@ class PostgresStateDb(StateDb):
         self.location = url.split("@")[-1]  # never the password
         self._tx = threading.local()
         # check: a connection the server dropped (a restart) is replaced before it is handed out
-        self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, open=False, timeout=30,
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, open=False, timeout=wait_s,
                                     kwargs={"autocommit": True, "connect_timeout": 10},
                                     check=ConnectionPool.check_connection, name=f"gridbus-{self.location}")
         with _translated(self.location, "opening"):
@@ -213,11 +224,15 @@ class PostgresStateDb(StateDb):
 
 
 def open_state_db(name: str, schema: list[str], sqlite_path: Path, synchronous: str | None = None,
-                  url: str | None = None) -> StateDb:
+                  url: str | None = None, checkpoint_s: float | None = None,
+                  wait_s: float | None = None) -> StateDb:
     """The database of the store ``name``: the shared PostgreSQL one when ``GRIDBUS_STATE_STORE``
-    is set (or ``url`` is given), else the SQLite file ``sqlite_path``."""
+    is set (or ``url`` is given; ``""`` for SQLite whatever the setting), else the SQLite file
+    ``sqlite_path``.  ``checkpoint_s`` applies to SQLite, ``wait_s`` (how long a call waits
+    for a connection, 30 s unless given) to PostgreSQL: a process answering callers gives a
+    short one, so that while the server is down it refuses them quickly instead of hanging."""
     url = url if url is not None else state_store_url()
     if url:
-        return PostgresStateDb(url, schema)
+        return PostgresStateDb(url, schema, wait_s=30 if wait_s is None else wait_s)
     sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteStateDb(sqlite_path, schema, synchronous=synchronous)
+    return SqliteStateDb(sqlite_path, schema, synchronous=synchronous, checkpoint_s=checkpoint_s)

@@ -1,8 +1,9 @@
 """The gateway's request store, read and written by one thread of its own, with group commits.
 
 The event loop hands store work (take a request, keep a reply, look one up)
-to this thread and awaits it; the loop never waits on SQLite, and SQLite works
-without the GIL, so a commit overlaps the loop's HTTP and AMQP work.
+to this thread and awaits it; the loop never waits on the database (SQLite works
+without the GIL, PostgreSQL on its own server), so a commit overlaps the loop's
+HTTP and AMQP work.
 
 Whatever has queued up while the thread was busy runs as one batch in one
 transaction: each piece of work in a savepoint of its own (its error undoes
@@ -18,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, ContextManager
 
 from bus.errors import GridbusError
+from bus.state_store import StateDb
 
 log = logging.getLogger("gridbus.gateway.store")
 MAX_BATCH = 64  # bounds how long one commit keeps the first request of a batch waiting
@@ -39,8 +40,8 @@ class NotCommitted(GridbusError):
 
 
 class StoreThread:
-    def __init__(self, batch: Callable[[], ContextManager[sqlite3.Connection]], max_batch: int = MAX_BATCH):
-        """``batch``: the store's group transaction, yielding its connection (``RequestStore.batch``)."""
+    def __init__(self, batch: Callable[[], ContextManager[StateDb]], max_batch: int = MAX_BATCH):
+        """``batch``: the store's group transaction, yielding its database (``RequestStore.batch``)."""
         self.batch, self.max_batch = batch, max_batch
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="gateway-store", daemon=True)
@@ -84,13 +85,13 @@ class StoreThread:
         try:
             with self.batch() as db:
                 for work, args, future, loop in batch:
-                    db.execute("SAVEPOINT work")
                     try:
-                        outcomes.append((future, loop, None, work(*args)))
+                        with db.writing():  # a savepoint: an error undoes this work's writes only
+                            result = work(*args)
                     except Exception as exc:  # noqa: BLE001 - handed to the awaiting request as it is
-                        db.execute("ROLLBACK TO work")
                         outcomes.append((future, loop, exc, None))
-                    db.execute("RELEASE work")
+                    else:
+                        outcomes.append((future, loop, None, result))
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is stored
             log.error("request store: a batch of %d not committed: %s", len(batch), exc)
             outcomes = [(future, loop, error if error is not None else NotCommitted(exc, result), None)

@@ -1,6 +1,7 @@
 """The request store's states, idempotency and audit, the Result rule, and the disconnect budget."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -8,11 +9,14 @@ import pytest
 from bus.requests import replies
 from bus.requests.store import RequestStateError, RequestStore
 from connectors.http_push.ratelimit import RateLimiter
+from tests.state_stores import postgres_url, state_url  # noqa: F401 - every store test runs on both databases
 
 
 @pytest.fixture
-def store(tmp_path):
-    return RequestStore(tmp_path / "requests.sqlite")
+def store(tmp_path, state_url):
+    store = RequestStore(tmp_path / "requests.sqlite", url=state_url)
+    yield store
+    store.close()
 
 
 def new(store, request_id="r1", client_key="cmd-1", state="requested", expires=None, meters=2):
@@ -133,9 +137,9 @@ def test_a_read_audited_step_by_step_by_an_earlier_gridbus_shows_its_rows_once(s
     store.create(id="r1", system="mdms-1", requested_by="mdms-1", kind="meter-readings", route="r",
                  client_key=None, action=None, meters=1, state="requested", expires=None, reply_address=None,
                  correlation_id=None, document={"Request": {"meters": ["M1"]}}, sent_on="r")
-    with store.batch() as db:
+    with store.batch():
         for event in ("requested", "sent", "replied"):
-            store._audit(db, "r1", "mdms-1", event)
+            store._audit("r1", "mdms-1", event)
     # Then its trail is those rows, each step once
     assert [a["event"] for a in store.trail(store.get("r1"))] == ["requested", "sent", "replied"]
 
@@ -189,3 +193,54 @@ def test_a_reply_orjson_cannot_write_is_kept_all_the_same(store):
     # When it is kept  Then it is stored (never an error that would requeue it for ever)
     kept = store.record_reply("r1", reply, "executed")
     assert kept.state == "executed" and store.get("r1").reply["Payload"]["big"] == 2 ** 70
+
+
+def test_two_processes_moving_one_command_at_once_never_both_succeed(tmp_path, state_url):
+    # Given pending commands seen by two stores: two gateways or CLIs, on one host or (PostgreSQL) two
+    first, second = (RequestStore(tmp_path / "requests.sqlite", url=state_url) for _ in range(2))
+    for n in range(20):
+        new(first, f"r{n}", f"cmd-{n}", state="pending-approval")
+    # When, for each, one approves it while the other rejects it at the same instant
+    def move(store, request_id, to, who, barrier, outcomes):
+        barrier.wait()
+        try:
+            store.transition(request_id, to, who, {"pending-approval"}, approved_by=who if to == "requested" else None)
+            outcomes.append(to)
+        except RequestStateError:
+            outcomes.append("refused")
+    for n in range(20):
+        barrier, outcomes = threading.Barrier(2), []
+        threads = [threading.Thread(target=move, args=(store, f"r{n}", to, who, barrier, outcomes))
+                   for store, to, who in ((first, "requested", "bob"), (second, "rejected", "carol"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Then exactly one of them moved it, the other was told it no longer could
+        assert outcomes.count("refused") == 1 and {*outcomes} - {"refused"} <= {"rejected", "requested"}
+        # and the audit trail has that one step after the request, never both
+        assert [a["event"] for a in second.audit_of(f"r{n}")] == ["pending-approval", first.get(f"r{n}").state]
+    first.close()
+    second.close()
+
+
+def test_one_client_key_sent_to_two_gateways_at_once_is_taken_once(tmp_path, state_url):
+    # Given two stores (two gateways)  When each takes the same command id at the same instant, 20 times
+    stores = [RequestStore(tmp_path / "requests.sqlite", url=state_url) for _ in range(2)]
+    for n in range(20):
+        barrier, taken = threading.Barrier(2), []
+
+        def take(store, request_id):
+            barrier.wait()
+            taken.append(new(store, request_id, f"cmd-{n}"))
+        threads = [threading.Thread(target=take, args=(s, f"r{n}-{i}")) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Then one stored it and the other found the key taken (and is shown the first)
+        assert sorted(t is None for t in taken) == [False, True]
+        assert stores[1].by_client_key("billing-1", "billing-1-commands", f"cmd-{n}").id == \
+            next(t for t in taken if t is not None).id
+    for s in stores:
+        s.close()

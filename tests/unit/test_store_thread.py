@@ -10,6 +10,7 @@ import pytest
 
 from bus.requests.store import RequestStore
 from connectors.http_push.store_thread import NotCommitted, StoreThread
+from tests.state_stores import postgres_url, state_url  # noqa: F401 - run on both databases
 
 
 def new(store, request_id, client_key):
@@ -25,11 +26,13 @@ def fails_after_writing(store, request_id):
 
 
 @pytest.fixture
-def store(tmp_path):
-    return RequestStore(tmp_path / "requests.sqlite")
+def store(tmp_path, state_url):
+    store = RequestStore(tmp_path / "requests.sqlite", url=state_url)
+    yield store
+    store.close()
 
 
-def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_own_writes(store, tmp_path):
+def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_own_writes(store, tmp_path, state_url):
     # Given a store thread whose batches are counted, held up so that work queues behind the first
     batches, gate = [], threading.Event()
 
@@ -58,9 +61,8 @@ def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_ow
     # Then every good one is stored, the bad one's error reaches its caller and its insert is undone
     assert [o.id for o in outcomes[:40]] == [f"r{n}" for n in range(40)]
     assert isinstance(outcomes[40], ValueError)
-    other = sqlite3.connect(tmp_path / "requests.sqlite")  # another connection: only what was committed
-    assert other.execute("SELECT count(*) FROM requests").fetchone()[0] == 40
-    assert other.execute("SELECT count(*) FROM requests WHERE id = 'bad'").fetchone()[0] == 0
+    other = RequestStore(tmp_path / "requests.sqlite", url=state_url)  # another process: only what was committed
+    assert len(other.listing(limit=100)) == 40 and other.get("bad") is None
     # and they took fewer commits than requests
     assert len(batches) < 41
 
