@@ -236,3 +236,15 @@ def open_state_db(name: str, schema: list[str], sqlite_path: Path, synchronous: 
         return PostgresStateDb(url, schema, wait_s=30 if wait_s is None else wait_s)
     sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStateDb(sqlite_path, schema, synchronous=synchronous, checkpoint_s=checkpoint_s)
+
+
+def store_location(own_setting: str, sqlite_name: str) -> str | Path:
+    """Where a store with a setting of its own lives (the network, outage and trace stores):
+    that setting (a postgresql:// URL or a file), else the shared state store when one is set,
+    else ``$GRIDBUS_HOME/state/<sqlite_name>``.  One setting puts every store of a deployment
+    on its PostgreSQL; a store that must live elsewhere (a trace store on a database of its own,
+    say) still can."""
+    from bus.settings import Settings, environment
+
+    env = environment()
+    return env.get(own_setting) or state_store_url(env) or Settings.load().state_dir / sqlite_name

@@ -18,10 +18,11 @@ DEFAULT_RETENTION = "7d"
 
 
 def trace_store() -> TraceStore:
-    """$GRIDBUS_TRACE_STORE (a postgresql:// URL or a file), default $GRIDBUS_HOME/state/trace.sqlite."""
-    from bus.settings import environment
+    """$GRIDBUS_TRACE_STORE (a postgresql:// URL or a file), else $GRIDBUS_STATE_STORE, else
+    $GRIDBUS_HOME/state/trace.sqlite."""
+    from bus.state_store import store_location
 
-    return open_store(environment().get("GRIDBUS_TRACE_STORE") or settings().state_dir / "trace.sqlite")
+    return open_store(store_location("GRIDBUS_TRACE_STORE", "trace.sqlite"))
 
 
 def parse_time(text: str | None) -> float | None:

@@ -270,10 +270,11 @@ class NetworkStore:
 
 
 def default_location() -> str | Path:
-    """$GRIDBUS_NETWORK_STORE (a postgresql:// URL or a file), default $GRIDBUS_HOME/state/network.sqlite."""
-    from bus.settings import Settings, environment
+    """$GRIDBUS_NETWORK_STORE (a postgresql:// URL or a file), else $GRIDBUS_STATE_STORE, else
+    $GRIDBUS_HOME/state/network.sqlite."""
+    from bus.state_store import store_location
 
-    return environment().get("GRIDBUS_NETWORK_STORE") or Settings.load().state_dir / "network.sqlite"
+    return store_location("GRIDBUS_NETWORK_STORE", "network.sqlite")
 
 
 def open_store(location: str | Path | None = None) -> NetworkStore:

@@ -85,9 +85,10 @@ class _PostgresDb(PostgresDb):
 
 
 def default_location() -> str | Path:
-    from bus.settings import Settings, environment
+    """$GRIDBUS_OUTAGE_STORE, else $GRIDBUS_STATE_STORE, else $GRIDBUS_HOME/state/outages.sqlite."""
+    from bus.state_store import store_location
 
-    return environment().get("GRIDBUS_OUTAGE_STORE") or Settings.load().state_dir / "outages.sqlite"
+    return store_location("GRIDBUS_OUTAGE_STORE", "outages.sqlite")
 
 
 def open_outage_store(location: str | Path | None = None) -> "OutageStore":

@@ -82,3 +82,22 @@ def test_a_state_store_setting_that_is_not_postgresql_is_refused():
         state_store_url({"GRIDBUS_STATE_STORE": "mysql://u:secret@db/x"})
     except ConfigError as exc:
         assert "secret" not in str(exc)
+
+
+def test_one_setting_puts_the_network_outage_and_trace_stores_on_the_shared_database(monkeypatch, tmp_path):
+    from bus.state_store import store_location
+
+    # Given only GRIDBUS_STATE_STORE
+    monkeypatch.setenv("GRIDBUS_HOME", str(tmp_path))
+    monkeypatch.delenv("GRIDBUS_STATE", raising=False)
+    for own in ("GRIDBUS_NETWORK_STORE", "GRIDBUS_OUTAGE_STORE", "GRIDBUS_TRACE_STORE"):
+        monkeypatch.delenv(own, raising=False)
+    monkeypatch.setenv("GRIDBUS_STATE_STORE", "postgresql://gridbus@db.example/gridbus")
+    # Then every store with a setting of its own goes there
+    assert store_location("GRIDBUS_NETWORK_STORE", "network.sqlite") == "postgresql://gridbus@db.example/gridbus"
+    # And a store's own setting still wins
+    monkeypatch.setenv("GRIDBUS_TRACE_STORE", str(tmp_path / "t.sqlite"))
+    assert store_location("GRIDBUS_TRACE_STORE", "trace.sqlite") == str(tmp_path / "t.sqlite")
+    # And without any, the SQLite file under the home
+    monkeypatch.delenv("GRIDBUS_STATE_STORE")
+    assert store_location("GRIDBUS_OUTAGE_STORE", "outages.sqlite") == tmp_path / "state" / "outages.sqlite"
