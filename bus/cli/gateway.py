@@ -62,7 +62,8 @@ def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_ever
 
 @gateway.group("keys")
 def keys():
-    """API keys of the source systems (stored hashed in $GRIDBUS_HOME/state/gateway-keys.json)."""
+    """API keys of the source systems, stored hashed in the state store (shared by every gateway
+    when GRIDBUS_STATE_STORE names PostgreSQL, else $GRIDBUS_HOME/state/gateway-keys.sqlite)."""
 
 
 @keys.command("add")
@@ -79,9 +80,10 @@ def add(system):
 
 
 @keys.command("list")
+@click.option("--revoked", is_flag=True, help="Revoked keys too, with when they were revoked.")
 @json_option
 @fails_cleanly
-def list_keys(as_json):
+def list_keys(revoked, as_json):
     """Key ids and their systems (never the keys).
 
     \b
@@ -89,20 +91,22 @@ def list_keys(as_json):
       gridbus gateway keys list
       gridbus gateway keys list --json | jq -r '.[] | select(.system == "billing-1") | .key_id'
     """
-    echo_list(_push_connector().key_store(settings()).listing(), as_json,
-              {"key id": "key_id", "system": "system", "created": lambda k: utc_clock(k.get("created"))}, "no keys")
+    columns = {"key id": "key_id", "system": "system", "created": lambda k: utc_clock(k.get("created"))}
+    if revoked:
+        columns["revoked"] = lambda k: utc_clock(k.get("revoked_at"))
+    echo_list(_push_connector().key_store(settings()).listing(revoked), as_json, columns, "no keys")
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 @fails_cleanly
 def revoke(key_id):
-    """Revoke a key by its id; the gateway stops accepting it at once.
+    """Revoke a key by its id; every gateway sharing the state store refuses it from its next request.
 
     \b
     Example:
       gridbus gateway keys revoke 3f9a1c2b
     """
     if not _push_connector().key_store(settings()).revoke(key_id):
-        raise ConfigError(f"no key {key_id!r}")
+        raise ConfigError(f"no key {key_id!r} (or it was revoked before: gridbus gateway keys list --revoked)")
     click.echo(f"revoked {key_id}")

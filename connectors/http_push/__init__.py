@@ -10,10 +10,13 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.requests.store import Retention
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
-from connectors.http_push.keys import KeyStore, keys_path
+from connectors.http_push.keys import KeyStore, open_key_store
 
 # the request store's WAL is copied into the database this often, off the store thread
 CHECKPOINT_S = 0.5
+# how long the gateway's stores wait for a PostgreSQL connection (a shared state store): while
+# the server is away a caller is answered 503 after this, rather than held until it gives up
+STORE_WAIT_S = 3.0
 
 
 class HttpPushOptions(Schema):
@@ -37,8 +40,8 @@ class HttpPushSource:
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options["path"].strip("/"))
 
-    def key_store(self, settings: Settings) -> KeyStore:
-        return KeyStore(keys_path(settings.state_dir))
+    def key_store(self, settings: Settings, wait_s: float | None = None) -> KeyStore:
+        return open_key_store(settings.state_dir, wait_s)
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None,
@@ -50,13 +53,13 @@ class HttpPushSource:
         from connectors.http_push.seen import SeenAlarms
         from connectors.http_push.server import serve
 
-        gateway = Gateway(routes, settings.broker_url, self.key_store(settings), rate_per_s,
-                          SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite"))
+        gateway = Gateway(routes, settings.broker_url, self.key_store(settings, STORE_WAIT_S), rate_per_s,
+                          SeenAlarms(settings.state_dir / "gateway-seen-alarms.sqlite", wait_s=STORE_WAIT_S))
         request_routes = [r for r in routes if r.source.connector == "http-request"]
         requests = None
         if request_routes:
             api = RequestApi(request_routes, RequestStore(requests_path(settings.state_dir),
-                                                                checkpoint_s=CHECKPOINT_S))
+                                                          checkpoint_s=CHECKPOINT_S, wait_s=STORE_WAIT_S))
             requests = RequestLoop(api, settings.broker_url, list(all_routes or routes), retention)
         network = None
         network_routes = [r for r in routes if r.source.connector == "gis-push"]

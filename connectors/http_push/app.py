@@ -26,6 +26,7 @@ from bus.documents import check_json_depth
 from bus.errors import BrokerError, DecodeError
 from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Route
+from bus.state_store import StateStoreError
 from connectors.http_push.check import MAX_REASONS, DocumentCheck
 from connectors.http_push.keys import KeyStore
 from connectors.http_push.openapi import docs_page, openapi_document
@@ -57,6 +58,12 @@ def reply(result: str, noun: str | None = None, message_id: str | None = None,
     if message_id and result in ("OK", "PARTIAL"):
         body["message_id"] = message_id
     return _REPLY.dump(body)
+
+
+# the answer while the state store cannot be read or written: nothing was taken, try again
+STORE_AWAY = ("STORE_UNAVAILABLE", "the gateway's state store cannot be reached now; retry",
+              [("Retry-After", "5")])
+_STORE_AWAY = (503, *STORE_AWAY)
 
 
 class Refusal(Exception):
@@ -137,7 +144,11 @@ class Gateway:
         ids = alarm_ids(document) if self.seen and fmt == "json" else None
         seen_before: dict[str, str] = {}
         if ids:
-            seen_before = self.seen.known(system, [a for _, a in ids])
+            try:
+                seen_before = self.seen.known(system, [a for _, a in ids])
+            except StateStoreError as exc:  # cannot tell a resend from a new alarm: nothing published
+                log.error("push to %s not accepted: %s", route.id, exc)
+                return self._fail(start_response, *_STORE_AWAY)
             if len(seen_before) == len(ids):  # all resent: the same answer, nothing published again
                 first = seen_before[ids[0][1]]
                 answer = reply("PARTIAL" if warnings else "OK", route.message.get("noun"), first, errors=warnings)
@@ -161,7 +172,11 @@ class Gateway:
             return self._fail(start_response, 503, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
                               [("Retry-After", "5")])
         if ids:
-            self.seen.remember(system, [a for _, a in ids if a not in seen_before], envelope.message_id)
+            try:
+                self.seen.remember(system, [a for _, a in ids if a not in seen_before], envelope.message_id)
+            except StateStoreError as exc:  # published and confirmed: accepted; a resend goes out twice
+                log.warning("alarms of %s accepted but not remembered (a resend will be published again): %s",
+                            envelope.message_id, exc)
         hooks.emit("received", message_id=envelope.message_id, correlation_id=envelope.correlation,
                    traceparent=envelope.traceparent, route=route.id, attempt=1, noun=envelope.noun,
                    source=system, request_id=environ.get("HTTP_X_REQUEST_ID"), bytes=int(environ["CONTENT_LENGTH"]))
@@ -172,8 +187,13 @@ class Gateway:
         return self._send(start_response, 202, answer)
 
     def caller(self, environ) -> str:
-        """The authenticated system, within its rate; ``Refusal`` (401, 429) otherwise."""
-        system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
+        """The authenticated system, within its rate; ``Refusal`` (401, 429; 503 while the key
+        store cannot be read) otherwise."""
+        try:
+            system = self.keys.system_of(environ.get("HTTP_X_API_KEY") or _bearer(environ.get("HTTP_AUTHORIZATION")))
+        except StateStoreError as exc:
+            log.error("API key not checked: %s", exc)
+            raise Refusal(*_STORE_AWAY) from exc
         if system is None:
             # counted (gridbus_requests_refused_total): a run of these is someone trying keys; no
             # route label, since the path is the caller's to choose

@@ -1,43 +1,56 @@
 """Alarm ids already accepted, so a resent alarm gets the same answer and is not published twice.
 
-SQLite under $GRIDBUS_HOME/state (one connection per gateway thread); ids are
-kept for ``keep_s`` (a day by default): long enough for any HES retry loop.
+In the state store (``bus.state_store``): SQLite under $GRIDBUS_HOME/state, or
+the PostgreSQL database every gateway shares, so an alarm a HES resends to
+another gateway is known there too.  Ids are kept for ``keep_s`` (a day by
+default): long enough for any HES retry loop.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from bus.sqlite_local import ThreadConnections
+from bus.state_store import open_state_db
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS seen (
-    system TEXT NOT NULL, alarm_id TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (system, alarm_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_at ON seen (at);"""
+SCHEMA = ["""CREATE TABLE IF NOT EXISTS seen (
+    system TEXT NOT NULL, alarm_id TEXT NOT NULL, message_id TEXT NOT NULL, at {REAL} NOT NULL,
+    PRIMARY KEY (system, alarm_id)){WITHOUT_ROWID}""",
+          "CREATE INDEX IF NOT EXISTS seen_at ON seen (at)"]
+# the first acceptance's message id is kept only while it is fresh: an id seen again after
+# ``keep_s`` is a new alarm, and takes the row over
+_REMEMBER = ("INSERT INTO seen VALUES (?, ?, ?, ?) ON CONFLICT (system, alarm_id) DO UPDATE "
+             "SET message_id = excluded.message_id, at = excluded.at")
 
 
 class SeenAlarms:
-    def __init__(self, path: Path, keep_s: float = 86400):
+    def __init__(self, path: Path, keep_s: float = 86400, url: str | None = None, wait_s: float | None = None):
+        """``path``: the SQLite file, unless ``GRIDBUS_STATE_STORE`` (or ``url``) names PostgreSQL."""
         self.path, self.keep_s = path, keep_s
-        self._db = ThreadConnections(path, SCHEMA)
+        self._db = open_state_db("seen", SCHEMA, path, url=url, wait_s=wait_s)
 
     def known(self, system: str, alarm_ids: list[str]) -> dict[str, str]:
         """alarm id → message id it was accepted in, for those seen before."""
         out: dict[str, str] = {}
         for i in range(0, len(alarm_ids), 500):
             part = alarm_ids[i:i + 500]
-            rows = self._db().execute(
+            out.update(self._db.rows(
                 f"SELECT alarm_id, message_id FROM seen WHERE system = ? AND at > ? AND alarm_id IN "
-                f"({','.join('?' * len(part))})", [system, time.time() - self.keep_s, *part])
-            out.update(rows)
+                f"({','.join('?' * len(part))})", [system, time.time() - self.keep_s, *part]))
         return out
 
     def remember(self, system: str, alarm_ids: list[str], message_id: str) -> None:
         now = time.time()
-        with self._db.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)",
-                           [(system, a, message_id, now) for a in alarm_ids])
-            db.execute("DELETE FROM seen WHERE at < ?", (now - self.keep_s,))
+        # one row per id: a document naming the same alarm twice would otherwise have one
+        # statement of PostgreSQL's upsert touch a row twice
+        rows = [(system, a, message_id, now) for a in dict.fromkeys(alarm_ids)]
+        with self._db.writing():
+            self._db.executemany(_REMEMBER, rows)
+        # on its own, after the commit: two gateways' transactions each holding new rows while
+        # deleting the same old ones could deadlock each other on a shared PostgreSQL
+        self._db.execute("DELETE FROM seen WHERE at < ?", (now - self.keep_s,))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def alarm_ids(document) -> list[tuple[int, str]] | None:

@@ -29,8 +29,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from bus import aio
 from bus.errors import ConfigError
 from bus.operators import asserted_user
-from connectors.http_push.app import Gateway, Refusal, reply
+from bus.state_store import StateStoreError
+from connectors.http_push.app import STORE_AWAY, Gateway, Refusal, reply
 from connectors.http_push.request_loop import RequestLoop
+from connectors.http_push.store_thread import NotCommitted
 
 log = logging.getLogger("gridbus.gateway")
 _UNTRUSTED = {"FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-HOST", "X-FORWARDED-PROTO", "X-FORWARDED-PORT",
@@ -98,6 +100,11 @@ def _json(status: int, body: dict, headers: list | None = None) -> web.Response:
                         headers={"Content-Type": "application/json", **dict(headers or [])})
 
 
+def _store_away() -> web.Response:
+    code, reason, headers = STORE_AWAY
+    return _json(503, reply("FAILED", errors=[(code, reason)]), headers)
+
+
 class GatewayServer:
     def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int, network=None):
         self.gateway, self.requests, self.max_body = gateway, requests, max_body
@@ -122,9 +129,24 @@ class GatewayServer:
             self.executor, call_wsgi, self.gateway, environ)
         return web.Response(status=status, body=data, headers=headers)
 
+    async def _caller(self, environ: dict) -> str:
+        """``Gateway.caller``: on the loop for keys in a local SQLite file (microseconds), off it
+        for a shared PostgreSQL (a round trip; while the server is away, up to its wait)."""
+        if not getattr(self.gateway.keys, "shared", False):
+            return self.gateway.caller(environ)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.gateway.caller, environ)
+
     async def _request(self, environ: dict, method: str, rest: str) -> web.Response:
         try:
-            system = self.gateway.caller(environ)
+            return await self._request_stored(environ, method, rest)
+        except (StateStoreError, NotCommitted) as exc:
+            # the request store cannot be read or written: a request not committed was not sent
+            log.error("request not taken: %s", exc)
+            return _store_away()
+
+    async def _request_stored(self, environ: dict, method: str, rest: str) -> web.Response:
+        try:
+            system = await self._caller(environ)
             if method == "GET":
                 answer = await self.requests.stored(self.requests.api.get, rest, system)
                 return _json(answer.status, answer.body, answer.headers)
@@ -148,11 +170,15 @@ class GatewayServer:
     async def _find(self, environ: dict, query: dict) -> web.Response:
         """``GET /v1/requests?messageId=…|commandId=…``: the caller's requests with that id."""
         try:
-            system = self.gateway.caller(environ)
+            system = await self._caller(environ)
         except Refusal as refused:
             status, code, reason, *extra = refused.args
             return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
-        answer = await self.requests.stored(self.requests.api.find, system, query)
+        try:
+            answer = await self.requests.stored(self.requests.api.find, system, query)
+        except (StateStoreError, NotCommitted) as exc:
+            log.error("requests not looked up: %s", exc)
+            return _store_away()
         return _json(answer.status, answer.body, answer.headers)
 
     async def run(self, host: str, port: int) -> None:

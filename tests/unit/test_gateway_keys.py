@@ -1,50 +1,91 @@
-"""Gateway API keys: a running gateway sees keys added and revoked by `gridbus gateway keys`;
-refused keys and rates are counted."""
+"""Gateway API keys: a running gateway sees keys added and revoked by `gridbus gateway keys` at once
+(on SQLite and on a shared PostgreSQL); the old JSON key file is imported once; refused keys and
+rates are counted."""
 from __future__ import annotations
 
+import hashlib
 import io
-import time
+import json
 
 import pytest
 
 from bus import hooks
+from bus.errors import ConfigError
 from bus.routes import load_routes
 from bus.tracing.metrics import TraceMetrics
 from connectors.http_push.app import Gateway, Refusal
 from connectors.http_push.keys import KeyStore
+from tests.state_stores import postgres_url, state_url  # noqa: F401 - run on both databases
 from tests.support import ROUTE_ENV as ENV, ROOT
 
 
-def test_a_key_revoked_from_the_command_line_stops_working_within_the_recheck_interval(tmp_path):
-    # Given a gateway's key store that has accepted a key
-    path = tmp_path / "gateway-keys.json"
-    key = KeyStore(path).add("billing-1")
-    gateway = KeyStore(path)
-    gateway.RECHECK_S = 0.2
+def test_a_key_revoked_from_another_process_is_refused_on_the_very_next_request(tmp_path, state_url):
+    # Given a gateway's key store that has accepted a key (on SQLite, or PostgreSQL shared by hosts)
+    path = tmp_path / "gateway-keys.sqlite"
+    key = KeyStore(path, url=state_url).add("billing-1")
+    gateway = KeyStore(path, url=state_url)
     assert gateway.system_of(key) == "billing-1"
     # When an operator revokes it with another process's key store
-    assert KeyStore(path).revoke(key.split(".")[0])
-    # Then the gateway refuses it once the recheck interval has passed, and never takes a wrong secret
-    time.sleep(0.3)
+    assert KeyStore(path, url=state_url).revoke(key.split(".")[0])
+    # Then the gateway refuses it at once, never takes a wrong secret, and a second revoke says there is none
     assert gateway.system_of(key) is None
     assert gateway.system_of(key.split(".")[0] + ".wrong") is None
+    assert not gateway.revoke(key.split(".")[0])
+    # and the key is listed as revoked only when asked for
+    assert gateway.listing() == [] and gateway.listing(revoked=True)[0]["revoked_at"] is not None
 
 
-def test_a_key_added_while_the_gateway_runs_is_accepted_at_once(tmp_path):
-    # Given a running gateway's key store that has just read the file
-    path = tmp_path / "gateway-keys.json"
-    gateway = KeyStore(path)
-    gateway.RECHECK_S = 60
+def test_a_key_added_while_the_gateway_runs_is_accepted_at_once(tmp_path, state_url):
+    # Given a running gateway's key store
+    path = tmp_path / "gateway-keys.sqlite"
+    gateway = KeyStore(path, url=state_url)
     assert gateway.system_of("nope.nope") is None
-    # When an operator adds a key  Then its first request is accepted, without waiting for a recheck
-    key = KeyStore(path).add("mdms-1")
+    # When an operator adds a key  Then its first request is accepted
+    key = KeyStore(path, url=state_url).add("mdms-1")
     assert gateway.system_of(key) == "mdms-1"
+
+
+def test_keys_of_the_old_json_file_are_imported_once_as_hashes(tmp_path, state_url, caplog):
+    # Given a JSON key file written by an earlier gridbus, with one key of billing-1
+    secret = "s3cret-of-billing"
+    old = tmp_path / "gateway-keys.json"
+    old.write_text(json.dumps({"k1": {"system": "billing-1", "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+                                      "created": 1700000000.0}}))
+    # When a gateway opens the state store  Then the key works, the import is logged, never the secret
+    with caplog.at_level("WARNING"):
+        store = KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url)
+    assert store.system_of(f"k1.{secret}") == "billing-1"
+    assert "imported 1 gateway key" in caplog.text and secret not in caplog.text
+    # and once revoked it stays revoked: the file is not imported again while the store has keys
+    store.revoke("k1")
+    again = KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url)
+    assert again.system_of(f"k1.{secret}") is None and len(again.listing(revoked=True)) == 1
+
+
+@pytest.mark.parametrize("content", ['{"k1": {"system": "billing-1"}}', "[1, 2]", "{not json",
+                                     '{"a.b": {"system": "s", "sha256": "' + "0" * 64 + '"}}'])
+def test_a_broken_json_key_file_is_refused_naming_the_file(tmp_path, content):
+    # Given a hand-edited key file that is not what gridbus wrote
+    old = tmp_path / "gateway-keys.json"
+    old.write_text(content)
+    # When a gateway would import it  Then it refuses, naming the file, and imports nothing
+    with pytest.raises(ConfigError, match="gateway-keys.json"):
+        KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url="")
+    assert KeyStore(tmp_path / "gateway-keys.sqlite", url="").listing(revoked=True) == []
+
+
+@pytest.mark.parametrize("presented", ["\x00.x", "a" * 5000 + ".x", "\n\r.x", "\ud800.\udfff", ".", "nodot"])
+def test_a_hostile_key_is_refused_as_unknown_never_a_store_error(tmp_path, state_url, presented):
+    # Given a store with a key  When a caller presents a key made to break the lookup  Then it is unknown
+    store = KeyStore(tmp_path / "gateway-keys.sqlite", url=state_url)
+    store.add("billing-1")
+    assert store.system_of(presented) is None
 
 
 def test_an_unknown_key_and_a_system_over_its_rate_are_refused_and_counted(tmp_path):
     # Given a gateway with one key, one request a second for each system, and the trace hook listening
-    key = KeyStore(tmp_path / "gateway-keys.json").add("billing-1")
-    gateway = Gateway([], "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.json"), rate_per_s=1)
+    key = KeyStore(tmp_path / "gateway-keys.sqlite").add("billing-1")
+    gateway = Gateway([], "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.sqlite"), rate_per_s=1)
     seen = []
     hooks.subscribe(lambda kind, fields: seen.append({"kind": kind, **fields}))
     try:
@@ -73,9 +114,9 @@ def test_an_unknown_key_and_a_system_over_its_rate_are_refused_and_counted(tmp_p
 def test_a_push_refused_for_the_wrong_system_or_a_bad_body_is_counted_by_route(tmp_path):
     # Given the shipped alarm routes, a gateway, and keys of HES-A and HES-B
     routes = list(load_routes([ROOT / "routes" / "uc2-4-5-alarms.yaml"], env=ENV))
-    keys = KeyStore(tmp_path / "gateway-keys.json")
+    keys = KeyStore(tmp_path / "gateway-keys.sqlite")
     hes_a, hes_b = keys.add("hes-a"), keys.add("hes-b")
-    gateway = Gateway(routes, "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.json"))
+    gateway = Gateway(routes, "amqp://127.0.0.1:9//", KeyStore(tmp_path / "gateway-keys.sqlite"))
     seen = []
     hooks.subscribe(lambda kind, fields: seen.append({"kind": kind, **fields}))
 
