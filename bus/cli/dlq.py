@@ -61,8 +61,9 @@ def dlq():
     """Dead letters: why messages failed, and sending them again once the cause is fixed.
 
     Dead letters are moved from each route's dead-letter queue into a durable store
-    ($GRIDBUS_HOME/state/dead-letters.sqlite) by `gridbus keeper` and by every dlq
-    command, byte for byte; listing reads the store and never consumes a queue."""
+    ($GRIDBUS_HOME/state/dead-letters.sqlite, or the PostgreSQL database every host shares
+    when GRIDBUS_STATE_STORE is set) by `gridbus keeper` and by every dlq command, byte for
+    byte; listing reads the store and never consumes a queue."""
 
 
 @dlq.command("list")

@@ -12,6 +12,8 @@ from bus.cli.dlq import _dlq_names, store_path
 from bus.deadletters.collect import keep
 from bus.deadletters.store import DeadLetterStore
 from bus.errors import BrokerError
+from bus.messaging.reconnect import Backoff
+from bus.state_store import StateStoreError
 
 log = logging.getLogger("gridbus.dead-letters")
 
@@ -30,10 +32,6 @@ def keeper(loglevel, rescan_s):
       gridbus keeper --rescan-s 60
     """
     setup_logging(loglevel)
-    # Collected on this (the main) thread, the one that opens the store: a sqlite3 connection
-    # refuses use from any other thread, and a keeper that handed it to a worker thread
-    # stored nothing and reconnected every 2 s.  Other threads here only set events.
-    store = DeadLetterStore(store_path())
     stopping = threading.Event()
     round_over = threading.Event()
 
@@ -42,6 +40,12 @@ def keeper(loglevel, rescan_s):
         round_over.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Collected on this (the main) thread, the one that opens the store: a sqlite3 connection
+    # refuses use from any other thread, and a keeper that handed it to a worker thread
+    # stored nothing and reconnected every 2 s.  Other threads here only set events.
+    store = _opened(stopping)
+    if store is None:
+        return
     queues: list[str] = []
     while True:
         round_over = threading.Event()
@@ -59,3 +63,17 @@ def keeper(loglevel, rescan_s):
             keep(settings().broker_url, queues, store, round_over)
         finally:
             rescan.cancel()
+
+
+def _opened(stopping: threading.Event) -> DeadLetterStore | None:
+    """The store, waiting for a shared one that is down (a keeper started with PostgreSQL is
+    restarted by nobody: it waits, as it waits for the broker); None if stopped meanwhile."""
+    backoff = Backoff()
+    while not stopping.is_set():
+        try:
+            return DeadLetterStore(store_path())
+        except StateStoreError as exc:
+            delay = backoff.next_delay()
+            log.warning("opening the dead-letter store: %s; trying again in %.1fs", exc, delay)
+            stopping.wait(delay)
+    return None

@@ -123,8 +123,8 @@ def finish_interrupted(store: DeadLetterStore, pub: ConfirmingPublisher, run: Re
     """Complete replays a killed run left half-way (same replay ids).
 
     Rows ``replaying`` are taken only from runs that are gone, never from a live run in
-    the middle of publishing them: a run holds an exclusive flock for its whole life
-    (``ReplayRun``) and the kernel releases it when the process dies, SIGKILL included.
+    the middle of publishing them: a run holds a lock for its whole life (bus/deadletters/runs.py:
+    a flock, or a PostgreSQL advisory lock) and the kernel or the server releases it when the process dies, SIGKILL included.
     That is exact where an age limit ("replaying for more than N seconds") is a guess:
     a live batch held up by a blocked broker can outlast any N and would be published
     twice, and a killed run's rows would wait N seconds for nothing.  The taking over is
@@ -149,6 +149,7 @@ def finish_interrupted(store: DeadLetterStore, pub: ConfirmingPublisher, run: Re
         if not orphans:
             return resumed
         edited = {}
+        mine.check()  # still holding its rows: another run may not have taken them meanwhile
         for letter, _ in orphans:
             edited[letter.dl_id] = store.replay_body(letter.dl_id)
             _publish(pub, letter, letter.replay_id, edited[letter.dl_id])
@@ -178,6 +179,7 @@ def replay(store: DeadLetterStore, pub: ConfirmingPublisher, letters: list[DeadL
                 won = set(store.mark_replaying([(x.dl_id, rid) for x, rid in planned], who, mine.token))
                 result.lost += _lost(store, [x for x, _ in planned if x.dl_id not in won])
             batch = [(x, rid) for x, rid in planned if x.dl_id in won]
+            mine.check()
             for letter, rid in batch:
                 _publish(pub, letter, rid)
             pub.flush()
@@ -207,6 +209,7 @@ def replay_edited(store: DeadLetterStore, pub: ConfirmingPublisher, letter: Dead
                 "replay_id": rid, "original_sha256": hashlib.sha256(letter.body).hexdigest(),
                 "original_body": letter.body.decode("utf-8", "replace"),
                 "edited_sha256": hashlib.sha256(new_body).hexdigest()})
+        mine.check()
         _publish(pub, letter, rid, new_body)
         pub.flush()
         with store.transaction():
