@@ -85,11 +85,11 @@ def declare(broker_url: str, routes: list[tuple[str, int]]) -> None:
     bindings and its dead-letter queue (idempotent): ``add_route``'s objects and the ingress
     exchange they are bound on."""
     from bus.topology.apply import declare_all
-    from bus.topology.compile import ingress_exchange
+    from bus.topology.compile import ingress_exchange, replicate
     from bus.topology.model import Topology
 
     topology = Topology()
     topology.add_exchange(ingress_exchange())
     for route_id, partitions in routes:
         add_route(topology, route_id, partitions)
-    declare_all(topology, broker_url)
+    declare_all(replicate(topology), broker_url)  # as `routes apply` declares them (GRIDBUS_QUORUM_REPLICAS)

@@ -21,8 +21,12 @@ Per route <id> of method correlate (bus/outages/names.py): its route queue as ab
   gridbus.dlq.<id> (quorum)
 Per destination whose connector has ``destination_topology(endpoint, topology)``: what it adds
   (``amqp``: the receiving system's exchange, its quorum queue and their binding; names it chose)
+With GRIDBUS_QUORUM_REPLICAS set, every quorum queue above but Celery's delay levels starts on
+that many nodes (``x-quorum-initial-group-size``; bus/topology/replicas.py).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from kombu.transport.native_delayed_delivery import (CELERY_DELAYED_DELIVERY_EXCHANGE,
                                                       MAX_LEVEL, level_name)
@@ -32,6 +36,7 @@ from bus.network import delivery_topology
 from bus.outages import names as outage_names
 from bus.routes.model import Route, RouteTable
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
+from bus.topology.replicas import quorum_replicas, with_replicas
 
 _QUORUM = {"x-queue-type": "quorum"}
 TRACE_QUEUE_MAX_BATCHES = 200_000  # each message holds up to 500 events
@@ -47,11 +52,23 @@ def events_exchange() -> ExchangeSpec:
                            {"alternate-exchange": naming.UNROUTABLE_EXCHANGE})
 
 
-def route_queue(route: Route) -> QueueSpec:
+class _FromSetting:
+    def __repr__(self) -> str:
+        return "GRIDBUS_QUORUM_REPLICAS"
+
+
+FROM_SETTING = _FromSetting()  # the default: read the setting, so every caller declares alike
+
+
+def _replicas(replicas) -> int | None:
+    return quorum_replicas() if replicas is FROM_SETTING else replicas
+
+
+def route_queue(route: Route, replicas: int | None | _FromSetting = FROM_SETTING) -> QueueSpec:
     # a correlate route's queue has one router at a time: the watermark's ticks enter it behind the
     # events, and only one reader keeps them behind (bus/outages/router.py)
     sac = {"x-single-active-consumer": True} if route.is_correlated else {}
-    return QueueSpec.of(route.queue_name, {
+    return QueueSpec.of(route.queue_name, with_replicas(route.queue_name, {
         **_QUORUM, **sac,
         "x-dead-letter-exchange": naming.dead_letter_exchange_name(route.id),
         # at-least-once dead-lettering: the broker keeps the message until the DLQ confirms it
@@ -59,7 +76,7 @@ def route_queue(route: Route) -> QueueSpec:
         "x-overflow": "reject-publish",
         # poison backstop: a message that kills its worker N times is dead-lettered
         "x-delivery-limit": route.queue.delivery_limit,
-    })
+    }, _replicas(replicas)))
 
 
 def dead_letter_queue(route_id: str) -> QueueSpec:
@@ -86,7 +103,20 @@ def _delayed_delivery(topology: Topology) -> None:
     topology.bind(level_name(0), CELERY_DELAYED_DELIVERY_EXCHANGE, key, "exchange")
 
 
-def compile_topology(routes: RouteTable) -> Topology:
+def replicate(topology: Topology, replicas: int | None | _FromSetting = FROM_SETTING) -> Topology:
+    """Every quorum queue of ``topology`` (whoever added it: routes, connectors, partitions) with
+    the initial group size of GRIDBUS_QUORUM_REPLICAS, when set; in place, and returned."""
+    replicas = _replicas(replicas)
+    for name, spec in list(topology.queues.items()):
+        args = with_replicas(name, spec.args, replicas)
+        if args != spec.args:
+            topology.queues[name] = replace(spec, arguments=QueueSpec.of(name, args).arguments)
+    return topology
+
+
+def compile_topology(routes: RouteTable, replicas: int | None | _FromSetting = FROM_SETTING) -> Topology:
+    """The topology of ``routes``; ``replicas`` (default: the setting GRIDBUS_QUORUM_REPLICAS)
+    is every quorum queue's initial group size, None for the broker's default (every node)."""
     topology = Topology()
     topology.add_exchange(ExchangeSpec.of(naming.UNROUTABLE_EXCHANGE, "fanout"))
     topology.add_queue(QueueSpec.of(naming.UNROUTABLE_QUEUE, dict(_QUORUM)))
@@ -128,4 +158,4 @@ def compile_topology(routes: RouteTable) -> Topology:
         contribute = getattr(registry.connector(route.source.connector), "topology", None)
         if contribute:
             contribute(route, topology)
-    return topology
+    return replicate(topology, replicas)
