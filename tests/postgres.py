@@ -76,3 +76,22 @@ def restart_postgres(url: str, mode: str = "immediate") -> None:
     bin_dir, data, base = _SERVERS[port]
     subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
                                  "-m", mode, "restart"]), check=True, capture_output=True, timeout=120)
+
+
+def _pg_ctl(url: str, *args: str) -> None:
+    port = int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    bin_dir, data, base = _SERVERS[port]
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", *args]),
+                   check=True, capture_output=True, timeout=120)
+
+
+def stop_postgres(url: str) -> None:
+    """``pg_ctl stop -m immediate`` of the server of ``url``: down until ``start_postgres``."""
+    _pg_ctl(url, "-m", "immediate", "stop")
+
+
+def start_postgres(url: str) -> None:
+    """Start the server of ``url`` again, with the options it was started with; returns once it
+    accepts connections."""
+    port = int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    _pg_ctl(url, "-o", f"-p {port} -k {_SERVERS[port][2]} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
