@@ -7,7 +7,8 @@ approving a command needs an operator account with its own password and the
 names are normalised (Unicode NFKC, case folded, whitespace collapsed): ``Alice``
 and ``alice `` are one person.
 
-Accounts live in ``$GRIDBUS_HOME/state/operators.sqlite``; passwords are kept
+Accounts live in ``$GRIDBUS_HOME/state/operators.sqlite``, or in the PostgreSQL state store
+every host shares (``GRIDBUS_STATE_STORE``: an approver added on one host approves on any); passwords are kept
 as scrypt hashes (the standard library's ``hashlib.scrypt``, a memory-hard key
 derivation function: a stolen file does not give the passwords away cheaply)
 with a salt per account, compared in constant time.
@@ -18,13 +19,13 @@ import hashlib
 import hmac
 import os
 import re
-import sqlite3
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from bus.errors import ConfigError, GridbusError
+from bus.state_store import open_state_db
 
 ROLES = ("approver", "operator")  # approver: approve, reject, cancel; operator: cancel
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
@@ -33,10 +34,8 @@ _ASSERTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 MIN_PASSWORD = 12
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS operators (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL, created REAL NOT NULL);
-"""
+SCHEMA = ["""CREATE TABLE IF NOT EXISTS operators (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, salt {BLOB} NOT NULL, hash {BLOB} NOT NULL, created {REAL} NOT NULL)"""]
 
 
 class AuthenticationError(GridbusError):
@@ -67,14 +66,15 @@ class Operator:
 
 
 class OperatorStore:
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
+    """``path``: the SQLite file, used when no shared state store is set (``url`` as
+    ``open_state_db`` takes it)."""
 
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(str(self.path), timeout=10)
+    def __init__(self, path: Path, url: str | None = None):
+        self.path = path
+        self.db = open_state_db("operators", SCHEMA, path, url=url)
+
+    def close(self) -> None:
+        self.db.close()
 
     def add(self, name: str, role: str, password: str) -> Operator:
         key = _valid_name(name)
@@ -83,27 +83,23 @@ class OperatorStore:
         if len(password) < MIN_PASSWORD:
             raise ConfigError(f"a password has at least {MIN_PASSWORD} characters")
         salt = os.urandom(16)
-        try:
-            with self._db() as db:
-                db.execute("INSERT INTO operators (name, role, salt, hash, created) VALUES (?, ?, ?, ?, ?)",
-                           (key, role, salt, _hash(password, salt), time.time()))
-        except sqlite3.IntegrityError as exc:
-            raise ConfigError(f"operator {key} exists (gridbus operators remove {key} first)") from exc
+        added = self.db.execute("INSERT INTO operators (name, role, salt, hash, created) VALUES (?, ?, ?, ?, ?) "
+                                "ON CONFLICT (name) DO NOTHING", (key, role, salt, _hash(password, salt), time.time()))
+        if added != 1:
+            raise ConfigError(f"operator {key} exists (gridbus operators remove {key} first)")
         return Operator(key, role)
 
     def remove(self, name: str) -> bool:
-        with self._db() as db:
-            return db.execute("DELETE FROM operators WHERE name = ?", (normalised(name),)).rowcount == 1
+        return self.db.execute("DELETE FROM operators WHERE name = ?", (normalised(name),)) == 1
 
     def listing(self) -> list[tuple[str, str, float]]:
-        with self._db() as db:
-            return db.execute("SELECT name, role, created FROM operators ORDER BY name").fetchall()
+        return [tuple(r) for r in self.db.rows("SELECT name, role, created FROM operators ORDER BY name")]
 
     def authenticate(self, name: str, password: str, roles: tuple[str, ...]) -> Operator:
         """The operator, if the password is theirs and their role is one of ``roles``."""
         key = normalised(name)
-        with self._db() as db:
-            row = db.execute("SELECT role, salt, hash FROM operators WHERE name = ?", (key,)).fetchone()
+        rows = self.db.rows("SELECT role, salt, hash FROM operators WHERE name = ?", (key,))
+        row = (rows[0][0], bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
         # a hash is computed for an unknown name too: the answer takes as long either way
         role, salt, stored = row if row else ("", b"\0" * 16, b"")
         if not hmac.compare_digest(_hash(password, salt), stored) or row is None:

@@ -7,8 +7,9 @@ not newer than what the route already delivered for that consumer.  The row is w
 billing answered 200 and before the batch is acked: a crash between the two redelivers versions
 equal to the ones held, which billing takes as 200.
 
-SQLite (``$GRIDBUS_STATE/network-delivery.sqlite``), shared by the delivery processes of one host;
-several hosts need it in PostgreSQL beside the network store (not done yet).
+SQLite (``$GRIDBUS_STATE/network-delivery.sqlite``), shared by the delivery processes of one host,
+or the PostgreSQL state store (``GRIDBUS_STATE_STORE``) shared by the delivery processes of every
+host.
 
 Parking: a consumer whose update was dead-lettered on a route is *parked* there; its later
 updates for that route are kept here (not sent) until the dead letter is replayed or the consumer
@@ -23,22 +24,20 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from bus.sqlite_local import ThreadConnections
+from bus.state_store import open_state_db
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS delivered (
-    route TEXT NOT NULL, consumer TEXT NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (route, consumer)) WITHOUT ROWID;
-"""
-PARKING_SCHEMA = """
-CREATE TABLE IF NOT EXISTS parked_consumers (
-    route TEXT NOT NULL, consumer TEXT NOT NULL, version INTEGER NOT NULL, reason TEXT NOT NULL,
-    since REAL NOT NULL, PRIMARY KEY (route, consumer)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS parked_updates (
-    route TEXT NOT NULL, consumer TEXT NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL,
-    headers TEXT NOT NULL, properties TEXT NOT NULL, parked_at REAL NOT NULL,
-    PRIMARY KEY (route, consumer, version)) WITHOUT ROWID;
-"""
+SCHEMA = ["""CREATE TABLE IF NOT EXISTS delivered (
+    route TEXT NOT NULL, consumer TEXT NOT NULL, version {BIGINT} NOT NULL,
+    PRIMARY KEY (route, consumer)){WITHOUT_ROWID}"""]
+PARKING_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS parked_consumers (
+    route TEXT NOT NULL, consumer TEXT NOT NULL, version {BIGINT} NOT NULL, reason TEXT NOT NULL,
+    since {REAL} NOT NULL, PRIMARY KEY (route, consumer)){WITHOUT_ROWID}""",
+    """CREATE TABLE IF NOT EXISTS parked_updates (
+    route TEXT NOT NULL, consumer TEXT NOT NULL, version {BIGINT} NOT NULL, body {BLOB} NOT NULL,
+    headers TEXT NOT NULL, properties TEXT NOT NULL, parked_at {REAL} NOT NULL,
+    PRIMARY KEY (route, consumer, version)){WITHOUT_ROWID}""",
+]
 _CHUNK = 500  # SQLite's host-parameter limit is well above this
 
 
@@ -49,8 +48,18 @@ def default_location() -> Path:
 
 
 class DeliveryState:
-    def __init__(self, path: Path | None = None):
-        self.db = ThreadConnections(path or default_location(), SCHEMA + PARKING_SCHEMA, synchronous="NORMAL")
+    """``path``: the SQLite file, used when no shared state store is set (``url`` as
+    ``open_state_db`` takes it)."""
+
+    def __init__(self, path: Path | None = None, url: str | None = None):
+        # synchronous=NORMAL on SQLite, as before: WAL stays consistent after a power cut, which
+        # can lose only the last commits, and what they recorded is delivered again (billing
+        # takes a version equal to its own as 200); no fsync per batch on the delivery path
+        self.db = open_state_db("network-delivery", SCHEMA + PARKING_SCHEMA, path or default_location(),
+                                synchronous="NORMAL", url=url)
+
+    def close(self) -> None:
+        self.db.close()
 
     def delivered(self, route: str, consumers: Iterable[str]) -> dict[str, int]:
         """The last version delivered to ``route`` of each of ``consumers`` that has one."""
@@ -58,23 +67,25 @@ class DeliveryState:
         for i in range(0, len(wanted), _CHUNK):
             part = wanted[i:i + _CHUNK]
             marks = ",".join("?" * len(part))
-            found.update(self.db().execute(
+            found.update(self.db.rows(
                 f"SELECT consumer, version FROM delivered WHERE route = ? AND consumer IN ({marks})",
-                [route, *part]).fetchall())
+                [route, *part]))
         return found
 
     def record(self, route: str, versions: dict[str, int]) -> None:
         """``versions`` were delivered; a version never goes down."""
-        with self.db.transaction() as db:
-            db.executemany("INSERT INTO delivered (route, consumer, version) VALUES (?, ?, ?) "
-                           "ON CONFLICT (route, consumer) DO UPDATE SET version = MAX(version, excluded.version)",
-                           [(route, c, v) for c, v in versions.items()])
+        with self.db.writing():
+            # CASE, not MAX(a, b) (SQLite) or GREATEST (PostgreSQL): both databases speak it
+            self.db.executemany("INSERT INTO delivered (route, consumer, version) VALUES (?, ?, ?) "
+                                "ON CONFLICT (route, consumer) DO UPDATE SET version = CASE WHEN "
+                                "excluded.version > delivered.version THEN excluded.version ELSE delivered.version END",
+                                [(route, c, v) for c, v in versions.items()])
 
 
     # -- parking ------------------------------------------------------------------------
     def park(self, route: str, consumer: str, version: int, reason: str) -> None:
-        with self.db.transaction() as db:
-            db.execute("INSERT INTO parked_consumers (route, consumer, version, reason, since) "
+        with self.db.writing():
+            self.db.execute("INSERT INTO parked_consumers (route, consumer, version, reason, since) "
                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, consumer) DO UPDATE "
                        "SET version = excluded.version, reason = excluded.reason",
                        (route, consumer, version, reason[:500], time.time()))
@@ -89,14 +100,14 @@ class DeliveryState:
             # letter is replayed after its release.  So one found unparked here stays so until
             # it is sent; the write transaction below is for the ones that are parked.
             return set()
-        with self.db.transaction() as db:
+        with self.db.writing():
             parked: set[str] = set()
             for i in range(0, len(consumers), _CHUNK):
                 part = consumers[i:i + _CHUNK]
-                parked.update(c for (c,) in db.execute(
+                parked.update(c for (c,) in self.db.rows(
                     f"SELECT consumer FROM parked_consumers WHERE route = ? AND consumer IN ({','.join('?' * len(part))})",
                     [route, *part]))
-            db.executemany("INSERT INTO parked_updates (route, consumer, version, body, headers, properties, "
+            self.db.executemany("INSERT INTO parked_updates (route, consumer, version, body, headers, properties, "
                            "parked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                            [(route, u.consumer, u.version, u.body, json.dumps(u.headers, default=str),
                              json.dumps(u.properties, default=str), time.time())
@@ -104,29 +115,28 @@ class DeliveryState:
         return parked
 
     def _any_parked(self, route: str, consumers: list[str]) -> bool:
-        db = self.db()
         for i in range(0, len(consumers), _CHUNK):
             part = consumers[i:i + _CHUNK]
-            if db.execute(f"SELECT 1 FROM parked_consumers WHERE route = ? AND consumer IN "
-                          f"({','.join('?' * len(part))}) LIMIT 1", [route, *part]).fetchone():
+            if self.db.rows(f"SELECT 1 FROM parked_consumers WHERE route = ? AND consumer IN "
+                            f"({','.join('?' * len(part))}) LIMIT 1", [route, *part]):
                 return True
         return False
 
     def parked_updates(self, route: str, consumer: str) -> list[tuple[int, bytes, dict, dict]]:
-        rows = self.db().execute("SELECT version, body, headers, properties FROM parked_updates "
-                                 "WHERE route = ? AND consumer = ? ORDER BY version", (route, consumer)).fetchall()
+        rows = self.db.rows("SELECT version, body, headers, properties FROM parked_updates "
+                            "WHERE route = ? AND consumer = ? ORDER BY version", (route, consumer))
         return [(v, bytes(b), json.loads(h), json.loads(p)) for v, b, h, p in rows]
 
     def unpark(self, route: str, consumer: str, sent_up_to: int, stay: bool = False) -> bool:
         """Forget parked updates up to ``sent_up_to``; if none is left (and not ``stay``), the
         consumer flows again (True).  Otherwise (one was held meanwhile) it stays parked."""
-        with self.db.transaction() as db:
-            db.execute("DELETE FROM parked_updates WHERE route = ? AND consumer = ? AND version <= ?",
-                       (route, consumer, sent_up_to))
-            if stay or db.execute("SELECT 1 FROM parked_updates WHERE route = ? AND consumer = ? LIMIT 1",
-                          (route, consumer)).fetchone():
+        with self.db.writing():
+            self.db.execute("DELETE FROM parked_updates WHERE route = ? AND consumer = ? AND version <= ?",
+                            (route, consumer, sent_up_to))
+            if stay or self.db.rows("SELECT 1 FROM parked_updates WHERE route = ? AND consumer = ? LIMIT 1",
+                                    (route, consumer)):
                 return False
-            db.execute("DELETE FROM parked_consumers WHERE route = ? AND consumer = ?", (route, consumer))
+            self.db.execute("DELETE FROM parked_consumers WHERE route = ? AND consumer = ?", (route, consumer))
             return True
 
     def parked(self, route: str | None = None) -> list[dict]:
@@ -134,6 +144,6 @@ class DeliveryState:
         sql = ("SELECT c.route, c.consumer, c.version, c.reason, c.since, COUNT(u.version), MAX(u.version) "
                "FROM parked_consumers c LEFT JOIN parked_updates u ON u.route = c.route AND u.consumer = c.consumer "
                + ("WHERE c.route = ? " if route else "") + "GROUP BY c.route, c.consumer ORDER BY c.since")
-        rows = self.db().execute(sql, (route,) if route else ()).fetchall()
+        rows = self.db.rows(sql, (route,) if route else ())
         return [{"route": r, "consumer": c, "deadLetteredVersion": v, "reason": why, "since": since,
                  "held": n, "lastHeldVersion": last} for r, c, v, why, since, n, last in rows]

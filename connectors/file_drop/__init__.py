@@ -20,6 +20,7 @@ from bus.errors import BrokerError
 from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
+from bus.state_store import StateStoreError
 from connectors.file_drop.inbox import Readiness, printable, scan
 from connectors.file_drop.ingest import IngestResult, ingest, reject, staging
 from connectors.file_drop.ledger import Ledger
@@ -111,6 +112,10 @@ class FileDropSource:
         except BrokerError as exc:  # broker down: leave the file in the inbox, try again later
             log.error("route %s: %s not ingested yet: %s", route.id, printable(path.name), exc)
             publisher.close()
+            time.sleep(1)
+            return None
+        except StateStoreError as exc:  # the ledger's database down: as the broker, not the file's fault
+            log.error("route %s: %s not ingested yet: %s", route.id, printable(path.name), exc)
             time.sleep(1)
             return None
         except Exception as exc:  # noqa: BLE001 - the loop's boundary: one file must not stop the others

@@ -107,8 +107,8 @@ class Reconciler:
         publisher = ConfirmingPublisher(self.broker_url, "gridbus-reconciler")
 
         def record(batch: list[Delivery]) -> None:
-            for delivery in batch:  # acked (by the consumer) once the ledger has them (SQLite autocommit)
-                ledger.record_outcome(json.loads(delivery.body))
+            # acked (by the consumer) once the ledger committed them, one transaction a batch
+            ledger.record_outcomes([json.loads(delivery.body) for delivery in batch])
 
         consumer = BatchConsumer(self.broker_url, [naming.RECONCILIATION_QUEUE], record, name="gridbus-reconciler",
                                  batch_max=200, window_s=0.5, prefetch=200,

@@ -9,6 +9,8 @@ from bus.network.delivery_topology import SLOTS, partition_of, partition_slots, 
 from bus.network.publish import message_of
 from bus.network.store import PathUpdate
 from connectors.network_delivery import consumers_named
+from tests.keeper_state import clean, keeper_state_database, state_url  # noqa: F401
+from tests.postgres import postgres_url  # noqa: F401
 
 
 def update(consumer: str, version: int) -> Update:
@@ -65,10 +67,11 @@ def test_a_refusal_names_its_consumers_in_json_and_xml():
     assert consumers_named(b"<!DOCTYPE x><x/>", "application/xml") == []
 
 
-def test_a_parked_consumers_updates_are_held_and_released_in_version_order(tmp_path):
-    # Given consumer A parked on route r after its version 1 was dead-lettered
+def test_a_parked_consumers_updates_are_held_and_released_in_version_order(tmp_path, state_url):
+    # Given consumer A parked on route r after its version 1 was dead-lettered (SQLite or PostgreSQL)
     from bus.network.delivery_state import DeliveryState
-    state = DeliveryState(tmp_path / "d.sqlite")
+    clean(state_url, "parked_consumers", "parked_updates")
+    state = DeliveryState(tmp_path / "d.sqlite", url=state_url)
     state.park("r", "A", 1, "billing refuses consumer A")
     held = [Update({"consumer": "A", "version": v}, b'{"v": %d}' % v, {"h": v}, {}) for v in (3, 2)]
     # When A's later updates and one of B's arrive
@@ -82,3 +85,18 @@ def test_a_parked_consumers_updates_are_held_and_released_in_version_order(tmp_p
     # And once all are sent it flows again
     assert state.unpark("r", "A", 3) is True and state.parked() == []
     assert state.hold_if_parked("r", held) == set()
+    state.close()
+
+
+def test_a_delivered_version_never_goes_down(tmp_path, state_url):
+    # Given versions delivered to route r (SQLite or PostgreSQL)
+    from bus.network.delivery_state import DeliveryState
+    clean(state_url, "delivered")
+    state = DeliveryState(tmp_path / "d.sqlite", url=state_url)
+    state.record("r", {"A": 3, "B": 1})
+    # When older and newer versions are recorded after them (a redelivery, then progress)
+    state.record("r", {"A": 2, "B": 4})
+    # Then each consumer keeps its highest, per route
+    assert state.delivered("r", ["A", "B", "C"]) == {"A": 3, "B": 4}
+    assert state.delivered("other", ["A"]) == {}
+    state.close()

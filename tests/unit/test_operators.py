@@ -5,6 +5,17 @@ import pytest
 
 from bus.errors import ConfigError
 from bus.operators import AuthenticationError, OperatorStore, asserted_user, normalised
+from tests.keeper_state import clean, keeper_state_database, state_url  # noqa: F401
+from tests.postgres import postgres_url  # noqa: F401
+
+
+@pytest.fixture
+def store(tmp_path, state_url):
+    """An empty operator store: a SQLite file, or the shared PostgreSQL store."""
+    clean(state_url, "operators")
+    opened = OperatorStore(tmp_path / "operators.sqlite", url=state_url)
+    yield opened
+    opened.close()
 
 
 def test_one_person_has_one_name_whatever_the_spelling():
@@ -13,8 +24,7 @@ def test_one_person_has_one_name_whatever_the_spelling():
     assert normalised("Ali  ce") == "ali ce"
 
 
-def test_an_operator_authenticates_with_their_own_password_and_role(tmp_path):
-    store = OperatorStore(tmp_path / "operators.sqlite")
+def test_an_operator_authenticates_with_their_own_password_and_role(tmp_path, store):
     # Given bob, an approver, and carol, an operator
     store.add("Bob", "approver", "correct horse battery")
     store.add("carol", "operator", "staple staple staple")
@@ -26,12 +36,13 @@ def test_an_operator_authenticates_with_their_own_password_and_role(tmp_path):
                                   ("carol", "staple staple staple", ("approver",))):
         with pytest.raises(AuthenticationError):
             store.authenticate(name, password, roles)
-    # and the file keeps no password
-    assert b"correct horse" not in (tmp_path / "operators.sqlite").read_bytes()
+    # and the store keeps no password
+    assert all(b"correct horse" not in bytes(h) for (h,) in store.db.rows("SELECT hash FROM operators"))
+    if not store.db.shared:
+        assert b"correct horse" not in b"".join(p.read_bytes() for p in tmp_path.glob("operators.sqlite*"))
 
 
-def test_bad_accounts_are_refused(tmp_path):
-    store = OperatorStore(tmp_path / "operators.sqlite")
+def test_bad_accounts_are_refused(store):
     store.add("bob", "approver", "correct horse battery")
     for name, role, password in (("Bob", "approver", "another long one"), ("x" * 65, "approver", "long enough pw"),
                                  ("eve", "root", "long enough pw"), ("eve", "approver", "short"),
