@@ -29,6 +29,7 @@ STATE_STORE_ENV = "GRIDBUS_STATE_STORE"
 # the advisory lock two processes creating the same tables at once take: PostgreSQL's
 # CREATE TABLE IF NOT EXISTS is not safe against a concurrent one ("STATE" in ASCII)
 SCHEMA_LOCK_KEY = 0x5354415445
+RECONNECT_S = 10.0
 
 
 class StateStoreError(GridbusError):
@@ -169,7 +170,12 @@ class PostgresStateDb(StateDb):
         self.location = url.split("@")[-1]  # never the password
         self._tx = threading.local()
         # check: a connection the server dropped (a restart) is replaced before it is handed out
+        # reconnect_timeout: the pool retries a lost server with a backoff that doubles without
+        # bound (1, 2, 4 ... s); giving an attempt up after RECONNECT_S and starting a fresh one on
+        # the next call keeps the time from the server's return to the first working call to
+        # seconds, however long the server was away
         self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, open=False, timeout=wait_s,
+                                    reconnect_timeout=RECONNECT_S,
                                     kwargs={"autocommit": True, "connect_timeout": 10},
                                     check=ConnectionPool.check_connection, name=f"gridbus-{self.location}")
         with _translated(self.location, "opening"):

@@ -118,6 +118,7 @@ class Gateway:
         route = self.routes.get(push_path)
         if route is None:
             return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes pushes at {push_path!r}")
+        system = "?"  # a refusal before the caller is known (503: the key store away) is counted under "?"
         try:
             system = self.caller(environ)
             if system != route.source.system:

@@ -71,7 +71,10 @@ class NetworkPush:
         try:
             if request.method != "POST":
                 raise Refusal(405, "METHOD_NOT_ALLOWED", "use POST", [("Allow", "POST")])
-            system = self.gateway.caller(environ)
+            if getattr(self.gateway.keys, "shared", False):  # a round trip to PostgreSQL: off the loop
+                system = await asyncio.get_running_loop().run_in_executor(None, self.gateway.caller, environ)
+            else:
+                system = self.gateway.caller(environ)
             if system != route.source.system:
                 raise Refusal(403, "FORBIDDEN", f"{system} may not push network changes to route {route.id} "
                                                 f"(its source is {route.source.system})")
