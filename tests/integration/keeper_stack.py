@@ -1,4 +1,5 @@
-"""A dead-letter keeper on one route, as a real process, and the store file it writes (the keeper tests)."""
+"""A dead-letter keeper on one route, as a real process, and the store it writes (the keeper tests):
+a SQLite file in its home, or, with ``state_url``, the PostgreSQL state store (emptied first)."""
 from __future__ import annotations
 
 import textwrap
@@ -9,6 +10,7 @@ import requests
 from bus import naming
 from bus.messaging.connect import connect
 from bus.deadletters.store import DeadLetter, DeadLetterStore
+from tests.keeper_state import DEAD_LETTER_TABLES, clean
 from tests.support import Mdms, Proc, gridbus, run_cli, wait_for
 
 ROUTE = "keeper-route"
@@ -17,8 +19,12 @@ ROUTE = "keeper-route"
 class KeeperStack:
     """One route with its topology applied, the keeper as a process, and the store file it writes."""
 
-    def __init__(self, env: dict, tmp: Path, refusing_destination: bool = False, route: str = ROUTE):
-        self.route = route
+    def __init__(self, env: dict, tmp: Path, refusing_destination: bool = False, route: str = ROUTE,
+                 state_url: str = ""):
+        self.route, self.state_url = route, state_url
+        if state_url:
+            clean(state_url, *DEAD_LETTER_TABLES)
+            env = {**env, "GRIDBUS_STATE_STORE": state_url}
         self.tmp, self.logs = tmp, tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self.mdms = self.worker = self.keeper = None
@@ -88,8 +94,8 @@ class KeeperStack:
 
     def _opened(self) -> DeadLetterStore | None:
         # only once the keeper made the file: opening it here first would create it
-        if self._store is None and self.store_path.exists():
-            self._store = DeadLetterStore(self.store_path)
+        if self._store is None and (self.state_url or self.store_path.exists()):
+            self._store = DeadLetterStore(self.store_path, url=self.state_url)
         return self._store
 
     def stored(self) -> list[DeadLetter]:
@@ -106,3 +112,5 @@ class KeeperStack:
         for proc in (self.keeper, self.worker, self.mdms):
             if proc is not None:
                 proc.stop()
+        if self._store is not None:
+            self._store.close()

@@ -21,6 +21,8 @@ from bus.deadletters import headers as dl
 from bus.deadletters.store import HEADER_DEPTH
 from bus.messaging.publisher import ConfirmingPublisher
 from tests.integration.keeper_stack import KeeperStack
+from tests.keeper_state import keeper_state_database, state_url  # noqa: F401
+from tests.postgres import postgres_url  # noqa: F401
 from tests.support import run_cli, wait_for
 
 pytestmark = pytest.mark.broker
@@ -109,8 +111,10 @@ def stored(keeper: KeeperStack) -> dict:
 
 
 @pytest.fixture
-def keeper(bus_env, tmp_path):
-    k = KeeperStack(dict(bus_env), tmp_path, route=ROUTE)
+def keeper(bus_env, tmp_path, state_url):
+    """The keeper, storing into a SQLite file or the shared PostgreSQL store (NUL characters and
+    lone surrogates, which SQLite keeps and PostgreSQL's text refuses, are the second's test)."""
+    k = KeeperStack(dict(bus_env), tmp_path, route=ROUTE, state_url=state_url)
     k.start_keeper()
     yield k
     k.stop()

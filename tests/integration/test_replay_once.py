@@ -1,4 +1,5 @@
-"""A dead letter is replayed at most once per replay request: real RabbitMQ, real store file.
+"""A dead letter is replayed at most once per replay request: real RabbitMQ, a real store (a SQLite
+file, or the shared PostgreSQL state store: each test runs on both).
 
 Replay runs are separate processes, each with its own store connection and its
 own ConfirmingPublisher, as two operators' `gridbus dlq replay` are; what they
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +23,8 @@ from bus.deadletters import replay as replays
 from bus.deadletters.store import DeadLetterStore, dumps
 from bus.messaging import ConfirmingPublisher, connect
 from bus.topology.compile import ingress_exchange
+from tests.keeper_state import DEAD_LETTER_TABLES, clean, keeper_state_database, state_url  # noqa: F401
+from tests.postgres import postgres_url  # noqa: F401
 from tests.support import run_cli
 
 pytestmark = pytest.mark.broker
@@ -63,12 +65,12 @@ def published(bus_env):
     conn.close()
 
 
-def _dlq_replay(path: str, broker_url: str, batch: int, barrier, results) -> None:
+def _dlq_replay(path: str, url: str, broker_url: str, batch: int, barrier, results) -> None:
     """One operator's `gridbus dlq replay --all`, in the order the command runs it, in a process of its own."""
     os.environ["GRIDBUS_USER"] = f"operator-{os.getpid()}"
     replays.BATCH = batch
     try:
-        store = DeadLetterStore(Path(path))
+        store = DeadLetterStore(Path(path), url=url)
         letters = store.select()
         barrier.wait(30)  # both listed the same dead letters; now both go
         with ConfirmingPublisher(broker_url, "gridbus-dlq-replay") as pub, store.replay_run() as run:
@@ -81,16 +83,18 @@ def _dlq_replay(path: str, broker_url: str, batch: int, barrier, results) -> Non
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def test_two_replay_runs_racing_publish_each_dead_letter_once_to_the_broker(bus_env, published, tmp_path):
+def test_two_replay_runs_racing_publish_each_dead_letter_once_to_the_broker(bus_env, published, tmp_path,
+                                                                           state_url):
     ctx = multiprocessing.get_context("fork")
-    for trial in range(TRIALS):
-        # Given dead letters in a store file, and two replay runs that both listed them as dead
+    for trial in range(TRIALS if not state_url else TRIALS // 4):  # PostgreSQL: fewer, for CI's time
+        # Given dead letters in a store, and two replay runs that both listed them as dead
         path = tmp_path / f"trial-{trial}" / "dead-letters.sqlite"
-        store = DeadLetterStore(path)
+        clean(state_url, *DEAD_LETTER_TABLES)
+        store = DeadLetterStore(path, url=state_url)
         store.add(_row(i, trial) for i in range(LETTERS))
         barrier, results = ctx.Barrier(2), ctx.Queue()
         batch = 500 if trial % 2 else 3  # 3: the two runs interleave batch by batch
-        runs = [ctx.Process(target=_dlq_replay, args=(str(path), bus_env["GRIDBUS_BROKER_URL"], batch,
+        runs = [ctx.Process(target=_dlq_replay, args=(str(path), state_url, bus_env["GRIDBUS_BROKER_URL"], batch,
                                                        barrier, results)) for _ in range(2)]
         # When both replay them at the same moment
         for p in runs:
@@ -105,8 +109,7 @@ def test_two_replay_runs_racing_publish_each_dead_letter_once_to_the_broker(bus_
         per_letter = Counter(m.application_headers[dl.REPLAYED_FROM] for m in messages)
         assert per_letter == Counter({f"msg-{trial}-{i:04d}": 1 for i in range(LETTERS)}), (trial, per_letter)
         # and the store keeps the replay id that was published, the audit one replay per letter
-        with sqlite3.connect(path) as db:
-            rows = {m: (s, r) for m, s, r in db.execute("SELECT message_id, state, replay_id FROM dead_letters")}
+        rows = {m: (s, r) for m, s, r in store.db.rows("SELECT message_id, state, replay_id FROM dead_letters")}
         assert rows == {m.application_headers[dl.REPLAYED_FROM]: ("replayed", m.properties["message_id"])
                         for m in messages}
         audited = Counter(e["dl_id"] for e in store.audit_trail() if e["action"] == "replay")
@@ -120,15 +123,18 @@ def test_two_replay_runs_racing_publish_each_dead_letter_once_to_the_broker(bus_
             assert state in ("replaying", "replayed") and replay_id == won[dl_id]
             assert why.endswith(f"by another run (replay id {replay_id})")
         assert [o["resumed"] for o in outcomes] == [0, 0]  # a live run's rows are not "finished" by the other
-        store.db.close()
+        store.close()
 
 
-def test_dlq_replay_leaves_a_live_runs_rows_alone_and_finishes_them_once_that_run_is_gone(bus_env, published):
-    # Given a dead letter in the operator's store that another replay run (alive) marked `replaying`
+def test_dlq_replay_leaves_a_live_runs_rows_alone_and_finishes_them_once_that_run_is_gone(bus_env, published,
+                                                                                          state_url):
+    # Given a dead letter in the operator's store that another replay run (alive: on PostgreSQL,
+    # another session holding its lock) marked `replaying`
     path = Path(bus_env["GRIDBUS_HOME"]) / "state" / "dead-letters.sqlite"
-    store = DeadLetterStore(path)
+    clean(state_url, *DEAD_LETTER_TABLES)
+    store = DeadLetterStore(path, url=state_url)
     store.add([_row(1)])
-    env = {**bus_env, "GRIDBUS_USER": "operator-b"}
+    env = {**bus_env, "GRIDBUS_USER": "operator-b", **({"GRIDBUS_STATE_STORE": state_url} if state_url else {})}
     other = store.replay_run()
     with store.transaction():
         assert store.mark_replaying([("dl-0-0001", "replay-of-the-other-run")], "operator-a", other.token)
@@ -151,4 +157,4 @@ def test_dlq_replay_leaves_a_live_runs_rows_alone_and_finishes_them_once_that_ru
     assert [x.state for x in store.select(states=("replayed",))] == ["replayed"]
     [entry] = [e for e in store.audit_trail() if e["action"] == "replay"]
     assert entry["who"] == "operator-a" and entry["detail"]["completed_by"] == "operator-b"
-    store.db.close()
+    store.close()
