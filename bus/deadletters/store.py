@@ -29,6 +29,11 @@ from bus.deadletters.values import (HEADER_DEPTH, NAME_CHARS, TEXT_CHARS, as_cou
                                     as_text, bounded, dumps, from_json, storable, to_json)
 from bus.state_store import PostgresStateDb, StateStoreError, open_state_db
 
+# the header values' functions stay importable from here, where they were before values.py
+__all__ = ["COLUMNS", "REPLAYABLE", "SCHEMA", "DeadLetter", "DeadLetterStore", "ReplayRun", "HEADER_DEPTH",
+           "NAME_CHARS", "TEXT_CHARS", "as_count", "as_instant", "as_text", "bounded", "dumps", "from_json",
+           "storable", "to_json"]
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS dead_letters (
     seq {ID_KEY},

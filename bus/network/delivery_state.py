@@ -84,11 +84,12 @@ class DeliveryState:
 
     # -- parking ------------------------------------------------------------------------
     def park(self, route: str, consumer: str, version: int, reason: str) -> None:
+        reason = reason[:500].replace("\x00", "\ufffd")  # billing's words: PostgreSQL's text holds no NUL
         with self.db.writing():
             self.db.execute("INSERT INTO parked_consumers (route, consumer, version, reason, since) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, consumer) DO UPDATE "
-                       "SET version = excluded.version, reason = excluded.reason",
-                       (route, consumer, version, reason[:500], time.time()))
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, consumer) DO UPDATE "
+                            "SET version = excluded.version, reason = excluded.reason",
+                            (route, consumer, version, reason, time.time()))
 
     def hold_if_parked(self, route: str, updates: list) -> set[str]:
         """Keep the updates (``consumer``, ``version``, ``body``, ``headers``, ``properties``) of
@@ -108,10 +109,10 @@ class DeliveryState:
                     f"SELECT consumer FROM parked_consumers WHERE route = ? AND consumer IN ({','.join('?' * len(part))})",
                     [route, *part]))
             self.db.executemany("INSERT INTO parked_updates (route, consumer, version, body, headers, properties, "
-                           "parked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                           [(route, u.consumer, u.version, u.body, json.dumps(u.headers, default=str),
-                             json.dumps(u.properties, default=str), time.time())
-                            for u in updates if u.consumer in parked])
+                                "parked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                [(route, u.consumer, u.version, u.body, json.dumps(u.headers, default=str),
+                                  json.dumps(u.properties, default=str), time.time())
+                                 for u in updates if u.consumer in parked])
         return parked
 
     def _any_parked(self, route: str, consumers: list[str]) -> bool:
