@@ -101,3 +101,58 @@ def test_compose_runs_the_outage_correlator_and_the_adms_reads_its_queue_as_its_
     # and the ADMS stand-in takes its broker URL and queue from docker/.env, both or neither
     assert set(COMPOSE["adms"]["environment"]) == {"ADMS_AMQP_URL", "ADMS_AMQP_QUEUE"}
     assert all(v.endswith(":-}") for v in COMPOSE["adms"]["environment"].values())
+
+
+RABBITMQ_NODES = sorted(name for name in COMPOSE if name.startswith("rabbitmq-"))
+
+
+def test_compose_runs_a_three_node_rabbitmq_cluster_that_every_gridbus_service_reaches_by_all_addresses():
+    # Given compose's RabbitMQ services
+    # Then there are three nodes of 3.10 (Debian's version, which the tests run), each its own host
+    # name (its node name rabbit@<hostname>) and volume, all with one Erlang cookie
+    assert RABBITMQ_NODES == ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+    nodes = [COMPOSE[name] for name in RABBITMQ_NODES]
+    assert all(n["image"] == "rabbitmq:3.10-management" for n in nodes)
+    assert [n["hostname"] for n in nodes] == RABBITMQ_NODES
+    assert len({n["volumes"][0].split(":")[0] for n in nodes}) == 3
+    assert len({n["environment"]["RABBITMQ_ERLANG_COOKIE"] for n in nodes}) == 1
+    # and they cluster by classic-config peer discovery listing the three, nodes 2 and 3 starting
+    # once node 1 is healthy (blank 3.10 nodes booted side by side may each form a cluster of one)
+    conf_mounts = {v.split(":")[0] for n in nodes for v in n["volumes"] if v.endswith("20-cluster.conf:ro")}
+    assert conf_mounts == {"./rabbitmq/cluster.conf"}
+    conf = dict(line.split(" = ") for line in (ROOT / "docker" / "rabbitmq" / "cluster.conf").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    assert {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")} == \
+        {f"rabbit@{name}" for name in RABBITMQ_NODES}
+    assert "depends_on" not in COMPOSE["rabbitmq-1"]
+    assert all(COMPOSE[n]["depends_on"] == {"rabbitmq-1": {"condition": "service_healthy"}}
+               for n in RABBITMQ_NODES[1:])
+    # and every gridbus service gets the three addresses in the one broker setting, and waits for them
+    from bus.messaging.addresses import broker_addresses
+    for name in GRIDBUS_ROLES:
+        env = COMPOSE[name]["environment"]
+        assert [(a.host, a.port) for a in broker_addresses(env["GRIDBUS_BROKER_URL"])] == \
+            [(node, 5672) for node in RABBITMQ_NODES], name
+        assert set(RABBITMQ_NODES) <= set(COMPOSE[name]["depends_on"]), name
+
+
+def test_compose_runs_postgresql_and_every_gridbus_service_keeps_its_shared_state_there():
+    # Given compose's PostgreSQL service
+    pg = COMPOSE["postgres"]
+    # Then it is PostgreSQL 16 with a health check, its own volume and a database for gridbus
+    assert pg["image"] == "postgres:16" and "pg_isready" in pg["healthcheck"]["test"]
+    assert pg["volumes"][0].startswith("postgres:")
+    # and every gridbus service's GRIDBUS_STATE_STORE is a postgresql:// URL of that database,
+    # user and password, which the state store accepts, and the service starts once it is healthy
+    from urllib.parse import urlsplit
+
+    from bus.state_store import state_store_url
+    for name in GRIDBUS_ROLES:
+        url = state_store_url(COMPOSE[name]["environment"])
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432), name
+        assert parts.path == "/" + pg["environment"]["POSTGRES_DB"], name
+        assert parts.username == pg["environment"]["POSTGRES_USER"], name
+        assert parts.password == pg["environment"]["POSTGRES_PASSWORD"], name
+        assert COMPOSE[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
