@@ -4,6 +4,8 @@
     ├── ConfigError                 bad route file, settings or CLI input (file:line in the message)
     │   └── RouteValidationError    several ConfigErrors found in route files, reported together
     ├── BrokerError                 RabbitMQ unreachable, channel closed, publish not confirmed
+    │   ├── BrokerUnavailable       no node answered, or the connection to it went: another node may take it
+    │   └── BrokerBlocked           the broker blocks publishing (a memory or disk alarm): not taken now
     ├── MessageError                the message itself is wrong: never worth a retry
     │   ├── DecodeError             bytes that are not the format they claim (bad CSV header, bad XML)
     │   ├── ValidationError         a document that breaks the canonical schema
@@ -45,6 +47,18 @@ class RouteValidationError(ConfigError):
 
 class BrokerError(GridbusError):
     """The broker could not be reached or refused an operation."""
+
+
+class BrokerUnavailable(BrokerError):
+    """No broker node answered, or the connection to one was lost (refused, reset, closed by a
+    node shutting down).  Unlike a refusal (a missing exchange, access refused), trying again,
+    on the next address of the setting, may succeed: the publisher and consumers do."""
+
+
+class BrokerBlocked(BrokerError):
+    """The broker blocks this connection's publishing (``connection.blocked``: a memory or
+    disk alarm) and the caller asked not to wait: the message is not confirmed, and the
+    caller should send it again later (HTTP: 503 with Retry-After)."""
 
 
 class MessageError(GridbusError):

@@ -1,13 +1,34 @@
-"""aio-pika for the event-loop processes (the gateway's request loop, the asyncio worker)."""
+"""aio-pika for the event-loop processes (the gateway's request loop, the asyncio worker).
+
+The connection is aio-pika's robust one (channels, qos and consumers come back
+by themselves after a reconnect), made to move across the addresses of the
+setting: aio-pika reconnects only to the URL it first reached, so when that
+node dies it would knock on its door for ever.  aio-pika hands every end of a
+connection, a failed attempt as much as a lost connection, to
+``_on_connection_close``; ``AddressRotatingConnection`` takes the next address
+there, so each reconnect attempt tries the next node (aio-pika issues #104,
+#141 ask for this; PR #680 proposed the same, not merged).
+
+Broker alarms: a blocked connection (``connection.blocked``) takes no publish
+until the alarm clears.  ``ConfirmedPublisher`` with ``timeout_s`` refuses at
+once (``BrokerBlocked``) while the connection is known to be blocked, and
+drops the connection when a publish waited ``timeout_s`` on a blocked broker,
+so that a message answered as refused is not taken later.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from bus.errors import BrokerError
+from bus.errors import BrokerBlocked, BrokerError, BrokerUnavailable
 from bus.messaging.addresses import broker_urls
+from bus.messaging.connect import reset
 from bus.messaging.errors import aio_errors
 
 log = logging.getLogger("gridbus.amqp")
+FAILOVER_S = 60.0  # how long a publish without a timeout waits for a node to take the connection back
+RETRY_PAUSE_S = 0.2
+BLOCKED_POLL_S = 0.1  # how soon a publish waiting for its confirm notices connection.blocked
 
 
 def precise_float_headers() -> None:
@@ -32,34 +53,125 @@ def precise_float_headers() -> None:
     encode.encode_table_value = encode_table_value
 
 
-async def connect(broker_url: str, name: str):
-    """A robust aio-pika connection to the first broker of the setting that answers: after
-    a broker restart it reconnects (after 1 s) to that broker and consumes again; what was
-    in flight and unacked is redelivered by the broker."""
-    import aio_pika
+def next_address(urls: list[str], at: int) -> int:
+    """Where the next connection attempt goes after one at ``at`` ended: the next address, round."""
+    return (at + 1) % len(urls)
 
+
+def _rotating_connection_class():
+    import aio_pika
+    from aiormq.connection import TCPTransportFactory
+    from yarl import URL
+
+    class ResettableTransports(TCPTransportFactory):
+        """aiormq's TCP transports, the last one kept so that it can be reset (``drop``)."""
+
+        writer = None
+
+        async def create(self, url, **kwargs):
+            reader, self.writer = await super().create(url, **kwargs)
+            return reader, self.writer
+
+        def drop(self) -> None:
+            if self.writer is not None:
+                reset(self.writer.get_extra_info("socket"))
+                self.writer.transport.abort()
+
+    class AddressRotatingConnection(aio_pika.RobustConnection):
+        """A robust connection whose every reconnect attempt goes to the next address."""
+
+        def __init__(self, urls: list[str], at: int, **kwargs):
+            self.urls, self.at = urls, at
+            super().__init__(URL(urls[at]), **kwargs)
+            self.transports = self.kwargs["transport_factory"] = ResettableTransports()
+
+        async def _on_connection_close(self, closing: asyncio.Future) -> None:
+            # called for a lost connection and for a failed attempt alike (UnderlayConnection.connect)
+            self.at = next_address(self.urls, self.at)
+            self.url = URL(self.urls[self.at])
+            await super()._on_connection_close(closing)
+
+    return AddressRotatingConnection
+
+
+async def connect(broker_url: str, name: str):
+    """A robust aio-pika connection to the first broker of the setting that answers.  When
+    it is lost it reconnects (an attempt a second, each to the next address) and consumes
+    again; what was in flight and unacked is redelivered by the broker."""
     precise_float_headers()
-    failures = []
-    for url in broker_urls(broker_url):
+    urls = broker_urls(broker_url)
+    connection_class = _rotating_connection_class()
+    failures, away = [], False
+    for at, url in enumerate(urls):
+        connection = connection_class(urls, at, client_properties={"connection_name": name}, reconnect_interval=1)
         try:
             async with aio_errors(f"connecting to {url.rpartition('@')[2]}"):
-                return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
-                                                     reconnect_interval=1)
+                await connection.connect()
+            return connection
         except BrokerError as exc:
             failures.append(str(exc))
-    raise BrokerError("; ".join(failures))
+            away = away or isinstance(exc, BrokerUnavailable)
+            try:
+                await connection.close()
+            except Exception:  # noqa: BLE001 - an attempt that never connected has little to close
+                pass
+    raise (BrokerUnavailable if away else BrokerError)("; ".join(failures))
+
+
+def blocked(connection) -> bool:
+    """Whether the broker blocks this connection's publishing (a memory or disk alarm) as far
+    as the connection knows: it learns it from the broker's ``connection.blocked``, sent the
+    first time it publishes during the alarm.  aiormq keeps it only as the event its ``ready()``
+    waits on (private, read here and nowhere else; a version without it reads as not blocked)."""
+    transport = getattr(connection, "transport", None)
+    underlying = getattr(transport, "connection", None)
+    unblocked = getattr(underlying, "_Connection__connection_unblocked", None)
+    return unblocked is not None and underlying.connected.is_set() and not unblocked.is_set()
 
 
 class ConfirmedPublisher:
     """Publish a message as gridbus builds it (exchange, routing key, body, AMQP properties,
     headers: ``task_message.build``, ``dispatch``, ``task.reply_message``) on an event loop:
-    mandatory, and returned only once the broker confirmed it, else ``BrokerError``."""
+    mandatory, and returned only once the broker confirmed it, else ``BrokerError``.
 
-    def __init__(self, channel):
+    Without ``timeout_s`` a publish waits as long as the broker blocks publishing.  With it
+    (the gateway, whose callers must not hang) a publish on a connection known to be blocked
+    is refused at once, and one that waited ``timeout_s`` on a blocked broker drops the
+    connection (the robust connection makes a new one) and raises ``BrokerBlocked``."""
+
+    def __init__(self, channel, connection=None, timeout_s: float | None = None):
         self.channel = channel  # opened with publisher_confirms=True, on_return_raises=True
+        self.connection, self.timeout_s = connection, timeout_s
         self._exchanges: dict = {}
 
     async def publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout_s or FAILOVER_S)
+        while True:
+            if self.timeout_s is not None and self.connection is not None and blocked(self.connection):
+                raise BrokerBlocked("the broker blocks publishing (a memory or disk alarm)")
+            try:
+                await self._publish_once(exchange, key, body, props, headers,
+                                         None if self.timeout_s is None else max(0.1, deadline - loop.time()))
+                return
+            except BrokerUnavailable:
+                # the connection went: once the robust connection is back (on another node), the
+                # message goes again; it may so arrive twice, receivers are idempotent by message id
+                if self.connection is None or loop.time() + RETRY_PAUSE_S >= deadline:
+                    raise
+                await asyncio.sleep(RETRY_PAUSE_S)
+                try:
+                    await asyncio.wait_for(self.connection.connected.wait(), max(0.01, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    raise BrokerUnavailable("no broker node took the connection back in time") from None
+            except BrokerError:
+                if self.connection is not None and blocked(self.connection):
+                    await self._drop_blocked()
+                    raise BrokerBlocked("the broker blocks publishing (a memory or disk alarm); not taken") from None
+                raise
+
+    async def _publish_once(self, exchange: str, key: str, body: bytes, props: dict, headers: dict,
+                            timeout_s: float | None) -> None:
         import aio_pika
 
         async with aio_errors(f"publishing to {exchange or 'the default exchange'}"):
@@ -67,5 +179,33 @@ class ConfirmedPublisher:
             if target is None:
                 target = self._exchanges[exchange] = (self.channel.default_exchange if not exchange else
                                                       await self.channel.get_exchange(exchange, ensure=False))
-            await target.publish(aio_pika.Message(body, headers=headers, **props), routing_key=key,
-                                 mandatory=True)
+            publishing = asyncio.ensure_future(target.publish(aio_pika.Message(body, headers=headers, **props),
+                                                              routing_key=key, mandatory=True))
+            try:
+                await self._confirmed(publishing, timeout_s)
+            finally:
+                if not publishing.done():
+                    publishing.cancel()
+
+    async def _confirmed(self, publishing: asyncio.Future, timeout_s: float | None) -> None:
+        """The publish's confirm; with ``timeout_s``, a ``TimeoutError`` after it, or as soon as
+        the broker says it blocks the connection (it does on the publish that meets an alarm)."""
+        if timeout_s is None:
+            await publishing
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not publishing.done():
+            left = deadline - loop.time()
+            if left <= 0 or (self.connection is not None and blocked(self.connection)):
+                raise asyncio.TimeoutError()
+            await asyncio.wait((publishing,), timeout=min(left, BLOCKED_POLL_S))
+        publishing.result()
+
+    async def _drop_blocked(self) -> None:
+        """What a blocked connection holds would be taken once the alarm clears, though its
+        callers were told no: reset the socket (a polite close would wait behind the alarm too);
+        the robust connection connects again."""
+        transports = getattr(self.connection, "transports", None)
+        if transports is not None:
+            transports.drop()

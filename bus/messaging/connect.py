@@ -7,10 +7,11 @@ tried in turn; ``BrokerError`` only when none took the connection.
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 from typing import Callable, TypeVar
 
-from bus.errors import BrokerError
+from bus.errors import BrokerError, BrokerUnavailable
 from bus.messaging.addresses import BrokerAddress, broker_addresses
 from bus.messaging.errors import amqp_errors, pika_errors
 
@@ -21,19 +22,23 @@ T = TypeVar("T")
 
 def first_answering(broker_url: str, open_one: Callable[[BrokerAddress], T]) -> T:
     """``open_one`` on each address in turn; the first connection made, else ``BrokerError``
-    naming why each address failed."""
-    failures = []
+    naming why each address failed: ``BrokerUnavailable`` when a node was away (so trying
+    again later may succeed), a plain ``BrokerError`` when every node refused (bad login, vhost)."""
+    failures, away = [], False
     for address in broker_addresses(broker_url):
         try:
             return open_one(address)
         except BrokerError as exc:
             failures.append(str(exc))
+            away = away or isinstance(exc, BrokerUnavailable)
             log.debug("%s", exc)
-    raise BrokerError("; ".join(failures))
+    raise (BrokerUnavailable if away else BrokerError)("; ".join(failures))
 
 
-def connect(broker_url: str, name: str = "gridbus"):
-    """A py-amqp connection (heartbeats off: a blocked publisher must not lose it)."""
+def connect(broker_url: str, name: str = "gridbus", on_blocked=None, on_unblocked=None):
+    """A py-amqp connection (heartbeats off: a blocked publisher must not lose it).
+    ``on_blocked(reason)`` and ``on_unblocked()``: the broker's ``connection.blocked`` and
+    ``unblocked`` (a memory or disk alarm), seen while the connection is read."""
     import amqp
 
     def open_one(address: BrokerAddress) -> amqp.Connection:
@@ -41,7 +46,8 @@ def connect(broker_url: str, name: str = "gridbus"):
             conn = amqp.Connection(host=f"{address.host}:{address.port}", userid=address.userid,
                                    password=address.password, virtual_host=address.virtual_host,
                                    client_properties={"connection_name": name},
-                                   heartbeat=0, connect_timeout=CONNECT_TIMEOUT_S)
+                                   heartbeat=0, connect_timeout=CONNECT_TIMEOUT_S,
+                                   on_blocked=on_blocked, on_unblocked=on_unblocked)
             conn.connect()
             return conn
 
@@ -64,6 +70,18 @@ def pika_connect(broker_url: str, name: str = "gridbus"):
             return pika.BlockingConnection(params)
 
     return first_answering(broker_url, open_one)
+
+
+def reset(sock) -> None:
+    """Make the next close of ``sock`` a reset (RST, SO_LINGER 0), not an orderly close: what
+    it had sent and the broker had not read yet is then thrown away, not read later.  For a
+    connection a broker alarm blocked, whose messages were refused to their callers."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:  # already closed
+        pass
 
 
 def precise_pika_doubles() -> None:

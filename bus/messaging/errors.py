@@ -2,7 +2,10 @@
 
 Each client library gets a context manager; code that talks to the broker runs
 inside one and from then on catches ``bus.errors.BrokerError`` only.  The
-original exception is chained (``raise ... from``) for the traceback.
+original exception is chained (``raise ... from``) for the traceback.  A lost or
+refused connection (the node died, shut down or does not listen) becomes
+``BrokerUnavailable``, which the publisher and the consumers answer by trying
+the next address; anything else the broker refused stays a plain ``BrokerError``.
 """
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ import contextlib
 import socket
 from typing import AsyncIterator, Iterator
 
-from bus.errors import BrokerError
+from bus.errors import BrokerError, BrokerUnavailable
 
 
-def _broker_error(doing: str, exc: BaseException) -> BrokerError:
-    return BrokerError(f"{doing}: {exc.__class__.__name__}: {exc}")
+def _broker_error(doing: str, exc: BaseException, lost: bool = False) -> BrokerError:
+    return (BrokerUnavailable if lost else BrokerError)(f"{doing}: {exc.__class__.__name__}: {exc}")
 
 
 @contextlib.contextmanager
@@ -25,7 +28,9 @@ def amqp_errors(doing: str) -> Iterator[None]:
 
     try:
         yield
-    except (amqp.exceptions.AMQPError, OSError, socket.timeout) as exc:
+    except (amqp.exceptions.RecoverableConnectionError, OSError, socket.timeout) as exc:
+        raise _broker_error(doing, exc, lost=True) from exc
+    except amqp.exceptions.AMQPError as exc:
         raise _broker_error(doing, exc) from exc
 
 
@@ -36,7 +41,9 @@ def pika_errors(doing: str) -> Iterator[None]:
 
     try:
         yield
-    except (pika.exceptions.AMQPError, OSError) as exc:
+    except (pika.exceptions.AMQPConnectionError, OSError) as exc:
+        raise _broker_error(doing, exc, lost=True) from exc
+    except pika.exceptions.AMQPError as exc:
         raise _broker_error(doing, exc) from exc
 
 
@@ -44,6 +51,7 @@ def pika_errors(doing: str) -> Iterator[None]:
 async def aio_errors(doing: str) -> AsyncIterator[None]:
     """aio-pika (the gateway's request loop, the asyncio worker).
 
+    A nack becomes ``BrokerUnavailable`` (the broker did not take the message; again may work).
     A channel that went with its connection raises ``ChannelInvalidStateError`` (a
     RuntimeError, not an AMQPError); a publish that waited too long, a TimeoutError."""
     import aio_pika.exceptions
@@ -51,6 +59,13 @@ async def aio_errors(doing: str) -> AsyncIterator[None]:
 
     try:
         yield
-    except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.AMQPException,
-            aiormq.exceptions.ChannelInvalidStateError, OSError, asyncio.TimeoutError) as exc:
+    except asyncio.TimeoutError as exc:  # an OSError too, but the connection may be fine (blocked, slow)
+        raise _broker_error(doing, exc) from exc
+    except (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError, OSError) as exc:
+        raise _broker_error(doing, exc, lost=True) from exc
+    except aio_pika.exceptions.DeliveryError as exc:
+        # a nack: the broker did not take it (a quorum queue electing a leader after its node
+        # died), so trying again may work; a return (unroutable) will not
+        raise _broker_error(doing, exc, lost=getattr(exc.frame, "name", "") == "Basic.Nack") from exc
+    except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.AMQPException) as exc:
         raise _broker_error(doing, exc) from exc

@@ -35,6 +35,10 @@ from connectors.http_push.seen import SeenAlarms, alarm_ids, without
 from connectors.http_push.schemas import ReplySchema
 
 log = logging.getLogger("gridbus.gateway")
+# a push waits at most this for its confirm, and at most FAILOVER_S for another node when its node
+# died; a broker alarm (connection.blocked) is answered 503 at once, whatever these say
+CONFIRM_TIMEOUT_S = 10.0
+FAILOVER_S = 5.0
 _REPLY = ReplySchema()
 STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
                404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
@@ -97,7 +101,10 @@ class Gateway:
     def _publisher(self) -> ConfirmingPublisher:
         pub = getattr(self._local, "publisher", None)
         if pub is None:
-            pub = self._local.publisher = ConfirmingPublisher(self.broker_url, "gridbus-gateway", window=8)
+            # a blocked broker (alarm) or one that takes longer to fail over is answered 503 with
+            # Retry-After, not waited on
+            pub = self._local.publisher = ConfirmingPublisher(self.broker_url, "gridbus-gateway", window=8,
+                                                              failover_s=FAILOVER_S, wait_while_blocked=False)
         return pub
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -165,9 +172,9 @@ class Gateway:
         pub = self._publisher()
         try:
             pub.publish(naming.INGRESS_EXCHANGE, naming.route_routing_key(route.id), body, props, headers)
-            pub.flush(timeout_s=10)
+            pub.flush(timeout_s=CONFIRM_TIMEOUT_S)
         except BrokerError as exc:
-            pub.close()
+            pub.abandon()  # not close(): a blocked broker would not answer its handshake
             self._local.publisher = None
             log.error("push to %s not accepted: %s", route.id, exc)
             return self._fail(start_response, 503, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",

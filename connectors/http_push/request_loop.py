@@ -54,6 +54,7 @@ from connectors.http_push.store_thread import NotCommitted, StoreThread
 
 log = logging.getLogger("gridbus.gateway")
 POLL_S = 0.25
+PUBLISH_TIMEOUT_S = 5.0  # a request the broker has not confirmed by then is answered 503
 
 
 class RequestLoop:
@@ -68,8 +69,10 @@ class RequestLoop:
         # while the broker is away, replies wait in their quorum queue and a request that
         # cannot be published is answered 503
         self.connection = await aio.connect(self.broker_url, "gridbus-gateway-requests")
+        # a blocked broker (memory or disk alarm) is answered 503 within PUBLISH_TIMEOUT_S, not waited on
         self.publisher = aio.ConfirmedPublisher(
-            await self.connection.channel(publisher_confirms=True, on_return_raises=True))
+            await self.connection.channel(publisher_confirms=True, on_return_raises=True),
+            self.connection, timeout_s=PUBLISH_TIMEOUT_S)
         consuming = await self.connection.channel()
         await consuming.set_qos(prefetch_count=200)
         replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
