@@ -190,10 +190,15 @@ def test_a_dead_letter_collected_by_keeper_a_is_listed_and_replayed_from_host_b(
         ("replay", "operator-b", replay_id)]
 
 
+def _both_keepers(hosts: Hosts) -> None:
+    for host in ("a", "b"):
+        if host not in hosts.keepers:
+            hosts.start_keeper(host)
+
+
 def test_two_replays_started_at_once_on_hosts_a_and_b_replay_each_dead_letter_once(hosts):
     # Given both keepers running, and 20 batches the MDMS refused, collected into the shared store
-    hosts.start_keeper("a") if "a" not in hosts.keepers else None
-    hosts.start_keeper("b") if "b" not in hosts.keepers else None
+    _both_keepers(hosts)
     hosts.mdms.control(mode="error", status=400)
     sent = hosts.send([f"UPM000060{i:02d}" for i in range(20)])
     wait_for(lambda: len(hosts.stored(sent)) == 20, 90, "20 dead letters in the shared store")
@@ -230,12 +235,6 @@ def _dead_letter(message_id: str) -> tuple[bytes, dict, dict]:
                dl.DL_FINGERPRINT: dl.fingerprint(ROUTE, "PermanentDeliveryError", reason)}
     return (f"reading of {message_id}".encode(),
             {"message_id": message_id, "content_type": "application/json", "delivery_mode": 2}, headers)
-
-
-def _both_keepers(hosts: Hosts) -> None:
-    for host in ("a", "b"):
-        if host not in hosts.keepers:
-            hosts.start_keeper(host)
 
 
 def test_with_postgresql_down_the_keepers_ack_nothing_and_store_all_once_it_is_back(hosts, postgres_url):  # noqa: F811
