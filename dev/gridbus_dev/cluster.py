@@ -28,6 +28,7 @@ import requests
 
 from bus.errors import GridbusError
 from gridbus_dev import devstack
+from gridbus_dev.pids import alive, descendants, wait_gone
 
 START_TIMEOUT_S = 120
 CTL_TIMEOUT_S = 60
@@ -121,6 +122,8 @@ class Cluster:
 
     # -- processes ---------------------------------------------------------------------------
     def _launch(self, node: Node) -> None:
+        if not self.cookie:
+            self.cookie = _cookie(node.base.parent)
         _write_cookie(node.base, self.cookie)
         env = node.env()
         out = open(node.base / "server.out", "ab")
@@ -142,18 +145,31 @@ class Cluster:
             time.sleep(0.2)
         node.pid = _beam_pid(node, wrapper)
 
-    def ctl(self, node: Node, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
-        """``rabbitmqctl`` against ``node``; a failure is a GridbusError naming the node and its log."""
-        argv = [str(devstack.RABBIT_BIN / "rabbitmqctl"), "-n", node.name, *args]
+    def ctl(self, node: Node, *args: str, timeout_s: float = CTL_TIMEOUT_S, tool: str = "rabbitmqctl") -> str:
+        """``rabbitmqctl`` (or another CLI tool) against ``node``; a failure is a GridbusError
+        naming the node and its log."""
+        argv = [str(devstack.RABBIT_BIN / tool), "-n", node.name, *args]
+        what = f"{tool} {' '.join(args)} on {node.name}"
         try:
             done = subprocess.run(argv, env=node.env(), capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
-            raise GridbusError(f"rabbitmqctl {' '.join(args)} on {node.name} took over {timeout_s:.0f}s; "
-                               f"see {node.log_file}") from exc
+            raise GridbusError(f"{what} took over {timeout_s:.0f}s; see {node.log_file}") from exc
         if done.returncode != 0:
-            raise GridbusError(f"rabbitmqctl {' '.join(args)} on {node.name} failed: "
-                               f"{(done.stderr or done.stdout).strip()[:300]}; see {node.log_file}")
+            raise GridbusError(f"{what} failed: {(done.stderr or done.stdout).strip()[:300]}; see {node.log_file}")
         return done.stdout
+
+    @staticmethod
+    def _retrying(call, timeout_s: float):
+        """``call()``, tried again while it fails for up to ``timeout_s``: a node that has just
+        booted (or joined) may refuse a CLI connection for a moment."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return call()
+            except GridbusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def running_nodes(self, via: Node) -> list[str]:
         status = json.loads(self.ctl(via, "cluster_status", "--formatter", "json"))
@@ -177,9 +193,9 @@ class Cluster:
         raise GridbusError(f"the cluster of {', '.join(sorted(want))} did not show all nodes running within "
                            f"{timeout_s:.0f}s ({last}); logs: {', '.join(str(n.log_file) for n in self.nodes)}")
 
-    def join(self, node: Node, seed: Node) -> None:
-        if seed.name in self.running_nodes(node):
-            return  # clustered before (a restart of an existing cluster)
+    def join(self, node: Node, seed: Node, timeout_s: float = 30) -> None:
+        if seed.name in self._retrying(lambda: self.running_nodes(node), timeout_s):
+            return  # joined by peer discovery, or clustered before (a restart of an existing cluster)
         self.ctl(node, "stop_app")
         self.ctl(node, "join_cluster", seed.name)
         self.ctl(node, "start_app")
@@ -187,7 +203,7 @@ class Cluster:
     def start(self, i: int, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start node ``i`` again (after ``kill`` or ``stop``) and wait until it rejoined."""
         node = self.node(i)
-        if node.pid and _alive(node.pid):
+        if node.pid and alive(node.pid):
             return
         self._launch(node)
         self._wait_booted(node, timeout_s)
@@ -196,15 +212,15 @@ class Cluster:
     def stop(self, i: int, timeout_s: float = CTL_TIMEOUT_S) -> None:
         """Stop node ``i`` gracefully (``rabbitmqctl stop``: it hands its quorum leaderships over)."""
         node = self.node(i)
-        if node.pid and _alive(node.pid):
+        if node.pid and alive(node.pid):
             self.ctl(node, "stop", timeout_s=timeout_s)
-            _wait_gone(node.pid, 15)
+            wait_gone(node.pid, 15)
         self._reap(node)
 
     def kill(self, i: int) -> None:
         """kill -9 node ``i``'s beam and its children, as a crash or a lost host would."""
         node = self.node(i)
-        pids = [p for p in (node.pid, *(_descendants(node.pid) if node.pid else ())) if p]
+        pids = [p for p in (node.pid, *(descendants(node.pid) if node.pid else ())) if p]
         wrapper = self._wrappers.get(node.index)
         for pid in [*pids, *([wrapper.pid] if wrapper else [])]:
             try:
@@ -212,7 +228,7 @@ class Cluster:
             except (ProcessLookupError, PermissionError):
                 pass
         if node.pid:
-            _wait_gone(node.pid, 10)
+            wait_gone(node.pid, 10)
         self._reap(node)
 
     def _reap(self, node: Node) -> None:
@@ -256,6 +272,10 @@ class Cluster:
             errors.append(f"{node.name}: HTTP {response.status_code}")
         raise GridbusError(f"no node's management API answered /api/{path} ({'; '.join(errors)})")
 
+    def queues(self, vhost: str = "/") -> list[dict]:
+        """Every queue of ``vhost``: name, type and depth."""
+        return self._management(f"queues/{quote(vhost, safe='')}?columns=name,type,messages")
+
     def queue_members(self, vhost: str = "/") -> list[QueueMembers]:
         """Each quorum queue's leader, members and online members."""
         queues = self._management(f"queues/{quote(vhost, safe='')}?columns=name,type,leader,members,online")
@@ -282,6 +302,13 @@ class Cluster:
         if errors:
             raise GridbusError("no node answered cluster_status: " + "; ".join(errors))
         return [NodeState(n, False, ()) for n in self.nodes]
+
+    def rebalance(self) -> None:
+        """Spread the quorum queues' leaders over the running nodes.  A queue's leader is first the
+        node its declaring client was connected to (node 1 for a whole topology applied at
+        once), so one lost node would otherwise cost every queue an election at once."""
+        node = next((n for n in self.nodes if n.pid and alive(n.pid)), self.nodes[0])
+        self.ctl(node, "rebalance", "quorum", tool="rabbitmq-queues")
 
     def set_memory_alarm(self, i: int, on: bool) -> None:
         # a watermark far below what the node uses trips the alarm at once; publishers block
@@ -343,8 +370,10 @@ def start_cluster(base: Path, n: int = 3, amqp_ports=DEV_AMQP_PORTS, management_
 
 def attach(base: Path, n: int, amqp_ports=DEV_AMQP_PORTS, management_ports=DEV_MANAGEMENT_PORTS,
            dist_ports=DEV_DIST_PORTS, prefix: str = "gridbus-dev") -> Cluster:
-    """The cluster under ``base`` as a running one left it (for `dev status` and `dev down`)."""
-    cluster = Cluster(plan_nodes(base, n, amqp_ports, management_ports, dist_ports, prefix), _cookie(base))
+    """The cluster under ``base`` as a running one left it (for `dev status` and `dev down`);
+    nothing is written, and a folder never used is a cluster of nodes not running."""
+    cookie = (base / "cookie").read_text().strip() if (base / "cookie").exists() else ""
+    cluster = Cluster(plan_nodes(base, n, amqp_ports, management_ports, dist_ports, prefix), cookie)
     for node in cluster.nodes:
         node.pid = _pid_from_file(node)
     return cluster
@@ -370,14 +399,6 @@ def _write_cookie(home: Path, cookie: str) -> None:
     path.chmod(0o400)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _pid_from_file(node: Node) -> int | None:
     """The node's beam pid from its pid file (RABBITMQ_PID_FILE), if that process still runs a beam."""
     try:
@@ -389,7 +410,7 @@ def _pid_from_file(node: Node) -> int | None:
     except OSError:
         return None
     # a reused pid is not our node: its command line names the node's own folder
-    return pid if _alive(pid) and b"\x00-home\x00" + str(node.base).encode() + b"\x00" in cmdline else None
+    return pid if alive(pid) and b"\x00-home\x00" + str(node.base).encode() + b"\x00" in cmdline else None
 
 
 def _beam_pid(node: Node, wrapper: subprocess.Popen | None) -> int | None:
@@ -397,35 +418,10 @@ def _beam_pid(node: Node, wrapper: subprocess.Popen | None) -> int | None:
     pid = _pid_from_file(node)
     if pid or wrapper is None:
         return pid
-    for child in _descendants(wrapper.pid):
+    for child in descendants(wrapper.pid):
         try:
             if Path(f"/proc/{child}/comm").read_text().startswith("beam"):
                 return child
         except OSError:
             continue
     return None
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _wait_gone(pid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)

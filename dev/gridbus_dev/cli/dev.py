@@ -14,6 +14,7 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 from gridbus_dev import devstack
+from gridbus_dev.cli import dev_cluster
 from gridbus_dev.devstack import ProcessSet, Service
 from simulators.network import SHARED_NETWORK_ENV, shared_env, shared_model
 
@@ -95,7 +96,7 @@ def _can_log_in(url: str) -> bool:
         return False
 
 
-def _adms_broker_user(table_, procs: ProcessSet) -> tuple[str, bool]:
+def _adms_broker_user(table_, procs: ProcessSet, amqp_port: int = DEV_AMQP_PORT) -> tuple[str, bool]:
     """The ADMS's broker URL, and whether its password is new.  The user `adms` may read only
     the ADMS's queue (``gridbus broker users add adms``); its password is made once and kept in
     dev.env.  A password that no longer logs in (a new broker node) is replaced, and a running
@@ -109,7 +110,7 @@ def _adms_broker_user(table_, procs: ProcessSet) -> tuple[str, bool]:
     s = settings()
     password = SourceUsers(BrokerAdmin(s.management_url, s.vhost), table_).add(ADMS_USER)
     procs.stop("adms")
-    return _adms_url(password), True
+    return _adms_url(password, amqp_port), True
 
 
 def _meter_assignment(path: Path, values: dict[str, str]) -> int:
@@ -149,27 +150,35 @@ def dev():
 
 @dev.command("up")
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Worker processes.")
+@click.option("--nodes", type=click.IntRange(1, dev_cluster.MAX_NODES), default=1, show_default=True,
+              help="RabbitMQ nodes: more than one is a cluster (ports 5691.., 15691..), quorum queues on all.")
 @fails_cleanly
-def up(concurrency):
+def up(concurrency, nodes):
     """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
     billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
     keeper, the network publisher and delivery and the outage correlator; apply the routes;
     make the ADMS's broker user (it reads its outage queue over AMQP as `adms`, password in
     dev.env).  The stand-ins share one generated network (GRIDBUS_DEV_NETWORK_*, default 2,000
-    consumers)."""
+    consumers).  With --nodes N, RabbitMQ is a cluster of N nodes and every process gets all
+    their addresses (GRIDBUS_BROKER_URL, ``;``-separated)."""
     home = devstack.home()
-    values = dev_env()
+    values = {**dev_env(), **(dev_cluster.settings(home, nodes) if nodes > 1 else {})}
     _write_env_file(values)
     env = {**os.environ, **values}
-    devstack.start_rabbitmq(home / "rabbitmq", log=click.echo)
+    rabbit_cluster = dev_cluster.start(home, nodes) if nodes > 1 else None
+    if rabbit_cluster is None:
+        devstack.start_rabbitmq(home / "rabbitmq", log=click.echo)
+    adms_port = rabbit_cluster.nodes[0].amqp_port if rabbit_cluster else DEV_AMQP_PORT
     os.environ.update(values)
     table_ = routes_from(None)
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
     click.echo(f"routes     {len(table_)} applied")
+    if rabbit_cluster:
+        dev_cluster.spread_leaders(rabbit_cluster)
     procs = ProcessSet(home / "run")
     # the ADMS reads its outage queue (declared above with the routes) as its own broker user
     if ADMS_QUEUE in reads_of(table_, ADMS_USER):
-        adms_url, new_password = _adms_broker_user(table_, procs)
+        adms_url, new_password = _adms_broker_user(table_, procs, adms_port)
         values["ADMS_AMQP_URL"] = adms_url
         _write_env_file(values)
         click.echo(f"broker     user {ADMS_USER} may read {ADMS_QUEUE} only (password "
@@ -246,6 +255,7 @@ def down():
     devstack.stop_rabbitmq(home / "rabbitmq")
     procs.stop("rabbitmq", timeout_s=20)
     click.echo("rabbitmq   stopped")
+    dev_cluster.stop(home)  # the nodes of an earlier `dev up --nodes N`, if any
 
 
 @dev.command("status")
@@ -254,8 +264,10 @@ def status():
     """Which parts of the local stack run, and the depth of every gridbus queue."""
     home = devstack.home()
     procs = ProcessSet(home / "run")
-    up_ = devstack.port_open(DEV_AMQP_PORT)
-    click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
+    clustered = int(_read_env_file().get(dev_cluster.DEV_NODES_VAR, "1")) > 1
+    up_ = devstack.port_open(DEV_AMQP_PORT) and not clustered
+    if not clustered:
+        click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
     urls = {name: f"  {dev_env()[var]}" for name, _module, _port, var in devstack.STAND_INS}
     for name in SERVICES:
         pid = procs.pid(name)
@@ -264,6 +276,8 @@ def status():
             extra = "  " + _outage_counts()
         extra = extra if pid else ""
         click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
+    if clustered:
+        dev_cluster.status(home)
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
         from bus.broker_admin import BrokerAdmin
         from bus import naming
