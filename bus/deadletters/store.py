@@ -103,15 +103,16 @@ class DeadLetter:
 
 class DeadLetterStore:
     """``path``: the SQLite file, used when no shared state store is set (``url``: as
-    ``open_state_db`` takes it; None reads ``GRIDBUS_STATE_STORE``)."""
+    ``open_state_db`` takes it; None reads ``GRIDBUS_STATE_STORE``).  ``wait_s``: how long a
+    call waits for a PostgreSQL connection before it fails (30 s unless given)."""
 
-    def __init__(self, path: Path, url: str | None = None):
+    def __init__(self, path: Path, url: str | None = None, wait_s: float | None = None):
         self.path = path
         if path.exists():
             _migrate_sqlite(path)
         # synchronous=FULL: a dead letter acked off the queue must survive a crash (on SQLite;
         # PostgreSQL commits durably by default)
-        self.db = open_state_db("dead-letters", SCHEMA, path, synchronous="FULL", url=url)
+        self.db = open_state_db("dead-letters", SCHEMA, path, synchronous="FULL", url=url, wait_s=wait_s)
         self.runs_dir = path.parent / (path.name + ".replay-runs")
 
     @property

@@ -25,9 +25,11 @@ import requests
 
 from bus import naming, task_message
 from bus.deadletters import headers as dl
+from bus.deadletters.collect import collect
 from bus.deadletters.store import DeadLetterStore
 from bus.envelope import Envelope
 from bus.messaging import ConfirmingPublisher, connect
+from bus.state_store import StateStoreError
 from bus.transform import SourceChunk
 from bus.worker.pipeline import chunk_payload
 from tests.postgres import own_database, postgres_url, restart_postgres, start_postgres, stop_postgres  # noqa: F401
@@ -69,6 +71,7 @@ class Hosts:
                               "GRIDBUS_USER": f"operator-{host}"}
         applied = run_cli(self.env["a"], "routes", "apply")
         assert applied.returncode == 0, applied.stderr
+        self.state_url = state_url
         self.store = DeadLetterStore(tmp / "unused.sqlite", url=state_url)
         self.worker = Proc("worker", gridbus("worker", "-c", "2"), self.env["a"], self.logs).start()
         wait_for(lambda: self.consumers(naming.route_queue_name(ROUTE)) > 0, 60,
@@ -309,3 +312,32 @@ def test_postgresql_restarted_while_dead_letters_stream_in_loses_and_doubles_non
     recovered = [h for h in ("a", "b") if "dead-letter collector" in (hosts.tmp / "logs" / f"keeper-{h}.log")
                  .read_text(errors="replace")]
     print(f"at the restart (published, stored): {at_restart}; keepers that met it and reconnected: {recovered}")
+
+
+def test_a_batch_the_store_cannot_take_is_not_acked_and_is_stored_once_it_can(hosts, postgres_url):  # noqa: F811
+    # Given no keeper running, 50 dead letters in the queue, and a collector whose store waits at
+    # most 2 s for a PostgreSQL connection (the keeper waits 30 s: an outage longer than that)
+    for host in list(hosts.keepers):
+        hosts.stop_keeper(host)
+    store = DeadLetterStore(hosts.tmp / "unused.sqlite", url=hosts.state_url, wait_s=2)
+    ids = [f"pg-long-{n:03d}" for n in range(50)]
+    with ConfirmingPublisher(hosts.env["a"]["GRIDBUS_BROKER_URL"], "test-dead-letters") as pub:
+        for message_id in ids:
+            pub.publish(naming.dead_letter_exchange_name(ROUTE), "", *_dead_letter(message_id))
+        pub.flush()
+    queues, broker_url = [naming.dead_letter_queue_name(ROUTE)], hosts.env["a"]["GRIDBUS_BROKER_URL"]
+    stop_postgres(postgres_url)
+    try:
+        # When the collector takes them while PostgreSQL is down
+        # Then its batch fails with the store's own error, and none is acked: all 50 are back in the queue
+        with pytest.raises(StateStoreError):
+            collect(broker_url, queues, store)
+        wait_for(lambda: hosts.in_queue() == 50, 10, "the 50 dead letters back in the queue")
+    finally:
+        start_postgres(postgres_url)
+    # When it collects again with PostgreSQL back (what the keeper's reconnect does), on the same store
+    collect(broker_url, queues, store)
+    # Then each is stored once, and the queue is empty
+    assert Counter(x.message_id for x in hosts.stored(ids)) == Counter(dict.fromkeys(ids, 1))
+    assert hosts.in_queue() == 0
+    store.close()
