@@ -362,7 +362,9 @@ def outages_bench(gasps, consumers, feeders, seed, restore_after, phases, keep, 
 @click.option("--alarms", default=50_000, show_default=True, help="Alarms in the feeder-trip burst.")
 @click.option("--read-rate", default=100.0, show_default=True, help="On-demand reads per second through the gateway.")
 @click.option("--read-seconds", default=60.0, show_default=True, help="For how long the reads are sent.")
-@click.option("--fault-after", default=10.0, show_default=True, help="Seconds from the load's start to the fault.")
+@click.option("--fault-after", default=30.0, show_default=True,
+              help="The fault comes once MDMS-1 holds a quarter of the file's readings (mid-ingest), or "
+                   "this many seconds after the load starts, whichever is first.")
 @click.option("--down", "down_s", default=15.0, show_default=True, help="node-kill: seconds the node stays down.")
 @click.option("--alarm-for", "alarm_s", default=15.0, show_default=True, help="disk-alarm: seconds the alarm lasts.")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(3, 5))
