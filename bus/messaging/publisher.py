@@ -181,14 +181,11 @@ class ConfirmingPublisher:
             return
         if now < self._resend_at:
             return
-        again, self._nacked = self._nacked, []
-        log.warning("%s: the broker nacked %d messages; publishing them again", self.name, len(again))
-        for n, item in enumerate(again):
-            try:
-                self._send(item)
-            except BrokerUnavailable:
-                self._nacked = again[n:] + self._nacked
-                raise
+        # on a new connection: a channel whose quorum queue lost its leader may go on nacking
+        # after a new leader is elected (seen for a minute on RabbitMQ 3.10), a new one does not
+        log.warning("%s: the broker nacked %d messages; publishing them again on a new connection",
+                    self.name, len(self._nacked))
+        self._reopen()
         self._resend_at = time.monotonic() + self._resend_backoff.next_delay()
 
     # -- losing the node --------------------------------------------------
@@ -235,7 +232,8 @@ class ConfirmingPublisher:
             self._nacked.clear()
         if conn is not None:
             try:
-                reset(getattr(conn.transport, "sock", None))
+                if conn.connected:
+                    reset(conn.transport.sock)
                 conn.collect()
             except Exception:  # noqa: BLE001 - a socket already gone
                 pass
