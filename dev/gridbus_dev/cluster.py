@@ -65,6 +65,8 @@ class Node:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
         env = devstack.rabbit_env(self.base, self.amqp_port, self.management_port, self.dist_port, self.name)
         env = {**clean, **{k: v for k, v in env.items() if k.startswith("RABBITMQ_") or k == "HOME"}}
+        # our own config file, not the rabbitmq.conf rabbit_env writes: a cluster node also
+        # needs its peer discovery
         env["RABBITMQ_CONFIG_FILE"] = str(self._write_config())
         # the distribution listens on loopback only, as AMQP and management do
         env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = "-kernel inet_dist_use_interface {127,0,0,1}"
