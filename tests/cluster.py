@@ -9,10 +9,8 @@ Without Debian's RabbitMQ the tests are skipped, saying so.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,29 +21,6 @@ from gridbus_dev import cluster as rabbit_cluster_module
 from gridbus_dev import devstack
 
 NODES = 3
-# Ports below the ephemeral range (32768+), so no client socket takes one between our pick and the
-# node's bind; and below 25535, since rabbitmqctl uses its node's distribution port + 10000.
-_PORT_RANGE = (21000, 25400)
-_DEV_PORTS = {5679, 15679, 25679, *(p for ports in (rabbit_cluster_module.DEV_AMQP_PORTS,
-                                                     rabbit_cluster_module.DEV_MANAGEMENT_PORTS,
-                                                     rabbit_cluster_module.DEV_DIST_PORTS) for p in ports)}
-
-
-def _free_ports(count: int) -> list[int]:
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.randint(*_PORT_RANGE)
-        if port in chosen or port in _DEV_PORTS:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        chosen.append(port)
-    return chosen
-
-
 def kill_leftovers(base: Path) -> list[int]:
     """SIGKILL every beam whose ``-home`` is a node folder under ``base`` (ours alone)."""
     killed = []
@@ -73,7 +48,7 @@ def rabbit_cluster():
         pytest.skip(f"no RabbitMQ here ({devstack.RABBIT_BIN}/rabbitmq-server missing; `apt-get install "
                     "rabbitmq-server`): the cluster tests need three real nodes")
     base = Path(tempfile.mkdtemp(prefix="gridbus-cluster-"))
-    ports = _free_ports(3 * NODES)
+    ports = rabbit_cluster_module.free_ports(3 * NODES)
     started = None
     try:
         started = rabbit_cluster_module.start_cluster(

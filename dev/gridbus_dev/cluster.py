@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -319,6 +321,28 @@ class Cluster:
     def set_disk_alarm(self, i: int, on: bool) -> None:
         # a free-space limit no disk has (1 PB) trips it at once; setting it re-checks the disk
         self.ctl(self.node(i), "set_disk_free_limit", str(10 ** 15 if on else NORMAL_DISK_FREE_LIMIT))
+
+
+# Ports below the ephemeral range (32768+), so no client socket takes one between the pick and the
+# node's bind; and below 25535, since rabbitmqctl listens on its node's distribution port + 10000.
+FREE_PORT_RANGE = (21000, 25400)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports in FREE_PORT_RANGE, none of the dev stack's."""
+    dev = {5679, 15679, 25679, *DEV_AMQP_PORTS, *DEV_MANAGEMENT_PORTS, *DEV_DIST_PORTS}
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randint(*FREE_PORT_RANGE)
+        if port in chosen or port in dev:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
 
 
 def plan_nodes(base: Path, n: int, amqp_ports, management_ports, dist_ports, prefix: str = "gridbus-dev") -> list[Node]:

@@ -532,7 +532,9 @@ def bench_chaos(scenarios: list[str], load: Load, work: Path, nodes: int = 3, ec
 
 def free_cluster_ports(n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """AMQP, management and distribution ports for ``n`` nodes, apart from a dev stack's."""
-    ports = [free_port() for _ in range(3 * n)]
+    from gridbus_dev.cluster import free_ports
+
+    ports = free_ports(3 * n)
     return tuple(ports[:n]), tuple(ports[n:2 * n]), tuple(ports[2 * n:])
 
 
