@@ -26,7 +26,7 @@ from tests.state_stores import own_schema
 from tests.support import (ROOT, ROUTE_ENV, Mdms, Proc, drop_vhost, env_of_its_own, gridbus, run_cli, start_gateway,
                            wait_for)
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.broker
 ROUTES = ("uc6-7-8-requests.yaml", "uc2-4-5-alarms.yaml")
 DETERMINANTS = "billing-1/billing-determinants"
 
@@ -49,21 +49,26 @@ def shared(rabbitmq_proc, management_url, tmp_path_factory, postgres_url):  # no
         home = tmp / f"home-{host}"
         home.mkdir()
         envs[host] = {**common, "GRIDBUS_HOME": str(home), "GRIDBUS_ENV_FILE": str(home / "none.env")}
-    keys = {s: run_cli(envs["a"], "gateway", "keys", "add", s).stdout.strip() for s in ("billing-1", "hes-a")}
-    assert all("." in k for k in keys.values()), keys
-    gateway_a, url_a = start_gateway(envs["a"], logs)
-    gateway_a.log_path.rename(logs / "gateway-a.log")  # the next gateway's log is its own
-    gateway_a.log_path = logs / "gateway-a.log"
-    gateway_b, url_b = start_gateway(envs["b"], logs)
-    worker = Proc("worker", gridbus("worker", "--pool", "asyncio", "--routes", "billing-1-determinants"),
-                  envs["worker"], logs).start()
-    stack = {"a": url_a, "b": url_b, "env": envs, "keys": keys, "store_url": store_url, "logs": logs,
-             "broker": base["GRIDBUS_BROKER_URL"], "procs": [gateway_a, gateway_b, worker, mdms.proc]}
-    wait_for(lambda: ask(stack, "a").status_code == 200, 60, "a determinants request answered through A")
-    yield stack
-    for proc in stack["procs"]:
-        proc.stop()
-    drop_vhost(management_url, vhost)
+    procs = [mdms.proc]
+    try:
+        keys = {s: run_cli(envs["a"], "gateway", "keys", "add", s).stdout.strip() for s in ("billing-1", "hes-a")}
+        assert all("." in k for k in keys.values()), keys
+        gateway_a, url_a = start_gateway(envs["a"], logs)
+        procs.append(gateway_a)
+        gateway_a.log_path.rename(logs / "gateway-a.log")  # the next gateway's log is its own
+        gateway_a.log_path = logs / "gateway-a.log"
+        gateway_b, url_b = start_gateway(envs["b"], logs)
+        procs.append(gateway_b)
+        procs.append(Proc("worker", gridbus("worker", "--pool", "asyncio", "--routes", "billing-1-determinants"),
+                          envs["worker"], logs).start())
+        stack = {"a": url_a, "b": url_b, "env": envs, "keys": keys, "store_url": store_url, "logs": logs,
+                 "broker": base["GRIDBUS_BROKER_URL"]}
+        wait_for(lambda: ask(stack, "a").status_code == 200, 60, "a determinants request answered through A")
+        yield stack
+    finally:
+        for proc in procs:
+            proc.stop()
+        drop_vhost(management_url, vhost)
 
 
 def ask(stack, gateway: str, message_id: str | None = None, timeout: float = 30) -> requests.Response:
@@ -192,6 +197,7 @@ def postgres_stopped(url: str):
                                      shlex.join(options), "start"]), check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_postgresql_crashing_under_load_costs_503s_while_it_is_away_and_no_request(shared):
     # Given billing sending requests through both gateways, three at a time on each
     answers, stop = [], threading.Event()
