@@ -118,6 +118,12 @@ async def connect(broker_url: str, name: str):
     raise (BrokerUnavailable if away else BrokerError)("; ".join(failures))
 
 
+def _nacked(exc: BaseException) -> bool:
+    import aio_pika.exceptions
+
+    return isinstance(exc.__cause__, aio_pika.exceptions.DeliveryError)
+
+
 def blocked(connection) -> bool:
     """Whether the broker blocks this connection's publishing (a memory or disk alarm) as far
     as the connection knows: it learns it from the broker's ``connection.blocked``, sent the
@@ -154,12 +160,15 @@ class ConfirmedPublisher:
                 await self._publish_once(exchange, key, body, props, headers,
                                          None if self.timeout_s is None else max(0.1, deadline - loop.time()))
                 return
-            except BrokerUnavailable:
-                # the connection went: once the robust connection is back (on another node), the
-                # message goes again; it may so arrive twice, receivers are idempotent by message id
+            except BrokerUnavailable as exc:
+                # the connection went, or the broker nacked: once the robust connection is back (on
+                # another node), the message goes again; it may so arrive twice, receivers are
+                # idempotent by message id
                 if self.connection is None or loop.time() + RETRY_PAUSE_S >= deadline:
                     raise
                 await asyncio.sleep(RETRY_PAUSE_S)
+                if _nacked(exc):
+                    await self._new_channel()
                 try:
                     await asyncio.wait_for(self.connection.connected.wait(), max(0.01, deadline - loop.time()))
                 except asyncio.TimeoutError:
@@ -169,6 +178,20 @@ class ConfirmedPublisher:
                     await self._drop_blocked()
                     raise BrokerBlocked("the broker blocks publishing (a memory or disk alarm); not taken") from None
                 raise
+
+    async def _new_channel(self) -> None:
+        """A channel whose quorum queue lost its leader may go on nacking after a new leader is
+        elected (seen for a minute on RabbitMQ 3.10); a new channel takes messages at once."""
+        old, self._exchanges = self.channel, {}
+        try:
+            async with aio_errors("opening a new publishing channel"):
+                self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        except BrokerError:
+            return  # the connection is going too: the next attempt waits for it
+        try:
+            await asyncio.wait_for(old.close(), 1)
+        except Exception:  # noqa: BLE001 - it is let go either way
+            pass
 
     async def _publish_once(self, exchange: str, key: str, body: bytes, props: dict, headers: dict,
                             timeout_s: float | None) -> None:

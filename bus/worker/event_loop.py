@@ -75,8 +75,9 @@ class LoopWorker:
         try:
             consuming = await connection.channel()
             await consuming.set_qos(prefetch_count=self.prefetch)
+            # with the connection: after a lost node or a nack it publishes again, on a new channel
             self.publisher = aio.ConfirmedPublisher(
-                await connection.channel(publisher_confirms=True, on_return_raises=True))
+                await connection.channel(publisher_confirms=True, on_return_raises=True), connection)
             for route in self.routes:
                 queue = await consuming.get_queue(route.queue_name, ensure=True)
                 await queue.consume(functools.partial(self.on_message, route))

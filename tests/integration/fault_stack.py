@@ -1,9 +1,10 @@
 """The bus as real processes for the broker fault tests (alarms, a node killed).
 
-Use case 1 (HES files → ingress → worker → MDMS-1) and use cases 2/4/5 (HES alarms
-pushed to the gateway → worker → MDMS-1, WFM, FMS, ADMS), on whatever broker URL
-the environment names: one node of the test's own, or the three addresses of a
-cluster.  What the tests count is at the destinations: the stand-ins' stores.
+Use case 1 (HES files → ingress → worker → MDMS-1), use cases 2/4/5 (HES alarms
+pushed to the gateway → worker → MDMS-1, WFM, FMS, ADMS) and use case 7's on-demand
+reads (MDMS-1 → gateway → request worker on an event loop → HES-A/HES-B → back), on
+whatever broker URL the environment names: one node of the test's own, or the three
+addresses of a cluster.  What the tests count is at the destinations: the stand-ins' stores.
 """
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ import requests
 from bus.broker_admin import BrokerAdmin
 from tests.support import Mdms, Proc, ROOT, free_port, gridbus, run_cli, serving, wait_for
 
-ROUTE_FILES = (ROOT / "routes" / "uc1-meter-data-files.yaml", ROOT / "routes" / "uc2-4-5-alarms.yaml")
+ROUTE_FILES = tuple(ROOT / "routes" / name for name in
+                    ("uc1-meter-data-files.yaml", "uc2-4-5-alarms.yaml", "uc6-7-8-requests.yaml"))
 STAND_INS = {"mdms-1": ("simulators.mdms", "MDMS_1_URL"), "wfm": ("simulators.wfm", "WFM_URL"),
-             "fms": ("simulators.fms", "FMS_URL"), "adms": ("simulators.adms", "ADMS_URL")}
-CONSUMED = ("hes-a-csv-to-mdms-1", "hes-a-alarms", "critical-to-mdms-1", "outage-to-adms")
+             "fms": ("simulators.fms", "FMS_URL"), "adms": ("simulators.adms", "ADMS_URL"),
+             "hes-a": ("simulators.hes", "HES_A_URL"), "hes-b": ("simulators.hes", "HES_B_URL")}
+CONSUMED = {"worker": ("hes-a-csv-to-mdms-1", "hes-a-alarms", "critical-to-mdms-1", "outage-to-adms"),
+            "requests": ("mdms-1-reads-to-hes",)}
+# gridbus processes by name: (command line, what it must consume before it counts as ready)
+COMMANDS = {"worker": ("worker", "-c", "2", "--kind", "deliveries"),
+            "requests": ("worker", "--pool", "asyncio", "--kind", "requests"),
+            "ingress": ("ingress",), "keeper": ("keeper",)}
 
 
 class FaultStack:
@@ -37,11 +45,17 @@ class FaultStack:
         routes.mkdir(exist_ok=True)
         for path in ROUTE_FILES:
             shutil.copy(path, routes / path.name)
+        # meters 1-200: odd ones on HES-A, even ones on HES-B
+        assignment = tmp / "assignment.csv"
+        assignment.write_text("meter,hes\n" + "".join(f"UPM{n:08d},{'hes-a' if n % 2 else 'hes-b'}\n"
+                                                      for n in range(1, 201)))
         self.env = {**env, "GRIDBUS_ROUTES": str(routes), "GRIDBUS_INBOX": str(self.inbox),
+                    "GRIDBUS_METER_ASSIGNMENT": str(assignment),
                     "GRIDBUS_OUTBOX": str(tmp / "outbox"), "GRIDBUS_MANAGEMENT_URL": management_url,
                     **{var: self.systems[name].url for name, (_, var) in STAND_INS.items()}}
         self.admin = BrokerAdmin(management_url, vhost)
         self.key = run_cli(self.env, "gateway", "keys", "add", "hes-a").stdout.strip()
+        self.mdms_key = run_cli(self.env, "gateway", "keys", "add", "mdms-1").stdout.strip()
         self.procs: dict[str, Proc] = {}
         self.url = ""
 
@@ -55,10 +69,8 @@ class FaultStack:
                 port = free_port()
                 self.url = f"http://127.0.0.1:{port}"
                 self.procs[name] = Proc(name, gridbus("gateway", "--port", str(port)), self.env, self.logs).start()
-            elif name == "worker":
-                self.procs[name] = Proc(name, gridbus("worker", "-c", "2"), self.env, self.logs).start()
             else:
-                self.procs[name] = Proc(name, gridbus(name), self.env, self.logs).start()
+                self.procs[name] = Proc(name, gridbus(*COMMANDS[name]), self.env, self.logs).start()
         wait_for(self._ready, 90, f"the processes and their consumers ({self.log_tails()})")
         return self
 
@@ -66,8 +78,8 @@ class FaultStack:
         try:
             if "gateway" in self.procs and not serving(f"{self.url}/health"):
                 return False
-            return "worker" not in self.procs or all(
-                self.admin.queue(f"gridbus.route.{r}").get("consumers", 0) > 0 for r in CONSUMED)
+            return all(self.admin.queue(f"gridbus.route.{r}").get("consumers", 0) > 0
+                       for name in self.procs for r in CONSUMED.get(name, ()))
         except Exception:  # noqa: BLE001 - the topology is not there yet
             return False
 
@@ -99,6 +111,13 @@ class FaultStack:
             assert answer is None or answer.status_code == 503, answer.text
             assert time.monotonic() < deadline, f"not accepted within {within_s}s ({self.log_tails()})"
             time.sleep(min(1.0, float(answer.headers.get("Retry-After", 1)) if answer is not None else 1.0))
+
+    # -- on-demand reads through the gateway ----------------------------------------------
+    def read(self, n: int, timeout_s: float = 30) -> requests.Response:
+        """MDMS-1 asks for meter ``n``'s reading now (answered by HES-A or HES-B through the bus)."""
+        return requests.post(f"{self.url}/v1/requests/mdms-1/meter-readings", timeout=timeout_s,
+                             json={"Header": {}, "Request": {"meters": [f"UPM{n:08d}"]}},
+                             headers={"X-API-Key": self.mdms_key, "X-User": "alice"})
 
     # -- files through the ingress -------------------------------------------------------
     def generate(self, *args: str, seed: int = 1) -> dict:
