@@ -1,6 +1,7 @@
 """Two gateways on separate hosts' homes sharing one vhost and one PostgreSQL state store
-(``GRIDBUS_STATE_STORE``): requests, keys and seen alarms are the same through either, and a
-PostgreSQL restart under load costs 503s while it is away, never a request.
+(``GRIDBUS_STATE_STORE``): requests, keys and seen alarms are the same through either, a command
+approved on two hosts at once is sent once, and a PostgreSQL restart under load costs 503s while
+it is away, never a request.
 
 One stack for the module (about 15 s to build): gateway A and gateway B (each with its own
 GRIDBUS_HOME, so nothing reaches them through a local file), a request worker with a home of
@@ -251,3 +252,37 @@ def test_postgresql_crashing_under_load_costs_503s_while_it_is_away_and_no_reque
                 wait_for(lambda: store.get(body["request_id"]).reply is not None, 30, f"the reply of {message_id}")
     finally:
         store.close()
+
+
+def test_a_command_approved_at_once_on_two_hosts_is_approved_and_sent_once(shared):
+    # Given approvers bob (on B's host) and carol (on A's host), and a disconnect of 60 meters that
+    # billing sent through gateway A, waiting for a second user's approval (above 50 meters)
+    for env, name in ((shared["env"]["b"], "bob"), (shared["env"]["a"], "carol")):
+        made = run_cli(env, "operators", "add", name, "--role", "approver", "--password-stdin",
+                       input=f"{name} has a long password\n")
+        assert made.returncode == 0 or "exists" in made.stderr, made.stderr
+    command_id = f"cut-{uuid.uuid4().hex[:8]}"
+    sent = requests.post(f"{shared['a']}/v1/requests/billing-1/commands", timeout=30,
+                         json={"Header": {}, "Request": {"commandId": command_id, "action": "disconnect",
+                                                         "meters": [f"UPM{n:08d}" for n in range(1, 61)]}},
+                         headers={"X-API-Key": shared["keys"]["billing-1"], "X-User": "alice"})
+    assert sent.status_code == 202 and sent.json()["state"] == "pending-approval", sent.text
+    request_id = sent.json()["request_id"]
+    before = queued(shared, "gridbus.route.billing-1-commands")
+    # When bob approves it on B's host and carol on A's, at the same moment
+    approvals = [subprocess.Popen(gridbus("commands", "approve", request_id, "--user", name, "--password-stdin"),
+                                  env=shared["env"][host], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for host, name in (("b", "bob"), ("a", "carol"))]
+    outcomes = [p.communicate(f"{name} has a long password\n", timeout=60)
+                for p, name in zip(approvals, ("bob", "carol"))]
+    codes = [p.returncode for p in approvals]
+    # Then one approval went through and the other was told the command is no longer pending
+    assert sorted(codes) == [0, 1], outcomes
+    refused = outcomes[codes.index(1)][1]
+    assert "not pending-approval" in refused or "cannot become" in refused, refused
+    # and the command was sent once, with one approval in its trail, seen alike through A and B
+    assert queued(shared, "gridbus.route.billing-1-commands") == before + 1
+    through_a, through_b = fetch(shared, "a", request_id).json(), fetch(shared, "b", request_id).json()
+    assert through_a == through_b
+    assert [a["event"] for a in through_b["audit"]] == ["pending-approval", "requested", "sent"]
+    assert through_b["approved_by"] == ("bob", "carol")[codes.index(0)]
