@@ -25,7 +25,7 @@ REPLY = {"Reply": {"Result": "OK"},
 def main(rows: int) -> None:
     with tempfile.TemporaryDirectory(prefix="gridbus-prune-") as folder:
         path = Path(folder) / "requests.sqlite"
-        store = RequestStore(path)
+        store = RequestStore(path, url="")  # the SQLite file whatever GRIDBUS_STATE_STORE says: rowids below
         now, started = time.time(), time.perf_counter()
         with store.batch() as db:
             for n in range(rows):
