@@ -89,7 +89,11 @@ class KeyStore:
         self._db = open_state_db("gateway-keys", SCHEMA, path, url=url, wait_s=wait_s)
         self.shared = self._db.shared
         if import_from is not None and import_from.exists():
-            self._import(import_from)
+            try:
+                self._import(import_from)
+            except BaseException:
+                self._db.close()
+                raise
 
     def _import(self, path: Path) -> None:
         rows = _entries(path)

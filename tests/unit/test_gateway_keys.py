@@ -19,14 +19,27 @@ from tests.state_stores import postgres_url, state_url  # noqa: F401 - run on bo
 from tests.support import ROUTE_ENV as ENV, ROOT
 
 
-def test_a_key_revoked_from_another_process_is_refused_on_the_very_next_request(tmp_path, state_url):
+@pytest.fixture
+def opened():
+    """Closes the key stores a test opens (a PostgreSQL one holds a pool of connections)."""
+    stores = []
+
+    def keep(store: KeyStore) -> KeyStore:
+        stores.append(store)
+        return store
+    yield keep
+    for store in stores:
+        store.close()
+
+
+def test_a_key_revoked_from_another_process_is_refused_on_the_very_next_request(tmp_path, state_url, opened):
     # Given a gateway's key store that has accepted a key (on SQLite, or PostgreSQL shared by hosts)
     path = tmp_path / "gateway-keys.sqlite"
-    key = KeyStore(path, url=state_url).add("billing-1")
-    gateway = KeyStore(path, url=state_url)
+    key = opened(KeyStore(path, url=state_url)).add("billing-1")
+    gateway = opened(KeyStore(path, url=state_url))
     assert gateway.system_of(key) == "billing-1"
     # When an operator revokes it with another process's key store
-    assert KeyStore(path, url=state_url).revoke(key.split(".")[0])
+    assert opened(KeyStore(path, url=state_url)).revoke(key.split(".")[0])
     # Then the gateway refuses it at once, never takes a wrong secret, and a second revoke says there is none
     assert gateway.system_of(key) is None
     assert gateway.system_of(key.split(".")[0] + ".wrong") is None
@@ -35,17 +48,17 @@ def test_a_key_revoked_from_another_process_is_refused_on_the_very_next_request(
     assert gateway.listing() == [] and gateway.listing(revoked=True)[0]["revoked_at"] is not None
 
 
-def test_a_key_added_while_the_gateway_runs_is_accepted_at_once(tmp_path, state_url):
+def test_a_key_added_while_the_gateway_runs_is_accepted_at_once(tmp_path, state_url, opened):
     # Given a running gateway's key store
     path = tmp_path / "gateway-keys.sqlite"
-    gateway = KeyStore(path, url=state_url)
+    gateway = opened(KeyStore(path, url=state_url))
     assert gateway.system_of("nope.nope") is None
     # When an operator adds a key  Then its first request is accepted
-    key = KeyStore(path, url=state_url).add("mdms-1")
+    key = opened(KeyStore(path, url=state_url)).add("mdms-1")
     assert gateway.system_of(key) == "mdms-1"
 
 
-def test_keys_of_the_old_json_file_are_imported_once_as_hashes(tmp_path, state_url, caplog):
+def test_keys_of_the_old_json_file_are_imported_once_as_hashes(tmp_path, state_url, caplog, opened):
     # Given a JSON key file written by an earlier gridbus, with one key of billing-1
     secret = "s3cret-of-billing"
     old = tmp_path / "gateway-keys.json"
@@ -53,31 +66,31 @@ def test_keys_of_the_old_json_file_are_imported_once_as_hashes(tmp_path, state_u
                                       "created": 1700000000.0}}))
     # When a gateway opens the state store  Then the key works, the import is logged, never the secret
     with caplog.at_level("WARNING"):
-        store = KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url)
+        store = opened(KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url))
     assert store.system_of(f"k1.{secret}") == "billing-1"
     assert "imported 1 gateway key" in caplog.text and secret not in caplog.text
     # and once revoked it stays revoked: the file is not imported again while the store has keys
     store.revoke("k1")
-    again = KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url)
+    again = opened(KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=state_url))
     assert again.system_of(f"k1.{secret}") is None and len(again.listing(revoked=True)) == 1
 
 
 @pytest.mark.parametrize("content", ['{"k1": {"system": "billing-1"}}', "[1, 2]", "{not json",
                                      '{"a.b": {"system": "s", "sha256": "' + "0" * 64 + '"}}'])
-def test_a_broken_json_key_file_is_refused_naming_the_file(tmp_path, content):
+def test_a_broken_json_key_file_is_refused_naming_the_file(tmp_path, content, opened):
     # Given a hand-edited key file that is not what gridbus wrote
     old = tmp_path / "gateway-keys.json"
     old.write_text(content)
     # When a gateway would import it  Then it refuses, naming the file, and imports nothing
     with pytest.raises(ConfigError, match="gateway-keys.json"):
-        KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url="")
-    assert KeyStore(tmp_path / "gateway-keys.sqlite", url="").listing(revoked=True) == []
+        opened(KeyStore(tmp_path / "gateway-keys.sqlite", import_from=old, url=""))
+    assert opened(KeyStore(tmp_path / "gateway-keys.sqlite", url="")).listing(revoked=True) == []
 
 
 @pytest.mark.parametrize("presented", ["\x00.x", "a" * 5000 + ".x", "\n\r.x", "\ud800.\udfff", ".", "nodot"])
-def test_a_hostile_key_is_refused_as_unknown_never_a_store_error(tmp_path, state_url, presented):
+def test_a_hostile_key_is_refused_as_unknown_never_a_store_error(tmp_path, state_url, presented, opened):
     # Given a store with a key  When a caller presents a key made to break the lookup  Then it is unknown
-    store = KeyStore(tmp_path / "gateway-keys.sqlite", url=state_url)
+    store = opened(KeyStore(tmp_path / "gateway-keys.sqlite", url=state_url))
     store.add("billing-1")
     assert store.system_of(presented) is None
 

@@ -63,6 +63,7 @@ def test_concurrent_work_is_committed_in_batches_and_an_error_undoes_only_its_ow
     assert isinstance(outcomes[40], ValueError)
     other = RequestStore(tmp_path / "requests.sqlite", url=state_url)  # another process: only what was committed
     assert len(other.listing(limit=100)) == 40 and other.get("bad") is None
+    other.close()
     # and they took fewer commits than requests
     assert len(batches) < 41
 
