@@ -27,8 +27,10 @@ stored before a request leaves (command safety, idempotency) is decided by
   them, not one per waiting request: when replies run late under load, a
   store read per waiting request every 0.25 s was more work exactly when
   there was none to spare, and the queue that formed stayed.
-- The store (SQLite) is read and written by one thread of its own, never by
-  the loop, with group commits (``store_thread``).
+- The store (SQLite, or the PostgreSQL every gateway shares) is read and
+  written by one thread of its own, never by the loop, with group commits
+  (``store_thread``); while it cannot be reached a request is answered 503
+  (``server``) and a reply goes back to its queue.
 - Reads and determinants requests older than the retention (``gridbus gateway
   --keep-requests``, 7 days) are deleted every minute, a chunk at a time on
   the store thread, so that a backlog never holds the requests' commits for
