@@ -188,18 +188,20 @@ class RequestStore:
         path every synchronous request takes."""
         now = time.time()
         final_state = "sent" if sent_on else state
-        with self._db.writing():
-            # DO NOTHING rather than a caught unique violation: on PostgreSQL a failed statement
-            # spoils its whole transaction, and a second gateway inserting the same client key at
-            # once waits for the first's commit and then finds it taken (rowcount 0)
-            taken = self._db.execute(
-                f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                "ON CONFLICT DO NOTHING",
-                (id, system, requested_by, kind, route, client_key, action, meters, final_state, now,
-                 now, expires, None, reply_address, correlation_id, _dumps(document), None, None))
-            if not taken:  # the client key is taken
+        # DO NOTHING rather than a caught unique violation: on PostgreSQL a failed statement
+        # spoils its whole transaction, and a second gateway inserting the same client key at
+        # once waits for the first's commit and then finds it taken (rowcount 0)
+        insert = (f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                  "ON CONFLICT DO NOTHING",
+                  (id, system, requested_by, kind, route, client_key, action, meters, final_state, now,
+                   now, expires, None, reply_address, correlation_id, _dumps(document), None, None))
+        if kind != "commands":  # one statement, atomic as it is: no savepoint (two round trips on PostgreSQL)
+            if not self._db.execute(*insert):
                 return None
-            if kind == "commands":
+        else:
+            with self._db.writing():  # the command and its audit rows, or none of them
+                if not self._db.execute(*insert):  # the client key is taken
+                    return None
                 self._audit(id, requested_by or system, state, _taken(kind, action, meters, system))
                 if sent_on:
                     self._audit(id, requested_by or system, "sent", _published(sent_on))
@@ -273,13 +275,18 @@ class RequestStore:
         A redelivered reply, or the same reply kept by another gateway, finds the request final
         and changes nothing: the first one stands (a conditional UPDATE)."""
         result = replies.result_in(reply)
-        with self._db.writing():
-            rows = self._db.rows(
-                f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
-                f"AND state NOT IN ({', '.join('?' * len(FINAL))}) RETURNING {', '.join(COLUMNS)}",
-                (state, _dumps(reply), result, time.time(), request_id, *FINAL))
-            if rows and rows[0][_KIND] == "commands":
-                self._audit(request_id, who, state, _answered(result, reply))
+        update = (f"UPDATE requests SET state = ?, reply = ?, result = ?, updated = ? WHERE id = ? "
+                  f"AND state NOT IN ({', '.join('?' * len(FINAL))}) AND kind {{}} 'commands' "
+                  f"RETURNING {', '.join(COLUMNS)}")
+        values = (state, _dumps(reply), result, time.time(), request_id, *FINAL)
+        # a read's reply is one statement, atomic as it is (no savepoint: two round trips on
+        # PostgreSQL, on the path of every read); a command's is audited in the same transaction
+        rows = self._db.rows(update.format("<>"), values)
+        if not rows:
+            with self._db.writing():
+                rows = self._db.rows(update.format("="), values)
+                if rows:
+                    self._audit(request_id, who, state, _answered(result, reply))
         return _row(rows[0]) if rows else self.get(request_id)
 
     def attach_reply(self, request_id: str, reply: dict) -> None:
