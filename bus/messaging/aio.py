@@ -28,6 +28,7 @@ from bus.messaging.errors import aio_errors
 log = logging.getLogger("gridbus.amqp")
 FAILOVER_S = 60.0  # how long a publish without a timeout waits for a node to take the connection back
 RETRY_PAUSE_S = 0.2
+NEW_CHANNEL_TIMEOUT_S = 2.0
 BLOCKED_POLL_S = 0.1  # how soon a publish waiting for its confirm notices connection.blocked
 
 
@@ -167,7 +168,7 @@ class ConfirmedPublisher:
                 if self.connection is None or loop.time() + RETRY_PAUSE_S >= deadline:
                     raise
                 await asyncio.sleep(RETRY_PAUSE_S)
-                if _nacked(exc):
+                if _nacked(exc) or (self.connection.connected.is_set() and self.channel.is_closed):
                     await self._new_channel()
                 try:
                     await asyncio.wait_for(self.connection.connected.wait(), max(0.01, deadline - loop.time()))
@@ -185,7 +186,8 @@ class ConfirmedPublisher:
         old, self._exchanges = self.channel, {}
         try:
             async with aio_errors("opening a new publishing channel"):
-                self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+                self.channel = await asyncio.wait_for(
+                    self.connection.channel(publisher_confirms=True, on_return_raises=True), NEW_CHANNEL_TIMEOUT_S)
         except BrokerError:
             return  # the connection is going too: the next attempt waits for it
         try:

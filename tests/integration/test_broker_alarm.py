@@ -74,7 +74,7 @@ def stack(tmp_path_factory):
         bus = FaultStack(env, tmp, f"http://guest:guest@127.0.0.1:{node.management}")
         try:
             bus.node = node
-            yield bus.start()
+            yield bus.start("gateway", "worker", "requests", "ingress")
         finally:
             bus.stop()
     finally:
@@ -97,12 +97,22 @@ def test_the_gateway_answers_503_with_retry_after_during_a_memory_alarm_and_lose
             assert int(answer.headers["Retry-After"]) >= 1
             assert took < 6.5, f"answered after {took:.1f}s"
             refused.append(burst)
+        # and so is an on-demand read (the gateway's event loop, aio-pika)
+        started = time.monotonic()
+        answer = stack.read(7)
+        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1, answer.text
+        assert time.monotonic() - started < 6.5
     finally:
         # When the alarm clears
         stack.node.memory_alarm(False)
     # Then the gateway takes pushes again, the refused ones sent again as Retry-After says
     for burst in refused:
         stack.push_until_accepted([alarm(n) for n in range(burst * 50, burst * 50 + 50)], within_s=30)
+    # and reads are answered again, each with its own meter's reading
+    answers = []
+    wait_for(lambda: answers.append(stack.read(9)) or answers[-1].status_code == 200, 30,
+             f"a read answered after the alarm (last answer: {answers[-1].text[:300] if answers else None})")
+    assert "UPM00000009" in answers[-1].text
     # and MDMS-1 and the ADMS each hold every one of the 200 alarms: none lost
     wait_for(lambda: stack.mdms.stats()["events"] >= 200, 60, "200 alarms at MDMS-1")
     wait_for(lambda: stack.systems["adms"].stats()["events"] >= 200, 60, "200 alarms at the ADMS")
