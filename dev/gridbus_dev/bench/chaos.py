@@ -47,6 +47,7 @@ from gridbus_dev.bench.ingest import generate as generate_file
 from gridbus_dev.bench.procs import free_port, spawn, terminate, wait_http
 
 SCENARIOS = ("node-kill", "rolling-restart", "disk-alarm")
+CONTROL = "none"  # the same load and no fault: what the machine gives without one (not run by default)
 HES = "hes-a"
 # the stand-ins' counters of repeats they absorbed (MDMS-1's is reported with the readings)
 REPEATS = {"wfm": "duplicate_events", "fms": "duplicate_evidence", "adms": "duplicate_values"}
@@ -375,8 +376,11 @@ def _fault(scenario: str, cluster, admin: BrokerAdmin, vhost: str, load: Load, r
         time.sleep(load.alarm_s)
         for i in range(1, len(cluster.nodes) + 1):
             cluster.set_disk_alarm(i, False)
+    elif scenario == CONTROL:
+        result.fault = "none (the control run: the same load, no fault)"
+        echo(result.fault)
     else:
-        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}, {CONTROL}")
 
 
 def _wait_whole(cluster, vhost: str, timeout_s: float) -> list[str]:

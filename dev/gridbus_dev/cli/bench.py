@@ -356,8 +356,10 @@ def outages_bench(gasps, consumers, feeders, seed, restore_after, phases, keep, 
 
 
 @bench.command("chaos")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["node-kill", "rolling-restart", "disk-alarm"]),
-              help="A fault to inject (repeatable; default: all three, each on a cluster of its own).")
+@click.option("--scenario", "scenarios", multiple=True,
+              type=click.Choice(["node-kill", "rolling-restart", "disk-alarm", "none"]),
+              help="A fault to inject (repeatable; default: the three faults, each on a cluster of its own); "
+                   "none: the same load without a fault, the control.")
 @click.option("--rows", default=2_000_000, show_default=True, help="Interval rows in the dropped file.")
 @click.option("--alarms", default=50_000, show_default=True, help="Alarms in the feeder-trip burst.")
 @click.option("--read-rate", default=100.0, show_default=True, help="On-demand reads per second through the gateway.")
