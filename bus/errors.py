@@ -55,6 +55,13 @@ class BrokerUnavailable(BrokerError):
     on the next address of the setting, may succeed: the publisher and consumers do."""
 
 
+class BrokerUnconfirmed(BrokerError):
+    """A message handed to the broker whose confirm never came (the connection went, a blocked
+    broker was let go, the confirm was too slow): it may have been taken, or not.  A caller that
+    must not say "not done" of something that may be done (a command) treats it as sent and
+    finds the outcome later; it never reports it failed."""
+
+
 class BrokerBlocked(BrokerError):
     """The broker blocks this connection's publishing (``connection.blocked``: a memory or
     disk alarm) and the caller asked not to wait: the message is not confirmed, and the

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bus.errors import BrokerBlocked, BrokerError, BrokerUnavailable
+from bus.errors import BrokerBlocked, BrokerError, BrokerUnavailable, BrokerUnconfirmed
 from bus.messaging.addresses import broker_urls
 from bus.messaging.connect import reset
 from bus.messaging.errors import aio_errors
@@ -125,6 +125,20 @@ def _nacked(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, aio_pika.exceptions.DeliveryError)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the last attempt ended in the broker's own "no" (a nack or a return): it did not
+    take the message.  A lost connection, a timeout or a reset of a blocked connection say nothing
+    of whether an earlier hand-over was taken."""
+    import aio_pika.exceptions
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, aio_pika.exceptions.DeliveryError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def blocked(connection) -> bool:
     """Whether the broker blocks this connection's publishing (a memory or disk alarm) as far
     as the connection knows: it learns it from the broker's ``connection.blocked``, sent the
@@ -152,6 +166,19 @@ class ConfirmedPublisher:
         self._exchanges: dict = {}
 
     async def publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict) -> None:
+        """Returns once the broker confirmed the message.  Raises ``BrokerBlocked`` or another
+        ``BrokerError`` when it was never handed over or the broker refused it (a nack, a return),
+        and ``BrokerUnconfirmed`` when some attempt handed it over and its fate is unknown."""
+        handed = [False]  # set by an attempt that gave the message to the connection
+        try:
+            await self._publish(exchange, key, body, props, headers, handed)
+        except BrokerError as exc:
+            if handed[0] and not _refused(exc):
+                raise BrokerUnconfirmed(f"not confirmed, may have been taken: {exc}") from exc
+            raise
+
+    async def _publish(self, exchange: str, key: str, body: bytes, props: dict, headers: dict,
+                       handed: list[bool]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout_s or FAILOVER_S)
         while True:
@@ -159,7 +186,8 @@ class ConfirmedPublisher:
                 raise BrokerBlocked("the broker blocks publishing (a memory or disk alarm)")
             try:
                 await self._publish_once(exchange, key, body, props, headers,
-                                         None if self.timeout_s is None else max(0.1, deadline - loop.time()))
+                                         None if self.timeout_s is None else max(0.1, deadline - loop.time()),
+                                         handed)
                 return
             except BrokerUnavailable as exc:
                 # the connection went, or the broker nacked: once the robust connection is back (on
@@ -173,7 +201,7 @@ class ConfirmedPublisher:
                 try:
                     await asyncio.wait_for(self.connection.connected.wait(), max(0.01, deadline - loop.time()))
                 except asyncio.TimeoutError:
-                    raise BrokerUnavailable("no broker node took the connection back in time") from None
+                    raise BrokerUnavailable("no broker node took the connection back in time") from exc
             except BrokerError:
                 if self.connection is not None and blocked(self.connection):
                     await self._drop_blocked()
@@ -196,7 +224,7 @@ class ConfirmedPublisher:
             pass
 
     async def _publish_once(self, exchange: str, key: str, body: bytes, props: dict, headers: dict,
-                            timeout_s: float | None) -> None:
+                            timeout_s: float | None, handed: list[bool]) -> None:
         import aio_pika
 
         async with aio_errors(f"publishing to {exchange or 'the default exchange'}"):
@@ -206,6 +234,7 @@ class ConfirmedPublisher:
                                                       await self.channel.get_exchange(exchange, ensure=False))
             publishing = asyncio.ensure_future(target.publish(aio_pika.Message(body, headers=headers, **props),
                                                               routing_key=key, mandatory=True))
+            handed[0] = True
             try:
                 await self._confirmed(publishing, timeout_s)
             finally:

@@ -46,7 +46,7 @@ import aio_pika
 
 from bus import aio, hooks, naming
 from bus.envelope import child_traceparent
-from bus.errors import BrokerError
+from bus.errors import BrokerError, BrokerUnconfirmed
 from bus.requests.dispatch import NOUNS, callback_message, request_message
 from bus.requests.store import PRUNE_CHUNK, Request, Retention
 from bus.routes.model import Route
@@ -136,13 +136,20 @@ class RequestLoop:
             try:
                 await self.publisher.publish(*request_message(route, request,
                                                      child_traceparent(traceparent) if traceparent else None))
-            except BrokerError as exc:  # the broker is away or refused it: nothing was sent
-                log.error("request %s not published: %s", request.id, exc)
-                _trace("dead-lettered", route, request, traceparent, reason=f"not published: {exc}")
-                await self.stored(self.api.store.transition, request.id, "failed", "gridbus", {"sent"},
-                                  f"not published: {exc}")
-                return refusal(503, taken.noun, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
-                               [("Retry-After", "5")])
+            except BrokerError as exc:
+                if isinstance(exc, BrokerUnconfirmed) and request.kind == "commands":
+                    # a command handed to the broker and never confirmed may run: it stays "sent" and
+                    # is answered as any command whose outcome is not known yet (its reply, or 504
+                    # pending with its id, and "unknown" without an answer), never "failed"
+                    log.warning("command %s not confirmed, may have been taken: waited for as sent: %s",
+                                request.id, exc)
+                else:  # not handed over, refused, or a read (no harm if it ran): 503, try again
+                    log.error("request %s not published: %s", request.id, exc)
+                    _trace("dead-lettered", route, request, traceparent, reason=f"not published: {exc}")
+                    await self.stored(self.api.store.transition, request.id, "failed", "gridbus", {"sent"},
+                                      f"not published: {exc}")
+                    return refusal(503, taken.noun, "BROKER_UNAVAILABLE", "the bus cannot take it now; retry",
+                                   [("Retry-After", "5")])
             _trace("published", route, request, traceparent)
             if request.reply_address:
                 return self.api.status_answer(await self.stored(self.api.store.get, request.id), 202)

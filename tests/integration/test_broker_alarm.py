@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from gridbus_dev import devstack
 from tests.integration.fault_stack import FaultStack, alarm
@@ -148,3 +149,43 @@ def test_files_wait_in_the_inbox_during_a_disk_alarm_and_all_their_readings_arri
     wait_for(lambda: stack.mdms.stats()["readings"] - before >= expected, 60, "every reading at MDMS-1")
     assert stack.mdms.stats()["readings"] - before == expected
     assert stack.rejected() == []
+
+
+def test_a_command_that_meets_a_memory_alarm_is_never_reported_failed_if_the_hes_may_run_it(stack):
+    # Given a connect command of MDMS-1 for one meter of HES-A, sent as the broker raises a memory alarm
+    meter, command_id = "UPM00000021", f"alarm-connect-{uuid.uuid4().hex[:8]}"
+    hes = stack.systems["hes-a"].url
+    stack.node.memory_alarm(True)
+    try:
+        answer = requests.post(f"{stack.url}/v1/requests/mdms-1/commands", timeout=60,
+                               json={"Header": {}, "Request": {"commandId": command_id, "action": "connect",
+                                                               "meters": [meter]}},
+                               headers={"X-API-Key": stack.mdms_key, "X-User": "alice"})
+    finally:
+        # When the alarm clears
+        stack.node.memory_alarm(False)
+    # Then the caller was told to try again (503) or that the outcome is pending (504 with its id), or
+    # given the outcome: never a hang
+    assert answer.status_code in (200, 503, 504), answer.text
+
+    def record():
+        found = requests.get(f"{stack.url}/v1/requests", params={"commandId": command_id}, timeout=10,
+                             headers={"X-API-Key": stack.mdms_key}).json()["requests"]
+        return found[0] if found else None
+
+    def executed() -> int:
+        done = requests.get(f"{hes}/meters/{meter}", timeout=5).json()["executions"]
+        return sum(1 for e in done if e["commandId"] == command_id)
+
+    # And once whatever the broker took has run (or 20 s have passed), the record says what the HES did
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (executed() and (record() or {}).get("state") == "executed"):
+        time.sleep(0.5)
+    runs, state = executed(), (record() or {}).get("state")
+    assert runs <= 1, f"executed {runs} times"
+    if runs:
+        assert state == "executed", f"the HES ran it; the record says {state}"
+    else:
+        assert state != "executed", "the record says executed; the HES never ran it"
+    if state == "failed":  # "failed" only for a command that was never handed to the broker
+        assert runs == 0
