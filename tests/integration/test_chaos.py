@@ -19,7 +19,7 @@ from tests.cluster import rabbit_cluster  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
-LOAD = dict(rows=150_000, alarms=6_000, read_rate=20.0, read_seconds=25.0, fault_after_s=20.0,
+LOAD = dict(rows=100_000, alarms=5_000, read_rate=20.0, read_seconds=15.0, fault_after_s=20.0,
             fault_at_share=0.2, down_s=8.0, alarm_s=8.0, timeout_s=300.0)
 
 
