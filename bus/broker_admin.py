@@ -12,21 +12,46 @@ from bus.errors import BrokerError
 
 
 class BrokerAdmin:
+    """The management API of the first node that answers.  ``management_url`` may name several
+    nodes, ``;``-separated as the broker URL does, so that `routes plan` or `dlq list` still work
+    when the node named first is the one that died; a node that does not answer is skipped, one
+    that answers with an error is believed (the cluster shares its definitions)."""
+
     def __init__(self, management_url: str, vhost: str = "/"):
-        parts = urlsplit(management_url)
-        self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
-        self.auth = (parts.username or "guest", parts.password or "guest")
+        self.bases: list[str] = []
+        self.auths: list[tuple[str, str]] = []
+        for url in (part.strip() for part in management_url.split(";")):
+            if url:
+                parts = urlsplit(url)
+                self.bases.append(f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api")
+                self.auths.append((parts.username or "guest", parts.password or "guest"))
+        if not self.bases:
+            raise BrokerError("the management URL names no node")
+        self.base, self.auth = self.bases[0], self.auths[0]
         self.vhost = quote(vhost, safe="")
         self.session = requests.Session()
 
+    def _request(self, method: str, path: str, timeout: float, **kwargs) -> requests.Response:
+        """The answer of the first node that answers; the one that did becomes the first asked next."""
+        failures = []
+        for base, auth in zip(list(self.bases), list(self.auths)):
+            try:
+                response = self.session.request(method, f"{base}/{path}", auth=auth, timeout=timeout, **kwargs)
+            except requests.RequestException as exc:
+                failures.append(f"{base}: {exc}")
+                continue
+            if base != self.bases[0]:
+                i = self.bases.index(base)
+                self.bases.insert(0, self.bases.pop(i))
+                self.auths.insert(0, self.auths.pop(i))
+                self.base, self.auth = self.bases[0], self.auths[0]
+            return response
+        raise BrokerError(f"management API unreachable: {'; '.join(failures)}")
+
     def _get(self, path: str, **params) -> list | dict:
-        url = f"{self.base}/{path}"
-        try:
-            response = self.session.get(url, auth=self.auth, params=params, timeout=10)
-        except requests.RequestException as exc:
-            raise BrokerError(f"management API at {self.base} unreachable: {exc}") from exc
+        response = self._request("GET", path, 10, params=params)
         if response.status_code != 200:
-            raise BrokerError(f"management API {url} answered {response.status_code}: {response.text[:200]}")
+            raise BrokerError(f"management API {response.url} answered {response.status_code}: {response.text[:200]}")
         return response.json()
 
     def exchanges(self) -> list[dict]:
@@ -43,13 +68,9 @@ class BrokerAdmin:
 
     # -- virtual hosts (benchmarks and tests isolate themselves in one) ----
     def _send(self, method: str, path: str, json_body: dict | None = None) -> None:
-        url = f"{self.base}/{path}"
-        try:
-            response = self.session.request(method, url, auth=self.auth, json=json_body, timeout=30)
-        except requests.RequestException as exc:
-            raise BrokerError(f"management API at {self.base} unreachable: {exc}") from exc
+        response = self._request(method, path, 30, json=json_body)
         if response.status_code >= 300 and not (method == "DELETE" and response.status_code == 404):
-            raise BrokerError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+            raise BrokerError(f"{method} {response.url} answered {response.status_code}: {response.text[:200]}")
 
     def create_vhost(self, name: str, user: str = "guest") -> None:
         self._send("PUT", f"vhosts/{quote(name, safe='')}")

@@ -36,7 +36,9 @@ def test_dev_env_gets_every_node_in_one_broker_setting(tmp_path):
     addresses = broker_addresses(values["GRIDBUS_BROKER_URL"])
     # Then it names the three nodes on loopback, vhost /, in node order
     assert [(a.host, a.port, a.virtual_host) for a in addresses] == [("127.0.0.1", p, "/") for p in (5691, 5692, 5693)]
-    assert values["GRIDBUS_MANAGEMENT_URL"].endswith(":15691") and values[dev_cluster.DEV_NODES_VAR] == "3"
+    # and every node's management API, the first that answers asked (node 1 down: node 2's)
+    assert [u.rsplit(":", 1)[1] for u in values["GRIDBUS_MANAGEMENT_URL"].split(";")] == ["15691", "15692", "15693"]
+    assert values[dev_cluster.DEV_NODES_VAR] == "3"
 
 
 def test_a_vhost_and_user_are_quoted_into_every_address(tmp_path):

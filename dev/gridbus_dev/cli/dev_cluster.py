@@ -32,8 +32,9 @@ def settings(home: Path, n: int) -> dict[str, str]:
     """What every gridbus process of a stack on the ``n``-node cluster reads (for dev.env)."""
     c = cluster.attach(cluster_base(home), n, *dev_ports(n))
     return {"GRIDBUS_BROKER_URL": c.broker_url("/"),
-            # the management API of any node answers for the whole cluster; node 1's is the one named
-            "GRIDBUS_MANAGEMENT_URL": c.nodes[0].management_url,
+            # any node's management API answers for the whole cluster: all are named, the first that
+            # answers is asked (BrokerAdmin), so `routes plan` and `dlq` work with node 1 down
+            "GRIDBUS_MANAGEMENT_URL": ";".join(n.management_url for n in c.nodes),
             DEV_NODES_VAR: str(n)}
 
 
