@@ -218,15 +218,23 @@ def up(concurrency, nodes):
     procs.wait_listening(gateway)
     click.echo(f"gateway    {values['GRIDBUS_GATEWAY_URL']}/docs  (keys: gridbus gateway keys add SYSTEM)")
     procs.wait_listening(recorder)
-    click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {home / 'state' / 'trace.sqlite'}, "
+    click.echo(f"recorder   pid {procs.pid('recorder')}  traces -> {_store('GRIDBUS_TRACE_STORE', 'trace.sqlite')}, "
                f"metrics {devstack.METRICS_URL}")
-    click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {home / 'state' / 'dead-letters.sqlite'}")
+    click.echo(f"keeper     pid {procs.pid('keeper')}  dead letters -> {_store(None, 'dead-letters.sqlite')}")
     click.echo(f"network-publish pid {procs.pid('network-publish')}, network-deliver pid "
                f"{procs.pid('network-deliver')}  network store -> billing-1, billing-2")
     if outages:
         click.echo(f"outages    pid {procs.pid('outages')}  outage correlator -> ADMS over AMQP ({ADMS_QUEUE}), "
-                   f"store {home / 'state' / 'outages.sqlite'}  (gridbus outages list|show)")
+                   f"store {_store('GRIDBUS_OUTAGE_STORE', 'outages.sqlite')}  (gridbus outages list|show)")
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
+
+
+def _store(own_setting: str | None, sqlite_name: str) -> str:
+    """Where a store lives, as the processes find it (GRIDBUS_STATE_STORE included), no password."""
+    from bus.state_store import store_location
+
+    where = str(store_location(own_setting or "GRIDBUS_NO_OWN_SETTING", sqlite_name))
+    return "postgresql://" + where.split("@")[-1] if where.startswith(("postgresql://", "postgres://")) else where
 
 
 def outage_services(table_) -> list[Service]:
