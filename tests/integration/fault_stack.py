@@ -30,7 +30,7 @@ CONSUMED = {"worker": ("hes-a-csv-to-mdms-1", "hes-a-alarms", "critical-to-mdms-
 # gridbus processes by name: (command line, what it must consume before it counts as ready)
 COMMANDS = {"worker": ("worker", "-c", "2", "--kind", "deliveries"),
             "requests": ("worker", "--pool", "asyncio", "--kind", "requests"),
-            "ingress": ("ingress",), "keeper": ("keeper",)}
+            "ingress": ("ingress",), "keeper": ("keeper",), "recorder": ("recorder",)}
 
 
 class FaultStack:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from bus.broker_admin import BrokerAdmin
 from bus.deadletters.store import DeadLetterStore
 from tests.cluster import rabbit_cluster  # noqa: F401  (fixture)
 from tests.integration.fault_stack import FaultStack, alarm
-from tests.support import wait_for
+from tests.support import run_cli, wait_for
 
 pytestmark = pytest.mark.broker
-PROCESSES = ("gateway", "worker", "requests", "ingress", "keeper")
+PROCESSES = ("gateway", "worker", "requests", "ingress", "keeper", "recorder")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,15 @@ def _dead_letters(stack: FaultStack) -> int:
         return sum(g["count"] for g in store.summary())
     finally:
         store.close()
+
+
+def _traced_after(stack: FaultStack, at: float) -> int:
+    from bus.tracing.store import open_store
+
+    path = Path(stack.env["GRIDBUS_HOME"]) / "state" / "trace.sqlite"
+    if not path.exists():
+        return 0
+    return len(open_store(path).after(at))
 
 
 def test_every_process_goes_on_after_its_node_is_killed_and_nothing_is_lost(stack, rabbit_cluster):  # noqa: F811
@@ -115,7 +125,7 @@ def test_every_process_goes_on_after_its_node_is_killed_and_nothing_is_lost(stac
     wait_for(lambda: stack.mdms.stats()["readings"] > 0, 60, f"the first readings ({stack.log_tails()})")
     wait_for(lambda: len(pushed) >= 3 and len(reads) >= 3, 30, "the first bursts accepted and reads answered")
     rabbit_cluster.kill(1)
-    killed_at_read = len(reads)
+    killed_at, killed_at_read = time.time(), len(reads)
     try:
         # Then every file is reported and MDMS-1 holds every one of their readings, once
         names = {Path(s["path"]).name for s in files}
@@ -145,6 +155,12 @@ def test_every_process_goes_on_after_its_node_is_killed_and_nothing_is_lost(stac
         assert stack.mdms.stats()["events"] == gasps
         wait_for(lambda: _dead_letters(stack) >= len(pushed), 90,
                  f"{len(pushed)} dead letters in the keeper's store ({stack.log_tails()})")
+        # and the recorder goes on: trace events of what happened after the kill are in its store
+        wait_for(lambda: _traced_after(stack, killed_at + 5), 60, f"trace events after the kill ({stack.log_tails()})")
+        # and the command line works on the surviving nodes (dlq list collects the queues first, over AMQP)
+        listed = run_cli(stack.env, "dlq", "list", "--json")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert sum(r["count"] for r in json.loads(listed.stdout)) >= len(pushed)
         # and every process is still running, now connected to the surviving nodes
         assert all(p.popen.poll() is None for p in stack.procs.values()), stack.log_tails()
         after = _connections_by_node(management, vhost)
