@@ -64,7 +64,7 @@ class RequestLoop:
         self.api, self.broker_url, self.routes, self.retention = api, broker_url, routes, retention
         # request id → (settled with the request as stored with its reply, the request, since when it waits)
         self.waiting: dict[str, tuple[asyncio.Future, Request, float]] = {}
-        self.connection = self.publisher = self._poller = self._pruner = None
+        self.connection = self.publisher = self._poller = self._pruner = self._consuming = None
         self.stored = StoreThread(api.store.batch)  # ``await self.stored(work, *args)``: committed
 
     async def start(self) -> None:
@@ -75,13 +75,36 @@ class RequestLoop:
         self.publisher = aio.ConfirmedPublisher(
             await self.connection.channel(publisher_confirms=True, on_return_raises=True),
             self.connection, timeout_s=PUBLISH_TIMEOUT_S)
-        consuming = await self.connection.channel()
-        await consuming.set_qos(prefetch_count=200)
-        replies = await consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
-        await replies.consume(self._on_reply)
+        await self._consume_replies()
+        # aio-pika restores a channel after a reconnect, but one whose connection was reset while
+        # the broker blocked it (a memory or disk alarm) came back without its consumer now and
+        # then: the replies waited in their queue and every read timed out (seen in CI).  After
+        # each reconnect both channels are made anew instead.
+        self.connection.reconnect_callbacks.add(lambda *_: asyncio.ensure_future(self._reopen()))
         self._poller = asyncio.create_task(self._poll_store())
         if self.retention.keep_s > 0:
             self._pruner = asyncio.create_task(self._prune_store())
+
+    async def _consume_replies(self) -> None:
+        """``gridbus.replies`` consumed on a channel of its own; the one before it, if any, closed
+        (its unacked replies go back to the queue, for this consumer)."""
+        old, self._consuming = self._consuming, await self.connection.channel()
+        await self._consuming.set_qos(prefetch_count=200)
+        replies = await self._consuming.get_queue(naming.REPLIES_QUEUE, ensure=True)
+        await replies.consume(self._on_reply)
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.close(), 2)
+            except Exception:  # noqa: BLE001 - a channel of a connection that went: let go either way
+                pass
+
+    async def _reopen(self) -> None:
+        try:
+            await self._consume_replies()
+            await self.publisher.renew_channel()
+            log.info("consuming replies and publishing again on new channels after a reconnect")
+        except Exception as exc:  # noqa: BLE001 - the next reconnect tries again
+            log.warning("reopening the reply consumer after a reconnect: %s", exc)
 
     async def close(self) -> None:
         for task in (self._poller, self._pruner):

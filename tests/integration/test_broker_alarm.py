@@ -189,3 +189,22 @@ def test_a_command_that_meets_a_memory_alarm_is_never_reported_failed_if_the_hes
         assert state != "executed", "the record says executed; the HES never ran it"
     if state == "failed":  # "failed" only for a command that was never handed to the broker
         assert runs == 0
+
+
+def test_reads_are_answered_again_at_once_after_each_of_five_alarms(stack):
+    # Given the gateway answering reads (a regression: its reply consumer was now and then lost when
+    # a blocked connection was reset, and every read after the alarm timed out)
+    for round_ in range(5):
+        assert stack.read(3).status_code == 200
+        # When a memory alarm comes and goes, with a push and a read meeting it
+        stack.node.memory_alarm(True)
+        try:
+            stack.push([alarm(n) for n in range(2000 + 50 * round_, 2050 + 50 * round_)])
+            assert stack.read(7).status_code == 503
+        finally:
+            stack.node.memory_alarm(False)
+        # Then reads are answered again within seconds, each with its own meter's reading
+        answers = []
+        wait_for(lambda: answers.append(stack.read(9)) or answers[-1].status_code == 200, 15,
+                 f"a read answered after alarm {round_ + 1}")
+        assert "UPM00000009" in answers[-1].text
