@@ -9,6 +9,7 @@ import json
 
 from bus.transform import Outbound, TransformContext
 from transformers.cim import utc_now
+from transformers.instants import NoOptions
 
 PATH_FIELDS = ("consumer", "consumerNo", "meter", "category", "circle", "division", "subdivision",
                "dt", "feeder", "substation", "effectiveFrom", "version", "retired", "changeId")
@@ -23,6 +24,7 @@ class BillingNetworkJson:
     """``billing_network_json``: ``{"Header": ..., "updates": [path, ...]}``, ``application/json``."""
 
     name = "billing_network_json"
+    options_schema = NoOptions
 
     def __call__(self, paths: list[dict], context: TransformContext) -> Outbound:
         message = {"Header": {"Verb": "changed", "Noun": "ConsumerPaths", "MessageID": context.message_id,

@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape
 
 from bus.transform import Outbound, TransformContext
 from transformers.cim import utc_now
+from transformers.instants import NoOptions
 
 MESSAGE_NS = "http://iec.ch/TC57/2011/schema/message"
 UPC_NS = "http://iec.ch/TC57/2011/UsagePointConfig#"
@@ -46,6 +47,7 @@ class BillingNetworkXml:
     """``billing_network_xml``: an EventMessage (changed UsagePointConfig), ``application/xml``."""
 
     name = "billing_network_xml"
+    options_schema = NoOptions
 
     def __call__(self, paths: list[dict], context: TransformContext) -> Outbound:
         header = "".join(_el(tag, text) for tag, text in (

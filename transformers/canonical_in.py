@@ -6,10 +6,12 @@ from typing import Any
 
 from bus.canonical import validate_document
 from bus.transform import TransformContext
+from transformers.instants import NoOptions
 
 
 class CanonicalDocument:
     name = "canonical"
+    options_schema = NoOptions
 
     def __call__(self, payload: Any, context: TransformContext) -> dict:
         doc = validate_document(payload)

@@ -18,7 +18,7 @@ from transformers.catalogue import default_severity, event_codes_by_type
 from transformers.cim import END_DEVICE_EVENTS_NS, qname
 from transformers.cim_xml_in import document_element
 from transformers.gc_pause import gc_paused
-from transformers.instants import local_zone, utc_instant
+from transformers.instants import LocalTimeOptions, local_zone, utc_instant
 
 EDE = END_DEVICE_EVENTS_NS
 END_DEVICE_EVENT_TAG = qname(EDE, "EndDeviceEvent")
@@ -108,6 +108,7 @@ class CimEndDeviceEventsXmlDecoder:
     """``cim_end_device_events_xml``: 61968-9 EndDeviceEvents XML → canonical EndDeviceEvents."""
 
     name = "cim_end_device_events_xml"
+    options_schema = LocalTimeOptions
 
     def __call__(self, payload: Any, context: TransformContext) -> dict:
         root = parse_end_device_events(_source_text(payload, self.name))

@@ -20,7 +20,7 @@ from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.cim import MESSAGE_NS, METER_READINGS_NS, qname
 from transformers.gc_pause import gc_paused
-from transformers.instants import local_zone, utc_instant
+from transformers.instants import LocalTimeOptions, local_zone, utc_instant
 
 MR = METER_READINGS_NS
 METER_READINGS_TAG = qname(MR, "MeterReadings")
@@ -140,6 +140,7 @@ class CimMeterReadingsXmlDecoder:
     """``cim_meter_readings_xml``: an XML ``SourceChunk`` → canonical MeterReadings."""
 
     name = "cim_meter_readings_xml"
+    options_schema = LocalTimeOptions
 
     def split(self, fileobj: IO, max_readings: int) -> Iterator[tuple[str, int]]:
         """What the file-drop connector calls to cut a large XML file into batches."""

@@ -13,6 +13,7 @@ from transformers.cim import (
     noun_of,
     value_counts,
 )
+from transformers.instants import NoOptions
 
 _HEADER_ORDER = ("Verb", "Noun", "Timestamp", "Source", "MessageID", "CorrelationID")  # XSD order
 
@@ -72,6 +73,7 @@ class CimXmlEncoder:
     """``to_cim_xml``: MeterReadings or EndDeviceEvents → ``application/xml`` Outbound."""
 
     name = "to_cim_xml"
+    options_schema = NoOptions
 
     def __call__(self, doc: dict, context: TransformContext) -> Outbound:
         noun = noun_of(doc)

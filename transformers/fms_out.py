@@ -15,7 +15,10 @@ import calendar
 import time
 from typing import Any, Mapping
 
+from marshmallow import fields, validate
+
 from bus.errors import ConfigError
+from bus.options import OptionsSchema, describe
 from bus.transform import Outbound, TransformContext
 from transformers.cim import message_header
 from transformers.wfm_out import encode_json, event_order, events_of, most_severe
@@ -25,6 +28,13 @@ WINDOW_OPTION = "fraud_case_window_s"
 DEFAULT_WINDOW_S = 86400
 MIN_WINDOW_S = 60
 MAX_WINDOW_S = 30 * 86400
+
+
+class FmsCasesOptions(OptionsSchema):
+    fraud_case_window_s = fields.Integer(strict=True, load_default=DEFAULT_WINDOW_S, validate=validate.Range(
+        MIN_WINDOW_S, MAX_WINDOW_S), metadata=describe(
+        "Length of a fraud case's window in seconds (60 s to 30 days): one meter's tamper events in one "
+        "window become one case."))
 
 
 def check_options(options: Mapping[str, Any], route_id: str | None = None) -> int:
@@ -73,7 +83,7 @@ class FmsCasesEncoder:
     """
 
     name = "to_fms_cases"
-    check_options = staticmethod(check_options)
+    options_schema = FmsCasesOptions
 
     def __call__(self, doc: dict, context: TransformContext) -> Outbound:
         window_s = check_options(context.options, context.route_id)

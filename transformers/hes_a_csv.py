@@ -20,16 +20,17 @@ from itertools import repeat
 from operator import itemgetter, le
 from typing import Callable, Mapping
 
-from marshmallow import EXCLUDE, Schema, fields, validate, validates
+from marshmallow import EXCLUDE, fields, validate
 from marshmallow import ValidationError as SchemaError
 
 from bus.canonical import END_DEVICE_EVENTS, METER_READINGS
 from bus.errors import ConfigError, DecodeError
+from bus.options import describe
 from bus.registry import did_you_mean
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import ReadingProfile, is15959_events, reading_profiles
 from transformers.gc_pause import gc_paused
-from transformers.instants import local_zone, utc_day_start, utc_instant
+from transformers.instants import LocalTimeOptions, local_zone, utc_day_start, utc_instant
 
 EVENT_LOG = ReadingProfile("event-log", "events", "meter_serial", "event_time", ())
 EVENT_LOG_COLUMNS = ("meter_serial", "event_code", "event_time", "hes_received")
@@ -50,22 +51,16 @@ def _value_column(name: str) -> None:
         raise SchemaError(f"{name!r} is not a value column{did_you_mean(name, known)}")
 
 
-class HesACsvOptions(Schema):
+class HesACsvOptions(LocalTimeOptions):
     """The route ``options`` this decoder reads; the other keys belong to other steps of the chain."""
 
     class Meta:
         unknown = EXCLUDE
 
-    utc_offset = fields.String(load_default=None)
     plausible_max = fields.Dict(keys=fields.String(validate=_value_column), load_default=dict,
-                                values=fields.Float(allow_nan=False, validate=validate.Range(min=0)))
-
-    @validates("utc_offset")
-    def _offset(self, value, **_):
-        try:
-            local_zone({"utc_offset": value})
-        except ConfigError as exc:
-            raise SchemaError(str(exc)) from None
+                                values=fields.Float(allow_nan=False, validate=validate.Range(min=0)),
+                                metadata=describe("Largest value taken per value column, e.g. {kwh_imp: 50}; "
+                                                  "a row above it is rejected (defaults in hes_a_csv.py)."))
 
 
 
@@ -477,7 +472,7 @@ class HesACsvDecoder:
     """``hes_a_csv``: a CSV ``SourceChunk`` from HES-A → MeterReadings or EndDeviceEvents."""
 
     name = "hes_a_csv"
-    check_options = staticmethod(check_options)
+    options_schema = HesACsvOptions
 
     def check_header(self, header_line: str) -> str:
         """HeaderProbe: the noun the file will decode to; ``DecodeError`` if no profile matches."""

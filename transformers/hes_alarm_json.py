@@ -17,7 +17,7 @@ from bus.errors import DecodeError
 from bus.transform import TransformContext
 from transformers.catalogue import EventCode, is15959_events
 from transformers.gc_pause import gc_paused
-from transformers.instants import local_zone, utc_instant
+from transformers.instants import LocalTimeOptions, local_zone, utc_instant
 
 _UNSEEN = object()
 
@@ -86,6 +86,7 @@ class HesAlarmJsonDecoder:
     """``hes_alarm_json``: vendor alarm JSON (dict, list, str or bytes) → canonical EndDeviceEvents."""
 
     name = "hes_alarm_json"
+    options_schema = LocalTimeOptions
 
     def __call__(self, payload: Any, context: TransformContext) -> dict:
         alarms = alarm_list(payload, context.source_system)

@@ -4,7 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from marshmallow import ValidationError, fields, validates
+
 from bus.errors import ConfigError
+from bus.options import OptionsSchema, describe
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
@@ -48,3 +51,21 @@ def utc_day_start(text: str, zone: tzinfo) -> str:
     if len(s) > 10 and s[10] in "+-Z":
         s = f"{s[:10]}T00:00:00{s[10:]}"
     return _format(datetime.fromisoformat(s), zone)
+
+
+class LocalTimeOptions(OptionsSchema):
+    """Options of a decoder whose source times may carry no offset."""
+
+    utc_offset = fields.String(load_default=None, allow_none=True, metadata=describe(
+        "Offset of source times written without one, like +05:30 (default: IST, +05:30).", example="+00:00"))
+
+    @validates("utc_offset")
+    def _offset(self, value, **_):
+        try:
+            local_zone({"utc_offset": value})
+        except ConfigError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class NoOptions(OptionsSchema):
+    """A step that reads no route option."""

@@ -26,6 +26,7 @@ from bus.errors import ValidationError
 from bus.transform import Outbound, TransformContext
 from transformers import catalogue
 from transformers.cim import ITEMS_KEY, message_header, noun_of
+from transformers.instants import NoOptions
 
 WORK_ITEMS = "WorkItems"
 NO_SEVERITY = "info"  # what an event without ``severity`` counts as
@@ -144,6 +145,7 @@ class WfmWorkItemsEncoder:
     """
 
     name = "to_wfm_work_items"
+    options_schema = NoOptions
 
     def __call__(self, doc: dict, context: TransformContext) -> Outbound:
         events = events_of(doc)

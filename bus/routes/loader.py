@@ -9,6 +9,7 @@ from marshmallow import ValidationError as SchemaError
 
 from bus import registry
 from bus.errors import ConfigError, RouteValidationError
+from bus.options import UNKNOWN_KEY, check_chain_options
 from bus.routes.model import CorrelateOptions, Endpoint, OrderedOptions, QueueOptions, RetryPolicy, Route, RouteTable
 from bus.routes.schema import (CORRELATE, ORDERED, ORDERED_SOURCE, CorrelateRouteSchema, OrderedRouteSchema,
                                RouteFileSchema, RouteSchema)
@@ -68,6 +69,8 @@ def _schema_errors(messages: Any, path: tuple, lines: dict, file: str, out: list
         for message in messages:
             if message == "Unknown field.":
                 message = f"unknown key {path[-1]!r}"
+            elif message.startswith(UNKNOWN_KEY):  # an options schema's, with its suggestion
+                pass
             elif message == "Missing data for required field.":
                 message = f"missing required key {path[-1]!r}"
             else:
@@ -228,17 +231,24 @@ def _check_parts(data: dict, file: str, lines: dict, path: tuple, errors: list[C
             if step not in known:
                 errors.append(ConfigError(f"unknown transformer {step!r}{registry.did_you_mean(step, known)}",
                                           file, line_of(lines, chain_path + (i,))))
-    # transformers that read route options check them now, not on the first message
+    # the options of the route's transformers, checked now against the schemas they declare
+    # (bus/options.py), not on the first message; a correlate route's are its rules, checked below
     options = data.get("options") if isinstance(data.get("options"), dict) else {}
-    for chain_path, chain in chains:
-        for step in chain:
-            check = getattr(registry.transformer(step), "check_options", None) if step in known else None
+    steps = [step for _, chain in chains for step in chain]
+    if steps and all(step in known for step in steps) and data.get("method") != CORRELATE:
+        schemas = {step: getattr(registry.transformer(step), "options_schema", None) for step in steps}
+        _schema_errors(check_chain_options(schemas, options), path + ("options",), lines, file, errors)
+        for step in steps:  # a transformer's own cross-checks beyond its schema
+            check = getattr(registry.transformer(step), "check_options", None)
             if check:
                 try:
                     check(options, data.get("id"))
                 except ConfigError as exc:
                     errors.append(ConfigError(str(exc), file, line_of(lines, path + ("options",))
-                                              or line_of(lines, chain_path)))
+                                              or line_of(lines, chains[0][0])))
+    elif options and not steps and data.get("method") not in (CORRELATE,):
+        errors.append(ConfigError("options are read by a route's transformers, and this route has none",
+                                  file, line_of(lines, path + ("options",))))
     source = None
     ordered = data.get("method") == ORDERED
     if isinstance(data.get("source"), dict) and "connector" in data["source"]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bus.errors import ConfigError, DecodeError, RouteValidationError
 from bus.routes import load_routes
 from bus.transform import SourceChunk, TransformContext
-from transformers.hes_a_csv import HesACsvDecoder
+from transformers.hes_a_csv import HesACsvDecoder, check_options
 
 HEADER = "meter_serial,interval_end,kwh_imp,kwh_exp,kvah_imp,kvah_exp,v_avg,i_avg"
 KWH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -177,9 +177,9 @@ def test_plausibility_options_are_checked_when_the_routes_load(tmp_path):
     # When the routes are loaded
     with pytest.raises(RouteValidationError) as caught:
         load_routes([path], env={})
-    # Then both are named, with the file and line of the options
+    # Then both are named, with the file and line of the option
     text = str(caught.value)
-    assert f"{path}:9:" in text
+    assert f"{path}:10:" in text
     assert "kwh_impp" in text and "did you mean 'kwh_imp'" in text
     assert "v_avg" in text
 
@@ -187,9 +187,9 @@ def test_plausibility_options_are_checked_when_the_routes_load(tmp_path):
 def test_check_options_accepts_the_defaults_and_refuses_a_non_number():
     # Given no options, and a limit written as text
     # Then the first is fine and the second is a ConfigError naming the route
-    HesACsvDecoder().check_options({}, "r1")
+    check_options({}, "r1")
     with pytest.raises(ConfigError, match="r1.*plausible_max.kwh_imp"):
-        HesACsvDecoder().check_options({"plausible_max": {"kwh_imp": "lots"}}, "r1")
+        check_options({"plausible_max": {"kwh_imp": "lots"}}, "r1")
 
 
 # ------------------------------------------------------------- duplicates

@@ -10,7 +10,7 @@ from bus import registry
 from bus.canonical import validate_document
 from bus.errors import ConfigError, ValidationError
 from bus.transform import TransformContext
-from transformers.fms_out import FmsCasesEncoder
+from transformers.fms_out import FmsCasesEncoder, check_options
 from transformers.wfm_out import WfmWorkItemsEncoder
 
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -235,7 +235,7 @@ def test_a_bad_case_window_is_a_config_error_naming_the_route(window):
 @pytest.mark.parametrize("window", [60, 30 * 86400])
 def test_the_window_limits_are_inclusive(window):
     # Given the shortest and the longest window / When checked / Then both are accepted
-    assert FmsCasesEncoder.check_options({"fraud_case_window_s": window}) == window
+    assert check_options({"fraud_case_window_s": window}) == window
 
 
 def test_cases_are_deterministic_whatever_the_event_order():
