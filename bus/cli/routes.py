@@ -188,3 +188,10 @@ def apply(paths):
     click.echo(f"declared {declared} object(s)" if declared else "nothing to change")
     for name, why in p.changed_queues + p.changed_exchanges:
         click.echo(f"warning: {name} differs and was left alone: {why}", err=True)
+
+
+# the route author's commands, each in its own module
+from bus.cli import routes_docs, routes_new, routes_test  # noqa: E402
+
+for _module in (routes_test, routes_docs, routes_new):
+    _module.register(routes_group)
