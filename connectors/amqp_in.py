@@ -60,6 +60,16 @@ class AmqpInSource:
         """What the route's source system may publish (``gridbus broker users``)."""
         return [(naming.HES_INGRESS_EXCHANGE, route.source.options["routing_key"])]
 
+    def sample_payloads(self, route: Route, data: bytes, name: str, reject=None):
+        """The payload the worker would get for ``data`` published as one raw message on this
+        route's routing key (``gridbus routes test``): its JSON as the ingress batches it, a list
+        of items (an array's items, or the one document).  ``DecodeError`` when the ingress would
+        dead-letter it unparsed (too large, too deep, not JSON); nothing for an empty array."""
+        item = raw_document(data, route.source.options["max_body_kb"] * 1024)
+        items = item if isinstance(item, list) else [item]
+        if items:
+            yield items
+
     def serve(self, routes: list[Route], settings: Settings, stop: threading.Event) -> None:
         threads = [threading.Thread(target=_bridge_forever, args=(route, settings, stop), daemon=True,
                                     name=f"amqp-in {route.id}") for route in routes]

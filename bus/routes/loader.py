@@ -25,10 +25,17 @@ MAX_ALIAS_NODES = 10_000
 
 
 def route_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The route files of ``paths``: each file given, and the ``*.yaml``/``*.yml`` of each folder
+    except route tests (``*_test.yaml``, run by ``gridbus routes test``), which sit beside them."""
+    tests = ("_test.yaml", "_test.yml")
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml"))))
+            files.extend(f for f in sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")))
+                         if not f.name.endswith(tests))
+        elif p.name.endswith(tests) and p.exists():
+            raise RouteValidationError([ConfigError(
+                "a route test file, not a route file (run it with: gridbus routes test)", str(p))])
         elif p.exists():
             files.append(p)
         else:

@@ -66,6 +66,44 @@ class FileDropSource:
         # one folder + pattern belongs to one route; two would race for every file
         return (self.name, os.path.abspath(endpoint.options["path"]), endpoint.options["pattern"])
 
+    def sample_payloads(self, route: Route, data: bytes, name: str, reject=None):
+        """The payloads the worker would get for a file ``name`` holding ``data`` dropped in this
+        route's inbox (``gridbus routes test``): the ingress's own read and cut, on a temporary
+        copy.  A CSV file is surveyed (UTF-8, line lengths, the decoder's header check) and cut
+        into SourceChunks of ``queue.batch_size`` rows; the rows the ingress rejects itself (a
+        (meter, time) repeated across chunks with other values) go to ``reject(line, reason)``.
+        An XML file is cut by the decoder's ``split``.  ``DecodeError`` (any ``MessageError``)
+        when the ingress would send the whole file to ``rejected/``."""
+        import tempfile
+
+        from bus.errors import DecodeError, MessageError
+        from bus.registry import transformer
+        from connectors.file_drop import split
+        from connectors.file_drop.inbox import name_problem
+        from connectors.file_drop.survey import survey_csv
+
+        problem = name_problem(name)
+        if problem:
+            raise DecodeError(problem)
+        decoder = transformer(route.transform[0]) if route.transform else None
+        batch = route.queue.batch_size
+        with tempfile.TemporaryDirectory(prefix="gridbus-sample-") as folder:
+            path = Path(folder) / "input"
+            path.write_bytes(data)
+            if route.source.options["format"] == "xml":
+                if decoder is None or not hasattr(decoder, "split"):
+                    raise MessageError(f"transformer {route.transform[0] if route.transform else None!r} "
+                                       "cannot cut XML files into batches")
+                chunks = list(split.xml_chunks(path, batch, decoder.split, name))
+            else:
+                survey = survey_csv(path, route.source.options["max_line_bytes"], decoder)
+                chunks = list(split.csv_chunks(path, batch, survey, decoder, route.options, name))
+        for chunk in chunks:
+            for rejected in chunk.rejections:
+                if reject is not None:
+                    reject(rejected["line"], rejected["reason"])
+            yield chunk.source
+
     def serve(self, routes: list[Route], settings: Settings, stop: threading.Event,
               poll_s: float = 1.0, on_result=None) -> None:
         ledger_path = settings.state_dir / "file-drop.sqlite"

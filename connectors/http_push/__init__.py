@@ -40,6 +40,42 @@ class HttpPushSource:
     def claim(self, endpoint: Endpoint):
         return (self.name, endpoint.options["path"].strip("/"))
 
+    def sample_payloads(self, route: Route, data: bytes, name: str, reject=None):
+        """The payload the worker would get for ``data`` pushed to this route (``gridbus routes
+        test``): the body read and checked as the gateway does (``Gateway.body_of``, then the
+        route's first transformer, ``DocumentCheck``).  ``DecodeError`` naming the status and code
+        when the gateway would refuse it.  A JSON document is handed on without the items the
+        check refused, as the gateway publishes it; those refusals (the sender's PARTIAL reply)
+        go to ``reject(index, reason)``.  An XML document goes on whole (its items are refused
+        again by the worker's decoder, so they are not reported twice)."""
+        import io
+
+        from bus.errors import DecodeError
+        from connectors.http_push.app import Gateway, Refusal
+        from connectors.http_push.check import DocumentCheck
+        from connectors.http_push.seen import without
+
+        fmt = route.source.options.get("format", "json")
+        environ = {"CONTENT_TYPE": f"application/{fmt}", "CONTENT_LENGTH": str(len(data)),
+                   "wsgi.input": io.BytesIO(data)}
+        try:
+            document = Gateway.body_of(environ, route, fmt)
+        except Refusal as refused:
+            status, code, reason = refused.args[:3]
+            raise DecodeError(f"refused by the gateway ({status} {code}): {reason}") from None
+        if fmt == "json" and not isinstance(document, (dict, list)):
+            raise DecodeError("refused by the gateway (400 MALFORMED_JSON): body must be a JSON object or array")
+        checked = DocumentCheck().check(route, route.source.system, document)
+        if checked.error:
+            raise DecodeError(f"refused by the gateway (400 {checked.error[0]}): {checked.error[1]}")
+        if fmt == "json" and checked.rejections:
+            dropped = {line for line, _ in checked.rejections if isinstance(line, int)}
+            document = without(document, dropped)
+            for line, reason in checked.rejections:
+                if line in dropped and reject is not None:
+                    reject(line, reason)
+        yield document
+
     def key_store(self, settings: Settings, wait_s: float | None = None) -> KeyStore:
         return open_key_store(settings.state_dir, wait_s)
 
