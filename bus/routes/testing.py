@@ -388,8 +388,8 @@ def outcome_of(route: Route, data: bytes, name: str) -> Outcome:
     reject = lambda line, reason: outcome.rejections.append(RowRejection(line, reason))  # noqa: E731
     try:
         for payload in _payloads(route, data, name, reject):
-            context = TransformContext(route_id=route.id, source_system=route.source.system, message_id="test",
-                                       correlation_id="test", options=dict(route.options))
+            context = TransformContext(route_id=route.id, source_system=_source_system(route, payload),
+                                       message_id="test", correlation_id="test", options=dict(route.options))
             document, result = _chain(route.transform, payload_to_input(payload), context)
             outputs = {None: result if isinstance(result, Outbound) else None}
             for destination in route.destinations:
@@ -416,13 +416,21 @@ def _payloads(route: Route, data: bytes, name: str, reject: Callable) -> Iterabl
         raise DecodeError(f"the input of a {route.source.connector} route is a JSON document: {exc}") from exc
 
 
+def _source_system(route: Route, payload: Any) -> str:
+    """The system the worker names as the message's source: the route's, except on a subscriber
+    route, whose copies keep the source of the document published (``connectors/pubsub.py``)."""
+    if route.source.connector == "subscription" and _is_document(payload) and isinstance(payload.get("source"), str):
+        return payload["source"]
+    return route.source.system
+
+
 def _is_document(value: Any) -> bool:
     return isinstance(value, dict) and "noun" in value
 
 
 def _chain(names: tuple[str, ...], payload: Any, context: TransformContext) -> tuple[Any, Any]:
     """(the canonical document, the last step's result): the worker's chain, step by step."""
-    document = None
+    given, document = payload, None
     for name in names:
         step = registry.transformer(name)
         try:
@@ -433,8 +441,8 @@ def _chain(names: tuple[str, ...], payload: Any, context: TransformContext) -> t
             raise TransformError(f"transformer {name} failed: {exc.__class__.__name__}: {exc}") from exc
         if document is None and _is_document(payload):
             document = payload
-    if document is None and not names and _is_document(payload):
-        document = payload
+    if document is None and _is_document(given):  # a subscriber route's: canonical already
+        document = given
     return document, payload
 
 
