@@ -46,6 +46,7 @@ from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import BrokerError, ConfigError, TransientDeliveryError
 from bus.messaging import ConfirmingPublisher
+from bus.options import describe
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from bus.topology.model import ExchangeSpec, QueueSpec, Topology
@@ -76,18 +77,28 @@ class AmqpOptions(Schema):
     exchange = fields.String(required=True, validate=[
         validate.Regexp(_NAME, error="exchange must be 1-255 of A-Z, a-z, 0-9, '.', '_', ':' and '-' "
                                      "(not the default exchange)"),
-        _not_reserved("exchange")])
+        _not_reserved("exchange")], metadata=describe(
+        "The receiving system's exchange the document is published on, declared (durable) by gridbus routes "
+        "apply; never one of the bus's or the broker's (gridbus., amq., celery)."))
     routing_key = fields.String(required=True, validate=validate.Regexp(
         _KEY, error="routing_key must be 1-255 of A-Z, a-z, 0-9, '.', '_', ':' and '-' (a literal key: "
-                    "no wildcards)"))
-    exchange_type = fields.String(load_default="direct", validate=validate.OneOf(EXCHANGE_TYPES))
+                    "no wildcards)"), metadata=describe(
+        "The routing key of every message, a literal key (no wildcards); also the key the queue is bound "
+        "with."))
+    exchange_type = fields.String(load_default="direct", validate=validate.OneOf(EXCHANGE_TYPES),
+        metadata=describe(
+        "The exchange's type, as gridbus routes apply declares it."))
     # the receiving system's queue: declared (quorum) and bound to the exchange with the key
     queue = fields.String(load_default=None, validate=[
         validate.Regexp(_NAME, error="queue must be 1-255 of A-Z, a-z, 0-9, '.', '_', ':' and '-'"),
-        _not_reserved("queue")])
+        _not_reserved("queue")], metadata=describe(
+        "The receiving system's queue, declared (quorum) and bound to the exchange with routing_key; none: "
+        "the system binds its own."))
     # the broker user (a system name) that may consume the queue; default: the destination's system
     reader = fields.String(load_default=None, validate=validate.Regexp(
-        _SYSTEM, error="reader must be a system name: 1-63 of a-z, 0-9, '.', '_' and '-'"))
+        _SYSTEM, error="reader must be a system name: 1-63 of a-z, 0-9, '.', '_' and '-'"), metadata=describe(
+        "The broker user (a system name) that may consume the queue, made by gridbus broker users add; "
+        "default: the destination's system. Needs queue."))
 
     @validates_schema
     def _reader_needs_a_queue(self, data: dict, **_kwargs) -> None:

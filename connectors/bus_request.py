@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from bus.options import describe
 from bus.routes.model import Endpoint
 
 KINDS = ("meter-readings",)
@@ -34,8 +35,11 @@ class BusRequestOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    timeout_s = fields.Float(load_default=20.0, validate=validate.Range(min=0.1, max=300))
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS), metadata=describe(
+        "What the asking bus process asks; one route per process and kind."))
+    timeout_s = fields.Float(load_default=20.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long the asking process waits for a reply, in seconds; the request expires then. The "
+        "destination's timeout_s and retry_for_s should fit inside it."))
 
 
 class BusRequestSource:

@@ -16,6 +16,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import TransientDeliveryError, ValidationError
+from bus.options import describe
 from bus.routes.model import Endpoint
 from connectors.http_outcome import message_headers, refused
 from connectors.http_session import ThreadSessions
@@ -30,7 +31,8 @@ class CallbackOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long to wait for the requester's answer to a callback POST, in seconds; a timeout is retried."))
 
 
 class RepliesSource:

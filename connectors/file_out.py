@@ -16,6 +16,7 @@ from marshmallow import RAISE, Schema, fields
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import TransientDeliveryError
+from bus.options import describe
 from bus.routes.model import Endpoint
 from bus.transform import Outbound
 
@@ -26,7 +27,9 @@ class FileOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    path = fields.String(required=True)
+    path = fields.String(required=True, metadata=describe(
+        "The receiving system's inbox folder (created if missing); each message is written there atomically "
+        "as <message id>.xml, .json, .csv or .dat."))
 
 
 class FileDestination:

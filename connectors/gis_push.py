@@ -22,6 +22,7 @@ from bus.errors import DecodeError, PermanentDeliveryError, TransientDeliveryErr
 from bus.network import open_store
 from bus.network.model import read_document
 from bus.network.store import NetworkStoreError
+from bus.options import describe
 from bus.routes.model import Endpoint
 
 
@@ -30,12 +31,18 @@ class GisPushOptions(Schema):
         unknown = RAISE
 
     path = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9/_-]*$",
-                         error="path: lowercase letters, digits, '-', '_' and '/'"))
+                         error="path: lowercase letters, digits, '-', '_' and '/'"), metadata=describe(
+        "The URL path after /v1/push/ where the GIS POSTs its change documents (one gateway path space with "
+        "http-push and http-request)."))
     # a document of 100,000 changes is about 20 MB; one document is parsed at a time
-    max_body_kb = fields.Integer(load_default=32768, validate=validate.Range(min=1, max=65536))
-    max_changes = fields.Integer(load_default=100_000, validate=validate.Range(min=1, max=1_000_000))
+    max_body_kb = fields.Integer(load_default=32768, validate=validate.Range(min=1, max=65536), metadata=describe(
+        "Largest document taken, in KiB; a larger one is answered 413 (100,000 changes are about 20 MB)."))
+    max_changes = fields.Integer(load_default=100_000, validate=validate.Range(min=1, max=1_000_000),
+        metadata=describe(
+        "Most changes in one document; a document with more is answered 413 TOO_MANY_CHANGES."))
     # a sender slower than this for the whole body is cut off (408): it holds a socket, never the writer
-    read_timeout_s = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
+    read_timeout_s = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600), metadata=describe(
+        "A sender that takes longer than this for the whole body is cut off with 408, in seconds."))
 
 
 class GisPushSource:

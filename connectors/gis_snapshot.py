@@ -32,6 +32,7 @@ from bus.network import open_store
 from bus.network.snapshot import SnapshotError
 from bus.network.snapshot_apply import DEFAULT_MAX_RETIRE_SHARE, import_snapshot
 from bus.network.store import NetworkStoreError
+from bus.options import describe
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from connectors.file_drop.inbox import Readiness, printable, scan
@@ -44,15 +45,26 @@ class GisSnapshotOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    path = fields.String(required=True)
-    pattern = fields.String(load_default="*.csv")
-    settle_s = fields.Float(load_default=3.0, validate=validate.Range(min=0, max=3600))
+    path = fields.String(required=True, metadata=describe(
+        "The inbox folder the consumer-indexing snapshot CSV is dropped into (created if missing)."))
+    pattern = fields.String(load_default="*.csv", metadata=describe(
+        "Which files of the folder this route takes (a glob); one folder and pattern belong to one route."))
+    settle_s = fields.Float(load_default=3.0, validate=validate.Range(min=0, max=3600), metadata=describe(
+        "Without a marker: a file is taken once its size and modification time held still this long, in "
+        "seconds."))
     marker_suffix = fields.String(load_default=None, validate=validate.Regexp(
-        r"\.[A-Za-z0-9_-]{1,20}", error="a dot and 1-20 letters, digits, '_' or '-', e.g. .done"))
-    archive = fields.String(load_default=None)
-    rejected = fields.String(load_default=None)
+        r"\.[A-Za-z0-9_-]{1,20}", error="a dot and 1-20 letters, digits, '_' or '-', e.g. .done"), metadata=describe(
+        "With it: a file is taken once <name><marker_suffix> exists, e.g. .done; the marker is removed with "
+        "the file."))
+    archive = fields.String(load_default=None, metadata=describe(
+        "Where snapshots that were read go, with their reports; default <path>/archive."))
+    rejected = fields.String(load_default=None, metadata=describe(
+        "Where files that are not snapshots go, each with a .reason; default <path>/rejected."))
     # a snapshot that would retire more than this share of the consumers waits for `gridbus network approve`
-    max_retire_share = fields.Float(load_default=DEFAULT_MAX_RETIRE_SHARE, validate=validate.Range(min=0, max=1))
+    max_retire_share = fields.Float(
+        load_default=DEFAULT_MAX_RETIRE_SHARE, validate=validate.Range(min=0, max=1), metadata=describe(
+            "A snapshot that would retire more than this share of the consumers is held until gridbus network "
+            "approve."))
 
 
 class GisSnapshotSource:

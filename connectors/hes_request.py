@@ -23,6 +23,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.changing_file import ChangingFile
 from bus.envelope import Envelope
 from bus.errors import ConfigError, ValidationError
+from bus.options import describe
 from bus.requests import replies
 from bus.requests.replies import error, merge
 from bus.routes.model import Endpoint
@@ -36,14 +37,21 @@ class HesRequestOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    assignment = fields.String(required=True)
+    assignment = fields.String(required=True, metadata=describe(
+        "CSV file with the header meter,hes and one meter per line: which HES serves each meter; re-read "
+        "within a second of a change."))
     hes = fields.Dict(keys=fields.String(), values=fields.Url(require_tld=False, schemes={"http", "https"}),
-                      required=True, validate=validate.Length(min=1))
-    operation = fields.String(required=True, validate=validate.OneOf(list(OPERATIONS)))
-    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+                      required=True, validate=validate.Length(min=1), metadata=describe(
+        "The HES this route reaches: HES name (as in the assignment file) to its base URL (http or https)."))
+    operation = fields.String(required=True, validate=validate.OneOf(list(OPERATIONS)), metadata=describe(
+        "What is asked of the HES."))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long one HES call may take, in seconds."))
     # how long an HES that does not take a request (refused, 5xx, 429) is asked again; a
     # command is never asked past its expiry
-    retry_for_s = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600))
+    retry_for_s = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600), metadata=describe(
+        "How long an HES that does not take a request (refused connection, 5xx, 429) is asked again, in "
+        "seconds; a command is never asked past its expiry."))
 
 
 class Assignment:

@@ -14,6 +14,7 @@ import requests
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
+from bus.options import describe
 from bus.transform import Outbound
 from connectors.http_outcome import not_answered, refused
 from connectors.http_session import ThreadSessions
@@ -25,10 +26,14 @@ class BillingRestOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    system = fields.String(required=True)
-    connector = fields.String(required=True)
-    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    system = fields.String(required=True, metadata=describe(
+        "The billing system: the endpoint's system, which this connector reads too."))
+    connector = fields.String(required=True, metadata=describe(
+        "billing-rest: the endpoint's connector, which this connector reads too."))
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, metadata=describe(
+        "Where batches of consumer-path updates are POSTed (http or https)."))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long to wait for the billing system's answer, in seconds; a timeout is retried."))
 
 
 def consumers_named(body: bytes, content_type: str) -> list[str]:

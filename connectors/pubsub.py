@@ -24,6 +24,7 @@ from bus import naming, task_message
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope, child_traceparent
 from bus.errors import BrokerError, TransientDeliveryError
+from bus.options import describe
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
 from bus.topology.model import Topology
@@ -35,8 +36,12 @@ class SubscriptionOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    topic = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9*#_.-]+$"))
-    classes = fields.List(fields.String(validate=validate.OneOf(CLASSES)), load_default=list)
+    topic = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9*#_.-]+$"), metadata=describe(
+        "The documents this route gets a copy of: an AMQP topic pattern over <Noun>.<verb>.<source>, e.g. "
+        "EndDeviceEvents.created.* (* one word, # zero or more)."))
+    classes = fields.List(fields.String(validate=validate.OneOf(CLASSES)), load_default=list, metadata=describe(
+        "EndDeviceEvents only: the copy holds only events of these classes, and a document with none of "
+        "them is not sent; empty: all events."))
 
 
 class EventsOptions(Schema):

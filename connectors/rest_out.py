@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from bus.connector import DeliveryReceipt
 from bus.envelope import Envelope
 from bus.errors import TransientDeliveryError
+from bus.options import describe
 from bus.routes.model import Endpoint
 from bus.transform import Outbound
 from connectors.http_outcome import message_headers, not_answered, refused
@@ -19,9 +20,12 @@ class RestOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, metadata=describe(
+        "Where the outbound document is POSTed (http or https)."))
+    timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long to wait for the answer, in seconds; a timeout is retried."))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict, metadata=describe(
+        "Extra HTTP headers sent with every POST (no secrets: route files are not secret)."))
 
 
 class RestDestination:

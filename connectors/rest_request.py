@@ -21,6 +21,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from bus.envelope import Envelope
 from bus.errors import PermanentDeliveryError, TransientDeliveryError
+from bus.options import describe
 from bus.routes.model import Endpoint
 from connectors.http_outcome import message_headers, never_connected, not_answered, refused, transient
 from connectors.http_outcome import retry_after as http_retry_after
@@ -31,9 +32,12 @@ class RestRequestOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=300))
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, metadata=describe(
+        "Where the request is POSTed (http or https); the answer is the reply."))
+    timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=300), metadata=describe(
+        "How long to wait for the answer, in seconds; a timeout is asked again."))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict, metadata=describe(
+        "Extra HTTP headers sent with every POST (no secrets: route files are not secret)."))
 
 
 class RestRequestDestination:
