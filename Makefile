@@ -44,6 +44,7 @@ demo: setup
 	$(GRIDBUS) demo
 
 test: setup postgresql
+	$(GRIDBUS) routes test routes/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup postgresql

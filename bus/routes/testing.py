@@ -323,7 +323,7 @@ def _read_input(source: Path) -> bytes:
 class Problem:
     """One way a case's outcome differs from what it expects."""
 
-    kind: str        # differs | missing-rejection | unexpected-rejection | refused | not-refused
+    kind: str        # differs | length | missing-rejection | unexpected-rejection | refused | not-refused
     path: str = ""
     expected: Any = None
     got: Any = None
@@ -335,6 +335,8 @@ class Problem:
             return f"unexpected rejection: line {self.got['line']}: {self.got['reason']}"
         if self.kind == "refused":
             return f"the message was refused: {self.got}"
+        if self.kind == "length":
+            return f"{self.path}: expected {self.expected}, got {self.got}"
         if self.kind == "not-refused":
             return f"expected the message refused ({self.expected!r}), but it went through"
         got = "nothing (no such key)" if self.got is _MISSING else _shown(self.got)
@@ -549,7 +551,7 @@ def match(expected: Any, got: Any, path: str) -> list[Problem]:
         items = expected[:-1] if more else expected
         problems = []
         if len(got) < len(items) or (not more and len(got) != len(items)):
-            problems.append(Problem("differs", f"{path} (length)", f"{'at least ' if more else ''}{len(items)} items",
+            problems.append(Problem("length", path, f"{'at least ' if more else ''}{len(items)} items",
                                     f"{len(got)} items"))
         for i, (e, g) in enumerate(zip(items, got)):
             problems += match(e, g, f"{path}[{i}]")
