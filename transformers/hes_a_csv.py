@@ -13,11 +13,11 @@ their column; anything else float() would take (``1_000``, ``１２``, ``1e3``,
 from __future__ import annotations
 
 import csv
-import io
 import math
 import re
 from itertools import repeat
 from operator import itemgetter, le
+from datetime import tzinfo
 from typing import Callable, Mapping
 
 from marshmallow import EXCLUDE, fields, validate
@@ -28,6 +28,9 @@ from bus.errors import ConfigError, DecodeError
 from bus.options import describe
 from bus.registry import did_you_mean
 from bus.transform import SourceChunk, TransformContext
+from transformers.csv_rows import Rows as _Rows
+from transformers.csv_rows import blank as _blank
+from transformers.csv_rows import csv_reason as _csv_reason
 from transformers.catalogue import ReadingProfile, is15959_events, reading_profiles
 from transformers.gc_pause import gc_paused
 from transformers.instants import LocalTimeOptions, local_zone, utc_day_start, utc_instant
@@ -36,7 +39,6 @@ EVENT_LOG = ReadingProfile("event-log", "events", "meter_serial", "event_time", 
 EVENT_LOG_COLUMNS = ("meter_serial", "event_code", "event_time", "hes_received")
 _INF = math.inf
 _UNSEEN = object()
-_BLANKS = " \t\r"
 _PLAIN = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+").fullmatch
 # Far above any consumer meter, far below what a corrupt export writes; block-load values are
 # per 15-minute interval, daily ones cumulative registers.  A route sets its own: options.plausible_max.
@@ -115,91 +117,8 @@ def parse_header(header_line: str) -> tuple[ReadingProfile, dict[str, int], int]
                       f"closest is {closest.name}, missing columns: {', '.join(missing[closest])}")
 
 
-def _csv_reason(exc: csv.Error) -> str:
-    text = str(exc)
-    if "unexpected end of data" in text:
-        return "a quoted field opens and does not close on this line"
-    if "new-line character" in text:
-        return "a carriage return inside the line"
-    return f"not valid CSV: {text}"
-
-
-def _blank(row: list[str]) -> bool:
-    return not row or (len(row) == 1 and not row[0].strip(_BLANKS))
-
-
-class _OneLineAtATime:
-    """csv rows of a chunk that holds quotes, each parsed from its own line only.
-
-    csv.reader would let a quote that never closes swallow the following lines;
-    here it costs the line it is on.  Unparsable lines are rejected as they are met.
-    """
-
-    def __init__(self, body: str, width: int, rows: "_Rows"):
-        self.lines = iter(body.split("\n"))
-        self.width = width
-        self.rows = rows
-        self.line_num = 0
-        self.refused = 0  # non-blank lines rejected here, never handed out
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> list[str]:
-        for line in self.lines:
-            self.line_num += 1
-            if not line.strip(_BLANKS):
-                return []
-            try:
-                row = next(csv.reader((line,), strict=True), [])
-            except csv.Error as exc:
-                self._refuse(_csv_reason(exc))
-                continue
-            if _blank(row):  # e.g. "" — not blank as a line, so not a row to skip
-                self._refuse(f"expected {self.width} fields, found 1")
-                continue
-            return row
-        raise StopIteration
-
-    def _refuse(self, reason: str) -> None:
-        self.refused += 1
-        self.rows.reject(reason)
-
-
-class _Rows:
-    """Data rows of a chunk: skips blank lines, counts rows, names rejected rows by file line."""
-
-    def __init__(self, body: str, first_line: int, context: TransformContext, width: int):
-        self.base = first_line - 1
-        self.context = context
-        self.count = 0
-        self.reader = (_OneLineAtATime(body, width, self) if '"' in body
-                       else csv.reader(io.StringIO(body, newline="\n")))
-
-    def __iter__(self):
-        """Rows, blank lines skipped; a line csv cannot read is rejected and counted here."""
-        while True:
-            try:
-                for row in self.reader:
-                    if _blank(row):
-                        continue  # blank line: not a row the HES meant to send
-                    self.count += 1
-                    yield row
-                break
-            except csv.Error as exc:
-                self.count += 1
-                self.reject(_csv_reason(exc))
-        self.count += getattr(self.reader, "refused", 0)
-
-    @property
-    def line(self) -> int:
-        return self.base + self.reader.line_num
-
-    def reject(self, reason: str) -> None:
-        self.context.reject(self.line, reason)
-
-
-def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple) -> tuple[tuple, str | None]:
+def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple,
+                    where: str = "route option plausible_max.{}") -> tuple[tuple, str | None]:
     """Slow path for a row the fast path refused: values (None = empty) or the reason."""
     values: list = []
     for (i, name), limit in zip(cols, limits):
@@ -210,7 +129,7 @@ def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple) 
         if _PLAIN(s):
             v = float(s)
             if v > limit:
-                return (), f"{name} {s!r} is above the plausible maximum {limit:,g} (route option plausible_max.{name})"
+                return (), f"{name} {s!r} is above the plausible maximum {limit:,g} ({where.format(name)})"
             values.append(v)
             continue
         if s[0] == "-" and _PLAIN(s[1:]):
@@ -225,13 +144,15 @@ def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple) 
     return tuple(values), None
 
 
-def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
-                     rows: _Rows, context: TransformContext) -> dict:
-    zone = local_zone(context.options)
+def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int, rows: _Rows,
+                     context: TransformContext, zone: tzinfo | None = None, limits: tuple | None = None,
+                     where: str = "route option plausible_max.{}") -> dict:
+    """``zone`` and ``limits`` (per value column) default to the route options' (csv_readings gives its own)."""
+    zone = local_zone(context.options) if zone is None else zone
     to_utc: Callable = utc_instant if profile.kind == "interval" else utc_day_start
     im, it = index[profile.meter], index[profile.time]
     cols = [(index[c], c) for c, _ in profile.columns]
-    limits = _limits(profile, context.options)
+    limits = _limits(profile, context.options) if limits is None else limits
     pick = itemgetter(*(i for i, _ in cols)) if len(cols) > 1 else (lambda r, i=cols[0][0]: (r[i],))
     per_meter: dict[str, list[tuple[str, tuple]]] = {}  # meter → [(utc, values)] in file order
     first_seen: dict[tuple[str, str], tuple[int, tuple]] = {}
@@ -273,7 +194,7 @@ def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int,
                     if not (joined.isascii() and joined.replace(".", "").isdigit() and all(map(le, values, limits))):
                         raise ValueError
                 except ValueError:
-                    values, bad = _checked_values(row, cols, limits)
+                    values, bad = _checked_values(row, cols, limits, where)
                     if bad:
                         context.meters.add(meter)
                         rows.reject(f"meter {meter}: {bad}")
@@ -383,11 +304,13 @@ class RowIdentity:
         self.zone = local_zone(options)
         self.to_utc = utc_instant if profile.kind == "interval" else utc_day_start
         self.utc_of: dict = {}  # raw time → UTC: a file repeats a few times endlessly
+        self.dialect: dict = {}  # csv.reader's delimiter and quotechar, when not comma and '"'
+        self.sep = b","
 
     def fingerprints(self, data: bytes, lines: list[bytes]) -> list[int]:
         """One int per line of ``data`` (UTF-8, split into ``lines``): 0 for a blank line, 1 for one
         without meter and time, else a hash of the (meter, UTC time) it claims."""
-        if not lines or b'"' in data:
+        if not lines or self.dialect.get("quotechar", '"').encode() in data:
             return [self._fingerprint(line) for line in lines]
         # the fields in bulk, no loop in Python: first where meter and time sit at the same bytes on
         # every line (HES exports usually), then where every line has the header's width
@@ -402,11 +325,11 @@ class RowIdentity:
     def _fixed_width(self, lines: list[bytes]) -> tuple[list, list] | None:
         first, ends = lines[0], []
         for _ in range(max(self.im, self.it) + 1):  # where the first line has its commas
-            ends.append(first.find(b",", ends[-1] + 1 if ends else 0))
+            ends.append(first.find(self.sep, ends[-1] + 1 if ends else 0))
             if ends[-1] < 0:
                 return None
         try:  # the same bytes are commas on every line
-            if any(bytes(map(itemgetter(end), lines)) != b"," * len(lines) for end in ends):
+            if any(bytes(map(itemgetter(end), lines)) != self.sep * len(lines) for end in ends):
                 return None
         except IndexError:  # a shorter line
             return None
@@ -415,24 +338,24 @@ class RowIdentity:
         times = list(map(itemgetter(slice(starts[self.it], ends[self.it])), lines))
         # and no other comma before them: the same fields on every line
         if len(ends) == 2:  # meter and time are the first two fields
-            extra = b"".join(meters).count(b",") + b"".join(times).count(b",")
+            extra = b"".join(meters).count(self.sep) + b"".join(times).count(self.sep)
         else:
-            extra = b"".join(map(itemgetter(slice(0, ends[-1])), lines)).count(b",") - len(lines) * (len(ends) - 1)
+            extra = b"".join(map(itemgetter(slice(0, ends[-1])), lines)).count(self.sep) - len(lines) * (len(ends) - 1)
         if extra:
             return None
         return meters, times
 
     def _same_width(self, data: bytes, lines: list[bytes]) -> tuple[list, list] | None:
-        if list(map(bytes.count, lines, repeat(b","))).count(self.width - 1) != len(lines):
+        if list(map(bytes.count, lines, repeat(self.sep))).count(self.width - 1) != len(lines):
             return None
-        fields = data.replace(b"\n", b",").split(b",")
+        fields = data.replace(b"\n", self.sep).split(self.sep)
         return fields[self.im::self.width][:len(lines)], fields[self.it::self.width][:len(lines)]
 
     def _fingerprint(self, line: bytes) -> int:
         if not line.strip(b" \t\r"):
             return 0
         try:
-            row = next(csv.reader((line.decode(),), strict=True), [])
+            row = next(csv.reader((line.decode(),), strict=True, **self.dialect), [])
             return hash((row[self.im].encode().strip(), self._utc(row[self.it])))
         except (csv.Error, IndexError):
             return 1
@@ -450,7 +373,7 @@ class RowIdentity:
     def key(self, line: str) -> tuple[str, str] | None:
         """(meter, UTC time) of a line; None if csv cannot read it or either is missing or wrong."""
         try:
-            row = next(csv.reader((line,), strict=True), [])
+            row = next(csv.reader((line,), strict=True, **self.dialect), [])
             meter, utc = row[self.im].strip(), self._utc(row[self.it])
         except (csv.Error, IndexError):
             return None
@@ -459,7 +382,7 @@ class RowIdentity:
     def values(self, line: str) -> tuple | None:
         """The numbers of a line as the decoder reads them; None if the decoder would reject the row."""
         try:
-            row = next(csv.reader((line,), strict=True), [])
+            row = next(csv.reader((line,), strict=True, **self.dialect), [])
         except csv.Error:
             return None
         if len(row) != self.width:

@@ -69,3 +69,15 @@ class LocalTimeOptions(OptionsSchema):
 
 class NoOptions(OptionsSchema):
     """A step that reads no route option."""
+
+
+def canonical_instant(moment: datetime, zone: tzinfo, shift_s: int = 0) -> str:
+    """A parsed source time (naive: in ``zone``) ``shift_s`` seconds later, as a canonical instant."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    if shift_s:
+        try:
+            moment = moment + timedelta(seconds=shift_s)
+        except OverflowError as exc:  # the last instant of year 9999
+            raise ValueError(str(exc)) from exc
+    return _format(moment, zone)

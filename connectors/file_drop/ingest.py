@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from bus import hooks, naming, registry, task_message
+from bus import hooks, naming, task_message
 from bus.envelope import (H_CHUNK, H_CHUNKS, H_FILE, H_FILE_CHECKSUM, Envelope,
                           file_chunk_message_id, new_traceparent)
 from bus.errors import MessageError
 from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Route
 from bus.worker.pipeline import chunk_payload
-from connectors.file_drop import lines, split
+from connectors.file_drop import lines, split, transcode
 from connectors.file_drop.inbox import name_problem, printable, safe_name
 from connectors.file_drop.ledger import Ledger
 from connectors.file_drop.survey import CsvSurvey, survey_csv
@@ -103,8 +103,18 @@ def _read(route: Route, path: Path, fmt: str, decoder, copy: Path) -> _Read:
         checksum, identity = lines.copy_stable(path, copy)
         with open(copy, "rb") as f:
             return _Read(checksum, sum(n for _text, n in splitter(f, route.queue.batch_size)), None, identity)
-    survey = survey_csv(path, route.source.options["max_line_bytes"], decoder, copy)
-    return _Read(survey.checksum, survey.data_rows, survey.noun, survey.stat, survey)
+    max_line = route.source.options["max_line_bytes"]
+    if not transcode.needed(decoder):
+        survey = survey_csv(path, max_line, decoder, copy)
+        return _Read(survey.checksum, survey.data_rows, survey.noun, survey.stat, survey)
+    # another encoding or a preamble: read as UTF-8 with the header first (transcode.py)
+    text = copy.with_name(copy.name + ".utf8")
+    try:
+        identity = transcode.transcode_file(path, text, decoder, max_line)
+        survey = survey_csv(text, max_line, decoder, copy)
+    finally:
+        text.unlink(missing_ok=True)
+    return _Read(survey.checksum, survey.data_rows, survey.noun, identity, survey)
 
 
 def ingest(route: Route, path: Path, publisher: ConfirmingPublisher, ledger: Ledger,
@@ -114,7 +124,7 @@ def ingest(route: Route, path: Path, publisher: ConfirmingPublisher, ledger: Led
     if problem:
         return reject(route, path, problem, marker)
     fmt = route.source.options["format"]
-    decoder = registry.transformer(route.transform[0]) if route.transform else None
+    decoder = transcode.bound_decoder(route)
     copy = staging(route) / f"{uuid.uuid4().hex}-{path.name}"
     copy.parent.mkdir(parents=True, exist_ok=True)
     try:
