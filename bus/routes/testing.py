@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from marshmallow import Schema, ValidationError as SchemaError, fields, validate, validates_schema
+from marshmallow import ValidationError as SchemaError, fields, validate, validates_schema
 
 from bus import registry
 from bus.errors import ConfigError, GridbusError, RouteValidationError, TransformError

@@ -73,20 +73,22 @@ class FileDropSource:
         into SourceChunks of ``queue.batch_size`` rows; the rows the ingress rejects itself (a
         (meter, time) repeated across chunks with other values) go to ``reject(line, reason)``.
         An XML file is cut by the decoder's ``split``.  ``DecodeError`` (any ``MessageError``)
-        when the ingress would send the whole file to ``rejected/``."""
+        when the ingress would send the whole file to ``rejected/``.  A CSV file in another
+        encoding or with preamble lines is first read as the ingress reads it (``transcode``)."""
         import tempfile
 
         from bus.errors import DecodeError, MessageError
-        from bus.registry import transformer
-        from connectors.file_drop import split
+        from connectors.file_drop import split, transcode
         from connectors.file_drop.inbox import name_problem
         from connectors.file_drop.survey import survey_csv
 
         problem = name_problem(name)
         if problem:
             raise DecodeError(problem)
-        decoder = transformer(route.transform[0]) if route.transform else None
+        decoder = transcode.bound_decoder(route)  # as the ingress: bound to the route's options
         batch = route.queue.batch_size
+        if route.source.options["format"] != "xml":
+            data = transcode.normalise(data, route, route.source.options["max_line_bytes"])
         with tempfile.TemporaryDirectory(prefix="gridbus-sample-") as folder:
             path = Path(folder) / "input"
             path.write_bytes(data)

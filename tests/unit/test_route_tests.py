@@ -325,3 +325,56 @@ def test_partial_match_rules():
     import datetime as dt
     at = dt.datetime(2026, 11, 1, 4, 45, 2, tzinfo=dt.timezone.utc)
     assert testing.match({"at": at}, got, "d") == []
+
+
+LATIN_ROUTE = """\
+use_case: 1
+routes:
+  - id: latin-files
+    source: {system: hes-x, connector: file-drop, path: "/tmp/inbox/hes-x", pattern: "*.csv"}
+    method: file-batch
+    transform: [csv_readings, to_mdms_json]
+    options:
+      csv_readings:
+        encoding: latin-1
+        skip_lines: 2
+        time_zone: Asia/Kolkata
+        profiles:
+          daily:
+            kind: register
+            meter: compteur
+            time: date
+            quantities:
+              kwh_imp_cum: {reading_type: 11.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0, max: 100000000}
+    destinations:
+      - {system: mdms-1, connector: rest, url: "${MDMS_1_URL}/messages", timeout_s: 10}
+"""
+
+
+def test_a_file_in_the_routes_encoding_with_a_banner_is_read_as_the_ingress_reads_it(tmp_path):
+    # Given a route declaring Latin-1 files with two banner lines, and such a file
+    path = folder(tmp_path, yaml.safe_dump({"cases": [{
+        "name": "latin-1 with a banner", "route": "latin-files", "input_file": "export.csv",
+        "expect": {"MeterReading": [{"meter": "UPM00012345", "readings": [{"value": 1234.5}]}]},
+        "expect_rejections": [{"line": 5, "reason": "'abc'"}]}]}), LATIN_ROUTE)
+    (tmp_path / "export.csv").write_bytes(
+        "Export HES-X, relevé quotidien\ngénéré le 2026-11-01\ncompteur,date,kwh_imp_cum\n"
+        "UPM00012345,2026-11-01,1234.5\nUPM00067890,2026-11-01,abc\n".encode("latin-1"))
+    # When its test runs
+    result = run_cli(str(path))
+    # Then the file was transcoded before it was cut: read, and the bad row named by its line in the file sent
+    assert result.exit_code == 0, result.output
+
+
+def test_a_file_longer_than_the_batch_is_cut_as_the_ingress_cuts_it(tmp_path):
+    # Given a route taking one row per message, and a daily file of two good rows
+    route = ROUTE_FILE + "    queue: {batch_size: 1}\n"
+    two = DAILY.replace("UPM00099999,01/11/2026", "UPM00067890,2026-11-01")
+    path = folder(tmp_path, cases({
+        "name": "two messages", "input": two,
+        "expect": [{"MeterReading": [{"meter": "UPM00012345"}]}, {"MeterReading": [{"meter": "UPM00067890"}]}],
+        "expect_output": {"readings": 4}}), route)
+    # When its test runs
+    result = run_cli(str(path))
+    # Then each message's document and output are checked, in the file's order
+    assert result.exit_code == 0, result.output
