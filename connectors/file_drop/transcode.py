@@ -74,7 +74,8 @@ class _Transcoder:
             block = f.read(READ_BLOCK)
         self._text(self._decode(decoder, b"", True))
         if not self.done_head:
-            if self.head.strip() and self.head.count("\n") >= self.skip:
+            parts = self.head.split("\n")
+            if len(parts) > self.skip and parts[self.skip].strip("\ufeff \t\r"):  # a last line without LF
                 self._header_done(self.head + "\n")
             else:
                 raise DecodeError(f"no header line after the {self.skip} line(s) the route skips"

@@ -123,8 +123,11 @@ def _value(s: str, q: Quantity, dialect: Dialect) -> tuple[float | None, str | N
         try:
             v = float(text)
         except ValueError:
-            return None, f"{q.key} {s!r} is not a number"
-        if not math.isfinite(v):
+            if text and not text.strip("0123456789.,"):  # digits and marks: a thousands mark, two decimal marks
+                v = math.nan
+            else:
+                return None, f"{q.key} {s!r} is not a number"
+        if math.isinf(v) or (math.isnan(v) and text.strip("0123456789.,")):
             return None, f"{q.key} {s!r} is not a finite number"
         mark = "','" if dialect.decimal == "," else "'.'"
         return None, f"{q.key} {s!r} is not a plain decimal number (ASCII digits and one {mark})"

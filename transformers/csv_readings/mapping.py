@@ -193,7 +193,7 @@ class Quantity:
     signed: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a key by identity: its code table is a dict
 class Profile:
     name: str
     kind: str
