@@ -106,8 +106,21 @@ def alarm_list(payload: Any, source_system: str | None = None, shape: AlarmShape
         raise DecodeError(f"{items.label!r} must be an array, not {type(alarms).__name__}")
     hes = shape.source.of(doc) if shape.source is not None else None
     if hes is not None and source_system is not None and hes != source_system:
-        raise DecodeError(f"payload says {shape.source.label} {hes!r} but the message came from {source_system!r}")
+        raise DecodeError(f"payload says {shape.source.label} {_shown(hes)} "
+                          f"but the message came from {source_system!r}")
     return alarms
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a reason.  repr raises on JSON nested about a thousand deep (orjson
+    reads up to 1,024) and on an integer of over 4,300 digits (a payload parsed elsewhere): that
+    would fail the whole message instead of one alarm."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deep to show>"
+    except ValueError:
+        return f"<{type(value).__name__} too long to show>"
 
 
 def _details(raw: Any, label: str = "details") -> tuple[dict | None, str]:
@@ -116,13 +129,13 @@ def _details(raw: Any, label: str = "details") -> tuple[dict | None, str]:
         return None, f"{label} must be an object, not {type(raw).__name__}"
     for key, v in raw.items():
         if type(key) is not str or not key or not key.isprintable():
-            return None, f"{label} name {key!r} must be a non-empty printable string"
+            return None, f"{label} name {_shown(key)} must be a non-empty printable string"
         t = type(v)
         if t is str:
             if NOT_XML.search(v) is not None:
                 return None, f"{label}.{key} holds a control character"
         elif t is not int and (t is not float or not math.isfinite(v)):
-            return None, f"{label}.{key} must be a string or a finite number, not {v!r}"
+            return None, f"{label}.{key} must be a string or a finite number, not {_shown(v)}"
     return raw, ""
 
 
@@ -218,7 +231,7 @@ def decode_alarms(alarms: list, context: TransformContext, reader: AlarmReader) 
         if m_rest:
             meter = at(meter, m_rest)
         if type(meter) is not str or not meter.strip() or not meter.strip().isprintable():
-            reject(i, f"meter {meter!r} is missing or not a printable string")
+            reject(i, f"meter {_shown(meter)} is missing or not a printable string")
             continue
         meter = meter.strip()
         meters.add(meter)
@@ -227,14 +240,14 @@ def decode_alarms(alarms: list, context: TransformContext, reader: AlarmReader) 
             raw_code = at(raw_code, c_rest)
         code = code_of(raw_code, codes)
         if code is None:
-            reject(i, f"meter {meter}: {reader.unknown_code} {raw_code!r}")
+            reject(i, f"meter {meter}: {reader.unknown_code} {_shown(raw_code)}")
             continue
         occurred = alarm.get(o_head)
         if o_rest:
             occurred = at(occurred, o_rest)
         created = utc(occurred)
         if created is None:
-            reject(i, f"meter {meter}: {o_label} {occurred!r} is not {time_kind}")
+            reject(i, f"meter {meter}: {o_label} {_shown(occurred)} is not {time_kind}")
             continue
         event = {"meter": meter, "eventType": code.event_type, "isCode": code.is_code,
                  "createdDateTime": created}
@@ -244,7 +257,7 @@ def decode_alarms(alarms: list, context: TransformContext, reader: AlarmReader) 
         if received is not None:
             received_utc = utc(received)
             if received_utc is None:
-                reject(i, f"meter {meter}: {r_label} {received!r} is not {time_kind}")
+                reject(i, f"meter {meter}: {r_label} {_shown(received)} is not {time_kind}")
                 continue
             event["receivedDateTime"] = received_utc
         event["eventClass"] = list(code.classes)
@@ -256,7 +269,7 @@ def decode_alarms(alarms: list, context: TransformContext, reader: AlarmReader) 
             if type(alarm_id) is int:
                 alarm_id = str(alarm_id)
             if type(alarm_id) is not str or not alarm_id.strip() or not alarm_id.isprintable():
-                reject(i, f"meter {meter}: {a_label} {alarm_id!r} is not a printable string or integer")
+                reject(i, f"meter {meter}: {a_label} {_shown(alarm_id)} is not a printable string or integer")
                 continue
             event["alarmId"] = alarm_id.strip()
         raw_details = alarm.get(d_head)
