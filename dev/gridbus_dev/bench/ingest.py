@@ -81,13 +81,31 @@ def _wait_readings(mdms_url: str, expected: int, timeout_s: float, progress) -> 
     raise RuntimeError(f"MDMS stored {last} of {expected} readings within {timeout_s:.0f}s")
 
 
-def _route_file(path: Path, inbox: Path, mdms_url: str, batch_size: int) -> None:
+# the shipped HES-A route (routes/ of this checkout): its declarative mapping is what csv_readings runs
+SHIPPED_ROUTES = Path(__file__).resolve().parents[3] / "routes" / "uc1-meter-data-files.yaml"
+DECODERS = ("csv_readings", "hes_a_csv")
+
+
+def hes_a_mapping() -> dict:
+    """The ``options`` of the shipped HES-A CSV route (its csv_readings mapping)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(SHIPPED_ROUTES.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuntimeError(f"bench ingest reads the HES-A mapping from {SHIPPED_ROUTES}: {exc}") from exc
+    return next(r for r in doc["routes"] if r["id"] == "hes-a-csv-to-mdms-1")["options"]
+
+
+def _route_file(path: Path, inbox: Path, mdms_url: str, batch_size: int, decoder: str = "csv_readings") -> None:
+    """``decoder``: csv_readings with the shipped HES-A mapping, or the Python hes_a_csv it replaced."""
     path.write_text(json.dumps({  # JSON is YAML: no templating needed
         "use_case": 1, "routes": [{
             "id": ROUTE_ID, "method": "file-batch",
             "source": {"system": "hes-bench", "connector": "file-drop", "path": str(inbox),
                        "pattern": "*.csv", "settle_s": 0.1},
-            "transform": ["hes_a_csv", "to_mdms_json"],
+            "transform": [decoder, "to_mdms_json"],
+            **({"options": hes_a_mapping()} if decoder == "csv_readings" else {}),
             "destinations": [{"system": "mdms-bench", "connector": "rest", "url": f"{mdms_url}/messages"}],
             "queue": {"batch_size": batch_size}}]}))
 
@@ -102,7 +120,10 @@ def generate(out: Path, reads: int, log, *extra: str) -> dict:
 
 
 def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, baseline: bool,
-                 echo=print, progress=None, tracing_modes: tuple[bool, ...] = (True,)) -> list[Run]:
+                 echo=print, progress=None, tracing_modes: tuple[bool, ...] = (True,),
+                 decoders: tuple[str, ...] = ("csv_readings",)) -> list[Run]:
+    """One gridbus run per (decoder, tracing mode), in the order given (a decoder may repeat, to
+    alternate on a noisy machine), then the baseline."""
     settings = Settings.load()
     admin = BrokerAdmin(settings.management_url)
     vhost = f"gridbus-bench-{os.getpid()}"
@@ -131,13 +152,14 @@ def bench_ingest(reads: int, batch_size: int, concurrency: int, work: Path, base
         source = Path(summary["path"])
         timeout = max(120.0, reads / 2000)
 
-        _route_file(work / "routes.yaml", inbox, mdms_url, batch_size)
         admin_v = BrokerAdmin(settings.management_url, vhost)
         archived = None
-        for tracing in tracing_modes:
+        variants = [(d, t) for d in decoders for t in tracing_modes]
+        for number, (decoder, tracing) in enumerate(variants):
+            _route_file(work / "routes.yaml", inbox, mdms_url, batch_size, decoder)
             label = "gridbus" + ({True: " (tracing on)", False: " (tracing off)"}[tracing]
-                                 if len(tracing_modes) > 1 else "")
-            run_home = work / f"home-{'traced' if tracing else 'untraced'}"
+                                 if len(tracing_modes) > 1 else "") + (f" [{decoder}]" if len(decoders) > 1 else "")
+            run_home = work / f"home-{number}-{'traced' if tracing else 'untraced'}"
             run_env = {**env, "GRIDBUS_HOME": str(run_home), "GRIDBUS_TRACING": "on" if tracing else "off"}
             run_procs = []
             try:

@@ -22,17 +22,25 @@ def bench():
 @click.option("--no-baseline", is_flag=True, help="Run gridbus only.")
 @click.option("--tracing", type=click.Choice(["on", "off", "both"]), default="on", show_default=True,
               help="both: gridbus with and without trace events, side by side.")
+@click.option("--decoders", default="csv_readings", show_default=True,
+              help="Comma-separated, run in this order: csv_readings (the shipped HES-A mapping) and/or "
+                   "hes_a_csv (the Python decoder it replaced); repeat to alternate, e.g. "
+                   "csv_readings,hes_a_csv,csv_readings,hes_a_csv.")
 @click.option("--keep", is_flag=True, help="Keep the work folder (logs, archive, reports).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (with CPU by process) instead of tables.")
 @fails_cleanly
-def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep, as_json):
+def ingest(reads, batch_size, concurrency, no_baseline, tracing, decoders, keep, as_json):
     """File drop → MDMS has stored every read; beside csv.reader → pika → HTTP POST.
 
     Reports throughput, the gridbus/baseline ratio, peak memory and the CPU seconds
     per 1,000 rows each process spent (ingress, worker with its pool, recorder,
     RabbitMQ, the MDMS stand-in, the baseline's processes).  Needs a RabbitMQ node
     with the management plugin (`gridbus dev up`); runs in a throw-away virtual host of it."""
-    from gridbus_dev.bench.ingest import bench_ingest
+    from gridbus_dev.bench.ingest import DECODERS, bench_ingest
+
+    chosen = tuple(d.strip() for d in decoders.split(",") if d.strip())
+    if not chosen or set(chosen) - set(DECODERS):
+        raise click.BadParameter(f"each of {', '.join(DECODERS)}", param_hint="--decoders")
 
     sizes = [int(x.replace("_", "")) for x in reads.split(",")]
     rows = []
@@ -47,7 +55,7 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep, as_json):
 
         modes = {"on": (True,), "off": (False,), "both": (True, False)}[tracing]
         runs = bench_ingest(n, batch_size, concurrency, work, not no_baseline,
-                            lambda m: click.echo(m, err=True), progress, modes)
+                            lambda m: click.echo(m, err=True), progress, modes, chosen)
         line.done()
         all_runs.extend(runs)
         base = runs[-1] if not no_baseline else None
@@ -58,6 +66,13 @@ def ingest(reads, batch_size, concurrency, no_baseline, tracing, keep, as_json):
             rows.append([run.pipeline, f"{run.reads:,}", f"{run.readings:,}", f"{run.seconds:.1f}",
                          f"{run.reads_per_s:,.0f}", f"{run.readings / run.seconds:,.0f}", ratio,
                          f"{run.peak_rss_mb:.0f}" if run.peak_rss_mb else ""])
+        by_decoder = {d: sorted(r.reads_per_s for r in runs if r.pipeline.endswith(f"[{d}]")) for d in chosen}
+        if len(by_decoder) > 1 and all(by_decoder.values()):
+            median = {d: v[len(v) // 2] if len(v) % 2 else sum(v[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+                      for d, v in by_decoder.items()}
+            ratio = median["csv_readings"] / median["hes_a_csv"]
+            click.echo(f"csv_readings / hes_a_csv at {n:,} reads (medians): {ratio:.2f}", err=True)
+            rows.append(["csv_readings / hes_a_csv", "", "", "", f"{ratio:.2f}", "", "", ""])
         if traced and untraced:
             cost = 1 - traced[0].reads_per_s / untraced[0].reads_per_s
             click.echo(f"tracing cost at {n:,} reads: {cost * 100:.1f} % of throughput", err=True)
