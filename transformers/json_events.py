@@ -210,14 +210,16 @@ class AlarmFields(OptionsSchema):
     """Where each field is inside one alarm object (dotted paths)."""
 
     meter = PathText(load_default="meter", metadata=describe(
-        "Path of the meter serial (required: an alarm without one is rejected).", example="device.serial"))
+        "Path of the meter serial; an alarm without one is rejected.", example="device.serial"))
     code = PathText(load_default="code", metadata=describe(
-        "Path of the event code, read as `codes` says (required).", example="event.type"))
+        "Path of the event code, read as `codes` says; an alarm without a known one is rejected.",
+        example="event.type"))
     occurred = PathText(load_default="occurred_at", metadata=describe(
-        "Path of the meter time of the event, read as `time_format` says (required); "
-        "becomes createdDateTime.", example="event.ts"))
+        "Path of the meter time of the event, read as `time_format` says; becomes createdDateTime; "
+        "an alarm without one is rejected.", example="event.ts"))
     received = PathText(load_default="received_at", allow_none=True, metadata=describe(
-        "Path of the time the HES received the alarm (optional); becomes receivedDateTime; null: not read."))
+        "Path of the time the HES received the alarm, read as `time_format` says (optional); "
+        "becomes receivedDateTime; null: not read."))
     alarm_id = PathText(load_default="alarm_id", allow_none=True, metadata=describe(
         "Path of the HES's unique id of the alarm, a string or integer (optional); becomes alarmId; "
         "null: not read."))

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import random
 import textwrap
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bus.canonical import validate_document
-from bus.errors import DecodeError, RouteValidationError
+from bus.errors import DecodeError, MessageError, RouteValidationError
 from bus.options import field_names
 from bus.routes import load_routes
 from bus.transform import TransformContext
 from simulators.hes_alarms import Network, burst, feeder_trip, mixed
 from tests.support import ROUTE_ENV
+from tests.unit.test_decoders_hypothesis import JSON_VALUES, PROPERTY, near
 from transformers.hes_alarm_json import HesAlarmJsonDecoder
 from transformers.json_events import (AlarmFields, JsonEventsDecoder, JsonEventsOptions, JsonEventsSpec,
                                       compiled)
@@ -462,3 +466,42 @@ def test_whole_message_refusals_are_the_same_as_hes_alarm_json(payload):
     with pytest.raises(DecodeError) as got:
         JsonEventsDecoder()(payload, new)
     assert str(got.value) == str(expected.value)
+
+
+# ----------------------------------------------------------------------- properties
+
+VENDOR_X_MESSAGE = {"meta": {"system": "hes-x"}, "payload": {"events": [
+    _vendor_alarm(), _vendor_alarm(id=7, event__type=17, event__measurements=[{"pf": 0.5, "phase": "R"}]),
+    {"id": "x-3", "device": {"serial": "UPM3"}, "event": {"type": "MAG", "at": "2026-11-01T04:40:00"}}]}}
+EPOCH_SPEC = {**VENDOR_X, "time_format": "epoch_ms", "source_field": "meta.system", "single_alarm": False}
+EPOCH_MESSAGE = {"meta": {"system": "hes-x"}, "payload": {"events": [
+    _vendor_alarm(event__at=1793504102123, hes__rx="1793504104000"),
+    _vendor_alarm(event__type="COVER_OPEN", event__at=1793504102999.5, hes__rx=None)]}}
+
+
+@PROPERTY
+@given(st.one_of(near(VENDOR_X_MESSAGE), near(VENDOR_X_MESSAGE["payload"]["events"]), JSON_VALUES,
+                 near(VENDOR_X_MESSAGE).map(lambda doc: json.dumps(doc).encode("utf-8", "surrogatepass"))))
+def test_near_valid_vendor_messages_decode_or_are_refused_with_a_reason(payload):
+    # Given vendor X messages with places deleted or replaced, or any JSON at all
+    # When decoded  Then a canonical document with reasoned rejections, or a MessageError with a reason
+    _outcome(VENDOR_X, payload)
+
+
+@PROPERTY
+@given(st.one_of(near(EPOCH_MESSAGE), JSON_VALUES))
+def test_near_valid_epoch_messages_decode_or_are_refused_with_a_reason(payload):
+    _outcome(EPOCH_SPEC, payload)
+
+
+def _outcome(spec: dict, payload) -> None:
+    context = TransformContext("fuzz-route", "hes-x", "msg-1", "corr-1", options={"json_events": spec})
+    try:
+        doc = JsonEventsDecoder()(payload, context)
+    except MessageError as refused:
+        assert str(refused).strip()
+        return
+    validate_document(doc)
+    assert all(r.reason.strip() for r in context.rejections)
+    # every alarm is an event, a rejection or a repeat dropped
+    assert context.rows_in >= len(doc["EndDeviceEvent"]) + len(context.rejections)
