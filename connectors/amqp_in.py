@@ -17,6 +17,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from bus import naming, task_message
+from bus.options import describe
 from bus.deadletters import headers as dl
 from bus.documents import check_json_depth
 from bus.envelope import Envelope
@@ -33,11 +34,15 @@ class AmqpInOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    routing_key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]*$"))
-    batch_max = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10_000))
-    batch_window_ms = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10_000))
+    routing_key = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]*$"), metadata=describe(
+        "The routing key the source system publishes with on gridbus.ingress (its broker user may use only its own)."))
+    batch_max = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10_000), metadata=describe(
+        "Messages gathered into one batch at the ingress (an alarm burst travels in batches)."))
+    batch_window_ms = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10_000), metadata=describe(
+        "The longest a batch waits to fill, in milliseconds."))
     # the largest raw message taken, as http-push's: a batch holds up to batch_max of them
-    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
+    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536), metadata=describe(
+        "The largest message taken, in KiB; a larger one is refused."))
 
 
 class AmqpInSource:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from bus.options import describe
 from bus.errors import BrokerError
 from bus.messaging import ConfirmingPublisher
 from bus.routes.model import Endpoint, Route
@@ -35,18 +36,22 @@ class FileDropOptions(Schema):
     class Meta:
         unknown = RAISE
 
-    path = fields.String(required=True)
-    pattern = fields.String(load_default="*")
-    format = fields.String(load_default=None, validate=validate.OneOf(["csv", "xml"]))
+    path = fields.String(required=True, metadata=describe("The inbox folder the HES writes its files into."))
+    pattern = fields.String(load_default="*", metadata=describe("Glob of the file names this route takes, e.g. *.csv."))
+    format = fields.String(load_default=None, validate=validate.OneOf(["csv", "xml"]), metadata=describe(
+        "csv or xml; when left out, xml if the pattern ends in .xml, else csv."))
     # without a marker: how long size and mtime must hold still (longer than an upload's longest stall)
-    settle_s = fields.Float(load_default=3.0, validate=validate.Range(min=0, max=3600))
+    settle_s = fields.Float(load_default=3.0, validate=validate.Range(min=0, max=3600), metadata=describe(
+        "Without a marker: seconds a file's size and time must hold still before it is read."))
     # with one: a file is taken once "<name><marker_suffix>" exists, e.g. .done
     marker_suffix = fields.String(load_default=None, validate=validate.Regexp(
-        r"\.[A-Za-z0-9_-]{1,20}", error="a dot and 1-20 letters, digits, '_' or '-', e.g. .done"))
+        r"\.[A-Za-z0-9_-]{1,20}", error="a dot and 1-20 letters, digits, '_' or '-', e.g. .done"), metadata=describe(
+        "A file is taken once <name><marker_suffix> exists (e.g. .done), instead of waiting for it to settle."))
     # a CSV file with a longer line goes whole to rejected/
-    max_line_bytes = fields.Integer(load_default=MAX_LINE_BYTES, validate=validate.Range(min=1024, max=64 << 20))
-    archive = fields.String(load_default=None)
-    rejected = fields.String(load_default=None)
+    max_line_bytes = fields.Integer(load_default=MAX_LINE_BYTES, validate=validate.Range(min=1024, max=64 << 20),
+                                    metadata=describe("A CSV file with a longer line goes whole to rejected/."))
+    archive = fields.String(load_default=None, metadata=describe("Where delivered files and their reports go (default: <path>/archive)."))
+    rejected = fields.String(load_default=None, metadata=describe("Where unreadable files go, each with a .reason file (default: <path>/rejected)."))
 
     @post_load
     def _format_from_pattern(self, data, **kwargs):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from bus.options import describe
 from bus.requests.store import Retention
 from bus.routes.model import Endpoint, Route
 from bus.settings import Settings
@@ -24,10 +25,13 @@ class HttpPushOptions(Schema):
         unknown = RAISE
 
     path = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9/_-]*$",
-                         error="path: lowercase letters, digits, '-', '_' and '/'"))
-    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536))
+                         error="path: lowercase letters, digits, '-', '_' and '/'"),
+                         metadata=describe("The gateway path the source system POSTs to, under /v1/push/."))
+    max_body_kb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=65536), metadata=describe(
+        "The largest body taken, in KiB; a larger one is answered 413."))
     # what the route's first transformer reads: JSON documents or XML (e.g. 61968-9 EndDeviceEvents)
-    format = fields.String(load_default="json", validate=validate.OneOf(["json", "xml"]))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "xml"]), metadata=describe(
+        "What the route's first transformer reads: JSON documents or XML."))
 
 
 class HttpPushSource:
