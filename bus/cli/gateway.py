@@ -27,6 +27,14 @@ def _push_connector():
                    "event loop and hold none.")
 @click.option("--rate-per-system", default=200.0, show_default=True,
               help="Requests/s each source system may make (bursts of twice that); 0: no limit.")
+@click.option("--in-flight-per-system", default=8, show_default=True, type=click.IntRange(0, 10_000),
+              help="Pushes one system may have being taken at once (of --threads); beyond, 429 at once, so "
+                   "a flooding system never queues ahead of the others; 0: no limit.")
+@click.option("--header-timeout-s", default=10.0, show_default=True, type=click.FloatRange(0.5, 3600),
+              help="A connection that has not sent its request line and headers within this long is closed "
+                   "(slow clients); also the idle time of a kept-alive connection.")
+@click.option("--body-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.5, 3600),
+              help="A body not received within this long is answered 408 and its connection closed.")
 @click.option("--keep-requests", default="7d", show_default=True,
               help="Reads and determinants requests are deleted from the request store this long after "
                    "they were made (0: never); commands are always kept, with their audit trail.")
@@ -35,7 +43,8 @@ def _push_connector():
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 @fails_cleanly
-def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_every, paths, loglevel):
+def gateway(ctx, host, port, threads, rate_per_system, in_flight_per_system, header_timeout_s, body_timeout_s,
+            keep_requests, prune_every, paths, loglevel):
     """Serve the REST gateway for every route whose source is http-push, http-request or gis-push (aiohttp).
 
     Runs until stopped; its log goes to stderr.
@@ -57,7 +66,9 @@ def gateway(ctx, host, port, threads, rate_per_system, keep_requests, prune_ever
     declare_all(compile_topology(routes_from(paths)), s.broker_url)
     click.echo(f"gateway: http://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
                f"docs at /docs", err=True)
-    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system, list(table_), retention)
+    limits = {"in_flight_per_system": in_flight_per_system, "header_timeout_s": header_timeout_s,
+              "body_timeout_s": body_timeout_s}
+    _push_connector().serve_http(routes, s, host, port, threads, rate_per_system, list(table_), retention, limits)
 
 
 @gateway.group("keys")

@@ -85,7 +85,8 @@ class HttpPushSource:
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None,
-                   retention: Retention = Retention()) -> None:
+                   retention: Retention = Retention(), limits: dict | None = None) -> None:
+        """``limits``: fairness.ServerLimits' fields (per-system share, header and body deadlines)."""
         from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
         from connectors.http_push.request_loop import RequestLoop
@@ -110,4 +111,6 @@ class HttpPushSource:
             network = NetworkPush(network_routes, gateway, open_store())
         # the largest body any route takes; each route's own limit is checked by the gateway
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
-        serve(gateway, requests, host, port, threads, max_body, network)
+        from connectors.http_push.fairness import ServerLimits
+
+        serve(gateway, requests, host, port, threads, max_body, network, ServerLimits(**(limits or {})))

@@ -74,6 +74,11 @@ class Refusal(Exception):
     """An answer other than acceptance: (status, code, reason[, extra headers])."""
 
 
+# the environ key under which the server hands over a caller it has authenticated and rate-limited
+# already (server.py, before the body is read); a header can never set it (headers are HTTP_*)
+CALLER = "gridbus.caller"
+
+
 def count_refusal(route_id: str, source: str, status: int, code: str) -> None:
     """A call the gateway refused: a trace event, counted by the recorder
     (gridbus_requests_refused_total).  ``"?"`` for a route or system not known."""
@@ -127,7 +132,7 @@ class Gateway:
             return self._fail(start_response, 404, "UNKNOWN_ROUTE", f"no route takes pushes at {push_path!r}")
         system = "?"  # a refusal before the caller is known (503: the key store away) is counted under "?"
         try:
-            system = self.caller(environ)
+            system = environ.get(CALLER) or self.caller(environ)
             if system != route.source.system:
                 raise Refusal(403, "FORBIDDEN",
                               f"{system} may not publish to route {route.id} (its source is {route.source.system})")

@@ -30,7 +30,8 @@ from bus import aio
 from bus.errors import ConfigError
 from bus.operators import asserted_user
 from bus.state_store import StateStoreError
-from connectors.http_push.app import STORE_AWAY, Gateway, Refusal, reply
+from connectors.http_push.app import CALLER, STORE_AWAY, Gateway, Refusal, count_refusal, reply
+from connectors.http_push.fairness import InFlight, ServerLimits
 from connectors.http_push.request_loop import RequestLoop
 from connectors.http_push.store_thread import NotCommitted
 
@@ -100,16 +101,24 @@ def _json(status: int, body: dict, headers: list | None = None) -> web.Response:
                         headers={"Content-Type": "application/json", **dict(headers or [])})
 
 
+def _body_too_slow(deadline_s: float) -> web.Response:
+    return _json(408, reply("FAILED", errors=[("BODY_TOO_SLOW", f"the body did not arrive within {deadline_s:g} s")]),
+                 [("Connection", "close")])
+
+
 def _store_away() -> web.Response:
     code, reason, headers = STORE_AWAY
     return _json(503, reply("FAILED", errors=[(code, reason)]), headers)
 
 
 class GatewayServer:
-    def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int, network=None):
+    def __init__(self, gateway: Gateway, requests: RequestLoop | None, threads: int, max_body: int, network=None,
+                 limits: ServerLimits = ServerLimits()):
         self.gateway, self.requests, self.max_body = gateway, requests, max_body
         self.network = network  # gis_push.NetworkPush: GIS change documents, applied before the answer
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="gateway")
+        self.limits = limits
+        self.in_flight = InFlight(limits.in_flight_per_system)
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -118,7 +127,47 @@ class GatewayServer:
                                                        f"largest this gateway takes is {self.max_body}")]))
         if self.network is not None and self.network.serves(request.path):
             return await self.network.handle(request)  # reads the body itself, once the caller is known
-        body = await request.read()
+        if request.method == "POST" and request.path.startswith("/v1/push/"):
+            return await self._push(request)
+        return await self._other(request)
+
+    async def _push(self, request: web.Request) -> web.Response:
+        """A push: the caller, its rate and its share checked from the headers alone (fairness.py),
+        then its body read within the deadline, then the WSGI application on a thread."""
+        try:
+            system = await self._caller(environ_of(request, b""))
+        except Refusal as refused:
+            status, code, reason, *extra = refused.args
+            return _json(status, reply("FAILED", errors=[(code, reason)]), extra[0] if extra else None)
+        if not self.in_flight.enter(system):
+            count_refusal("?", system, 429, "TOO_MANY_IN_FLIGHT")
+            return _json(429, reply("FAILED", errors=[(
+                "TOO_MANY_IN_FLIGHT", f"{system} already has {self.limits.in_flight_per_system} pushes being "
+                                      f"taken; wait for their answers")]), [("Retry-After", "1")])
+        try:
+            body = await self._body(request)
+            if body is None:
+                return _body_too_slow(self.limits.body_timeout_s)
+            environ = environ_of(request, body)
+            environ[CALLER] = system  # authenticated and counted against its rate above
+            status, headers, data = await asyncio.get_running_loop().run_in_executor(
+                self.executor, call_wsgi, self.gateway, environ)
+            return web.Response(status=status, body=data, headers=headers)
+        finally:
+            self.in_flight.leave(system)
+
+    async def _body(self, request: web.Request) -> bytes | None:
+        """The body, or None if it did not arrive within the deadline."""
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            return None
+
+    async def _other(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
+            return _body_too_slow(self.limits.body_timeout_s)
         environ = environ_of(request, body)
         path = request.path
         if self.requests is not None and path.startswith(("/v1/requests/", "/requests/")):
@@ -189,7 +238,11 @@ class GatewayServer:
         # every path, a decoded newline in it too (".*" stops at one, and aiohttp's own 404 is not JSON)
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         # on SIGTERM, requests still waiting get 5 s to be answered; their replies are kept anyway
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        # keepalive_timeout also bounds how long a new connection may take to send its request line
+        # and headers (aiohttp arms it when the connection opens and closes it if no request came
+        # whole): the header deadline of fairness.py; tests/integration/test_gateway_fairness.py
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
+                               keepalive_timeout=self.limits.header_timeout_s)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         stop = asyncio.Event()
@@ -208,5 +261,5 @@ class GatewayServer:
 
 
 def serve(gateway: Gateway, requests: RequestLoop | None, host: str, port: int, threads: int,
-          max_body: int, network=None) -> None:
-    aio.run(GatewayServer(gateway, requests, threads, max_body, network).run(host, port))
+          max_body: int, network=None, limits: ServerLimits = ServerLimits()) -> None:
+    aio.run(GatewayServer(gateway, requests, threads, max_body, network, limits).run(host, port))
