@@ -9,6 +9,7 @@ store's size, and a batch that touched 1,000 meters is found from any of them.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Iterable
@@ -192,4 +193,7 @@ def open_store(location: str | Path) -> TraceStore:
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresTraceStore(text)
-    return SqliteTraceStore(Path(text))
+    try:
+        return SqliteTraceStore(Path(text))
+    except (OSError, sqlite3.Error) as exc:  # a setting pointing nowhere usable: say so, no traceback
+        raise ConfigError(f"trace store {text}: {exc}") from exc

@@ -17,11 +17,21 @@ import yaml
 from click.testing import CliRunner
 
 from bus.cli.routes import routes_group
+from tests.support import ROUTE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 KWH_IMP = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 KWH_EXP = "0.0.2.4.19.1.12.0.0.0.0.0.0.0.0.3.72.0"
 V_AVG = "0.2.2.6.0.1.54.0.0.0.0.0.0.0.0.0.29.0"
+
+
+@pytest.fixture(autouse=True)
+def route_addresses(monkeypatch, tmp_path):
+    """The addresses a written route names (MDMS_1_URL, GRIDBUS_INBOX), as a deployment sets them,
+    and no dev.env of this machine's stack: the tests pass the same on a fresh machine."""
+    monkeypatch.setenv("GRIDBUS_ENV_FILE", str(tmp_path / "none.env"))
+    for name, value in ROUTE_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def routes(*args: str):
