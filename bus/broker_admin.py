@@ -60,6 +60,10 @@ class BrokerAdmin:
     def queues(self) -> list[dict]:
         return self._get(f"queues/{self.vhost}", columns="name,durable,arguments,messages,messages_ready")
 
+    def consumer_counts(self) -> dict[str, int]:
+        """Queue name → consumers now, for every queue of the vhost (one call)."""
+        return {q["name"]: q.get("consumers", 0) for q in self._get(f"queues/{self.vhost}", columns="name,consumers")}
+
     def bindings(self) -> list[dict]:
         return self._get(f"bindings/{self.vhost}")
 

@@ -79,12 +79,14 @@ class GisSnapshotSource:
         return ("file-drop", os.path.abspath(endpoint.options["path"]), endpoint.options["pattern"])
 
     def serve(self, routes: list[Route], settings: Settings, stop: threading.Event,
-              poll_s: float = 1.0, on_result=None) -> None:
+              poll_s: float = 1.0, on_result=None, ready: threading.Event | None = None) -> None:
         store = open_store()
         readiness = {}
         for route in routes:
             Path(route.source.options["path"]).mkdir(parents=True, exist_ok=True)
             readiness[route.id] = Readiness(route.source.options["settle_s"], route.source.options.get("marker_suffix"))
+        if ready is not None:  # its folders exist and are scanned from here on
+            ready.set()
         while not stop.is_set():
             busy = False
             for route in routes:

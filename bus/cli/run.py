@@ -1,6 +1,7 @@
 """`gridbus worker`, `gridbus ingress` and `gridbus send`: the long-running processes and one-off publishing."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bus import naming, registry, task_message
+from bus import naming, readiness, registry, task_message
 from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging
 from bus.envelope import Envelope
 from bus.errors import ConfigError
@@ -98,23 +99,36 @@ def ingress(only, paths, loglevel):
         by_connector.setdefault(route.source.connector, []).append(route)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threads = []
+    readiness.withdraw(s.state_dir, "ingress")
+    threads, ready = [], []
     for name, group in by_connector.items():
         connector = registry.connector(name)
         if not hasattr(connector, "serve"):
             continue
-        t = threading.Thread(target=connector.serve, args=(group, s, stop), name=name, daemon=True)
+        # a connector that can tell when it serves (its folders watched) says so; the others serve at once
+        event = threading.Event()
+        kwargs = {"ready": event} if "ready" in inspect.signature(connector.serve).parameters else {}
+        if not kwargs:
+            event.set()
+        ready.append(event)
+        t = threading.Thread(target=connector.serve, args=(group, s, stop), kwargs=kwargs, name=name, daemon=True)
         t.start()
         threads.append(t)
         click.echo(f"ingress: {name} serving {', '.join(r.id for r in group)}", err=True)
     if not threads:
         raise ConfigError("no route has a source connector the ingress can run")
+    announced = False
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.2):
             if not all(t.is_alive() for t in threads):
                 raise SystemExit("ingress: a source connector stopped; see the log above")
+            if not announced and all(e.is_set() for e in ready):
+                readiness.announce(s.state_dir, "ingress", routes=[r.id for r in table_])
+                announced = True
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        readiness.withdraw(s.state_dir, "ingress")
 
 
 @click.command("send")

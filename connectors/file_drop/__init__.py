@@ -112,7 +112,8 @@ class FileDropSource:
             yield chunk.source
 
     def serve(self, routes: list[Route], settings: Settings, stop: threading.Event,
-              poll_s: float = 1.0, on_result=None) -> None:
+              poll_s: float = 1.0, on_result=None, ready: threading.Event | None = None) -> None:
+        """``ready`` is set once every inbox exists and is watched: a file dropped then is taken."""
         ledger_path = settings.state_dir / "file-drop.sqlite"
         for route in routes:
             Path(route.source.options["path"]).mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,8 @@ class FileDropSource:
         for route in routes:
             _clear_staging(route)
         failures: dict[tuple[str, Path], int] = {}
+        if ready is not None:
+            ready.set()
         try:
             while not stop.is_set():
                 busy = False

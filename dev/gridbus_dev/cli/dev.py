@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import click
 
 from bus import registry
 from bus.broker_users import reads_of
 from bus.cli.common import fails_cleanly, routes_from, settings
+from bus.errors import GridbusError
 from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
@@ -152,8 +153,15 @@ def dev():
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Worker processes.")
 @click.option("--nodes", type=click.IntRange(1, dev_cluster.MAX_NODES), default=1, show_default=True,
               help="RabbitMQ nodes: more than one is a cluster (ports 5691.., 15691..), quorum queues on all.")
+@click.option("--broker", "broker_url", default=None, metavar="URL",
+              help="Use this running RabbitMQ (amqp://user:password@host:port/vhost) instead of starting the "
+                   "stack's own node; the only way `dev up` attaches to a broker it did not start.")
+@click.option("--management", "management_url", default=None, metavar="URL",
+              help="With --broker: its management API (default: http://<the broker's user and host>:15672).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(5, 1800), default=180.0, show_default=True,
+              help="Seconds every process has to answer its health check before `dev up` gives up (exit 1).")
 @fails_cleanly
-def up(concurrency, nodes):
+def up(concurrency, nodes, broker_url, management_url, timeout_s):
     """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
     billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
     keeper, the network publisher and delivery and the outage correlator; apply the routes;
@@ -162,13 +170,20 @@ def up(concurrency, nodes):
     consumers).  With --nodes N, RabbitMQ is a cluster of N nodes and every process gets all
     their addresses (GRIDBUS_BROKER_URL, ``;``-separated)."""
     home = devstack.home()
-    values = {**dev_env(), **(dev_cluster.settings(home, nodes) if nodes > 1 else {})}
+    if broker_url and nodes > 1:
+        raise click.UsageError("--broker and --nodes exclude each other: the cluster is the stack's own")
+    _refuse_foreign_ports(home, own_broker=not broker_url and nodes == 1)
+    values = {**dev_env(), **(dev_cluster.settings(home, nodes) if nodes > 1 else {}),
+              **(_given_broker(broker_url, management_url) if broker_url else {})}
     _write_env_file(values)
     env = {**os.environ, **values}
     rabbit_cluster = dev_cluster.start(home, nodes) if nodes > 1 else None
-    if rabbit_cluster is None:
+    if rabbit_cluster is None and not broker_url:
         devstack.start_rabbitmq(home / "rabbitmq", log=click.echo)
-    adms_port = rabbit_cluster.nodes[0].amqp_port if rabbit_cluster else DEV_AMQP_PORT
+    elif broker_url:
+        click.echo(f"rabbitmq   {_without_password(broker_url)} (given with --broker; not started by this stack)")
+    adms_port = rabbit_cluster.nodes[0].amqp_port if rabbit_cluster else (
+        urlsplit(broker_url).port or 5672 if broker_url else DEV_AMQP_PORT)
     os.environ.update(values)
     table_ = routes_from(None)
     declare_all(compile_topology(table_), values["GRIDBUS_BROKER_URL"])
@@ -226,7 +241,74 @@ def up(concurrency, nodes):
     if outages:
         click.echo(f"outages    pid {procs.pid('outages')}  outage correlator -> ADMS over AMQP ({ADMS_QUEUE}), "
                    f"store {_store('GRIDBUS_OUTAGE_STORE', 'outages.sqlite')}  (gridbus outages list|show)")
+    _wait_up(home, procs, table_, values, [s.name for s in stand_ins], [w.name for w in workers],
+             [o.name for o in outages], timeout_s)
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
+
+
+def _refuse_foreign_ports(home: Path, own_broker: bool) -> None:
+    """Exit 1, starting nothing, if a port this stack needs is held by a process it did not
+    start (another checkout's stack, another GRIDBUS_HOME): its processes would otherwise join
+    that stack's broker, or die at start while `dev up` reported them."""
+    from gridbus_dev import pids
+    from gridbus_dev.stack_health import foreign_ports, our_pids
+
+    wanted = {name: port for name, _module, port, _var in devstack.STAND_INS}
+    wanted.update({"gateway": devstack.GATEWAY_PORT, "recorder metrics": devstack.METRICS_PORT})
+    if own_broker:
+        wanted.update({"rabbitmq amqp": DEV_AMQP_PORT, "rabbitmq management": DEV_MANAGEMENT_PORT,
+                       "rabbitmq distribution": devstack.DEV_DIST_PORT})
+    problems = foreign_ports(wanted, our_pids(home / "run", pids.descendants, pids.alive), devstack.port_open)
+    if problems:
+        raise GridbusError(
+            f"not starting: ports this stack (GRIDBUS_HOME={home}) needs are held by processes it did not "
+            "start:\n  " + "\n  ".join(problems) + "\nStop that stack (`gridbus dev down` with its GRIDBUS_HOME), "
+            "or use a broker on purpose with --broker URL. Nothing was started.")
+
+
+def _given_broker(broker_url: str, management_url: str | None) -> dict[str, str]:
+    parts = urlsplit(broker_url.split(";")[0])
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise click.BadParameter("an AMQP URL, e.g. amqp://user:password@127.0.0.1:5672/%2F", param_hint="--broker")
+    if management_url is None:
+        auth = f"{parts.username}:{parts.password}@" if parts.username else ""
+        management_url = f"http://{auth}{parts.hostname}:15672"
+    return {"GRIDBUS_BROKER_URL": broker_url, "GRIDBUS_MANAGEMENT_URL": management_url}
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url.split(";")[0])
+    return url if not parts.password else url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _wait_up(home: Path, procs: ProcessSet, table_, values: dict[str, str], stand_ins: list[str],
+             workers: list[str], outages: list[str], timeout_s: float) -> None:
+    """Exit 1 naming what did not come up unless every process answers its check (stack_health.py)."""
+    from bus import naming
+    from bus.broker_admin import BrokerAdmin
+    from bus.settings import Settings
+    from gridbus_dev.stack_health import QueueConsumers, Waited, all_of, http_ok, ingress_ready, wait_up
+
+    s = Settings.load()
+    consumers = QueueConsumers(BrokerAdmin(values["GRIDBUS_MANAGEMENT_URL"], s.vhost))
+    urls = {name: values[var] for name, _module, _port, var in devstack.STAND_INS}
+    waited = [Waited(name, http_ok(f"{urls[name]}/health")) for name in stand_ins]
+    kinds = {"worker": "deliveries", "worker-requests": "requests"}
+    waited += [Waited(w, consumers.on([r.queue_name for r in table_.of_kind(kinds[w])])) for w in workers]
+    inbound = [naming.inbound_queue_name(r.id) for r in table_ if r.source and r.source.connector == "amqp-in"]
+    waited.append(Waited("ingress", all_of(ingress_ready(s.state_dir, lambda: procs.pid("ingress")),
+                                           consumers.on(inbound))))
+    waited.append(Waited("gateway", http_ok(f"{values['GRIDBUS_GATEWAY_URL']}/health")))
+    waited.append(Waited("recorder", all_of(http_ok(devstack.METRICS_URL), consumers.on([naming.TRACE_QUEUE]))))
+    waited.append(Waited("keeper", consumers.on([naming.dead_letter_queue_name(r.id) for r in table_.of_kind("all")])))
+    waited.append(Waited("network-publish", lambda: None))
+    waited.append(Waited("network-deliver", consumers.on([q for r in table_.ordered_routes() for q in r.queues])))
+    waited += [Waited(o, consumers.on([q for r in table_.correlated_routes() for q in r.queues])) for o in outages]
+    outcome = wait_up(waited, procs.pid, lambda name: home / "run" / f"{name}.log", timeout_s,
+                      lambda name: None)
+    if not outcome.up:
+        raise GridbusError("not up: " + "; ".join(f"{name}: {why}" for name, why in outcome.failed) +
+                           "\n`gridbus dev status` shows what runs; `gridbus dev down` stops the rest")
 
 
 def _store(own_setting: str | None, sqlite_name: str) -> str:
@@ -269,13 +351,22 @@ def down():
 @dev.command("status")
 @fails_cleanly
 def status():
-    """Which parts of the local stack run, and the depth of every gridbus queue."""
+    """Which parts of the local stack run, and the depth of every gridbus queue.
+
+    Exits 1 when a part is down (RabbitMQ, or any process `dev up` starts), so scripts can use it."""
     home = devstack.home()
     procs = ProcessSet(home / "run")
+    down_ = []
     clustered = int(_read_env_file().get(dev_cluster.DEV_NODES_VAR, "1")) > 1
     up_ = devstack.port_open(DEV_AMQP_PORT) and not clustered
-    if not clustered:
+    given = _read_env_file().get("GRIDBUS_BROKER_URL", "")
+    own_node = not clustered and f"127.0.0.1:{DEV_AMQP_PORT}/" in given or not given
+    if not clustered and own_node:
         click.echo(f"{'rabbitmq':10} {'up on ' + str(DEV_AMQP_PORT) if up_ else 'down'}")
+        if not up_:
+            down_.append("rabbitmq")
+    elif not clustered:
+        click.echo(f"{'rabbitmq':10} {_without_password(given)} (given with --broker)")
     urls = {name: f"  {dev_env()[var]}" for name, _module, _port, var in devstack.STAND_INS}
     for name in SERVICES:
         pid = procs.pid(name)
@@ -284,6 +375,8 @@ def status():
             extra = "  " + _outage_counts()
         extra = extra if pid else ""
         click.echo(f"{name:10} {'pid ' + str(pid) if pid else 'not running'}{extra}")
+        if not pid and name in _expected_services():
+            down_.append(name)
     if clustered:
         dev_cluster.status(home)
     if up_ and devstack.port_open(DEV_MANAGEMENT_PORT):
@@ -293,6 +386,23 @@ def status():
                   if q["name"].startswith(naming.PREFIX + ".")]
         for q in sorted(queues, key=lambda q: q["name"]):
             click.echo(f"  {q['name']:50} {q.get('messages', 0):>8} messages")
+    if down_:
+        click.echo(f"down: {', '.join(down_)}", err=True)
+        raise SystemExit(1)
+
+
+def _expected_services() -> set[str]:
+    """What `dev up` starts for the routes at hand: outages and worker-requests only when there are such routes."""
+    expected = set(SERVICES)
+    try:
+        table_ = routes_from(None)
+        if not list(table_.correlated_routes()):
+            expected.discard("outages")
+        if not len(table_.of_kind("requests")):
+            expected.discard("worker-requests")
+    except Exception:  # noqa: BLE001 - routes that do not load: every service counts
+        pass
+    return expected
 
 
 def _outage_counts() -> str:
