@@ -108,6 +108,55 @@ def cpu_table(runs) -> str:
     return table(rows, ["pipeline", "reads", *names, "total"])
 
 
+@bench.command("fairness")
+@click.option("--rate-per-system", default=200.0, show_default=True, help="The gateway's rate limit per system.")
+@click.option("--steady-rate", default=20.0, show_default=True, help="HES-B's pushes per second (its normal pace).")
+@click.option("--flood-factor", default=5.0, show_default=True, help="HES-A pushes this many times its rate.")
+@click.option("--seconds", default=10.0, show_default=True, help="Length of each phase.")
+@click.option("--in-flight-per-system", default=8, show_default=True,
+              help="The gateway's per-system share (0: none, to see the gateway without it).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Pairs of phases (alone, flood), alternating; the figure is the median of the pairs' ratios.")
+@click.option("--json", "as_json", is_flag=True, help="Print the phases as JSON.")
+@fails_cleanly
+def fairness(rate_per_system, steady_rate, flood_factor, seconds, in_flight_per_system, rounds, as_json):
+    """Issue 22: HES-B's push latency alone and while HES-A floods the gateway at 5x its rate.
+
+    Reports HES-B's p50/p99 in both phases and their ratio (target: p99 within 2x), and what
+    HES-A was answered (202 within its rate, 429 beyond).  Needs `gridbus dev up` (a RabbitMQ
+    node with management); runs a gateway of its own in a throw-away virtual host."""
+    import json
+    import shutil
+
+    from gridbus_dev.bench.fairness import bench_fairness
+
+    work = Path(tempfile.mkdtemp(prefix="gridbus-bench-fairness-"))
+    try:
+        phases = bench_fairness(work, rate_per_system, steady_rate, flood_factor, seconds, in_flight_per_system,
+                                lambda m: click.echo(m, err=True), rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = sorted(f.percentile(0.99) / a.percentile(0.99) for a, f in zip(phases[::2], phases[1::2])
+                    if a.percentile(0.99) and f.percentile(0.99))
+    ratio = ratios[len(ratios) // 2] if ratios else None
+    if as_json:
+        click.echo(json.dumps({"phases": [{"name": p.name, "steady": {k: v for k, v in p.steady.items()
+                                                                       if k != "latencies_ms"},
+                                           "p50_ms": p.percentile(0.5), "p99_ms": p.percentile(0.99),
+                                           "flood": p.flood and {k: v for k, v in p.flood.items()
+                                                                 if k != "latencies_ms"}} for p in phases],
+                               "p99_ratio_median": ratio, "p99_ratios": ratios}, indent=2))
+        return
+    rows = [[p.name, f"{sum(p.steady['statuses'].values()):,}", json.dumps(p.steady["statuses"]),
+             f"{p.percentile(0.5):.1f}", f"{p.percentile(0.99):.1f}",
+             json.dumps(p.flood["statuses"]) if p.flood else "", f"{p.flood['not_started']:,}" if p.flood else ""]
+            for p in phases]
+    click.echo(table(rows, ["phase", "HES-B pushes", "HES-B answers", "p50 ms", "p99 ms", "HES-A answers",
+                            "HES-A not started"]))
+    click.echo(f"HES-B p99 under the flood / alone, median of {len(ratios)} round(s): {ratio:.2f} "
+               f"(each: {', '.join(f'{r:.2f}' for r in ratios)}; target: within 2)" if ratio else "no p99")
+
+
 @bench.command("alarms")
 @click.option("--count", default=50000, show_default=True, type=click.IntRange(100, 1_000_000),
               help="Alarms in the feeder-trip burst.")
