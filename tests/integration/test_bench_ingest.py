@@ -41,7 +41,10 @@ def test_bench_ingest_reports_cpu_per_thousand_rows_for_every_process(bus_env):
     for pipeline, processes in (("gridbus", GRIDBUS_PROCESSES), ("baseline (pika)", BASELINE_PROCESSES)):
         for process in processes:
             figure = rows[pipeline].get(process)
-            assert figure and 0 < float(figure) < 100, f"{pipeline} {process}: {figure!r}\n{done.stdout}"
+            # the recorder takes trace events after the fact: in a run of half a second (a warm
+            # machine) they may all come after the last reading stored, so its share may be 0
+            least = 0 if process == "recorder" else 1e-9
+            assert figure and least <= float(figure) < 100, f"{pipeline} {process}: {figure!r}\n{done.stdout}"
         assert float(rows[pipeline]["total"]) >= sum(float(rows[pipeline][p]) for p in processes) - 1e-3
     # and the gridbus processes are blank in the baseline's row (not in that run), and vice versa
     assert rows["baseline (pika)"]["worker"] == "" and rows["gridbus"]["baseline publisher"] == ""
