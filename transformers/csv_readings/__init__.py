@@ -53,6 +53,10 @@ class Header:
     def to_utc(self) -> Callable[[str, object], str]:
         return time_reader(self.profile)
 
+    def raw_time(self, row: list[str]) -> str:
+        """The row's time as the profile's pattern reads it: one column, or date, a space and time."""
+        return row[self.time] if self.date is None else f"{row[self.date].strip()} {row[self.time].strip()}"
+
 
 def time_reader(profile: Profile) -> Callable[[str, object], str]:
     """``(raw, zone) → canonical instant`` for a profile's time column(s); ValueError if unreadable."""
@@ -169,7 +173,7 @@ def _decode_wide(h: Header, dialect: Dialect, rows: Rows, context: TransformCont
                  **{q.key: i for q, i in zip(profile.quantities, h.columns)}}
         return _decode_readings(named, index, h.width, rows, context, zone, tuple(q.max for q in profile.quantities),
                                 f"csv_readings.profiles.{profile.name}.quantities.{{}}.max")
-    im, it, idate, width = h.meter, h.time, h.date, h.width
+    im, width = h.meter, h.width
     quantities = profile.quantities
     limits = tuple(q.max for q in quantities)
     scalers = [_scaler(q) for q in quantities]
@@ -195,7 +199,7 @@ def _decode_wide(h: Header, dialect: Dialect, rows: Rows, context: TransformCont
                 if not meter:
                     rows.reject(f"empty {profile.meter[0]}")
                     continue
-                raw = row[it] if idate is None else f"{row[idate].strip()} {row[it].strip()}"
+                raw = h.raw_time(row)
                 utc = utc_of.get(raw, _UNSEEN)
                 if utc is _UNSEEN:
                     try:
@@ -277,7 +281,7 @@ def _decode_long(h: Header, dialect: Dialect, rows: Rows, context: TransformCont
             rows.reject(f"empty {profile.meter[0]}")
             continue
         context.meters.add(meter)
-        raw = row[h.time] if h.date is None else f"{row[h.date].strip()} {row[h.time].strip()}"
+        raw = h.raw_time(row)
         utc = utc_of.get(raw, _UNSEEN)
         if utc is _UNSEEN:
             try:
@@ -339,7 +343,7 @@ def _decode_events(h: Header, dialect: Dialect, rows: Rows, context: TransformCo
             kind = "IS 15959 event code" if table is None else "event code (not in the route's codes)"
             rows.reject(f"meter {meter}: unknown {kind} {raw_code!r}")
             continue
-        raw = row[h.time] if h.date is None else f"{row[h.date].strip()} {row[h.time].strip()}"
+        raw = h.raw_time(row)
         try:
             created = to_utc(raw, zone)
             received = to_utc(row[h.received], zone) if h.received is not None and row[h.received].strip() \
@@ -405,7 +409,7 @@ class MappedRowIdentity(RowIdentity):
         h = self.header
         if row is None or len(row) != h.width:
             return None
-        raw = row[h.time] if h.date is None else f"{row[h.date].strip()} {row[h.time].strip()}"
+        raw = h.raw_time(row)
         meter, utc = row[h.meter].strip(), self._utc(raw)
         if not meter or not utc:
             return None
