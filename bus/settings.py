@@ -3,13 +3,21 @@
 Secrets and addresses live here (or in the environment), never in route files.
 Precedence: the process environment, then ``$GRIDBUS_ENV_FILE`` (default
 ``$GRIDBUS_HOME/dev.env``, written by ``gridbus dev up``), then defaults.
+
+Any ``GRIDBUS_<NAME>_FILE`` gives ``GRIDBUS_<NAME>`` the content of that file (the Docker
+secrets convention, ``/run/secrets/...``): a secret then lives in a file only its service
+can read, never in the environment of ``docker inspect`` nor in a file of the repository.
+``GRIDBUS_BROKER_PASSWORD`` and ``GRIDBUS_MANAGEMENT_PASSWORD`` fill in the password of the
+addresses that name a user and no password, so the URL itself (hosts, user, vhost) can stay
+in plain configuration.  The default account ``guest`` is refused for a broker that is not
+on this machine, and anywhere when ``GRIDBUS_DEPLOYMENT=production`` (docs/security.md).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from bus.errors import ConfigError
 
@@ -32,6 +40,25 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _from_files(values: dict[str, str]) -> dict[str, str]:
+    """``GRIDBUS_X`` from the file ``GRIDBUS_X_FILE`` names, where ``GRIDBUS_X`` itself is unset
+    (set both and the value wins: the file is the fallback, as in the official images)."""
+    found = {}
+    for name, path in values.items():
+        if not (name.startswith("GRIDBUS_") and name.endswith("_FILE")) or name == "GRIDBUS_ENV_FILE":
+            continue
+        target = name[:-len("_FILE")]
+        if values.get(target):
+            continue
+        try:
+            found[target] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}={path}: cannot read it ({exc.strerror or exc})") from None
+        if not found[target]:
+            raise ConfigError(f"{name}={path} is empty")
+    return found
+
+
 def environment() -> dict[str, str]:
     """The variables route files may refer to as ``${NAME}``."""
     home = Path(os.environ.get("GRIDBUS_HOME", ".gridbus")).absolute()
@@ -40,7 +67,45 @@ def environment() -> dict[str, str]:
               "GRIDBUS_OUTBOX": str(home / "outbox")}
     merged.update(_read_env_file(env_file))
     merged.update(os.environ)
+    merged.update(_from_files(merged))
     return merged
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+DEFAULT_USER = "guest"
+
+
+def with_password(url_setting: str, password: str | None) -> str:
+    """Each ``;``-separated URL of the setting, with ``password`` where it names a user and no
+    password (percent-encoded: a generated password may hold any character)."""
+    if not password:
+        return url_setting
+    filled = []
+    for url in url_setting.split(";"):
+        scheme, sep, rest = url.strip().partition("://")
+        userinfo, at, hostpart = rest.partition("@")
+        if sep and at and ":" not in userinfo:
+            url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
+        filled.append(url.strip())
+    return ";".join(u for u in filled if u)
+
+
+def refuse_default_account(name: str, url_setting: str, production: bool) -> None:
+    """The default account (``guest:guest``, an administrator on a fresh node) is for a broker
+    on this machine, as RabbitMQ itself allows it; a deployment beyond it runs as its own users."""
+    for url in url_setting.split(";"):
+        if not url.strip():
+            continue
+        parts = urlsplit(url.strip())
+        user = unquote(parts.username) if parts.username is not None else DEFAULT_USER
+        if user != DEFAULT_USER:
+            continue
+        where = "" if production else f" on {parts.hostname}"
+        if production or (parts.hostname or "127.0.0.1") not in LOOPBACK:
+            raise ConfigError(
+                f"{name} uses the default account {DEFAULT_USER!r}{where}: "
+                + ("GRIDBUS_DEPLOYMENT=production" if production else "a broker beyond this machine")
+                + " needs its own users (`gridbus broker users sync` makes one per role; docs/security.md)")
 
 
 @dataclass(frozen=True)
@@ -70,11 +135,22 @@ class Settings:
     def load(cls) -> "Settings":
         env = environment()
         home = Path(env["GRIDBUS_HOME"])
+        deployment = env.get("GRIDBUS_DEPLOYMENT", "").strip().lower()
+        if deployment not in ("", "dev", "production"):
+            raise ConfigError(f"GRIDBUS_DEPLOYMENT={deployment!r}: expected dev or production")
+        broker_url = with_password(
+            env.get("GRIDBUS_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{DEV_AMQP_PORT}//"),
+            env.get("GRIDBUS_BROKER_PASSWORD"))
+        management_url = with_password(
+            env.get("GRIDBUS_MANAGEMENT_URL", f"http://guest:guest@127.0.0.1:{DEV_MANAGEMENT_PORT}"),
+            env.get("GRIDBUS_MANAGEMENT_PASSWORD"))
+        refuse_default_account("GRIDBUS_BROKER_URL", broker_url, deployment == "production")
+        if "GRIDBUS_MANAGEMENT_URL" in env:  # processes that never call the API need not set it
+            refuse_default_account("GRIDBUS_MANAGEMENT_URL", management_url, deployment == "production")
         return cls(
             home=home,
-            broker_url=env.get("GRIDBUS_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{DEV_AMQP_PORT}//"),
-            management_url=env.get("GRIDBUS_MANAGEMENT_URL",
-                                   f"http://guest:guest@127.0.0.1:{DEV_MANAGEMENT_PORT}"),
+            broker_url=broker_url,
+            management_url=management_url,
             routes_path=Path(env.get("GRIDBUS_ROUTES", "routes")),
             state_dir=Path(env.get("GRIDBUS_STATE", home / "state")),
         )
