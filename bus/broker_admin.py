@@ -117,3 +117,7 @@ class BrokerAdmin:
             return self._get(f"topic-permissions/{self.vhost}/{quote(user, safe='')}")
         except BrokerError:
             return []
+
+    def broker_version(self) -> str:
+        """The RabbitMQ version of the node that answers (``''`` when it does not say)."""
+        return str(self._get("overview", columns="rabbitmq_version").get("rabbitmq_version", ""))

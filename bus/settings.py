@@ -7,9 +7,9 @@ Precedence: the process environment, then ``$GRIDBUS_ENV_FILE`` (default
 Any ``GRIDBUS_<NAME>_FILE`` gives ``GRIDBUS_<NAME>`` the content of that file (the Docker
 secrets convention, ``/run/secrets/...``): a secret then lives in a file only its service
 can read, never in the environment of ``docker inspect`` nor in a file of the repository.
-``GRIDBUS_BROKER_PASSWORD`` and ``GRIDBUS_MANAGEMENT_PASSWORD`` fill in the password of the
-addresses that name a user and no password, so the URL itself (hosts, user, vhost) can stay
-in plain configuration.  The default account ``guest`` is refused for a broker that is not
+``GRIDBUS_BROKER_USER`` / ``GRIDBUS_BROKER_PASSWORD`` (and ``GRIDBUS_MANAGEMENT_USER`` /
+``_PASSWORD``) fill in the user and password of the addresses that name none, so one URL
+(hosts, vhost) serves every role and only the role's user and secret differ.  The default account ``guest`` is refused for a broker that is not
 on this machine, and anywhere when ``GRIDBUS_DEPLOYMENT=production`` (docs/security.md).
 """
 from __future__ import annotations
@@ -75,18 +75,21 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_USER = "guest"
 
 
-def with_password(url_setting: str, password: str | None) -> str:
-    """Each ``;``-separated URL of the setting, with ``password`` where it names a user and no
-    password (percent-encoded: a generated password may hold any character)."""
-    if not password:
+def with_credentials(url_setting: str, user: str | None, password: str | None) -> str:
+    """Each ``;``-separated URL of the setting, with ``user`` where it names no user and
+    ``password`` where it names a user and no password (percent-encoded: a generated password
+    may hold any character).  What a URL says itself wins."""
+    if not user and not password:
         return url_setting
     filled = []
-    for url in url_setting.split(";"):
-        scheme, sep, rest = url.strip().partition("://")
+    for url in (part.strip() for part in url_setting.split(";")):
+        scheme, sep, rest = url.partition("://")
         userinfo, at, hostpart = rest.partition("@")
-        if sep and at and ":" not in userinfo:
-            url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
-        filled.append(url.strip())
+        if sep and not at and user:  # no userinfo at all
+            userinfo, hostpart, at = quote(user, safe=""), rest, "@"
+        if sep and at and ":" not in userinfo and password:
+            userinfo = f"{userinfo}:{quote(password, safe='')}"
+        filled.append(f"{scheme}://{userinfo}@{hostpart}" if sep and at else url)
     return ";".join(u for u in filled if u)
 
 
@@ -138,12 +141,12 @@ class Settings:
         deployment = env.get("GRIDBUS_DEPLOYMENT", "").strip().lower()
         if deployment not in ("", "dev", "production"):
             raise ConfigError(f"GRIDBUS_DEPLOYMENT={deployment!r}: expected dev or production")
-        broker_url = with_password(
+        broker_url = with_credentials(
             env.get("GRIDBUS_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{DEV_AMQP_PORT}//"),
-            env.get("GRIDBUS_BROKER_PASSWORD"))
-        management_url = with_password(
+            env.get("GRIDBUS_BROKER_USER"), env.get("GRIDBUS_BROKER_PASSWORD"))
+        management_url = with_credentials(
             env.get("GRIDBUS_MANAGEMENT_URL", f"http://guest:guest@127.0.0.1:{DEV_MANAGEMENT_PORT}"),
-            env.get("GRIDBUS_MANAGEMENT_PASSWORD"))
+            env.get("GRIDBUS_MANAGEMENT_USER"), env.get("GRIDBUS_MANAGEMENT_PASSWORD"))
         refuse_default_account("GRIDBUS_BROKER_URL", broker_url, deployment == "production")
         if "GRIDBUS_MANAGEMENT_URL" in env:  # processes that never call the API need not set it
             refuse_default_account("GRIDBUS_MANAGEMENT_URL", management_url, deployment == "production")

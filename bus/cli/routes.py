@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from bus import broker_version
 from bus.broker_admin import BrokerAdmin
 from bus.cli.common import echo_json, echo_list, fails_cleanly, json_option, routes_from, settings
 from bus.network.delivery_topology import partition_queue_name
@@ -139,6 +140,13 @@ def _plan_record(p) -> dict:
                             "bindings": [binding(b) for b in p.extra_bindings]}}
 
 
+def _warn_outside_range(admin: BrokerAdmin) -> None:
+    """On stderr, so that --json stays a document: a broker gridbus does not claim to support."""
+    warning = broker_version.outside_range(admin.broker_version())
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @routes_group.command("plan")
 @click.argument("paths", nargs=-1, type=click.Path())
 @json_option
@@ -153,7 +161,9 @@ def plan(paths, as_json):
       gridbus routes plan
       gridbus routes plan --json | jq '.missing.queues'
     """
-    p = make_plan(compile_topology(routes_from(paths)), BrokerAdmin(settings().management_url, settings().vhost))
+    admin = BrokerAdmin(settings().management_url, settings().vhost)
+    p = make_plan(compile_topology(routes_from(paths)), admin)
+    _warn_outside_range(admin)
     if as_json:
         echo_json(_plan_record(p))
     elif p.in_sync:
@@ -183,7 +193,9 @@ def apply(paths):
     """
     s = settings()
     topology = compile_topology(routes_from(paths))
-    p = make_plan(topology, BrokerAdmin(s.management_url, s.vhost))
+    admin = BrokerAdmin(s.management_url, s.vhost)
+    p = make_plan(topology, admin)
+    _warn_outside_range(admin)
     declared = apply_plan(topology, p, s.broker_url)
     click.echo(f"declared {declared} object(s)" if declared else "nothing to change")
     for name, why in p.changed_queues + p.changed_exchanges:

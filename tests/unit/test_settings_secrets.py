@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bus.errors import ConfigError
-from bus.settings import Settings, with_password
+from bus.settings import Settings, with_credentials
 
 
 @pytest.fixture
@@ -40,9 +40,19 @@ def test_a_password_file_fills_the_password_of_every_broker_address(env, tmp_pat
     assert {a.password for a in broker_addresses(url)} == {"s3:cr/t@x"}
 
 
-def test_a_url_that_names_its_password_keeps_it():
-    # Given an address with its own password, When a password is given too, Then the URL's own wins
-    assert with_password("amqp://u:mine@h:5672//", "other") == "amqp://u:mine@h:5672//"
+def test_a_url_that_names_its_user_and_password_keeps_them():
+    # Given an address with its own credentials, When a user and password are given too, Then the URL's own win
+    assert with_credentials("amqp://u:mine@h:5672//", "x", "other") == "amqp://u:mine@h:5672//"
+
+
+def test_one_url_for_every_role_with_the_role_user_and_secret_beside_it(env, tmp_path):
+    # Given the node addresses without credentials (as compose shares them), a role's user and its secret
+    env.setenv("GRIDBUS_BROKER_URL", "amqps://rabbitmq-1:5671/%2F;amqps://rabbitmq-2:5671/%2F")
+    env.setenv("GRIDBUS_BROKER_USER", "gridbus-gateway")
+    env.setenv("GRIDBUS_BROKER_PASSWORD_FILE", str(secret(tmp_path, "pw", "p w")))
+    # Then every address logs in as the role
+    from bus.messaging.addresses import broker_addresses
+    assert {(a.userid, a.password) for a in broker_addresses(Settings.load().broker_url)} == {("gridbus-gateway", "p w")}
 
 
 def test_any_setting_can_come_from_a_file_and_the_variable_itself_wins(env, tmp_path):
