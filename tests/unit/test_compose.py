@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import click
@@ -14,9 +16,37 @@ from bus.cli.main import cli as gridbus
 from bus.routes import load_routes
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+COMPOSE_FILE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+COMPOSE = COMPOSE_FILE["services"]
 GRIDBUS_ROLES = {name: s["command"] for name, s in COMPOSE.items() if "command" in s}
 STAND_INS = {name: s["entrypoint"] for name, s in COMPOSE.items() if s.get("entrypoint", [None])[0] == "python"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def made_secrets(tmp_path_factory):
+    """docker/make-secrets run as an operator would, in a copy of docker/ (the checkout stays clean)."""
+    global SECRETS
+    folder = tmp_path_factory.mktemp("docker")
+    shutil.copy(ROOT / "docker" / "make-secrets", folder / "make-secrets")
+    made = subprocess.run(["bash", str(folder / "make-secrets")], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    SECRETS = folder / "secrets"
+    return folder
+
+
+def with_secrets(env: dict, service: str) -> dict:
+    """A service's environment as its process sees it: each /run/secrets/X it names is the file
+    make-secrets wrote, which the service must list among its secrets."""
+    mounted = {s if isinstance(s, str) else s["target"] for s in COMPOSE[service].get("secrets", [])}
+    resolved = {}
+    for name, value in env.items():
+        if isinstance(value, str) and value.startswith("/run/secrets/"):
+            secret = value.removeprefix("/run/secrets/")
+            assert secret in mounted, f"{service}: {name} names {value}, which is not among its secrets"
+            value = str(SECRETS / secret)
+        resolved[name] = value
+    from bus.settings import _from_files
+    return {**resolved, **_from_files(resolved)}
 
 
 def parsed(args: list[str]) -> click.Context:
@@ -133,7 +163,7 @@ def test_compose_runs_a_three_node_rabbitmq_cluster_that_every_gridbus_service_r
     for name in GRIDBUS_ROLES:
         env = COMPOSE[name]["environment"]
         assert [(a.host, a.port) for a in broker_addresses(env["GRIDBUS_BROKER_URL"])] == \
-            [(node, 5672) for node in RABBITMQ_NODES], name
+            [(node, 5671) for node in RABBITMQ_NODES], name
         assert set(RABBITMQ_NODES) <= set(COMPOSE[name]["depends_on"]), name
 
 
@@ -148,11 +178,111 @@ def test_compose_runs_postgresql_and_every_gridbus_service_keeps_its_shared_stat
     from urllib.parse import urlsplit
 
     from bus.state_store import state_store_url
+    assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres" and pg["secrets"] == ["postgres"]
     for name in GRIDBUS_ROLES:
-        url = state_store_url(COMPOSE[name]["environment"])
+        env = with_secrets(COMPOSE[name]["environment"], name)
+        url = state_store_url(env)
         parts = urlsplit(url)
         assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432), name
         assert parts.path == "/" + pg["environment"]["POSTGRES_DB"], name
         assert parts.username == pg["environment"]["POSTGRES_USER"], name
-        assert parts.password == pg["environment"]["POSTGRES_PASSWORD"], name
+        assert parts.password == (SECRETS / "postgres").read_text().strip(), name
         assert COMPOSE[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+
+
+SERVICE_USERS = {"worker": "gridbus-worker", "worker-requests": "gridbus-request-worker",
+                 "ingress": "gridbus-ingress", "gateway": "gridbus-gateway", "recorder": "gridbus-recorder",
+                 "keeper": "gridbus-keeper", "network-publish": "gridbus-network",
+                 "network-deliver": "gridbus-network", "outages": "gridbus-outages"}
+
+
+def test_each_role_logs_in_as_its_own_service_user_with_its_password_from_a_secret(monkeypatch):
+    # Given every gridbus service of compose but the one-shot setup
+    roles = {name: cmd for name, cmd in GRIDBUS_ROLES.items()}
+    assert set(roles) == set(SERVICE_USERS), set(roles) ^ set(SERVICE_USERS)
+    from bus.messaging.addresses import broker_addresses
+    from bus.settings import Settings
+    for name, user in SERVICE_USERS.items():
+        env = with_secrets(COMPOSE[name]["environment"], name)
+        # Then it is a production deployment that names its role's user, its password a mounted secret
+        assert env["GRIDBUS_DEPLOYMENT"] == "production", name
+        assert env["GRIDBUS_BROKER_USER"] == user, name
+        assert COMPOSE[name]["environment"]["GRIDBUS_BROKER_PASSWORD_FILE"] == f"/run/secrets/{user}", name
+        assert "rabbitmq-admin" not in COMPOSE[name]["secrets"], name
+        assert "GRIDBUS_MANAGEMENT_URL" not in env, name  # no role needs the management API
+        # and its settings load to every node as that user, with that password
+        for var in [v for v in list(__import__("os").environ) if v.startswith("GRIDBUS_")]:
+            monkeypatch.delenv(var)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        monkeypatch.setenv("GRIDBUS_ENV_FILE", "/nonexistent")
+        addresses = broker_addresses(Settings.load().broker_url)
+        assert {(a.userid, a.password) for a in addresses} == {(user, (SECRETS / user).read_text().strip())}, name
+    # and each role's user has a secret of its own, made by make-secrets and declared in compose
+    assert set(SERVICE_USERS.values()) <= set(COMPOSE_FILE["secrets"])
+    assert all((SECRETS / user).stat().st_size > 30 for user in SERVICE_USERS.values())
+
+
+def test_only_the_setup_service_is_the_administrator_and_every_role_waits_for_it():
+    # Given the setup service
+    setup = COMPOSE["setup"]
+    # Then it applies the topology and syncs the service users from the mounted secrets, as gridbus-admin
+    script = setup["entrypoint"][-1]
+    assert "gridbus routes apply" in script and "gridbus broker users sync --passwords /run/secrets" in script
+    env = setup["environment"]
+    assert env["GRIDBUS_BROKER_USER"] == env["GRIDBUS_MANAGEMENT_USER"] == "gridbus-admin"
+    assert {"rabbitmq-admin", *SERVICE_USERS.values()} <= set(setup["secrets"])
+    # and the nodes make that administrator from a secret (no guest on them)
+    admin_conf = (SECRETS / "rabbitmq-admin.conf").read_text()
+    assert "default_user = gridbus-admin" in admin_conf
+    assert f"default_pass = {(SECRETS / 'rabbitmq-admin').read_text().strip()}" in admin_conf
+    for node in RABBITMQ_NODES:
+        assert {"source": "rabbitmq-admin.conf", "target": "/etc/rabbitmq/conf.d/11-admin.conf"} in COMPOSE[node]["secrets"]
+    # and every role starts once setup has finished
+    for name in SERVICE_USERS:
+        assert COMPOSE[name]["depends_on"]["setup"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_every_link_is_tls_and_verified_against_the_deployment_ca():
+    # Given the nodes' configuration file, mounted over the image's defaults (which open 5672/15672)
+    conf = dict(line.split(" = ", 1) for line in (ROOT / "docker" / "rabbitmq" / "tls.conf").read_text().splitlines()
+                if line and not line.startswith("#"))
+    for node in RABBITMQ_NODES:
+        assert "./rabbitmq/tls.conf:/etc/rabbitmq/conf.d/10-defaults.conf:ro" in COMPOSE[node]["volumes"]
+        assert [p.rsplit(":", 1)[1] for p in COMPOSE[node]["ports"]] == ["5671", "15671"]
+    # Then the nodes listen TLS only, with the certificates of make-secrets
+    assert conf["listeners.tcp"] == "none" and conf["listeners.ssl.default"] == "5671"
+    assert conf["management.ssl.port"] == "15671" and not any(k.startswith("management.tcp") for k in conf)
+    assert conf["ssl_options.certfile"] == "/run/secrets/rabbitmq.crt" and conf["ssl_options.verify"] == "verify_peer"
+    # and every gridbus service connects with amqps:// and verifies against the mounted CA
+    for name in [*SERVICE_USERS, "setup"]:
+        env = COMPOSE[name]["environment"]
+        assert all(url.startswith("amqps://") for url in env["GRIDBUS_BROKER_URL"].split(";")), name
+        assert env["GRIDBUS_TLS_CA"] == "/run/secrets/ca.crt" and "ca.crt" in COMPOSE[name]["secrets"], name
+    assert all(url.startswith("https://") for url in COMPOSE["setup"]["environment"]["GRIDBUS_MANAGEMENT_URL"].split(";"))
+    # and the gateway serves HTTPS with its certificate, which the CA signed for its host name
+    gateway = parsed(GRIDBUS_ROLES["gateway"]).params
+    assert (gateway["tls_cert"], gateway["tls_key"]) == ("/run/secrets/gateway.crt", "/run/secrets/gateway.key")
+    assert COMPOSE["mdms-1"]["environment"]["MDMS_BUS_URL"].startswith("https://gateway:8443/")
+    for cert, hosts in (("rabbitmq.crt", RABBITMQ_NODES), ("gateway.crt", ["gateway"])):
+        verified = subprocess.run(["openssl", "verify", "-CAfile", str(SECRETS / "ca.crt"), str(SECRETS / cert)],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+        san = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(SECRETS / cert)],
+                             capture_output=True, text=True).stdout
+        assert all(f"DNS:{host}" in san for host in hosts), san
+
+
+def test_make_secrets_never_replaces_a_secret_and_keeps_the_folder_to_its_owner(made_secrets):
+    # Given the secrets made once
+    before = {p.name: p.read_bytes() for p in SECRETS.iterdir()}
+    # When make-secrets runs again
+    again = subprocess.run(["bash", str(made_secrets / "make-secrets")], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    # Then every secret is what it was (a rerun cannot lock running services out)
+    assert {p.name: p.read_bytes() for p in SECRETS.iterdir()} == before
+    # and the folder is its owner's alone, the CA key too; the Erlang cookie is in the env file
+    assert SECRETS.stat().st_mode & 0o777 == 0o700 and (SECRETS / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (made_secrets / ".env").read_text().count("RABBITMQ_ERLANG_COOKIE=") == 1
+    # and every file compose takes a secret from is one make-secrets writes
+    assert {Path(s["file"]).name for s in COMPOSE_FILE["secrets"].values()} <= set(before)
