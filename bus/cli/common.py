@@ -26,8 +26,13 @@ def routes_from(paths: tuple[str, ...] | list[str] | None, only: str | None = No
     return table.select([r.strip() for r in only.split(",")] if only else None)
 
 
-def fails_cleanly(func):
-    """GridbusError → message on stderr and exit 1 (2 for usage); no traceback for users."""
+def fails_cleanly(func=None, *, code: int = 1):
+    """GridbusError → message on stderr and exit ``code`` (1; a command whose 1 means "a check
+    failed" gives 2 to its errors); no traceback for users.  ``@fails_cleanly`` or
+    ``@fails_cleanly(code=2)``."""
+    if func is None:
+        return functools.partial(fails_cleanly, code=code)
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -36,13 +41,10 @@ def fails_cleanly(func):
             for error in exc.errors:
                 click.echo(str(error), err=True)
             click.echo(f"{len(exc.errors)} error(s)", err=True)
-            sys.exit(1)
-        except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(code)
         except GridbusError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(code)
     return wrapper
 
 

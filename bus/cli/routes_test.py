@@ -5,14 +5,14 @@ import sys
 
 import click
 
-from bus.cli.common import echo_json, json_option, settings
-from bus.errors import ConfigError, RouteValidationError
+from bus.cli.common import echo_json, fails_cleanly, json_option, settings
 
 
 @click.command("test")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-k", "--match", "match", metavar="TEXT", help="Only the cases whose name holds TEXT.")
 @json_option
+@fails_cleanly(code=2)  # 1 is "a case failed": a test file that cannot be run is not that
 def test(paths, match, as_json):
     """Run route tests: sample inputs through a route's chain, no broker, no HTTP.
 
@@ -51,16 +51,7 @@ def test(paths, match, as_json):
     """
     from bus.routes import testing
 
-    try:
-        suites = testing.load_test_files(list(paths) or [settings().routes_path])
-    except RouteValidationError as exc:
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        click.echo(f"{len(exc.errors)} error(s) in route tests", err=True)
-        sys.exit(2)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    suites = testing.load_test_files(list(paths) or [settings().routes_path])
     results = testing.run(suites, match)
     failed = [r for r in results if not r.passed]
     if as_json:
