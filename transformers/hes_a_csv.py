@@ -16,8 +16,7 @@ import csv
 import math
 import re
 from itertools import repeat
-from operator import itemgetter, le
-from datetime import tzinfo
+from operator import itemgetter
 from typing import Callable, Mapping
 
 from marshmallow import EXCLUDE, fields, validate
@@ -29,11 +28,11 @@ from bus.options import describe
 from bus.registry import did_you_mean
 from bus.transform import SourceChunk, TransformContext
 from transformers.csv_rows import Rows as _Rows
-from transformers.csv_rows import blank as _blank
 from transformers.csv_rows import csv_reason as _csv_reason
 from transformers.catalogue import ReadingProfile, is15959_events, reading_profiles
 from transformers.gc_pause import gc_paused
 from transformers.instants import LocalTimeOptions, local_zone, utc_day_start, utc_instant
+from transformers.wide_rows import WideLayout, read_wide
 
 EVENT_LOG = ReadingProfile("event-log", "events", "meter_serial", "event_time", ())
 EVENT_LOG_COLUMNS = ("meter_serial", "event_code", "event_time", "hes_received")
@@ -145,80 +144,17 @@ def _checked_values(row: list[str], cols: list[tuple[int, str]], limits: tuple,
 
 
 def _decode_readings(profile: ReadingProfile, index: dict[str, int], width: int, rows: _Rows,
-                     context: TransformContext, zone: tzinfo | None = None, limits: tuple | None = None,
-                     where: str = "route option plausible_max.{}") -> dict:
-    """``zone`` and ``limits`` (per value column) default to the route options' (csv_readings gives its own)."""
-    zone = local_zone(context.options) if zone is None else zone
+                     context: TransformContext) -> dict:
+    zone = local_zone(context.options)
     to_utc: Callable = utc_instant if profile.kind == "interval" else utc_day_start
-    im, it = index[profile.meter], index[profile.time]
     cols = [(index[c], c) for c, _ in profile.columns]
-    limits = _limits(profile, context.options) if limits is None else limits
-    pick = itemgetter(*(i for i, _ in cols)) if len(cols) > 1 else (lambda r, i=cols[0][0]: (r[i],))
-    per_meter: dict[str, list[tuple[str, tuple]]] = {}  # meter → [(utc, values)] in file order
-    first_seen: dict[tuple[str, str], tuple[int, tuple]] = {}
-    utc_of: dict[str, str | None] = {}  # HES files repeat a few timestamps thousands of times
-    # the hot loop reads the csv reader itself: a generator in between costs ~5 %
-    reader = rows.reader
-    base = rows.base
-    n = 0
-    while True:
-        try:
-            for row in reader:
-                n += 1
-                if len(row) != width:
-                    if _blank(row):
-                        n -= 1  # a blank line is not a row the HES meant to send
-                        continue
-                    rows.reject(f"expected {width} fields, found {len(row)}")
-                    continue
-                meter = row[im].strip()
-                if not meter:
-                    rows.reject(f"empty {profile.meter}")
-                    continue
-                raw = row[it]
-                utc = utc_of.get(raw, _UNSEEN)
-                if utc is _UNSEEN:
-                    try:
-                        utc = utc_of[raw] = to_utc(raw, zone)
-                    except ValueError:
-                        utc = utc_of[raw] = None
-                if utc is None:
-                    context.meters.add(meter)
-                    rows.reject(f"meter {meter}: {profile.time} {raw.strip()!r} is not an ISO 8601 time")
-                    continue
-                try:
-                    text = pick(row)
-                    values = tuple(map(float, text))
-                    # plain ASCII decimals only (float() also takes 1_000, １２, 1e3, -0), within limits
-                    joined = "".join(text)
-                    if not (joined.isascii() and joined.replace(".", "").isdigit() and all(map(le, values, limits))):
-                        raise ValueError
-                except ValueError:
-                    values, bad = _checked_values(row, cols, limits, where)
-                    if bad:
-                        context.meters.add(meter)
-                        rows.reject(f"meter {meter}: {bad}")
-                        continue
-                key = (meter, utc)
-                first = first_seen.get(key)
-                if first is not None:
-                    if first[1] != values:
-                        rows.reject(f"meter {meter}: second row for {utc} with other values "
-                                    f"(first at line {first[0]})")
-                    continue  # a repeat of the same values collapses into the first row
-                first_seen[key] = (base + reader.line_num, values)
-                entries = per_meter.get(meter)
-                if entries is None:
-                    per_meter[meter] = [(utc, values)]
-                else:
-                    entries.append((utc, values))
-            break
-        except csv.Error as exc:  # a line csv cannot read (field over its limit, lone CR): that line only
-            n += 1
-            rows.reject(_csv_reason(exc))
-    rows.count = n + getattr(reader, "refused", 0)
-    context.meters.update(per_meter)
-    return _meter_readings(profile, per_meter, context)
+    limits = _limits(profile, context.options)
+    layout = WideLayout(
+        width=width, meter=index[profile.meter], meter_name=profile.meter, columns=tuple(i for i, _ in cols),
+        limits=limits, raw_time=itemgetter(index[profile.time]), to_utc=lambda raw: to_utc(raw, zone),
+        time_problem=lambda raw: f"{profile.time} {raw.strip()!r} is not an ISO 8601 time",
+        checked=lambda row: _checked_values(row, cols, limits))
+    return _meter_readings(profile, read_wide(layout, rows, context), context)
 
 
 def _meter_readings(profile: ReadingProfile, per_meter: dict, context: TransformContext) -> dict:

@@ -9,7 +9,7 @@ bad rows rejected one by one with their line in the file, the rest delivered; a 
 The file-drop ingress reads the file through ``bind(options)``: it transcodes a file in another
 encoding or with preamble lines to UTF-8 with the header first (the preamble becomes blank lines
 after it, so every data line keeps its number), checks the header and finds conflicting repeats
-across chunks.  The hot loop is hes_a_csv's: the HES-A mapping runs as fast as its decoder.
+across chunks.  Wide files go through transformers/wide_rows.py, the loop hes_a_csv reads too.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from operator import itemgetter, le
+from operator import itemgetter
 from typing import Callable, Mapping
 
 from bus.canonical import END_DEVICE_EVENTS, METER_READINGS
@@ -26,10 +26,11 @@ from bus.errors import DecodeError
 from bus.transform import SourceChunk, TransformContext
 from transformers.catalogue import ReadingProfile, is15959_events
 from transformers.csv_readings.mapping import CsvReadingsOptions, Dialect, Profile, Quantity, mapping
-from transformers.csv_rows import Rows, blank, csv_reason
+from transformers.csv_rows import Rows, csv_reason
 from transformers.gc_pause import gc_paused
-from transformers.hes_a_csv import RowIdentity, _decode_readings, _meter_readings
+from transformers.hes_a_csv import RowIdentity, _meter_readings
 from transformers.instants import canonical_instant, utc_day_start, utc_instant
+from transformers.wide_rows import WideLayout, read_wide
 
 _UNSEEN = object()
 _PLAIN = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+").fullmatch
@@ -113,8 +114,9 @@ def _scaler(q: Quantity) -> Callable[[float], float] | None:
     return lambda v: v * scale
 
 
-def _value(s: str, q: Quantity, dialect: Dialect) -> tuple[float | None, str | None]:
-    """One value as written (stripped) → (number or None for missing, reason to reject)."""
+def _value(s: str, q: Quantity, dialect: Dialect, profile: str) -> tuple[float | None, str | None]:
+    """One value as written (stripped) → (number or None for missing, reason to reject); ``profile``
+    names the mapping's profile where a reason points at the option to change."""
     if s in dialect.missing:
         return None, None
     text = s.replace(",", ".") if dialect.decimal == "," else s
@@ -140,7 +142,7 @@ def _value(s: str, q: Quantity, dialect: Dialect) -> tuple[float | None, str | N
     if scale:
         v = scale(v)
     if v > q.max:
-        return None, f"{q.key} {s!r} is above the plausible maximum {q.max:,g} (csv_readings.profiles.<profile>.quantities.{q.key}.max)"
+        return None, f"{q.key} {s!r} is above the plausible maximum {q.max:,g} (csv_readings.profiles.{profile}.quantities.{q.key}.max)"
     return v, None
 
 
@@ -148,7 +150,7 @@ def _checked(row: list[str], header: Header, dialect: Dialect) -> tuple[tuple, s
     """Slow path of a wide row: its values (None = missing) or the reason it is rejected."""
     values = []
     for i, q in zip(header.columns, header.profile.quantities):
-        v, why = _value(row[i].strip(" \t"), q, dialect)
+        v, why = _value(row[i].strip(" \t"), q, dialect, header.profile.name)
         if why:
             return (), why
         values.append(v)
@@ -157,98 +159,17 @@ def _checked(row: list[str], header: Header, dialect: Dialect) -> tuple[tuple, s
 
 # ------------------------------------------------------------------------------ decoding
 
-def _plain(h: Header, dialect: Dialect) -> bool:
-    """hes_a_csv's own loop reads it: one ISO time column, decimal points, no scaling or signs, empty = missing."""
-    p = h.profile
-    return (h.date is None and p.time_format == "iso" and not p.shift_s and dialect.decimal == "."
-            and dialect.missing == {""} and all(q.scale == 1 and not q.signed for q in p.quantities))
-
-
 def _decode_wide(h: Header, dialect: Dialect, rows: Rows, context: TransformContext) -> dict:
     profile, zone, to_utc = h.profile, dialect.zone, h.to_utc()
-    if _plain(h, dialect):  # the loop HES-A's Python decoder runs, with this mapping's columns and limits
-        named = ReadingProfile(profile.name, profile.kind, profile.meter[0], h.time_name,
-                               tuple((q.key, q.reading_type) for q in profile.quantities))
-        index = {profile.meter[0]: h.meter, h.time_name: h.time,
-                 **{q.key: i for q, i in zip(profile.quantities, h.columns)}}
-        return _decode_readings(named, index, h.width, rows, context, zone, tuple(q.max for q in profile.quantities),
-                                f"csv_readings.profiles.{profile.name}.quantities.{{}}.max")
-    im, width = h.meter, h.width
-    quantities = profile.quantities
-    limits = tuple(q.max for q in quantities)
-    scalers = [_scaler(q) for q in quantities]
-    scaled = any(scalers)
-    cols = h.columns
-    pick = itemgetter(*cols) if len(cols) > 1 else (lambda r, i=cols[0]: (r[i],))
-    comma = dialect.decimal == ","
-    per_meter: dict[str, list[tuple[str, tuple]]] = {}
-    first_seen: dict[tuple[str, str], tuple[int, tuple]] = {}
-    utc_of: dict = {}
-    reader, base, n = rows.reader, rows.base, 0
-    while True:
-        try:
-            for row in reader:
-                n += 1
-                if len(row) != width:
-                    if blank(row):
-                        n -= 1
-                        continue
-                    rows.reject(f"expected {width} fields, found {len(row)}")
-                    continue
-                meter = row[im].strip()
-                if not meter:
-                    rows.reject(f"empty {profile.meter[0]}")
-                    continue
-                raw = h.raw_time(row)
-                utc = utc_of.get(raw, _UNSEEN)
-                if utc is _UNSEEN:
-                    try:
-                        utc = utc_of[raw] = to_utc(raw, zone)
-                    except (ValueError, OverflowError):
-                        utc = utc_of[raw] = None
-                if utc is None:
-                    context.meters.add(meter)
-                    rows.reject(f"meter {meter}: {_time_problem(h, raw)}")
-                    continue
-                try:
-                    text = pick(row)
-                    if comma:
-                        text = tuple(t.replace(",", ".") for t in text)
-                    values = tuple(map(float, text))
-                    joined = "".join(text)
-                    # plain ASCII decimals only (float() also takes 1_000, １２, 1e3, -0)
-                    if not (joined.isascii() and joined.replace(".", "").isdigit()):
-                        raise ValueError
-                    if scaled:
-                        values = tuple(s(v) if s else v for s, v in zip(scalers, values))
-                    if not all(map(le, values, limits)):
-                        raise ValueError
-                except ValueError:
-                    values, bad = _checked(row, h, dialect)
-                    if bad:
-                        context.meters.add(meter)
-                        rows.reject(f"meter {meter}: {bad}")
-                        continue
-                key = (meter, utc)
-                first = first_seen.get(key)
-                if first is not None:
-                    if first[1] != values:
-                        rows.reject(f"meter {meter}: second row for {utc} with other values "
-                                    f"(first at line {first[0]})")
-                    continue
-                first_seen[key] = (base + reader.line_num, values)
-                entries = per_meter.get(meter)
-                if entries is None:
-                    per_meter[meter] = [(utc, values)]
-                else:
-                    entries.append((utc, values))
-            break
-        except csv.Error as exc:  # a line csv cannot read (field over its limit, lone CR): that line only
-            n += 1
-            rows.reject(csv_reason(exc))
-    rows.count = n + getattr(reader, "refused", 0)
-    context.meters.update(per_meter)
-    return _meter_readings(_as_reading_profile(profile), per_meter, context)
+    scalers = tuple(_scaler(q) for q in profile.quantities)
+    layout = WideLayout(
+        width=h.width, meter=h.meter, meter_name=profile.meter[0], columns=h.columns,
+        limits=tuple(q.max for q in profile.quantities),
+        raw_time=itemgetter(h.time) if h.date is None else h.raw_time,  # one column: no Python call a row
+        to_utc=lambda raw: to_utc(raw, zone), time_problem=lambda raw: _time_problem(h, raw),
+        checked=lambda row: _checked(row, h, dialect), decimal_comma=dialect.decimal == ",",
+        scalers=scalers if any(scalers) else ())
+    return _meter_readings(_as_reading_profile(profile), read_wide(layout, rows, context), context)
 
 
 def _time_problem(h: Header, raw: str) -> str:
@@ -297,7 +218,7 @@ def _decode_long(h: Header, dialect: Dialect, rows: Rows, context: TransformCont
             rows.reject(f"meter {meter}: quantity code {code!r} is not in the route's quantities")
             continue
         k, q = found
-        value, bad = _value(row[h.value].strip(" \t"), q, dialect)
+        value, bad = _value(row[h.value].strip(" \t"), q, dialect, h.profile.name)
         if bad:
             rows.reject(f"meter {meter}: {bad}")
             continue
@@ -424,7 +345,7 @@ class MappedRowIdentity(RowIdentity):
             q = next((q for q in h.profile.quantities if q.key == row[h.code].strip()), None)
             if q is None:
                 return None
-            v, bad = _value(row[h.value].strip(" \t"), q, self.mapped)
+            v, bad = _value(row[h.value].strip(" \t"), q, self.mapped, h.profile.name)
             return None if bad else (v,)
         values, bad = _checked(row, h, self.mapped)
         return None if bad else values
