@@ -99,9 +99,10 @@ def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | No
     seen, cause = set(), exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        inner = getattr(cause, "certificate_error", None)  # aiohttp's: one itself, without ssl's details
+        if isinstance(cause, ssl.SSLCertVerificationError) and not isinstance(inner, BaseException):
             return cause
-        nested = getattr(cause, "certificate_error", None) or getattr(cause, "reason", None)
+        nested = inner or getattr(cause, "reason", None)
         if not isinstance(nested, BaseException):
             nested = next((a for a in cause.args if isinstance(a, BaseException)), None)
         cause = nested or cause.__cause__ or cause.__context__
@@ -119,8 +120,7 @@ def untrusted(destination: str, failure: ssl.SSLCertVerificationError, who: str 
     reason from the first failure, and `gridbus dlq replay` sends them once it is fixed (nothing
     was sent, so a replay is never a duplicate).  ``maybe_sent`` is False: a command is failed,
     not unknown.  ``who``: how the message names the destination, when not by ``destination``."""
-    why = getattr(failure, "verify_message", None) or failure.reason or str(failure)
-    error = PermanentDeliveryError(f"{who or destination}: certificate verification failed: {why} (the CA bundle "
-                                   f"is GRIDBUS_DESTINATION_CA, else the system's)", destination)
+    why = getattr(failure, "verify_message", None) or getattr(failure, "reason", None) or str(failure)
+    error = PermanentDeliveryError(f"{who or destination}: certificate verification failed: {why}", destination)
     error.maybe_sent = False
     return error
