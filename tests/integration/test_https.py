@@ -12,6 +12,7 @@ import socket
 import textwrap
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -95,8 +96,8 @@ def tls_stack(rabbitmq_proc, management_url, tmp_path_factory):
         yield {"env": env, "url": url, "keys": keys, "files": files, "stands": stands, "logs": logs, "tmp": tmp,
                "admin": admin, "vhost": vhost, "management": management_url, "procs": procs}
     finally:
-        for proc in procs:
-            proc.stop()
+        with ThreadPoolExecutor(len(procs)) as stopping:  # side by side: a Celery worker takes seconds
+            list(stopping.map(Proc.stop, procs))
         for stand in stands.values():
             stand.stop()
         drop_vhost(management_url, vhost)
