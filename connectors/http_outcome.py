@@ -109,7 +109,8 @@ def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | No
     return None
 
 
-def untrusted(destination: str, failure: ssl.SSLCertVerificationError, who: str | None = None) -> PermanentDeliveryError:
+def untrusted(destination: str, failure: ssl.SSLCertVerificationError,
+              who: str | None = None) -> PermanentDeliveryError:
     """The error for a destination whose certificate did not verify; raise it.
 
     Permanent, not transient: the handshake failed before anything was sent, and it fails the

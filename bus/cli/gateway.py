@@ -32,17 +32,19 @@ def _push_connector():
               help="Pushes one system may have being taken at once (of --threads); beyond, 429 at once, so "
                    "a flooding system never queues ahead of the others; 0: no limit.")
 @click.option("--header-timeout-s", default=10.0, show_default=True, type=click.FloatRange(0.5, 3600),
-              help="A connection that has not sent its request line and headers within this long is closed "
-                   "(slow clients); also the idle time of a kept-alive connection.")
+              help="A connection that has not sent its request line and headers (over HTTPS: finished its "
+                   "handshake, then sent them) within this long is closed (slow clients); also the idle "
+                   "time of a kept-alive connection.")
 @click.option("--body-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.5, 3600),
               help="A body not received within this long is answered 408 and its connection closed.")
 @click.option("--keep-requests", default="7d", show_default=True,
               help="Reads and determinants requests are deleted from the request store this long after "
                    "they were made (0: never); commands are always kept, with their audit trail.")
 @click.option("--prune-every", default="60s", show_default=True, help="How often to look for requests to delete.")
-@click.option("--tls-cert", help="Serve HTTPS with this certificate (PEM, the chain after it); also "
-                                   f"{tls.GATEWAY_CERT}.  Without it: plain HTTP (behind a TLS proxy, docs/security.md).")
-@click.option("--tls-key", help=f"The certificate's private key (PEM), if not in the --tls-cert file; also {tls.GATEWAY_KEY}.")
+@click.option("--tls-cert", help=f"Serve HTTPS with this certificate (PEM, the chain after it); also "
+                                f"{tls.GATEWAY_CERT}.  Without it: plain HTTP (behind a TLS proxy, docs/security.md).")
+@click.option("--tls-key", help=f"The certificate's private key (PEM), if not in the --tls-cert file; "
+                               f"also {tls.GATEWAY_KEY}.")
 @click.option("--tls-client-ca", help="Ask every client for a certificate signed by this CA (PEM) and refuse the "
                                       "handshake without one; API keys are still required on top.  Also "
                                       f"{tls.GATEWAY_CLIENT_CA}.")

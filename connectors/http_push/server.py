@@ -271,7 +271,7 @@ class TlsSite(web.TCPSite):
     asyncio runs each handshake on the loop without blocking it, so a client that opens a
     connection and never sends its ClientHello holds no one up; but the protocol, and with it the
     header deadline, only starts once the handshake is done, and asyncio's own default waits 60 s.
-    The header deadline bounds both: tests/integration/test_gateway_https.py."""
+    The header deadline bounds both: tests/integration/test_https.py."""
 
     def __init__(self, *args, handshake_timeout_s: float, **kwargs):
         super().__init__(*args, **kwargs)

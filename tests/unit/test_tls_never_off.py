@@ -35,8 +35,8 @@ def test_no_code_switches_certificate_verification_off():
 
 def test_the_search_would_find_one():
     # the pattern itself, so that the test above cannot pass by matching nothing
-    for line in ("requests.get(url, verify=False)", "aiohttp.TCPConnector(ssl=False)", "ctx.verify_mode = ssl.CERT_NONE",
-                 "context.check_hostname = False", "ssl._create_unverified_context()",
+    for line in ("requests.get(url, verify=False)", "aiohttp.TCPConnector(ssl=False)",
+                 "ctx.verify_mode = ssl.CERT_NONE", "context.check_hostname = False", "ssl._create_unverified_context()",
                  "urllib3.disable_warnings()", "session.get(url, ssl = False)", "tls_verify: false"):
         assert SWITCHED_OFF.search(line), line
     assert sum(1 for _ in _files()) > 100
