@@ -139,9 +139,10 @@ def start_gateway(env: dict, log_dir: Path, *args: str, timeout_s: float = 30, t
 class HttpsStandIn:
     """A destination serving HTTPS on 127.0.0.1 in this process, with the certificate it is given
     (a ``trustme`` leaf): records what is POSTed, answers 200, and an IEC reply (Result OK) to a
-    POST under ``/requests/``, as the MDMS does."""
+    POST under ``/requests/``, as the MDMS does.  ``client_ca``: a ``trustme`` CA whose client
+    certificate it requires (mutual TLS)."""
 
-    def __init__(self, leaf):
+    def __init__(self, leaf, client_ca=None):
         import http.server
         import ssl
         import threading
@@ -172,6 +173,9 @@ class HttpsStandIn:
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         leaf.configure_cert(context)
+        if client_ca is not None:
+            client_ca.configure_trust(context)
+            context.verify_mode = ssl.CERT_REQUIRED
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)

@@ -39,7 +39,8 @@ def pki(tmp_path_factory):
     client.private_key_and_cert_chain_pem.write_to_path(str(client_file))
     stands = {"good": HttpsStandIn(ca.issue_cert("127.0.0.1")),
               "foreign": HttpsStandIn(stranger.issue_cert("127.0.0.1")),
-              "misnamed": HttpsStandIn(ca.issue_cert("mdms.example"))}
+              "misnamed": HttpsStandIn(ca.issue_cert("mdms.example")),
+              "mutual": HttpsStandIn(ca.issue_cert("127.0.0.1"), client_ca=ca)}
     yield {"ca": str(ca_file), "client": str(client_file), "tmp": tmp, **stands}
     for stand in stands.values():
         stand.stop()
@@ -102,11 +103,23 @@ def test_the_configured_ca_wins_over_the_environments_bundle_even_with_a_proxy_s
 
 
 def test_the_client_certificate_is_presented_when_configured(pki):
-    # Given GRIDBUS_DESTINATION_CERT naming a file with the certificate and its key
+    # Given a destination that requires a client certificate its CA signed (mutual TLS), and
+    # GRIDBUS_DESTINATION_CERT naming a file with such a certificate and its key
     tls = DestinationTls.from_environment({"GRIDBUS_DESTINATION_CA": pki["ca"],
                                            "GRIDBUS_DESTINATION_CERT": pki["client"]})
-    # Then both workers' sessions present it
-    assert ThreadSessions(tls).get().cert == pki["client"]
+    # When the thread worker's REST destination delivers  Then the destination took it
+    assert deliver(tls, pki["mutual"].url).status == "200"
+    # When the event-loop worker asks it  Then it answers too
+    destination = RestRequestDestination()
+    destination.loop_sessions = LoopSessions(tls)
+
+    async def ask():
+        try:
+            return await destination.request_async({"Header": {}, "Request": {}}, ENVELOPE, Endpoint(
+                "mdms-1", "rest-request", {"url": f"{pki['mutual'].url}/requests/x", "timeout_s": 5.0, "headers": {}}))
+        finally:
+            await destination.close_async()
+    assert asyncio.run(ask())["Reply"]["Result"] == "OK"
     context = LoopSessions(tls).ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
