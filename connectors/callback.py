@@ -18,7 +18,7 @@ from bus.envelope import Envelope
 from bus.errors import TransientDeliveryError, ValidationError
 from bus.options import describe
 from bus.routes.model import Endpoint
-from connectors.http_outcome import message_headers, refused
+from connectors.http_outcome import certificate_failure, message_headers, refused, untrusted
 from connectors.http_session import ThreadSessions
 
 
@@ -72,6 +72,9 @@ class CallbackDestination:
                 "timeout_s"], headers=message_headers(envelope, **{"X-Request-ID": document["request_id"]}))
         except requests.RequestException as exc:
             self.sessions.drop()  # a broken pool is not reused
+            failure = certificate_failure(exc)
+            if failure is not None:
+                raise untrusted("callback", failure, f"callback {address}") from exc
             raise TransientDeliveryError(f"callback {address}: {exc.__class__.__name__}", "callback") from exc
         if answer.status_code >= 300:
             raise refused("callback", answer.status_code, f"callback {address} answered {answer.status_code}: "

@@ -3,8 +3,8 @@
 The assignment table is a CSV file ``meter,hes`` (a header line, one meter per
 line), re-read when it changes.  A meter it does not name fails on its own
 (``UNKNOWN_METER``); an HES that does not answer fails its meters
-(``HES_UNREACHABLE``, ``TIMEOUT``), and the others' answers still count: the
-merged reply is PARTIAL.  The HES are asked at the same time.
+(``HES_UNREACHABLE``, ``TIMEOUT``; ``HES_UNTRUSTED`` at once when its certificate does not
+verify), and the others' answers still count: the merged reply is PARTIAL.  The HES are asked at the same time.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from bus.options import describe
 from bus.requests import replies
 from bus.requests.replies import error, merge
 from bus.routes.model import Endpoint
-from connectors.http_outcome import message_headers, never_connected, retry_after, transient
+from connectors.http_outcome import certificate_failure, message_headers, never_connected, retry_after, transient
 from connectors.http_session import LoopSessions, ThreadSessions
 
 OPERATIONS = {"meter-readings": "MeterReadings", "commands": "EndDeviceControls"}
@@ -170,7 +170,7 @@ class HesRequestDestination:
                     answer = Heard("not-sent" if never_connected(exc) else "timeout", reason=exc.__class__.__name__)
                 except requests.RequestException as exc:
                     self.sessions.drop()  # a broken pool is not reused
-                    answer = Heard("not-sent" if never_connected(exc) else "broken", reason=exc.__class__.__name__)
+                    answer = _not_heard(exc)
         except StopIteration as done:
             return done.value
 
@@ -196,7 +196,7 @@ class HesRequestDestination:
                 except asyncio.TimeoutError:
                     answer = Heard("timeout", reason="TimeoutError")
                 except aiohttp.ClientError as exc:
-                    answer = Heard("not-sent" if never_connected(exc) else "broken", reason=exc.__class__.__name__)
+                    answer = _not_heard(exc)
         except StopIteration as done:
             return done.value
 
@@ -217,7 +217,7 @@ class HesRequestDestination:
 
 STATUS_POLL_S = 1.0
 # errors that say the HES did not take the command: a resend of the same command id may run
-NOT_TAKEN = {"HES_UNAVAILABLE", "HES_UNREACHABLE"}
+NOT_TAKEN = {"HES_UNAVAILABLE", "HES_UNREACHABLE", "HES_UNTRUSTED"}
 
 
 class Call:
@@ -236,12 +236,22 @@ class Pause:
 
 class Heard:
     """What came of a Call: ``answered`` (status, content), ``not-sent`` (no connection: the HES
-    never saw it), ``timeout`` or ``broken`` (it may have been seen)."""
+    never saw it), ``untrusted`` (its certificate did not verify: never sent), ``timeout`` or
+    ``broken`` (it may have been seen)."""
     __slots__ = ("kind", "status", "content", "retry_after", "reason")
 
     def __init__(self, kind: str, status: int = 0, content: bytes = b"", retry_after: str | None = None,
                  reason: str = ""):
         self.kind, self.status, self.content, self.retry_after, self.reason = kind, status, content, retry_after, reason
+
+
+def _not_heard(exc: Exception) -> Heard:
+    """What a requests or aiohttp error says was heard: nothing sent, or maybe sent (broken),
+    or an HES whose certificate did not verify (``untrusted``, before anything was sent)."""
+    failure = certificate_failure(exc)
+    if failure is not None:
+        return Heard("untrusted", reason=getattr(failure, "verify_message", None) or str(failure))
+    return Heard("not-sent" if never_connected(exc) else "broken", reason=exc.__class__.__name__)
 
 
 def expiry_of(document: dict) -> float | None:
@@ -268,6 +278,12 @@ def asking(hes: str, base: str, options: dict, document: dict, meters: list[str]
         heard = yield Call("POST", url, body, headers, options["timeout_s"])
         if heard.kind == "answered" and not transient(heard.status):
             return _interpret(hes, heard.status, heard.content, meters, commands)
+        if heard.kind == "untrusted":
+            # not asked again: a certificate that did not verify fails the same way until someone
+            # changes it or GRIDBUS_DESTINATION_CA (connectors/http_outcome.py, untrusted); nothing
+            # was sent, so a command is failed, not unknown
+            return None, [error("HES_UNTRUSTED", f"{hes}: certificate verification failed: {heard.reason}", m)
+                          for m in meters]
         if heard.kind in ("answered", "not-sent"):  # the HES did not take it: worth asking again
             why = f"answered {heard.status}" if heard.kind == "answered" else f"not reachable ({heard.reason})"
             wait = max(1.0, retry_after(heard.retry_after) or 0.0)

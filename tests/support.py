@@ -67,10 +67,11 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def serving(url: str) -> bool:
-    """``url`` answers 200 now (a server still starting refuses the connection)."""
+def serving(url: str, **tls) -> bool:
+    """``url`` answers 200 now (a server still starting refuses the connection); ``tls``:
+    requests' ``verify``/``cert`` for an https one."""
     try:
-        return requests.get(url, timeout=1).status_code == 200
+        return requests.get(url, timeout=1, **tls).status_code == 200
     except requests.RequestException:
         return False
 
@@ -123,13 +124,67 @@ ROUTE_ENV = {"GRIDBUS_INBOX": "/tmp/inbox", "MDMS_1_URL": "http://127.0.0.1:9", 
              "GRIDBUS_METER_ASSIGNMENT": "/tmp/meter-assignment.csv"}
 
 
-def start_gateway(env: dict, log_dir: Path, *args: str, timeout_s: float = 30) -> tuple[Proc, str]:
-    """A real ``gridbus gateway`` on a free loopback port, once it answers /health: (process, url)."""
+def start_gateway(env: dict, log_dir: Path, *args: str, timeout_s: float = 30, tls: dict | None = None,
+                  name: str = "gateway") -> tuple[Proc, str]:
+    """A real ``gridbus gateway`` on a free loopback port, once it answers /health: (process, url).
+    ``tls``: it serves HTTPS (``--tls-*`` among ``args``), checked with these requests arguments
+    (``verify``, ``cert``)."""
     port = free_port()
-    server = Proc("gateway", gridbus("gateway", "--port", str(port), *args), env, log_dir).start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: serving(f"{url}/health"), timeout_s, f"the gateway (log: {server.log()[-1500:]})")
+    server = Proc(name, gridbus("gateway", "--port", str(port), *args), env, log_dir).start()
+    url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
+    wait_for(lambda: serving(f"{url}/health", **(tls or {})), timeout_s, f"the gateway (log: {server.log()[-1500:]})")
     return server, url
+
+
+class HttpsStandIn:
+    """A destination serving HTTPS on 127.0.0.1 in this process, with the certificate it is given
+    (a ``trustme`` leaf): records what is POSTed, answers 200, and an IEC reply (Result OK) to a
+    POST under ``/requests/``, as the MDMS does.  ``client_ca``: a ``trustme`` CA whose client
+    certificate it requires (mutual TLS)."""
+
+    def __init__(self, leaf, client_ca=None):
+        import http.server
+        import ssl
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._answer(200, {"ok": True})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append((self.path, body))
+                reply = ({"Header": {"Verb": "reply"}, "Reply": {"Result": "OK"}, "Payload": {"answered": True}}
+                         if "/requests/" in self.path else {"ok": True})
+                self._answer(200, reply)
+
+            def _answer(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        leaf.configure_cert(context)
+        if client_ca is not None:
+            client_ca.configure_trust(context)
+            context.verify_mode = ssl.CERT_REQUIRED
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="https-stand-in").start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def env_of_its_own(rabbitmq_proc, management_url: str, tmp: Path, prefix: str = "out") -> tuple[dict, str]:

@@ -23,6 +23,7 @@ from bus.network.delivery_topology import declare, replays_queue_name
 from bus.network.publish import OutboxPublisher
 from bus.network.store import open_store
 from bus.registry import did_you_mean
+from bus.tls import destination_tls
 
 routes_option = click.option("--routes-dir", "--routes", "routes_paths", multiple=True, type=click.Path(),
                              help="Route files or folders (default $GRIDBUS_ROUTES, else ./routes); their "
@@ -87,6 +88,7 @@ def deliver(routes_paths, only, loglevel):
     routes = [r for r in load_billing_routes(routes_paths) if not only or r.id in only]
     if not routes:
         raise click.UsageError(f"no route of method ordered among {', '.join(only) or 'the route files'}")
+    destination_tls()  # a bad GRIDBUS_DESTINATION_CA/CERT/KEY file stops it here, not at a delivery
     delivery.serve(routes, settings().broker_url, _stopped_by_sigterm())
 
 

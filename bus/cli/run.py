@@ -13,6 +13,7 @@ import click
 from bus import naming, readiness, registry, task_message
 from bus.cli.common import fails_cleanly, routes_from, settings, setup_logging
 from bus.envelope import Envelope
+from bus.tls import destination_tls
 from bus.errors import ConfigError
 from bus.messaging.publisher import ConfirmingPublisher
 from bus.routes.model import ROUTE_KINDS
@@ -57,6 +58,7 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
     if not len(table_):
         raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
     s = settings()
+    destination_tls()  # a bad GRIDBUS_DESTINATION_CA/CERT/KEY file stops the worker here, not at a delivery
     declare_all(compile_topology(table_), s.broker_url)
     if pool == "asyncio":
         from bus.worker import event_loop

@@ -85,8 +85,9 @@ class HttpPushSource:
 
     def serve_http(self, routes: list[Route], settings: Settings, host: str, port: int, threads: int,
                    rate_per_s: float = 0, all_routes: list[Route] | None = None,
-                   retention: Retention = Retention(), limits: dict | None = None) -> None:
-        """``limits``: fairness.ServerLimits' fields (per-system share, header and body deadlines)."""
+                   retention: Retention = Retention(), limits: dict | None = None, ssl_context=None) -> None:
+        """``limits``: fairness.ServerLimits' fields (per-system share, header and body deadlines);
+        ``ssl_context``: serve HTTPS with it (bus.tls.server_context), None: plain HTTP."""
         from bus.requests.store import RequestStore, requests_path
         from connectors.http_push.app import Gateway
         from connectors.http_push.request_loop import RequestLoop
@@ -113,4 +114,4 @@ class HttpPushSource:
         max_body = max(r.source.options["max_body_kb"] for r in routes) * 1024
         from connectors.http_push.fairness import ServerLimits
 
-        serve(gateway, requests, host, port, threads, max_body, network, ServerLimits(**(limits or {})))
+        serve(gateway, requests, host, port, threads, max_body, network, ServerLimits(**(limits or {})), ssl_context)

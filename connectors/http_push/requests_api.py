@@ -64,8 +64,9 @@ class Following:
 
 
 # a command that ended with only these errors was never taken by a meter's HES: its id may be
-# sent again (transient is not final)
-NOT_TAKEN = {"HES_UNAVAILABLE", "DESTINATION_UNAVAILABLE", "BROKER_UNAVAILABLE"}
+# sent again (transient is not final); HES_UNTRUSTED: its certificate did not verify, so nothing
+# was sent, and a resend after the certificate is fixed must run
+NOT_TAKEN = {"HES_UNAVAILABLE", "HES_UNTRUSTED", "DESTINATION_UNAVAILABLE", "BROKER_UNAVAILABLE"}
 PENDING = {"requested", "sent", "unknown"}  # taken, no outcome yet
 
 

@@ -19,6 +19,7 @@ import asyncio
 import io
 import logging
 import signal
+import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -230,7 +231,7 @@ class GatewayServer:
             return _store_away()
         return _json(answer.status, answer.body, answer.headers)
 
-    async def run(self, host: str, port: int) -> None:
+    async def run(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         if self.requests is not None:
             await self.requests.start()
         logging.getLogger("aiohttp.server").addFilter(MalformedHttpInOneLine())
@@ -244,7 +245,11 @@ class GatewayServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
                                keepalive_timeout=self.limits.header_timeout_s)
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        if ssl_context is None:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        else:
+            await TlsSite(runner, host, port, ssl_context=ssl_context, reuse_address=True,
+                          handshake_timeout_s=self.limits.header_timeout_s).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -260,6 +265,30 @@ class GatewayServer:
             self.executor.shutdown(wait=False)
 
 
+class TlsSite(web.TCPSite):
+    """``web.TCPSite`` with a deadline on the TLS handshake (aiohttp has no option for it).
+
+    asyncio runs each handshake on the loop without blocking it, so a client that opens a
+    connection and never sends its ClientHello holds no one up; but the protocol, and with it the
+    header deadline, only starts once the handshake is done, and asyncio's own default waits 60 s.
+    The header deadline bounds both: tests/integration/test_https.py."""
+
+    def __init__(self, *args, handshake_timeout_s: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        # what TCPSite.start does (aiohttp 3.x), with ssl_handshake_timeout
+        self._runner._reg_site(self)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout_s)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
 def serve(gateway: Gateway, requests: RequestLoop | None, host: str, port: int, threads: int,
-          max_body: int, network=None, limits: ServerLimits = ServerLimits()) -> None:
-    aio.run(GatewayServer(gateway, requests, threads, max_body, network, limits).run(host, port))
+          max_body: int, network=None, limits: ServerLimits = ServerLimits(),
+          ssl_context: ssl.SSLContext | None = None) -> None:
+    """``ssl_context``: serve HTTPS with it (bus.tls.server_context); None: plain HTTP."""
+    aio.run(GatewayServer(gateway, requests, threads, max_body, network, limits).run(host, port, ssl_context))
