@@ -13,6 +13,7 @@ from pathlib import Path
 
 SERVER_HOSTS = ("127.0.0.1", "localhost")
 CLIENTS = ("gridbus",)
+DEV_STACK_CLIENTS = ("gridbus", "adms")  # the bus's processes, and the ADMS stand-in
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,18 @@ def issue_server_cert(files: TlsFiles, hosts: tuple[str, ...], name: str) -> tup
     _write(cert, b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
     _write(key, leaf.private_key_pem.bytes())
     return cert, key
+
+
+def dev_stack_env(files: TlsFiles, amqp_port: int, management_port: int) -> dict[str, str]:
+    """What `dev up --tls` writes into dev.env: the node's TLS addresses, the bus's client
+    certificate, and the ADMS stand-in's own (it reads its outage queue over TLS as `adms`)."""
+    return {"GRIDBUS_BROKER_URL": f"amqps://guest:guest@127.0.0.1:{amqp_port}//",
+            "GRIDBUS_MANAGEMENT_URL": f"https://guest:guest@127.0.0.1:{management_port}",
+            **files.client_env("gridbus"),
+            "ADMS_AMQP_CA": str(files.ca), "ADMS_AMQP_CERT": str(files.client_cert("adms")),
+            "ADMS_AMQP_KEY": str(files.client_key("adms"))}
+
+
+def as_tls_url(url: str) -> str:
+    """``amqp://...`` as ``amqps://...`` (the same node, user and vhost, over TLS)."""
+    return "amqps://" + url.split("://", 1)[1] if url.startswith("amqp://") else url
