@@ -21,7 +21,8 @@ CONNECT_TIMEOUT_S = 10
 T = TypeVar("T")
 
 
-def first_answering(broker_url: str, open_one: Callable[[BrokerAddress], T]) -> T:
+def first_answering(broker_url: str, open_one: Callable[[BrokerAddress], T],
+                    tls: broker_tls.TlsSettings | None = None) -> T:
     """``open_one`` on each address in turn; the first connection made, else ``BrokerError``
     naming why each address failed: ``BrokerUnavailable`` when a node was away (so trying
     again later may succeed), a plain ``BrokerError`` when every node refused (bad login, vhost)."""
@@ -30,23 +31,31 @@ def first_answering(broker_url: str, open_one: Callable[[BrokerAddress], T]) -> 
         try:
             return open_one(address)
         except BrokerError as exc:
-            failures.append(str(exc) + (PLAIN_TO_TLS_HINT if not address.tls and _reset_at_once(exc) else ""))
+            failures.append(str(exc) + _hint(address, exc, tls))
             away = away or isinstance(exc, BrokerUnavailable)
             log.debug("%s", exc)
     raise (BrokerUnavailable if away else BrokerError)("; ".join(failures))
 
 
 PLAIN_TO_TLS_HINT = " (a port that speaks TLS only resets a plain connection: is the URL to be amqps://?)"
+NO_CLIENT_CERT_HINT = (" (a broker that requires a client certificate ends the handshake so: set GRIDBUS_TLS_CERT "
+                       "and GRIDBUS_TLS_KEY)")
 
 
-def _reset_at_once(exc: BaseException) -> bool:
-    """A connection reset while it was being opened: what a TLS-only port answers to plain AMQP."""
-    seen = exc
+def _hint(address: BrokerAddress, exc: BaseException, tls: broker_tls.TlsSettings | None) -> str:
+    """What a connection ended while it was being opened most likely means.  Both stay a lost
+    connection (a node going away ends one the same way), with the likelier cause named."""
+    seen, reset, eof = exc, False, False
     while seen is not None:
-        if isinstance(seen, ConnectionResetError) or "ConnectionResetError" in str(seen):
-            return True
+        text = f"{seen.__class__.__name__}: {seen}"
+        reset = reset or isinstance(seen, ConnectionResetError) or "ConnectionResetError" in text
+        eof = eof or "SSLEOFError" in text or "EOF occurred in violation of protocol" in text
         seen = seen.__cause__
-    return False
+    if not address.tls and reset:
+        return PLAIN_TO_TLS_HINT
+    if address.tls and (reset or eof) and tls is not None and not tls.cert:
+        return NO_CLIENT_CERT_HINT
+    return ""
 
 
 def connect(broker_url: str, name: str = "gridbus", on_blocked=None, on_unblocked=None):
@@ -70,7 +79,7 @@ def connect(broker_url: str, name: str = "gridbus", on_blocked=None, on_unblocke
             conn.connect()
             return conn
 
-    return first_answering(broker_url, open_one)
+    return first_answering(broker_url, open_one, tls)
 
 
 def pika_connect(broker_url: str, name: str = "gridbus"):
@@ -92,7 +101,7 @@ def pika_connect(broker_url: str, name: str = "gridbus"):
         with pika_errors(f"connecting to {address}"):
             return pika.BlockingConnection(params)
 
-    return first_answering(broker_url, open_one)
+    return first_answering(broker_url, open_one, tls)
 
 
 def reset(sock) -> None:

@@ -108,6 +108,27 @@ def issue_server_cert(files: TlsFiles, hosts: tuple[str, ...], name: str) -> tup
     return cert, key
 
 
+def expired_ca_bundle(path: Path) -> Path:
+    """A CA certificate that expired yesterday (the tests' "expired GRIDBUS_TLS_CA")."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired gridbus test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=30))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write(path, cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def dev_stack_env(files: TlsFiles, amqp_port: int, management_port: int) -> dict[str, str]:
     """What `dev up --tls` writes into dev.env: the node's TLS addresses, the bus's client
     certificate, and the ADMS stand-in's own (it reads its outage queue over TLS as `adms`)."""

@@ -7,7 +7,6 @@ server's certificate does not verify does not need a broker.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import socket
 import ssl
 import threading
@@ -86,25 +85,6 @@ def wrong_host_server(certs):
     s.close()
 
 
-def expired_ca(path: Path) -> Path:
-    """A self-signed CA certificate that expired yesterday."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=30))
-            .not_valid_after(now - datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 # -------------------------------------------------------------------------------- settings
 
 def test_a_plain_url_reads_no_tls_file_so_it_works_as_before(env, tmp_path):
@@ -161,7 +141,7 @@ def test_a_garbage_ca_file_is_a_config_error_at_start(env, tmp_path):
 
 def test_an_expired_ca_is_a_config_error_at_start_not_a_failing_handshake_later(env, tmp_path):
     # Given a CA bundle whose only certificate expired yesterday (OpenSSL loads it without a word)
-    ca = expired_ca(tmp_path / "expired.pem")
+    ca = dev_tls.expired_ca_bundle(tmp_path / "expired.pem")
     env.setenv("GRIDBUS_TLS_CA", str(ca))
     # When the settings are read
     with pytest.raises(ConfigError) as caught:
