@@ -76,7 +76,10 @@ def cli():
 
     Configuration comes from the environment (GRIDBUS_BROKER_URL,
     GRIDBUS_MANAGEMENT_URL, GRIDBUS_HOME, GRIDBUS_ROUTES, GRIDBUS_TRACE_STORE) or
-    $GRIDBUS_HOME/dev.env.  GRIDBUS_TRACING=off turns trace events off.
+    $GRIDBUS_HOME/dev.env.  GRIDBUS_TRACING=off turns trace events off.  TLS:
+    amqps:// and https:// URLs, verified against GRIDBUS_TLS_CA, client
+    certificate GRIDBUS_TLS_CERT/GRIDBUS_TLS_KEY, GRIDBUS_BROKER_AUTH=external to
+    log in by it (docs/security.md).
     """
     if emitter.enabled():
         hooks.subscribe(emitter.hook)

@@ -156,7 +156,8 @@ def dev():
               help="Use this running RabbitMQ (amqp://user:password@host:port/vhost) instead of starting the "
                    "stack's own node; the only way `dev up` attaches to a broker it did not start.")
 @click.option("--management", "management_url", default=None, metavar="URL",
-              help="With --broker: its management API (default: http://<the broker's user and host>:15672).")
+              help="With --broker: its management API (default: http://<the broker's user and host>:15672, "
+                   "https://...:15671 for an amqps:// broker).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(5, 1800), default=180.0, show_default=True,
               help="Seconds every process has to answer its health check before `dev up` gives up (exit 1).")
 @click.option("--tls", is_flag=True,
@@ -281,7 +282,8 @@ def _given_broker(broker_url: str, management_url: str | None) -> dict[str, str]
         raise click.BadParameter("an AMQP URL, e.g. amqp://user:password@127.0.0.1:5672/%2F", param_hint="--broker")
     if management_url is None:
         auth = f"{parts.username}:{parts.password}@" if parts.username else ""
-        management_url = f"http://{auth}{parts.hostname}:15672"
+        management_url = (f"https://{auth}{parts.hostname}:15671" if parts.scheme == "amqps" else
+                          f"http://{auth}{parts.hostname}:15672")
     return {"GRIDBUS_BROKER_URL": broker_url, "GRIDBUS_MANAGEMENT_URL": management_url}
 
 
