@@ -1,8 +1,8 @@
 """Read the live broker through the RabbitMQ management HTTP API (for plan and dlq list).
 
 requests' exceptions are translated to BrokerError here and nowhere else.  An ``https://``
-management URL is verified against ``GRIDBUS_TLS_CA`` (unset: requests' CA bundle), never not
-at all; the client certificate (``GRIDBUS_TLS_CERT``/``KEY``), when set, is shown too.
+management URL is verified against ``GRIDBUS_TLS_CA`` (unset: requests' CA bundle), never
+left unverified; the client certificate (``GRIDBUS_TLS_CERT``/``KEY``), when set, is shown too.
 """
 from __future__ import annotations
 

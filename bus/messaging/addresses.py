@@ -40,7 +40,8 @@ def broker_addresses(broker_url: str) -> list[BrokerAddress]:
     for url in broker_urls(broker_url):
         parts = parse_url(url)
         tls = url.lower().startswith("amqps://")
-        addresses.append(BrokerAddress(host=parts["hostname"] or "127.0.0.1", port=parts["port"] or (5671 if tls else 5672),
+        addresses.append(BrokerAddress(host=parts["hostname"] or "127.0.0.1",
+                                       port=parts["port"] or (5671 if tls else 5672),
                                        userid=parts["userid"] or "guest", password=parts["password"] or "guest",
                                        virtual_host=parts["virtual_host"] or "/", url=url, tls=tls))
     return addresses

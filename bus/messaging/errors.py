@@ -52,7 +52,8 @@ def tls_refusal(exc: BaseException) -> str | None:
             return (f"certificate verify failed ({detail}): the broker's certificate is not signed by the CA in "
                     f"{CA_VAR} (or the system's store when it is unset), or does not name the host of the broker URL")
         if isinstance(current, ssl.SSLError) and not isinstance(current, _TLS_LOST):
-            return f"TLS handshake refused ({current.reason or text}): check {CA_VAR}, GRIDBUS_TLS_CERT and the URL's port"
+            return (f"TLS handshake refused ({current.reason or text}): check {CA_VAR}, GRIDBUS_TLS_CERT "
+                    "and the URL's port")
         todo += [current.__cause__, current.__context__, *(a for a in getattr(current, "args", ())
                                                            if isinstance(a, BaseException))]
         todo += [a for arg in getattr(current, "args", ()) if isinstance(arg, (list, tuple))

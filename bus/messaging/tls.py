@@ -1,4 +1,4 @@
-"""TLS to the broker: the settings, read once, and what each client library needs from them.
+"""TLS to the broker: the settings, and what each client library needs from them.
 
 A broker URL with ``amqps://`` is spoken over TLS; the server's certificate is verified
 against ``GRIDBUS_TLS_CA`` (a CA bundle file; unset: the system's store) and its host name
