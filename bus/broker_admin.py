@@ -1,6 +1,8 @@
 """Read the live broker through the RabbitMQ management HTTP API (for plan and dlq list).
 
-requests' exceptions are translated to BrokerError here and nowhere else.
+requests' exceptions are translated to BrokerError here and nowhere else.  An ``https://``
+management URL is verified against ``GRIDBUS_TLS_CA`` (unset: requests' CA bundle), never
+left unverified; the client certificate (``GRIDBUS_TLS_CERT``/``KEY``), when set, is shown too.
 """
 from __future__ import annotations
 
@@ -9,6 +11,12 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from bus.errors import BrokerError
+
+
+def _tls_reason(exc: BaseException) -> str:
+    from bus.messaging.errors import tls_refusal
+
+    return tls_refusal(exc) or str(exc)
 
 
 class BrokerAdmin:
@@ -30,13 +38,30 @@ class BrokerAdmin:
         self.base, self.auth = self.bases[0], self.auths[0]
         self.vhost = quote(vhost, safe="")
         self.session = requests.Session()
+        self.tls: dict = self._tls() if any(base.startswith("https://") for base in self.bases) else {}
+
+    @staticmethod
+    def _tls() -> dict:
+        """``verify`` and ``cert`` for every request: given per request, since a session's own are
+        overridden by $REQUESTS_CA_BUNDLE (requests merges the environment over the session)."""
+        from bus.messaging import tls as broker_tls
+
+        settings = broker_tls.read_settings()  # files checked: ConfigError naming the variable
+        tls: dict = {"verify": settings.ca or True}
+        if settings.cert:
+            tls["cert"] = (settings.cert, settings.key) if settings.key else settings.cert
+        return tls
 
     def _request(self, method: str, path: str, timeout: float, **kwargs) -> requests.Response:
         """The answer of the first node that answers; the one that did becomes the first asked next."""
         failures = []
         for base, auth in zip(list(self.bases), list(self.auths)):
             try:
-                response = self.session.request(method, f"{base}/{path}", auth=auth, timeout=timeout, **kwargs)
+                response = self.session.request(method, f"{base}/{path}", auth=auth, timeout=timeout,
+                                                **self.tls, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                failures.append(f"{base}: TLS: {_tls_reason(exc)}")
+                continue
             except requests.RequestException as exc:
                 failures.append(f"{base}: {exc}")
                 continue

@@ -78,10 +78,12 @@ def cli():
     GRIDBUS_MANAGEMENT_URL, GRIDBUS_HOME, GRIDBUS_ROUTES, GRIDBUS_TRACE_STORE) or
     $GRIDBUS_HOME/dev.env.  GRIDBUS_TRACING=off turns trace events off.
 
-    Secrets: GRIDBUS_<NAME>_FILE reads GRIDBUS_<NAME> from a file (Docker
-    secrets); GRIDBUS_BROKER_USER / GRIDBUS_BROKER_PASSWORD fill the addresses
-    that name none.  The default account guest is refused beyond this machine,
-    and anywhere with GRIDBUS_DEPLOYMENT=production (docs/security.md).
+    TLS: amqps:// and https:// URLs, verified against GRIDBUS_TLS_CA, client
+    certificate GRIDBUS_TLS_CERT/GRIDBUS_TLS_KEY, GRIDBUS_BROKER_AUTH=external to
+    log in by it.  Secrets: GRIDBUS_<NAME>_FILE reads GRIDBUS_<NAME> from a file
+    (Docker secrets); GRIDBUS_BROKER_USER / GRIDBUS_BROKER_PASSWORD fill the
+    addresses that name none.  The default account guest is refused beyond this
+    machine, and anywhere with GRIDBUS_DEPLOYMENT=production (docs/security.md).
     """
     if emitter.enabled():
         hooks.subscribe(emitter.hook)

@@ -6,6 +6,7 @@
     consumer    ``BatchConsumer``: batches by count or time window, acked after ``handle``
     publisher   ``ConfirmingPublisher`` (py-amqp): many in flight, ``flush`` waits for confirms
     aio         aio-pika for event loops: ``connect``, ``ConfirmedPublisher``
+    tls         ``amqps://``: GRIDBUS_TLS_* read and checked, the client context and options
     errors      ``amqp_errors``, ``pika_errors``, ``aio_errors``: the client libraries'
                 exceptions become ``bus.errors.BrokerError`` here and nowhere else
 

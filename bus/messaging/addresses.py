@@ -20,6 +20,7 @@ class BrokerAddress:
     password: str
     virtual_host: str
     url: str
+    tls: bool = False  # amqps://: spoken over TLS (bus/messaging/tls.py)
 
     def __str__(self) -> str:  # never the password: this goes into log lines and errors
         return f"{self.host}:{self.port}"
@@ -38,7 +39,9 @@ def broker_addresses(broker_url: str) -> list[BrokerAddress]:
     addresses = []
     for url in broker_urls(broker_url):
         parts = parse_url(url)
-        addresses.append(BrokerAddress(host=parts["hostname"] or "127.0.0.1", port=parts["port"] or 5672,
+        tls = url.lower().startswith("amqps://")
+        addresses.append(BrokerAddress(host=parts["hostname"] or "127.0.0.1",
+                                       port=parts["port"] or (5671 if tls else 5672),
                                        userid=parts["userid"] or "guest", password=parts["password"] or "guest",
-                                       virtual_host=parts["virtual_host"] or "/", url=url))
+                                       virtual_host=parts["virtual_host"] or "/", url=url, tls=tls))
     return addresses

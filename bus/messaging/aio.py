@@ -23,6 +23,7 @@ import asyncio
 import logging
 
 from bus.errors import BrokerBlocked, BrokerError, BrokerUnavailable, BrokerUnconfirmed
+from bus.messaging import tls as broker_tls
 from bus.messaging.addresses import broker_urls
 from bus.messaging.errors import aio_errors
 
@@ -85,11 +86,16 @@ async def connect(broker_url: str, name: str):
     it is lost it reconnects (an attempt a second, each to the next address) and consumes
     again; what was in flight and unacked is redelivered by the broker."""
     precise_float_headers()
-    urls = broker_urls(broker_url)
+    tls = broker_tls.for_broker(broker_url)
+    urls = [_with_tls_login(url, tls) for url in broker_urls(broker_url)]
+    # one context for every address: aiormq hands each URL's host to the handshake as the name
+    # the certificate must carry, so a rotation to another node checks that node's name
+    secure = {"ssl_context": broker_tls.client_context(tls)} if tls else {}
     connection_class = _rotating_connection_class()
     failures, away = [], False
     for at, url in enumerate(urls):
-        connection = connection_class(urls, at, client_properties={"connection_name": name}, reconnect_interval=1)
+        connection = connection_class(urls, at, client_properties={"connection_name": name}, reconnect_interval=1,
+                                      **secure)
         try:
             async with aio_errors(f"connecting to {url.rpartition('@')[2]}"):
                 await connection.connect()
@@ -102,6 +108,13 @@ async def connect(broker_url: str, name: str):
             except Exception:  # noqa: BLE001 - an attempt that never connected has little to close
                 pass
     raise (BrokerUnavailable if away else BrokerError)("; ".join(failures))
+
+
+def _with_tls_login(url: str, tls: broker_tls.TlsSettings | None) -> str:
+    """aiormq chooses its SASL mechanism from the URL's ``auth`` query parameter."""
+    if not tls or not tls.external:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}auth=external"
 
 
 def _nacked(exc: BaseException) -> bool:

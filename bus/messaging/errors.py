@@ -6,19 +6,59 @@ original exception is chained (``raise ... from``) for the traceback.  A lost or
 refused connection (the node died, shut down or does not listen) becomes
 ``BrokerUnavailable``, which the publisher and the consumers answer by trying
 the next address; anything else the broker refused stays a plain ``BrokerError``.
+
+A TLS handshake that fails on the certificates (the server's does not verify against
+``GRIDBUS_TLS_CA`` or does not name the host; the broker wants a client certificate) is a
+refusal, a plain ``BrokerError`` saying so: trying again, or elsewhere, cannot help, so the
+publisher does not spend its failover time on it and the caller hears it at once.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 from typing import AsyncIterator, Iterator
 
 from bus.errors import BrokerError, BrokerUnavailable
 
 
 def _broker_error(doing: str, exc: BaseException, lost: bool = False) -> BrokerError:
+    refused = tls_refusal(exc)
+    if refused:
+        return BrokerError(f"{doing}: {refused}")
     return (BrokerUnavailable if lost else BrokerError)(f"{doing}: {exc.__class__.__name__}: {exc}")
+
+
+# an orderly or abrupt end of the socket during the handshake: the node may have gone, not refused us
+_TLS_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """What failed in a TLS handshake that cannot succeed by trying again, else None.  The
+    libraries wrap the ``ssl`` error (pika in its connection workflow errors, aiormq re-raised
+    with the text alone), so its causes, context and arguments are searched, and the text."""
+    from bus.messaging.tls import CA_VAR
+
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = str(current)
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = getattr(current, "verify_message", None) or text
+            return (f"certificate verify failed ({detail}): the broker's certificate is not signed by the CA in "
+                    f"{CA_VAR} (or the system's store when it is unset), or does not name the host of the broker URL")
+        if isinstance(current, ssl.SSLError) and not isinstance(current, _TLS_LOST):
+            return (f"TLS handshake refused ({current.reason or text}): check {CA_VAR}, GRIDBUS_TLS_CERT "
+                    "and the URL's port")
+        todo += [current.__cause__, current.__context__, *(a for a in getattr(current, "args", ())
+                                                           if isinstance(a, BaseException))]
+        todo += [a for arg in getattr(current, "args", ()) if isinstance(arg, (list, tuple))
+                 for a in arg if isinstance(a, BaseException)]
+    return None
 
 
 @contextlib.contextmanager

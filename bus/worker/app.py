@@ -6,6 +6,7 @@ from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 from bus import naming
+from bus.messaging import tls as broker_tls
 from bus.routes.model import RouteTable
 from bus.settings import Settings
 from bus.topology.compile import ingress_exchange, route_queue
@@ -49,9 +50,19 @@ def make_app(routes: RouteTable, settings: Settings) -> Celery:
         broker_heartbeat=30,
         worker_consumer="bus.worker.undecodable:DeadLetteringConsumer",
     )
+    app.conf.update(broker_tls_conf(settings.broker_url))
     for route in routes:
         route_task.register(app, route)
     return app
+
+
+def broker_tls_conf(broker_url: str) -> dict:
+    """Celery's TLS options for an ``amqps://`` broker URL (kombu hands them to py-amqp), else none.
+    ``server_hostname`` None: kombu puts the host of the URL there, so the name is checked."""
+    tls = broker_tls.for_broker(broker_url)
+    if tls is None:
+        return {}
+    return {"broker_use_ssl": broker_tls.amqp_ssl_options(tls, None), "broker_login_method": tls.login_method}
 
 
 @worker_process_init.connect

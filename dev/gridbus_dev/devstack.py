@@ -46,6 +46,32 @@ NODE_NAME = "gridbus-dev@localhost"
 
 
 @dataclass(frozen=True)
+class TlsNode:
+    """A node that speaks TLS only (`dev up --tls`, the TLS tests): AMQP on the TLS listener alone
+    (no plain one), the management API over HTTPS alone, both on 127.0.0.1.  Clients'
+    certificates are verified against ``ca`` when shown (``verify_peer``), and required with
+    ``require_client_cert``; ``cert_login`` enables SASL EXTERNAL (rabbitmq_auth_mechanism_ssl,
+    the user named by the certificate's common name) beside passwords."""
+    ca: Path
+    cert: Path
+    key: Path
+    require_client_cert: bool = False
+    cert_login: bool = False
+
+    def config_lines(self, amqp_port: int, management_port: int) -> list[str]:
+        files = [f"cacertfile = {self.ca}", f"certfile = {self.cert}", f"keyfile = {self.key}"]
+        lines = ["listeners.tcp = none", f"listeners.ssl.default = 127.0.0.1:{amqp_port}",
+                 *(f"ssl_options.{f}" for f in files), "ssl_options.verify = verify_peer",
+                 f"ssl_options.fail_if_no_peer_cert = {'true' if self.require_client_cert else 'false'}",
+                 f"management.ssl.port = {management_port}", "management.ssl.ip = 127.0.0.1",
+                 *(f"management.ssl.{f}" for f in files)]
+        if self.cert_login:
+            lines += ["auth_mechanisms.1 = PLAIN", "auth_mechanisms.2 = AMQPLAIN", "auth_mechanisms.3 = EXTERNAL",
+                      "ssl_cert_login_from = common_name"]
+        return lines
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     argv: list[str]
@@ -56,11 +82,24 @@ def home() -> Path:
     return Path(os.environ.get("GRIDBUS_HOME", ".gridbus")).absolute()
 
 
-def rabbit_env(base: Path, amqp_port: int, management_port: int, dist_port: int, node: str) -> dict:
-    """Environment for rabbitmq-server/rabbitmqctl of a node living in ``base``."""
+def rabbit_env(base: Path, amqp_port: int, management_port: int, dist_port: int, node: str,
+               tls: TlsNode | None = None) -> dict:
+    """Environment for rabbitmq-server/rabbitmqctl of a node living in ``base`` (``tls``: TLS only)."""
     base.mkdir(parents=True, exist_ok=True)
     plugins = base / "enabled_plugins"
-    plugins.write_text("[rabbitmq_management].\n")
+    plugins.write_text("[rabbitmq_management, rabbitmq_auth_mechanism_ssl].\n" if tls and tls.cert_login
+                       else "[rabbitmq_management].\n")
+    if tls is not None:
+        # RABBITMQ_NODE_PORT / _IP_ADDRESS would open a plain listener beside the TLS one
+        env = {k: v for k, v in os.environ.items() if k not in ("RABBITMQ_NODE_PORT", "RABBITMQ_NODE_IP_ADDRESS")}
+        return {**env, "HOME": str(base), "RABBITMQ_NODENAME": node, "RABBITMQ_DIST_PORT": str(dist_port),
+                # the distribution on loopback too, as the listeners
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+                "RABBITMQ_MNESIA_BASE": str(base / "mnesia"), "RABBITMQ_LOG_BASE": str(base / "log"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+                "RABBITMQ_CONFIG_FILE": str(_write_config(base, management_port, tls.config_lines(amqp_port,
+                                                                                                   management_port))),
+                "RABBITMQ_PID_FILE": str(base / "rabbit.pid")}
     return {
         **os.environ,
         "HOME": str(base),  # the Erlang cookie lives in $HOME
@@ -76,11 +115,12 @@ def rabbit_env(base: Path, amqp_port: int, management_port: int, dist_port: int,
     }
 
 
-def _write_config(base: Path, management_port: int) -> Path:
+def _write_config(base: Path, management_port: int, tls_lines: list[str] | None = None) -> Path:
     config = base / "rabbitmq.conf"
+    listeners = (f"management.tcp.port = {management_port}\n"
+                 "management.tcp.ip = 127.0.0.1\n") if tls_lines is None else "".join(f"{x}\n" for x in tls_lines)
     config.write_text(
-        f"management.tcp.port = {management_port}\n"
-        "management.tcp.ip = 127.0.0.1\n"
+        listeners +
         "loopback_users = none\n"
         # quorum queues fsync; the dev node is on a laptop-sized disk
         "disk_free_limit.absolute = 200MB\n")
@@ -110,12 +150,18 @@ def ensure_rabbitmq_installed() -> None:
 
 def start_rabbitmq(base: Path, amqp_port: int = DEV_AMQP_PORT,
                    management_port: int = DEV_MANAGEMENT_PORT, dist_port: int = DEV_DIST_PORT,
-                   node: str = NODE_NAME, log=print) -> None:
+                   node: str = NODE_NAME, log=print, tls: TlsNode | None = None) -> None:
     ensure_rabbitmq_installed()
+    mode = base / "listens"  # "tls" or "tcp": what the running node was started to speak
     if port_open(amqp_port) and port_open(management_port):
+        running = mode.read_text().strip() if mode.exists() else "tcp"
+        if running != ("tls" if tls else "tcp"):
+            raise GridbusError(f"the dev node on {amqp_port} runs {'with' if running == 'tls' else 'without'} TLS; "
+                               "`gridbus dev down` first, then `gridbus dev up` as wanted")
         log(f"rabbitmq   already listening on {amqp_port}")
         return
-    env = rabbit_env(base, amqp_port, management_port, dist_port, node)
+    env = rabbit_env(base, amqp_port, management_port, dist_port, node, tls)
+    mode.write_text("tls" if tls else "tcp")
     out = open(base / "server.out", "ab")
     proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=env, stdout=out, stderr=out,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -123,7 +169,8 @@ def start_rabbitmq(base: Path, amqp_port: int = DEV_AMQP_PORT,
     (base.parent / "run" / "rabbitmq.pid").write_text(str(proc.pid))
     wait_for_port(amqp_port, 90, "rabbitmq-server")
     wait_for_port(management_port, 60, "rabbitmq management")
-    log(f"rabbitmq   amqp://127.0.0.1:{amqp_port}  management http://127.0.0.1:{management_port}")
+    log(f"rabbitmq   amqp{'s' if tls else ''}://127.0.0.1:{amqp_port}  management "
+        f"http{'s' if tls else ''}://127.0.0.1:{management_port}{'  (TLS only)' if tls else ''}")
 
 
 def stop_rabbitmq(base: Path, node: str = NODE_NAME) -> None:

@@ -9,11 +9,16 @@ acked: a stand-in never crashes on a message, and never gets stuck on one either
 ``OutageConsumer`` is a pika consumer with manual acks (a test stand-in, not bus code) in
 a background thread.  It never declares anything (the ADMS's broker user may only read its
 queue): a queue that does not exist yet, a refused login or a broker that restarts is
-retried with a backoff (0.2 s doubling to 5 s) until ``stop()``.
+retried with a backoff (0.2 s doubling to 5 s) until ``stop()``.  An ``amqps://`` URL is
+spoken over TLS, as an ADMS of its own would configure it: the broker's certificate verified
+against ``ADMS_AMQP_CA`` (unset: the system's store), its client certificate
+``ADMS_AMQP_CERT``/``ADMS_AMQP_KEY`` shown when set.
 """
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import threading
 import time
 from typing import Any
@@ -100,6 +105,13 @@ def _copy(kept: dict[str, Any]) -> dict[str, Any]:
     return {**kept, "messages": [dict(m) for m in kept["messages"]]}
 
 
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=os.environ.get("ADMS_AMQP_CA") or None)
+    if os.environ.get("ADMS_AMQP_CERT"):
+        context.load_cert_chain(os.environ["ADMS_AMQP_CERT"], os.environ.get("ADMS_AMQP_KEY") or None)
+    return context
+
+
 class OutageConsumer:
     """Consume ``queue`` at ``url`` into ``store`` in a background thread, reconnecting until stopped."""
 
@@ -134,6 +146,8 @@ class OutageConsumer:
         import pika
 
         params = pika.URLParameters(self.url)
+        if self.url.startswith("amqps://"):
+            params.ssl_options = pika.SSLOptions(_tls_context(), params.host)
         params.client_properties = {"connection_name": self.name}
         params.heartbeat = 30
         params.connection_attempts = 1

@@ -15,6 +15,7 @@ from bus.settings import DEV_AMQP_PORT, DEV_MANAGEMENT_PORT
 from bus.topology import compile_topology
 from bus.topology.apply import declare_all
 from gridbus_dev import devstack
+from gridbus_dev import tls as dev_tls
 from gridbus_dev.cli import dev_cluster
 from gridbus_dev.devstack import ProcessSet, Service
 from simulators.network import SHARED_NETWORK_ENV, shared_env, shared_model
@@ -85,15 +86,13 @@ def _adms_url(password: str, amqp_port: int = DEV_AMQP_PORT) -> str:
 def _can_log_in(url: str) -> bool:
     """Whether ``url``'s user and password open a connection (the broker may have been reset
     since the password was written)."""
-    import pika
-    import pika.exceptions
+    from bus.errors import BrokerError
+    from bus.messaging import pika_connect
 
-    try:
-        pika.BlockingConnection(pika.URLParameters(url + "?connection_attempts=1&socket_timeout=5")).close()
+    try:  # through the bus's own client, so an amqps:// URL is spoken over TLS (GRIDBUS_TLS_*)
+        pika_connect(url, "gridbus-dev-check").close()
         return True
-    except pika.exceptions.ProbableAuthenticationError:
-        return False
-    except pika.exceptions.AMQPError:
+    except BrokerError:
         return False
 
 
@@ -157,11 +156,16 @@ def dev():
               help="Use this running RabbitMQ (amqp://user:password@host:port/vhost) instead of starting the "
                    "stack's own node; the only way `dev up` attaches to a broker it did not start.")
 @click.option("--management", "management_url", default=None, metavar="URL",
-              help="With --broker: its management API (default: http://<the broker's user and host>:15672).")
+              help="With --broker: its management API (default: http://<the broker's user and host>:15672, "
+                   "https://...:15671 for an amqps:// broker).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(5, 1800), default=180.0, show_default=True,
               help="Seconds every process has to answer its health check before `dev up` gives up (exit 1).")
+@click.option("--tls", is_flag=True,
+              help="RabbitMQ speaks TLS only (amqps:// on 5679, management https:// on 15679, loopback), client "
+                   "certificates required; a throw-away CA and certificates in $GRIDBUS_HOME/tls; dev.env gets "
+                   "GRIDBUS_TLS_CA/CERT/KEY and every process connects over TLS (docs/security.md#tls).")
 @fails_cleanly
-def up(concurrency, nodes, broker_url, management_url, timeout_s):
+def up(concurrency, nodes, broker_url, management_url, timeout_s, tls):
     """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
     billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
     keeper, the network publisher and delivery and the outage correlator; apply the routes;
@@ -172,14 +176,20 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s):
     home = devstack.home()
     if broker_url and nodes > 1:
         raise click.UsageError("--broker and --nodes exclude each other: the cluster is the stack's own")
+    if tls and (broker_url or nodes > 1):
+        raise click.UsageError("--tls is for the stack's own single node (a given broker's TLS: amqps:// in --broker "
+                               "and GRIDBUS_TLS_* in the environment)")
     _refuse_foreign_ports(home, own_broker=not broker_url and nodes == 1)
+    tls_files = dev_tls.make(home / "tls", clients=dev_tls.DEV_STACK_CLIENTS) if tls else None
     values = {**dev_env(), **(dev_cluster.settings(home, nodes) if nodes > 1 else {}),
-              **(_given_broker(broker_url, management_url) if broker_url else {})}
+              **(_given_broker(broker_url, management_url) if broker_url else {}),
+              **(dev_tls.dev_stack_env(tls_files, DEV_AMQP_PORT, DEV_MANAGEMENT_PORT) if tls_files else {})}
     _write_env_file(values)
     env = {**os.environ, **values}
     rabbit_cluster = dev_cluster.start(home, nodes) if nodes > 1 else None
     if rabbit_cluster is None and not broker_url:
-        devstack.start_rabbitmq(home / "rabbitmq", log=click.echo)
+        devstack.start_rabbitmq(home / "rabbitmq", log=click.echo, tls=tls_files and devstack.TlsNode(
+            tls_files.ca, tls_files.server_cert, tls_files.server_key, require_client_cert=True, cert_login=True))
     elif broker_url:
         click.echo(f"rabbitmq   {_without_password(broker_url)} (given with --broker; not started by this stack)")
     adms_port = rabbit_cluster.nodes[0].amqp_port if rabbit_cluster else (
@@ -194,7 +204,7 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s):
     # the ADMS reads its outage queue (declared above with the routes) as its own broker user
     if ADMS_QUEUE in reads_of(table_, ADMS_USER):
         adms_url, new_password = _adms_broker_user(table_, procs, adms_port)
-        values["ADMS_AMQP_URL"] = adms_url
+        values["ADMS_AMQP_URL"] = dev_tls.as_tls_url(adms_url) if tls_files else adms_url
         _write_env_file(values)
         click.echo(f"broker     user {ADMS_USER} may read {ADMS_QUEUE} only (password "
                    f"{'made' if new_password else 'kept'}, in {_env_file()})")
@@ -272,7 +282,8 @@ def _given_broker(broker_url: str, management_url: str | None) -> dict[str, str]
         raise click.BadParameter("an AMQP URL, e.g. amqp://user:password@127.0.0.1:5672/%2F", param_hint="--broker")
     if management_url is None:
         auth = f"{parts.username}:{parts.password}@" if parts.username else ""
-        management_url = f"http://{auth}{parts.hostname}:15672"
+        management_url = (f"https://{auth}{parts.hostname}:15671" if parts.scheme == "amqps" else
+                          f"http://{auth}{parts.hostname}:15672")
     return {"GRIDBUS_BROKER_URL": broker_url, "GRIDBUS_MANAGEMENT_URL": management_url}
 
 
