@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -33,8 +34,8 @@ def text_of(name: str) -> str | None:
 
 
 def is_placeholder(password: str, host: str) -> bool:
-    return (password in PLACEHOLDERS or password.startswith(("${", "{", "<", "%(")) or "{" in password
-            or (password == "guest" and host in LOOPBACK))  # the loopback dev node (`gridbus dev up`, tests)
+    return (password in PLACEHOLDERS or password.startswith(("$", "{", "<", "%(")) or "{" in password
+            or password == "%s" or (password == "guest" and host in LOOPBACK))  # the loopback dev node (`gridbus dev up`, tests)
 
 
 def findings(name: str, text: str) -> list[str]:
@@ -54,7 +55,9 @@ def findings(name: str, text: str) -> list[str]:
 
 def test_no_tracked_file_holds_a_password_a_private_key_or_a_default_secret():
     # Given every file git tracks
-    found = [f for name in tracked() if (text := text_of(name)) is not None for f in findings(name, text)]
+    this = str(Path(__file__).resolve().relative_to(ROOT))  # its own examples of what it flags
+    found = [f for name in tracked() if name != this and (text := text_of(name)) is not None
+             for f in findings(name, text)]
     # Then none holds a password in a URL (tests excepted), a private key, or a secret defaulted in compose
     assert not found, "\n".join(found)
 
