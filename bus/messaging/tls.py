@@ -15,7 +15,6 @@ environment over ``$GRIDBUS_HOME/dev.env``).
 from __future__ import annotations
 
 import ssl
-import time
 from dataclasses import dataclass
 
 from bus.errors import ConfigError
@@ -111,48 +110,9 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
 
 
 def _new_context(settings: TlsSettings) -> ssl.SSLContext:
-    if settings.ca:
-        # the bundle alone is trusted, not the system's store beside it (create_default_context
-        # loads the defaults only without a cafile)
-        _readable(CA_VAR, settings.ca)
-        try:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca)
-        except ssl.SSLError as exc:
-            raise ConfigError(f"{CA_VAR}: {settings.ca} holds no CA certificate that can be used ({exc.reason or exc})",
-                              settings.ca) from exc
-        _not_expired(context, settings.ca)
-    else:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.cert:
-        _readable(CERT_VAR, settings.cert)
-        if settings.key:
-            _readable(KEY_VAR, settings.key)
-        try:
-            context.load_cert_chain(settings.cert, settings.key)
-        except ssl.SSLError as exc:
-            raise ConfigError(f"{CERT_VAR}/{KEY_VAR}: {settings.cert} and {settings.key or 'the key in it'} are "
-                              f"not a certificate with its private key ({exc.reason or exc})", settings.cert) from exc
-    return context
+    from bus import tls
 
-
-def _readable(var: str, path: str) -> None:
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise ConfigError(f"{var}: cannot read {path} ({exc.strerror or exc})", path) from exc
-
-
-def _not_expired(context: ssl.SSLContext, path: str) -> None:
-    # OpenSSL loads an expired CA without a word and every handshake then fails with a bare
-    # "certificate has expired": say which file, at start
-    now = time.time()
-    for ca in context.get_ca_certs():
-        if ssl.cert_time_to_seconds(ca["notAfter"]) < now:
-            subject = ", ".join(f"{k}={v}" for rdn in ca.get("subject", ()) for k, v in rdn)
-            raise ConfigError(f"{CA_VAR}: the CA certificate {subject or ''} in {path} expired on {ca['notAfter']}",
-                              path)
+    return tls.client_context((CA_VAR, settings.ca), (CERT_VAR, settings.cert), (KEY_VAR, settings.key))
 
 
 def amqp_ssl_options(settings: TlsSettings, host: str | None) -> dict:
