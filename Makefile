@@ -9,7 +9,7 @@ RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup rabbitmq postgresql venv demo test test-fast bench dev-up dev-down clean
+.PHONY: setup rabbitmq postgresql openssl venv demo test test-fast bench dev-up dev-down clean
 
 setup: rabbitmq venv
 
@@ -29,6 +29,14 @@ postgresql:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+# docker/make-secrets (its CA and certificates) runs in tests/unit/test_compose.py
+openssl:
+	@if ! command -v openssl >/dev/null; then \
+	  echo "installing openssl from the system packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssl >/dev/null; \
+	fi
+
 venv: $(VENV)/.installed
 
 # the runtime (gridbus) and the development tools (gridbus-dev, dev/), both editable, in one
@@ -43,11 +51,11 @@ demo: setup
 	$(GRIDBUS) dev up
 	$(GRIDBUS) demo
 
-test: setup postgresql
+test: setup postgresql openssl
 	$(GRIDBUS) routes test routes/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup postgresql
+test-fast: setup postgresql openssl
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
