@@ -14,11 +14,15 @@ import contextlib
 import socket
 from typing import AsyncIterator, Iterator
 
-from bus.errors import BrokerError, BrokerUnavailable
+from bus.errors import BrokerAccessRefused, BrokerError, BrokerNotFound, BrokerUnavailable
+
+# the AMQP reply codes that say what was refused, not that the broker went away
+_REFUSALS = {403: BrokerAccessRefused, 404: BrokerNotFound}
 
 
-def _broker_error(doing: str, exc: BaseException, lost: bool = False) -> BrokerError:
-    return (BrokerUnavailable if lost else BrokerError)(f"{doing}: {exc.__class__.__name__}: {exc}")
+def _broker_error(doing: str, exc: BaseException, lost: bool = False, code: int | None = None) -> BrokerError:
+    kind = BrokerUnavailable if lost else _REFUSALS.get(code, BrokerError)
+    return kind(f"{doing}: {exc.__class__.__name__}: {exc}")
 
 
 @contextlib.contextmanager
@@ -31,7 +35,7 @@ def amqp_errors(doing: str) -> Iterator[None]:
     except (amqp.exceptions.RecoverableConnectionError, OSError, socket.timeout) as exc:
         raise _broker_error(doing, exc, lost=True) from exc
     except amqp.exceptions.AMQPError as exc:
-        raise _broker_error(doing, exc) from exc
+        raise _broker_error(doing, exc, code=getattr(exc, "reply_code", None)) from exc
 
 
 @contextlib.contextmanager
@@ -44,7 +48,7 @@ def pika_errors(doing: str) -> Iterator[None]:
     except (pika.exceptions.AMQPConnectionError, OSError) as exc:
         raise _broker_error(doing, exc, lost=True) from exc
     except pika.exceptions.AMQPError as exc:
-        raise _broker_error(doing, exc) from exc
+        raise _broker_error(doing, exc, code=getattr(exc, "reply_code", None)) from exc
 
 
 @contextlib.asynccontextmanager
