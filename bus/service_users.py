@@ -268,7 +268,7 @@ class ServiceUsers:
                 continue
             permissions = self.admin.permissions_of(role.user)
             topics = self.admin.topic_permissions_of(role.user)
-            rows.append({"kind": "service", "system": role.user, "role": role.name,
+            rows.append({"system": role.user, "role": role.name,
                          "configure": permissions.get("configure", "(none here)"),
                          "write": permissions.get("write", "(none here)"),
                          "routing_keys": "; ".join(f"{t['exchange']} {t['write']}" for t in topics) or "-",

@@ -94,14 +94,14 @@ def sync(paths, passwords):
 @fails_cleanly
 def list_users(paths, as_json):
     """The gridbus-made users and what each may publish and read (never a password): the
-    systems' users, then the service users with their role (kind: source or service).
+    systems' users, then the service users with their role (only they have one).
 
     \b
     Examples:
       gridbus broker users list
-      gridbus broker users list --json | jq -r '.[] | select(.kind == "service") | .system'
+      gridbus broker users list --json | jq -r '.[] | select(.role) | .system'
     """
-    rows = [{"kind": "source", **row} for row in _users(paths).listing()] + _service_users(paths).listing()
+    rows = _users(paths).listing() + _service_users(paths).listing()
     echo_list(rows, as_json,
               {"user": "system", "role": lambda r: r.get("role", "-"),
                "declares": lambda r: r.get("configure", "^$"), "exchanges": "write",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bus import naming
 from bus.errors import BrokerAccessRefused, BrokerNotFound, ConfigError
 from bus.messaging import amqp_errors, connect
 from bus.topology.model import Topology
@@ -61,8 +62,9 @@ def missing(topology: Topology, broker_url: str) -> list[str]:
     absent: list[str] = []
     try:
         ch = None
-        for kind, name in [("exchange", n) for n in sorted(topology.exchanges)] + \
-                          [("queue", n) for n in sorted(topology.queues)]:
+        # the bus's own queues first: they say most about what is missing (Celery's delay set last)
+        for kind, name in sorted([("queue", n) for n in topology.queues] + [("exchange", n) for n in topology.exchanges],
+                                 key=lambda o: (not o[1].startswith(naming.PREFIX + "."), o[0] != "queue", o[1])):
             try:
                 with amqp_errors(f"checking {kind} {name}"):
                     ch = ch if ch is not None and ch.is_open else conn.channel()
@@ -92,7 +94,7 @@ def ensure(topology: Topology, broker_url: str) -> None:
     absent = missing(topology, broker_url)
     if absent:
         shown = ", ".join(absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
-        raise ConfigError(f"the broker lacks {shown}, and this broker user may not declare them "
+        raise ConfigError(f"the broker lacks {len(absent)} object(s) of the topology: {shown}; and this broker user may not declare them "
                           f"({refused}); the administrator declares the topology: gridbus routes apply") \
             from refused
     log.info("this broker user may not declare the topology; its %d exchanges and %d queues exist",
