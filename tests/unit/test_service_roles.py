@@ -226,3 +226,10 @@ def test_a_user_of_that_name_not_made_by_gridbus_is_refused(table, tmp_path):
     admin = RecordingAdmin([{"name": "gridbus-recorder", "tags": "administrator"}])
     with pytest.raises(ConfigError, match="not made by gridbus"):
         ServiceUsers(admin, table).sync(tmp_path / "secrets")
+
+
+def test_the_gateway_role_covers_the_sources_the_gateway_serves():
+    from bus.cli.gateway import SERVED
+    from bus.service_users import GATEWAY_SOURCES
+
+    assert set(GATEWAY_SOURCES) == set(SERVED)
