@@ -125,6 +125,12 @@ def _destinations(grants: _Grants, routes, subscribers) -> None:
                     grants.publish(options["exchange"])
 
 
+def _base(routes, *more: str) -> set[str]:
+    """What a role that runs ``routes`` always writes (trace events; replies and dead letters by
+    queue name); nothing when it has no route to run (its user may then do nothing)."""
+    return {naming.TRACE_EXCHANGE, DEFAULT_EXCHANGE, *more} if routes else set()
+
+
 def _serves(route: Route, method: str) -> bool:
     return hasattr(registry.connector(route.source.connector), method)
 
@@ -139,13 +145,13 @@ def roles(routes: RouteTable) -> list[Role]:
 
     # the Celery worker: consumes its routes' queues; retries, dead letters, reconciliation
     # records (to the ingress, by queue name) and what its destinations publish
-    worker = _Grants(read={r.queue_name for r in deliveries}, write={naming.TRACE_EXCHANGE, DEFAULT_EXCHANGE})
+    worker = _Grants(read={r.queue_name for r in deliveries}, write=_base(deliveries))
     _retries(worker, deliveries)
     _destinations(worker, deliveries, subscribers)
     found.append(worker.role("worker", "gridbus worker --kind deliveries: consumes the delivery routes"))
 
     # the request worker (event loop): as the worker, and replies to reply_to queues by name
-    request = _Grants(read={r.queue_name for r in requests}, write={naming.TRACE_EXCHANGE, DEFAULT_EXCHANGE})
+    request = _Grants(read={r.queue_name for r in requests}, write=_base(requests))
     _retries(request, requests)
     _destinations(request, requests, subscribers)
     found.append(request.role("request-worker", "gridbus worker --kind requests: consumes the request routes, "
@@ -184,15 +190,15 @@ def roles(routes: RouteTable) -> list[Role]:
                              tags=(SERVICE_TAG, "management")))
 
     # the network publisher (one leader: an exclusive queue it declares) and delivery
-    network = _Grants(configure={network_names.PUBLISHER_LEADER_QUEUE},
-                      write={network_names.UPDATES_EXCHANGE, naming.TRACE_EXCHANGE, DEFAULT_EXCHANGE})
+    network = _Grants(configure={network_names.PUBLISHER_LEADER_QUEUE} if ordered else set(),
+                      write=_base(ordered, network_names.UPDATES_EXCHANGE))
     for route in ordered:
         network.read.update(route.queues)
     found.append(network.role("network", "gridbus network publish and deliver: the ordered routes"))
 
     # the outage correlator: routes events into partitions, ticks and verification requests
     # onto routes, outages to the ADMS (an amqp destination), dead letters by queue name
-    outages = _Grants(write={outage_names.EXCHANGE, naming.TRACE_EXCHANGE, DEFAULT_EXCHANGE})
+    outages = _Grants(write=_base(correlated, outage_names.EXCHANGE))
     for route in correlated:
         outages.read.update(route.queues)
         outages.on_route(route)

@@ -322,22 +322,30 @@ def test_a_worker_as_its_service_user_refuses_to_start_when_the_topology_is_inco
         drop_vhost(management_url, vhost)
 
 
-def test_worker_and_ingress_as_service_users_deliver_a_file(stack):
-    # Given an MDMS stand-in, and a worker and an ingress started with their service users' URLs
-    logs = stack.tmp / "logs"
-    logs.mkdir(exist_ok=True)
-    env = {**stack.env, "GRIDBUS_INBOX": str(stack.tmp / "inbox"), "GRIDBUS_OUTBOX": str(stack.tmp / "outbox")}
+def test_worker_and_ingress_as_service_users_deliver_a_file(stack, rabbitmq_proc, management_url, tmp_path):
+    # Given a vhost of its own (the other tests' probes left junk in the module's queues), the
+    # topology applied and the users' permissions there set by the administrator
+    env, vhost = env_of_its_own(rabbitmq_proc, management_url, tmp_path, "e2e")
+    env.update(ROUTE_ENV, GRIDBUS_ROUTES=str(ROOT / "routes"), GRIDBUS_INBOX=str(tmp_path / "inbox"),
+               GRIDBUS_OUTBOX=str(tmp_path / "outbox"))
+    assert run_cli(env, "routes", "apply").returncode == 0
+    assert run_cli(env, "broker", "users", "sync").returncode == 0
+    # and an MDMS stand-in, and a worker and an ingress started with their service users' URLs
+    logs = tmp_path / "logs"
+    logs.mkdir()
     mdms = Mdms(env, logs)
     env["MDMS_1_URL"] = mdms.url
-    worker = Proc("worker", gridbus("worker", "-c", "2", "--kind", "deliveries"),
-                  {**env, "GRIDBUS_BROKER_URL": stack.url("worker")}, logs).start()
-    ingress = Proc("ingress", gridbus("ingress"), {**env, "GRIDBUS_BROKER_URL": stack.url("ingress")}, logs).start()
-    admin = BrokerAdmin(env["GRIDBUS_MANAGEMENT_URL"], stack.vhost)
+
+    def as_role(role: str) -> dict:
+        return {**env, "GRIDBUS_BROKER_URL": stack.url(role).rsplit("/", 1)[0] + f"/{vhost}"}
+    worker = Proc("worker", gridbus("worker", "-c", "2", "--kind", "deliveries"), as_role("worker"), logs).start()
+    ingress = Proc("ingress", gridbus("ingress"), as_role("ingress"), logs).start()
+    admin = BrokerAdmin(env["GRIDBUS_MANAGEMENT_URL"], vhost)
     try:
         wait_for(lambda: admin.queue(ROUTE_QUEUE).get("consumers", 0) > 0, 60,
                  f"the worker's consumer (log: {worker.log()[-2000:]})")
         # When a HES-A file is dropped into the inbox
-        staging = stack.tmp / "staging"
+        staging = tmp_path / "staging"
         made = subprocess.run([sys.executable, "-m", "simulators.hes_files", "--out", str(staging), "--seed", "7",
                                "--profile", "daily", "--meters", "5", "--days", "1", "--first-serial", "700"],
                               capture_output=True, text=True, cwd=ROOT)
@@ -360,3 +368,4 @@ def test_worker_and_ingress_as_service_users_deliver_a_file(stack):
         for proc in (ingress, worker):
             proc.stop()
         mdms.stop()
+        drop_vhost(management_url, vhost)

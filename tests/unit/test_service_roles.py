@@ -233,3 +233,14 @@ def test_the_gateway_role_covers_the_sources_the_gateway_serves():
     from bus.service_users import GATEWAY_SOURCES
 
     assert set(GATEWAY_SOURCES) == set(SERVED)
+
+
+def test_a_role_with_no_route_to_run_may_do_nothing(table):
+    from bus.routes.model import RouteTable
+
+    # Given route files with no ordered and no correlate route
+    plain = RouteTable(tuple(r for r in table if not r.is_ordered and not r.is_correlated))
+    # Then the network and outage users may declare, publish and read nothing
+    for name in ("network", "outages"):
+        role = role_named(plain, name)
+        assert (role.configure, role.write, role.read, role.topics) == (NOTHING, NOTHING, NOTHING, ()), role
