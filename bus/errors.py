@@ -5,6 +5,8 @@
     │   └── RouteValidationError    several ConfigErrors found in route files, reported together
     ├── BrokerError                 RabbitMQ unreachable, channel closed, publish not confirmed
     │   ├── BrokerUnavailable       no node answered, or the connection to it went: another node may take it
+    │   ├── BrokerAccessRefused     the broker user may not do this (403 ACCESS_REFUSED: its permissions)
+    │   ├── BrokerNotFound          the exchange or queue does not exist (404 NOT_FOUND)
     │   └── BrokerBlocked           the broker blocks publishing (a memory or disk alarm): not taken now
     ├── MessageError                the message itself is wrong: never worth a retry
     │   ├── DecodeError             bytes that are not the format they claim (bad CSV header, bad XML)
@@ -53,6 +55,17 @@ class BrokerUnavailable(BrokerError):
     """No broker node answered, or the connection to one was lost (refused, reset, closed by a
     node shutting down).  Unlike a refusal (a missing exchange, access refused), trying again,
     on the next address of the setting, may succeed: the publisher and consumers do."""
+
+
+class BrokerAccessRefused(BrokerError):
+    """The broker refused the operation to this user (403 ACCESS_REFUSED): its configure, write
+    or read permission, or its topic permission, does not cover it.  Trying again cannot help;
+    a service user that may not declare the topology checks that it exists instead."""
+
+
+class BrokerNotFound(BrokerError):
+    """The exchange or queue named does not exist (404 NOT_FOUND), e.g. a passive declare of an
+    object nobody declared: the administrator's ``gridbus routes apply`` has not run."""
 
 
 class BrokerUnconfirmed(BrokerError):

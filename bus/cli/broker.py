@@ -1,16 +1,25 @@
-"""`gridbus broker users`: RabbitMQ users of the systems that publish to or read from the bus over AMQP."""
+"""`gridbus broker users`: RabbitMQ users of the systems that publish to or read from the bus over
+AMQP, and of the bus's own processes (one service user per role, bus/service_users.py)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from bus.broker_admin import BrokerAdmin
 from bus.broker_users import SourceUsers
 from bus.cli.common import echo_list, fails_cleanly, json_option, routes_from, settings, table
+from bus.service_users import ServiceUsers
 
 
 def _users(paths) -> SourceUsers:
     s = settings()
     return SourceUsers(BrokerAdmin(s.management_url, s.vhost), routes_from(paths))
+
+
+def _service_users(paths) -> ServiceUsers:
+    s = settings()
+    return ServiceUsers(BrokerAdmin(s.management_url, s.vhost), routes_from(paths))
 
 
 @click.group("broker")
@@ -20,13 +29,19 @@ def broker():
 
 @broker.group("users")
 def users():
-    """Per-system RabbitMQ users: each may publish only its own routes' routing keys
-    and read only its own queues.
+    """Per-system RabbitMQ users, and a service user per bus role: each may publish only
+    its own routing keys and read only its own queues.
 
     What a system may publish comes from the route files (its amqp-in routes),
     what it may read from the amqp destinations whose reader it is (their
     queue); it may declare nothing.  The password is printed once and the
     broker keeps only its salted hash.
+
+    The bus's processes run as service users (tag gridbus-service): gridbus-worker,
+    gridbus-request-worker, gridbus-ingress, gridbus-gateway, gridbus-recorder,
+    gridbus-keeper, gridbus-network and gridbus-outages, made by `sync --passwords DIR`
+    with the permissions their role needs from the routes (docs/security.md).  The
+    administrator account only makes them and declares the topology (gridbus routes apply).
     """
 
 
@@ -51,16 +66,26 @@ def add(system, paths):
 
 @users.command("sync")
 @_routes_dir
+@click.option("--passwords", "passwords", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Make the missing service users: DIR/<user> holds each one's password; a file "
+                                  "that exists is used (e.g. a Docker secret made beforehand), a missing one is "
+                                  "made there, readable by its owner only (0600, DIR 0700).  A file or DIR "
+                                  "others may read is refused.  Passwords are never printed.")
 @fails_cleanly
-def sync(paths):
-    """Re-apply every gridbus-made user's permissions from the current routes.
+def sync(paths, passwords):
+    """Re-apply every gridbus-made user's permissions from the current routes, and make the
+    bus's service users (with --passwords) and set theirs.
+
+    Run as the administrator (GRIDBUS_MANAGEMENT_URL), after `gridbus routes apply`; safe to
+    run again, and twice at once.
 
     \b
-    Example:
-      gridbus routes apply && gridbus broker users sync
+    Examples:
+      gridbus routes apply && gridbus broker users sync --passwords /run/gridbus/secrets
+      gridbus broker users sync     # after a route change: the permissions follow the routes
     """
-    done = _users(paths).sync()
-    click.echo(table([list(d) for d in done], ["system", "may publish / read"]) if done else "no gridbus users")
+    done = _service_users(paths).sync(passwords) + _users(paths).sync()
+    click.echo(table([list(d) for d in done], ["user", "may publish / read"]) if done else "no gridbus users")
 
 
 @users.command("list")
@@ -68,15 +93,19 @@ def sync(paths):
 @json_option
 @fails_cleanly
 def list_users(paths, as_json):
-    """The gridbus-made users and what each may publish and read (never a password).
+    """The gridbus-made users and what each may publish and read (never a password): the
+    systems' users, then the service users with their role (only they have one).
 
     \b
     Examples:
       gridbus broker users list
-      gridbus broker users list --json | jq -r '.[].system'
+      gridbus broker users list --json | jq -r '.[] | select(.role) | .system'
     """
-    echo_list(_users(paths).listing(), as_json,
-              {"system": "system", "exchanges": "write", "routing keys": "routing_keys", "queues": "read"},
+    rows = _users(paths).listing() + _service_users(paths).listing()
+    echo_list(rows, as_json,
+              {"user": "system", "role": lambda r: r.get("role", "-"),
+               "declares": lambda r: r.get("configure", "^$"), "exchanges": "write",
+               "routing keys": "routing_keys", "queues": "read"},
               "no gridbus users")
 
 

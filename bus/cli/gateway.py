@@ -10,7 +10,7 @@ from bus.errors import ConfigError
 from bus.requests.store import Retention
 from bus.settings import environment
 from bus.topology import compile_topology
-from bus.topology.apply import declare_all
+from bus.topology.apply import ensure as ensure_topology
 
 PUSH = "http-push"
 SERVED = (PUSH, "http-request", "gis-push")  # the sources whose routes the gateway serves
@@ -74,7 +74,7 @@ def gateway(ctx, host, port, threads, rate_per_system, in_flight_per_system, hea
     if not routes:
         raise ConfigError(f"no route has an {', '.join(SERVED)} source: nothing for the gateway to serve")
     s = settings()
-    declare_all(compile_topology(routes_from(paths)), s.broker_url)
+    ensure_topology(compile_topology(routes_from(paths)), s.broker_url)
     scheme = "https" if ssl_context else "http"
     click.echo(f"gateway: {scheme}://{host}:{port}/  ({', '.join(r.source.options['path'] for r in routes)}); "
                f"docs at /docs", err=True)

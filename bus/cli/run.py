@@ -18,7 +18,7 @@ from bus.errors import ConfigError
 from bus.messaging.publisher import ConfirmingPublisher
 from bus.routes.model import ROUTE_KINDS
 from bus.topology import compile_topology
-from bus.topology.apply import declare_all
+from bus.topology.apply import ensure as ensure_topology
 
 
 @click.command("worker")
@@ -59,7 +59,7 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
         raise ConfigError(f"no {kind} routes among {', '.join(only.split(',')) if only else 'the route files'}")
     s = settings()
     destination_tls()  # a bad GRIDBUS_DESTINATION_CA/CERT/KEY file stops the worker here, not at a delivery
-    declare_all(compile_topology(table_), s.broker_url)
+    ensure_topology(compile_topology(table_), s.broker_url)
     if pool == "asyncio":
         from bus.worker import event_loop
 
@@ -71,7 +71,9 @@ def worker(only, paths, concurrency, pool, kind, loglevel):
 
     app = make_app(table_, s)
     argv = ["worker", "-Q", ",".join(r.queue_name for r in table_), f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle", "-n", f"gridbus-{os.getpid()}@%h"]
+            "--without-gossip", "--without-mingle",
+            # no worker-heartbeat events: they would declare and publish to celeryev (nobody reads them)
+            "--without-heartbeat", "-n", f"gridbus-{os.getpid()}@%h"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     argv.append(f"--pool={pool}")
@@ -95,7 +97,7 @@ def ingress(only, paths, loglevel):
     setup_logging(loglevel)
     table_ = routes_from(paths, only)
     s = settings()
-    declare_all(compile_topology(table_), s.broker_url)
+    ensure_topology(compile_topology(table_), s.broker_url)
     by_connector: dict[str, list] = {}
     for route in table_:
         by_connector.setdefault(route.source.connector, []).append(route)

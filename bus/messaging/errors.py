@@ -20,14 +20,18 @@ import socket
 import ssl
 from typing import AsyncIterator, Iterator
 
-from bus.errors import BrokerError, BrokerUnavailable
+from bus.errors import BrokerAccessRefused, BrokerError, BrokerNotFound, BrokerUnavailable
+
+# the AMQP reply codes that say what was refused, not that the broker went away
+_REFUSALS = {403: BrokerAccessRefused, 404: BrokerNotFound}
 
 
-def _broker_error(doing: str, exc: BaseException, lost: bool = False) -> BrokerError:
+def _broker_error(doing: str, exc: BaseException, lost: bool = False, code: int | None = None) -> BrokerError:
     refused = tls_refusal(exc)
     if refused:
         return BrokerError(f"{doing}: {refused}")
-    return (BrokerUnavailable if lost else BrokerError)(f"{doing}: {exc.__class__.__name__}: {exc}")
+    kind = BrokerUnavailable if lost else _REFUSALS.get(code, BrokerError)
+    return kind(f"{doing}: {exc.__class__.__name__}: {exc}")
 
 
 # an orderly or abrupt end of the socket during the handshake: the node may have gone, not refused us
@@ -71,7 +75,7 @@ def amqp_errors(doing: str) -> Iterator[None]:
     except (amqp.exceptions.RecoverableConnectionError, OSError, socket.timeout) as exc:
         raise _broker_error(doing, exc, lost=True) from exc
     except amqp.exceptions.AMQPError as exc:
-        raise _broker_error(doing, exc) from exc
+        raise _broker_error(doing, exc, code=getattr(exc, "reply_code", None)) from exc
 
 
 @contextlib.contextmanager
@@ -84,7 +88,7 @@ def pika_errors(doing: str) -> Iterator[None]:
     except (pika.exceptions.AMQPConnectionError, OSError) as exc:
         raise _broker_error(doing, exc, lost=True) from exc
     except pika.exceptions.AMQPError as exc:
-        raise _broker_error(doing, exc) from exc
+        raise _broker_error(doing, exc, code=getattr(exc, "reply_code", None)) from exc
 
 
 @contextlib.asynccontextmanager

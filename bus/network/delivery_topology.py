@@ -84,7 +84,7 @@ def declare(broker_url: str, routes: list[tuple[str, int]]) -> None:
     """Declare the exchange, and for each ``(route_id, partitions)`` its partition queues, their
     bindings and its dead-letter queue (idempotent): ``add_route``'s objects and the ingress
     exchange they are bound on."""
-    from bus.topology.apply import declare_all
+    from bus.topology.apply import ensure
     from bus.topology.compile import ingress_exchange, replicate
     from bus.topology.model import Topology
 
@@ -92,4 +92,4 @@ def declare(broker_url: str, routes: list[tuple[str, int]]) -> None:
     topology.add_exchange(ingress_exchange())
     for route_id, partitions in routes:
         add_route(topology, route_id, partitions)
-    declare_all(replicate(topology), broker_url)  # as `routes apply` declares them (GRIDBUS_QUORUM_REPLICAS)
+    ensure(replicate(topology), broker_url)  # as `routes apply` declares them (GRIDBUS_QUORUM_REPLICAS)

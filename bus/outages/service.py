@@ -26,7 +26,7 @@ from bus.outages.router import Router, tick_in_route_queue
 from bus.outages.store import OutageStore, open_outage_store
 from bus.outages.topology import StoreTopology
 from bus.routes.model import Route, RouteTable
-from bus.topology.apply import declare_all
+from bus.topology.apply import ensure as ensure_topology
 from bus.topology.compile import compile_topology
 
 log = logging.getLogger("gridbus.outages")
@@ -39,7 +39,7 @@ def _network():
 
 def declare(broker_url: str, table: RouteTable) -> None:
     """The correlate routes' queues, exchanges and bindings, and those of their verify routes (idempotent)."""
-    declare_all(compile_topology(table), broker_url)
+    ensure_topology(compile_topology(table), broker_url)
 
 
 def serve(table: RouteTable, broker_url: str, stop: threading.Event, partitions: list[int] | None = None,

@@ -15,10 +15,13 @@ from bus.worker import undecodable
 
 
 def celery_queues(routes: RouteTable) -> list[Queue]:
+    # no_declare: the worker only consumes.  The queues, their bindings and the exchange are
+    # declared before it starts (`gridbus routes apply`, or `ensure` in `gridbus worker`), and
+    # its broker user (gridbus-worker) may not declare anything (bus/service_users.py).
     spec = ingress_exchange()
-    exchange = Exchange(spec.name, spec.type, durable=True, arguments=spec.args)
+    exchange = Exchange(spec.name, spec.type, durable=True, arguments=spec.args, no_declare=True)
     return [Queue(route.queue_name, exchange=exchange, routing_key=naming.route_binding_key(route.id),
-                  queue_arguments=route_queue(route).args, durable=True)
+                  queue_arguments=route_queue(route).args, durable=True, no_declare=True)
             for route in routes]
 
 
@@ -45,6 +48,9 @@ def make_app(routes: RouteTable, settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # no pidbox: nothing of gridbus uses Celery's remote control (inspect, ping, revoke), and
+        # it would declare a celery.pidbox exchange and a queue per worker (configure permission)
+        worker_enable_remote_control=False,
         task_serializer="json",
         accept_content=["json"],
         broker_heartbeat=30,

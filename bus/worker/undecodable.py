@@ -72,7 +72,17 @@ def install() -> None:
 
 
 class DeadLetteringConsumer(Consumer):
-    """Celery's consumer, but a message it cannot decode is dead-lettered, not acked away."""
+    """Celery's consumer, but a message it cannot decode is dead-lettered, not acked away, and
+    without the native delayed delivery bootstep."""
+
+    class Blueprint(Consumer.Blueprint):
+        # DelayedDelivery declares kombu's 28 celery_delayed_* levels and binds every task
+        # queue's exchange to celery_delayed_delivery at each start: `gridbus routes apply`
+        # declares exactly those (bus/topology/compile.py mirrors kombu), so the step only
+        # redid it, and needed configure on 57 objects that the worker's broker user
+        # (gridbus-worker) is not given.  The worker still publishes its retries into them.
+        default_steps = [step for step in Consumer.Blueprint.default_steps
+                         if not step.endswith(":DelayedDelivery")]
 
     def on_decode_error(self, message, exc):
         from bus.worker import task  # the task module imports this one's marker

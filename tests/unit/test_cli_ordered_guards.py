@@ -80,7 +80,7 @@ def test_send_to_a_route_of_another_method_still_publishes(home):
 @pytest.mark.parametrize("routes", [ORDERED, f"hes-a-alarms,{ORDERED}"])
 def test_a_worker_for_an_ordered_route_says_it_is_run_by_network_deliver(home, monkeypatch, routes):
     # Given nothing may be declared (there is no broker)
-    monkeypatch.setattr(run_cli, "declare_all", lambda *_: pytest.fail("declared for a refused worker"))
+    monkeypatch.setattr(run_cli, "ensure_topology", lambda *_: pytest.fail("declared for a refused worker"))
     # When a worker is started for an ordered route, alone or beside a route the worker runs
     done = CliRunner().invoke(run_cli.worker, ["--routes", routes])
     # Then it is refused as a usage error naming the ordered route and what runs it, not
@@ -129,7 +129,7 @@ def test_send_to_a_correlate_route_is_refused_and_points_at_the_alarm_routes(hom
 
 
 def test_a_worker_for_a_correlate_route_says_it_is_run_by_outages_run(home, monkeypatch):
-    monkeypatch.setattr(run_cli, "declare_all", lambda *_: pytest.fail("declared for a refused worker"))
+    monkeypatch.setattr(run_cli, "ensure_topology", lambda *_: pytest.fail("declared for a refused worker"))
     done = CliRunner().invoke(run_cli.worker, ["--routes", f"hes-a-alarms,{CORRELATED}"])
     assert done.exit_code == USAGE, done.output
     assert f"{CORRELATED} is a correlate route, run by `gridbus outages run`, never by the worker" in done.stderr

@@ -11,7 +11,7 @@ import click
 import pytest
 import yaml
 
-from gridbus_dev.cli.dev import SERVICES
+from gridbus_dev.cli.dev import SERVICE_ROLES, SERVICES
 from bus.cli.main import cli as gridbus
 from bus.routes import load_routes
 
@@ -190,10 +190,8 @@ def test_compose_runs_postgresql_and_every_gridbus_service_keeps_its_shared_stat
         assert COMPOSE[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
 
 
-SERVICE_USERS = {"worker": "gridbus-worker", "worker-requests": "gridbus-request-worker",
-                 "ingress": "gridbus-ingress", "gateway": "gridbus-gateway", "recorder": "gridbus-recorder",
-                 "keeper": "gridbus-keeper", "network-publish": "gridbus-network",
-                 "network-deliver": "gridbus-network", "outages": "gridbus-outages"}
+# the role each service runs as, as `gridbus dev up` runs it
+SERVICE_USERS = {service: f"gridbus-{role}" for service, role in SERVICE_ROLES.items()}
 
 
 def test_each_role_logs_in_as_its_own_service_user_with_its_password_from_a_secret(monkeypatch):
@@ -209,7 +207,12 @@ def test_each_role_logs_in_as_its_own_service_user_with_its_password_from_a_secr
         assert env["GRIDBUS_BROKER_USER"] == user, name
         assert COMPOSE[name]["environment"]["GRIDBUS_BROKER_PASSWORD_FILE"] == f"/run/secrets/{user}", name
         assert "rabbitmq-admin" not in COMPOSE[name]["secrets"], name
-        assert "GRIDBUS_MANAGEMENT_URL" not in env, name  # no role needs the management API
+        # only the keeper calls the management API (it finds the dead-letter queues there), as itself
+        if name == "keeper":
+            assert (env["GRIDBUS_MANAGEMENT_USER"], env["GRIDBUS_MANAGEMENT_PASSWORD"]) == \
+                (user, (SECRETS / user).read_text().strip())
+        else:
+            assert "GRIDBUS_MANAGEMENT_URL" not in env, name
         # and its settings load to every node as that user, with that password
         for var in [v for v in list(__import__("os").environ) if v.startswith("GRIDBUS_")]:
             monkeypatch.delenv(var)

@@ -169,8 +169,9 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s, tls):
     """Start RabbitMQ, the stand-ins (MDMS-1, WFM, FMS, ADMS, HES-A, HES-B, GIS, billing-1 and
     billing-2 for network updates), the workers, the ingress, the gateway, the recorder, the
     keeper, the network publisher and delivery and the outage correlator; apply the routes;
-    make the ADMS's broker user (it reads its outage queue over AMQP as `adms`, password in
-    dev.env).  The stand-ins share one generated network (GRIDBUS_DEV_NETWORK_*, default 2,000
+    make the bus's service users (each process connects as its role's user, e.g. gridbus-worker,
+    passwords in $GRIDBUS_HOME/secrets) and the ADMS's broker user (it reads its outage queue
+    over AMQP as `adms`, password in dev.env).  The stand-ins share one generated network (GRIDBUS_DEV_NETWORK_*, default 2,000
     consumers).  With --nodes N, RabbitMQ is a cluster of N nodes and every process gets all
     their addresses (GRIDBUS_BROKER_URL, ``;``-separated)."""
     home = devstack.home()
@@ -208,6 +209,7 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s, tls):
         _write_env_file(values)
         click.echo(f"broker     user {ADMS_USER} may read {ADMS_QUEUE} only (password "
                    f"{'made' if new_password else 'kept'}, in {_env_file()})")
+    as_roles = _service_user_envs(values)  # after the routes: sync derives permissions from them
     meters = _meter_assignment(Path(values["GRIDBUS_METER_ASSIGNMENT"]), values)
     stand_ins = [Service(name, _stand_in_argv(name, module, port, values), port)
                  for name, module, port, _var in devstack.STAND_INS]
@@ -229,7 +231,7 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s, tls):
     # and the GIS reach the gateway only when asked to push).
     for service in [*stand_ins, *workers, Service("ingress", devstack.gridbus_argv("ingress")), gateway, recorder,
                     Service("keeper", devstack.gridbus_argv("keeper")), *network, *outages]:
-        procs.start(service, _env_of(service.name, env, values), wait=False)
+        procs.start(service, {**_env_of(service.name, env, values), **as_roles.get(service.name, {})}, wait=False)
     for service, (name, _module, _port, var) in zip(stand_ins, devstack.STAND_INS):
         procs.wait_listening(service)
         click.echo(f"{name:10} {values[var]}  (stand-in)")
@@ -254,6 +256,49 @@ def up(concurrency, nodes, broker_url, management_url, timeout_s, tls):
     _wait_up(home, procs, table_, values, [s.name for s in stand_ins], [w.name for w in workers],
              [o.name for o in outages], timeout_s)
     click.echo("up; `gridbus dev status` to check, `gridbus dev down` to stop")
+
+
+# each bus process connects as its role's service user (bus/service_users.py), never as the administrator
+SERVICE_ROLES = {"worker": "worker", "worker-requests": "request-worker", "ingress": "ingress", "gateway": "gateway",
+                 "recorder": "recorder", "keeper": "keeper", "network-publish": "network",
+                 "network-deliver": "network", "outages": "outages"}
+
+
+def _service_user_envs(values: dict[str, str]) -> dict[str, dict[str, str]]:
+    """`gridbus broker users sync --passwords $GRIDBUS_HOME/secrets` as the administrator (dev.env's
+    URLs), then each bus process's GRIDBUS_BROKER_URL and GRIDBUS_MANAGEMENT_URL as its role's user
+    (the keeper reads the management API; the others never do).  The passwords stay in the
+    secrets folder (0700, files 0600), made once and kept; never printed."""
+    from bus import secret_files
+    from bus.broker_admin import BrokerAdmin
+    from bus.service_users import ServiceUsers, roles
+
+    s = settings()
+    secrets_dir = devstack.home() / "secrets"
+    table_ = routes_from(None)
+    done = ServiceUsers(BrokerAdmin(values["GRIDBUS_MANAGEMENT_URL"], s.vhost), table_).sync(secrets_dir)
+    click.echo(f"broker     {len(done)} service users (gridbus-worker, gridbus-gateway, ...): each process runs as "
+               f"its role's, passwords in {secrets_dir}")
+    users = {role.name: role.user for role in roles(table_)}
+    envs = {}
+    for service, role in SERVICE_ROLES.items():
+        user = users[role]
+        password, _made = secret_files.password(secrets_dir, user)
+        envs[service] = {"GRIDBUS_BROKER_URL": _as_user(values["GRIDBUS_BROKER_URL"], user, password),
+                         "GRIDBUS_MANAGEMENT_URL": _as_user(values["GRIDBUS_MANAGEMENT_URL"], user, password)}
+    return envs
+
+
+def _as_user(url: str, user: str, password: str) -> str:
+    """``url`` (possibly several, ``;``-separated) with this user and password instead of its own."""
+    from urllib.parse import urlunsplit
+
+    def one(part: str) -> str:
+        parts = urlsplit(part)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+        return urlunsplit((parts.scheme, f"{quote(user, safe='')}:{quote(password, safe='')}@{host}",
+                           parts.path, parts.query, parts.fragment))
+    return ";".join(one(part.strip()) for part in url.split(";") if part.strip())
 
 
 def _refuse_foreign_ports(home: Path, own_broker: bool) -> None:
