@@ -18,6 +18,36 @@ from connectors.file_drop.ledger import Ledger
 
 log = logging.getLogger("gridbus.file-drop")
 REPORT_RETRY_S = 60
+RESULTS = ("delivered", "dead-lettered")  # what bus/worker/task.py reconcile() sends
+
+
+def _count(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def outcome_record(body: bytes) -> dict | None:
+    """A chunk outcome as the workers publish it, or None for anything else.  A record that is
+    not JSON, or not of this shape, would fail every batch it is in, and the batch would come
+    back for ever (and a wrong type would fail the file's report later): it is logged and
+    dropped.  Dropping it loses no data of any route: the file's report then names the chunk as
+    not accounted for, which is what is known."""
+    try:
+        record = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or too deep
+        return None
+    if not isinstance(record, dict):
+        return None
+    strings = ("route", "checksum", "message_id", "reason")
+    if not all(isinstance(record.get(k), str) for k in strings) or record.get("result") not in RESULTS:
+        return None
+    if not (_count(record.get("chunk")) and record.get("chunk") is not None
+            and all(_count(record.get(k)) for k in ("rows_in", "readings", "events"))):
+        return None
+    rejected = record.get("rejected", [])
+    if not isinstance(rejected, list) or not all(
+            isinstance(r, dict) and _count(r.get("line")) and isinstance(r.get("reason"), str) for r in rejected):
+        return None
+    return record
 
 
 def build_report(file: dict, outcomes: list[dict], chunks: list[dict] = (), survey: dict | None = None) -> dict:
@@ -108,7 +138,15 @@ class Reconciler:
 
         def record(batch: list[Delivery]) -> None:
             # acked (by the consumer) once the ledger committed them, one transaction a batch
-            ledger.record_outcomes([json.loads(delivery.body) for delivery in batch])
+            records = []
+            for delivery in batch:
+                found = outcome_record(delivery.body)
+                if found is None:
+                    log.error("%s: a record that is not a chunk outcome, dropped (%d bytes: %r)",
+                              naming.RECONCILIATION_QUEUE, len(delivery.body), delivery.body[:120])
+                else:
+                    records.append(found)
+            ledger.record_outcomes(records)
 
         consumer = BatchConsumer(self.broker_url, [naming.RECONCILIATION_QUEUE], record, name="gridbus-reconciler",
                                  batch_max=200, window_s=0.5, prefetch=200,

@@ -185,3 +185,31 @@ def test_a_broker_restart_during_a_200k_read_file_loses_and_doubles_nothing(uc1,
     report = uc1.report("restart.csv", timeout_s=300)
     wait_for(lambda: uc1.mdms.stats()["readings"] == big["expected_readings"], 120, "every reading")
     assert report["rows_read"] == 200000 and report["chunks_dead_lettered"] == []
+
+
+def test_junk_on_the_reconciliation_queue_neither_stalls_the_ingress_nor_reaches_a_report(uc1):
+    # Given records on gridbus.reconciliation that are not chunk outcomes, as a broken or hostile
+    # publisher with the default exchange would put there: not JSON, a list, a wrong shape, a
+    # right shape with wrong types, a huge one; each failed every batch and came back for ever
+    import amqp
+    import json as _json
+    from kombu.utils.url import parse_url
+    url = parse_url(uc1.env["GRIDBUS_BROKER_URL"])
+    conn = amqp.Connection(host=f"{url['hostname']}:{url['port']}", virtual_host=url["virtual_host"])
+    conn.connect()
+    channel = conn.channel()
+    junk = [b"\xff\xfe not json", b"[1, 2]", _json.dumps({"route": "x"}).encode(),
+            _json.dumps({"route": "hes-a-csv-to-mdms-1", "checksum": "c", "chunk": "1", "result": "delivered",
+                         "message_id": "m", "reason": "", "rejected": "all"}).encode(),
+            _json.dumps({"route": "x", "rejected": [{"line": 1, "reason": "r"}] * 100_000}).encode()]
+    for body in junk:
+        channel.basic_publish(amqp.Message(body, delivery_mode=2), exchange="", routing_key="gridbus.reconciliation")
+    # When a file is dropped after them
+    daily = uc1.generate("--profile", "daily", "--meters", "3", "--days", "2")
+    uc1.drop(Path(daily["path"]))
+    # Then its report is written, accounting for every row, and the junk is gone from the queue
+    report = uc1.report(Path(daily["path"]).name)
+    assert report["status"] == "delivered" and report["rows_read"] == daily["rows_written"]
+    waiting = channel.queue_declare("gridbus.reconciliation", passive=True).message_count
+    conn.close()
+    assert waiting == 0
