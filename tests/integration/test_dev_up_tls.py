@@ -55,8 +55,11 @@ def test_dev_up_tls_connects_every_process_over_tls_with_its_certificate(tmp_pat
         plain = [c.get("client_properties", {}).get("connection_name") for c in connections
                  if not c.get("ssl") or not c.get("peer_cert_subject")]
         assert plain == []
+        # and each bus process logs in as its role's service user, over TLS too; none as the administrator
+        from gridbus_dev.cli.dev import SERVICE_ROLES
         users = {c["user"] for c in connections}
-        assert "guest" in users and users <= {"guest", "adms"}, users
+        roles = {f"gridbus-{role}" for role in SERVICE_ROLES.values()}
+        assert "guest" not in users and roles <= users <= roles | {"adms"}, users
         # and `dev status` reads the broker over HTTPS
         status = run_cli(env, "dev", "status", timeout=120)
         assert status.returncode == 0, status.stdout + status.stderr

@@ -210,6 +210,9 @@ class EmptyBroker:
     def topic_permissions_of(self, user):
         return []
 
+    def broker_version(self):
+        return "3.10.8"
+
 
 def test_routes_plan_json_says_what_is_missing_and_still_exits_2_when_out_of_sync(home, monkeypatch):
     # Given a broker with nothing declared
