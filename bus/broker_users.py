@@ -22,7 +22,6 @@ hash (as the gateway does with API keys).
 """
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from bus import registry
 from bus.broker_admin import BrokerAdmin
 from bus.errors import ConfigError
 from bus.routes.model import RouteTable
+from bus.service_users import exact as anchored  # one way to spell "exactly these names"
 
 MANAGED_TAG = "gridbus-source"  # marks the users gridbus made (it never touches others)
 
@@ -42,13 +42,7 @@ class Grant:
 
     def write_pattern(self) -> str:
         """Exactly these keys: anchored, with every regex character escaped."""
-        return "^(" + "|".join(re.escape(k) for k in self.routing_keys) + ")$"
-
-
-def anchored(names) -> str:
-    """A permission pattern for exactly these names (``^$``, nothing, when there are none)."""
-    names = sorted(set(names))
-    return "^(" + "|".join(re.escape(n) for n in names) + ")$" if names else "^$"
+        return anchored(self.routing_keys)
 
 
 def grants_of(routes: RouteTable, system: str) -> list[Grant]:
