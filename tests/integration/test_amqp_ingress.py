@@ -58,7 +58,9 @@ def test_raw_alarms_over_amqp_arrive_in_batches_and_bad_ones_are_dead_lettered(b
         conn.close()
         # Then every alarm reaches the MDMS, in batches rather than one task per alarm
         wait_for(lambda: mdms.stats()["events"] == 2000, 60, "2,000 events at the MDMS")
-        assert mdms.stats()["posts"] <= 40
+        # (20 alarms a post or more: a loaded 2-core CI machine publishes slower than the 200 ms window
+        # fills, and once made 44 posts; one task per alarm would be 2,000)
+        assert mdms.stats()["posts"] <= 100
         # and the non-JSON message is a dead letter with its reason
         listed = json.loads(run_cli(env, "dlq", "list", "--group", "--json").stdout)
         assert [(g["count"], g["error_class"]) for g in listed] == [(1, "DecodeError")]
